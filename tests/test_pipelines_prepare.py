@@ -69,12 +69,15 @@ def test_round_trip_pretrain_csv(tmp_path):
 
 
 def test_release_id_order_on_the_demo_csvs(tmp_path):
-    """175 item ids and 32 target ids, in first-appearance order, with '0' an item of its own."""
+    """175 item ids and 32 target ids, in first-appearance order, with '0' an item of its own,
+    the same order the checkpoint converter assumes (convert_tf1.release_token_order)."""
+    from peterrec_tf.convert_tf1 import release_token_order
     lines = [l.strip() for l in open(PRETRAIN_CSV) if l.strip()]
     pre = str(tmp_path / "pre")
     prepare("peterrec_pretrain_csv", pre, PRETRAIN_CSV, **quiet)
     items = inputs.load_vocab(os.path.join(pre, "vocab", "items.txt"))
     assert len(items) == 175 and items == first_appearance(l.split(",") for l in lines)
+    assert items == release_token_order(PRETRAIN_CSV)  # the converter's id order
     assert "0" in items and items.index("0") > 0  # the release counts "0" as a token
 
     fine_lines = [l.strip() for l in open(FINETUNE_CSV) if l.strip()]
@@ -84,6 +87,7 @@ def test_release_id_order_on_the_demo_csvs(tmp_path):
     targets = inputs.load_vocab(os.path.join(fine, "vocab", "targets.txt"))
     assert len(targets) == 32
     assert targets == first_appearance(l.split(",,")[1].split(",") for l in fine_lines)
+    assert targets == release_token_order(FINETUNE_CSV, targets=True)
     assert inputs.load_vocab(os.path.join(fine, "vocab", "items.txt")) == items  # never rebuilt
     meta = inputs.read_metadata(fine)
     assert meta["num_targets"] == 32 and meta["num_items"] == 175 and meta["task"] == "item_rec"
@@ -300,3 +304,17 @@ def test_tfds_builder_from_prepared_dir_and_manual_dir(tmp_path):
         assert {u: sorted(v) for u, v in loaded.items()} == {u: sorted(v) for u, v in expected.items()}
     with pytest.raises(ValueError, match="holds a item_rec dataset"):
         tfds.builder("peterrec_prepared/classify", data_dir=str(tmp_path / "c"), prepared_dir=coldrec)
+    # a classification dataset serves its labels
+    attribute = os.path.join(out, "attribute")
+    builder = tfds.builder("peterrec_prepared", data_dir=str(tmp_path / "d"), prepared_dir=attribute)
+    builder.download_and_prepare()
+    meta = inputs.read_metadata(attribute)
+    assert {s: builder.info.splits[s].num_examples for s in meta["splits"] if meta["splits"][s]} \
+        == {s: n for s, n in meta["splits"].items() if n}
+    assert json.loads(builder.info.metadata["prepared"])["labels"] == \
+        inputs.load_vocab(os.path.join(attribute, "vocab", "labels.txt"))
+    loaded = {}
+    for ex in tfds.as_numpy(builder.as_dataset(split="test")):
+        loaded.setdefault(ex["user_id"].decode(), []).append((list(ex["item_ids"]), int(ex["label"])))
+    expected = records(attribute, "test")
+    assert expected and {u: sorted(v) for u, v in loaded.items()} == {u: sorted(v) for u, v in expected.items()}
