@@ -14,7 +14,8 @@ import time
 from peterrec_tf.training.flags import COMMON, define_common_flags
 
 NAMES = COMMON + ("objective", "mask_rate", "channels", "dilations", "kernel_size", "head",
-                  "num_sampled", "eval_ranking", "num_candidates")
+                  "num_sampled", "eval_ranking", "num_candidates", "train_windows",
+                  "select_metric")
 OBJECTIVES = ("next_item", "masked_item")
 
 
@@ -24,13 +25,15 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  deterministic=False, strategy="default", mixed_precision=False,
                  checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
                  eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
-                 num_candidates=100, log=print):
+                 num_candidates=100, train_windows="all", select_metric="",
+                 log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     import keras
 
     from pipelines import inputs
     from peterrec_tf.model_dir import save_model_dir
     from peterrec_tf.models import Backbone, GRecEncoder, NextItNet
+    from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
     from peterrec_tf.training.flags import total_steps as count_steps
 
@@ -43,6 +46,15 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--head must be full or dot, got {head!r}")
     if head == "full" and num_sampled > 0:
         raise ValueError("--num_sampled needs --head=dot (the full head has no sampled softmax)")
+    if select_metric and not eval_every:
+        raise ValueError("--select_metric needs --eval_every > 0 (it chooses among the periodic "
+                         "validations)")
+    choices = [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")]
+    if select_metric and select_metric not in choices:
+        raise ValueError(f"--select_metric must be one of {choices} (from --ks), got "
+                         f"{select_metric!r}")
+    if select_metric and strategy == "multi_worker":
+        raise ValueError("--select_metric is not supported with --strategy=multi_worker")
     meta = inputs.read_metadata(data_dir)
     if meta["task"] != "pretrain":
         raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "
@@ -59,7 +71,11 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         num_sampled = max(1, int(0.2 * vocab_size))  # the release's choice
     num_sampled = max(0, num_sampled) if head == "dot" else 0
     max_len = max_len or meta["max_len"]
-    steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
+    if train_windows not in inputs.WINDOWS:
+        raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
+    examples = (inputs.count_windows(data_dir, "train", max_len, objective)
+                if train_windows == "all" else meta["splits"]["train"])
+    steps = count_steps(train_steps, epochs, examples, batch_size)
     with strategy_.scope():
         backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
                             causal=objective == "next_item")
@@ -70,12 +86,13 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     log(f"pre-training {cls.__name__} ({objective}, head {head}"
         + (f", sampled softmax {num_sampled}" if num_sampled else "")
         + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
-        f"{steps} steps of batch {batch_size} ({precision}, "
+        f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
         f"{strategy_.num_replicas_in_sync} replicas)")
 
     def make_dataset():
         return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
                                        mask_rate=mask_rate, shuffle=True, seed=seed, repeat=True,
+                                       windows=train_windows,
                                        drop_remainder=strategy_.num_replicas_in_sync > 1)
 
     scorer = evaluation.score_function(model)
@@ -86,13 +103,20 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         return evaluation.evaluate(model, data, "pretrain", config["ks"], scorer)
 
     started = time.time()
+    best = selection.BestWeights(model, model_dir, select_metric, chief) if select_metric else None
     trained = loop.train(model, make_dataset, steps, model_dir, batch_size, checkpoint_every,
                          keep_checkpoints, log_every, eval_every,
-                         lambda: evaluate_split("validation"), log, chief, strategy_)
+                         lambda: evaluate_split("validation"), log, chief, strategy_, best)
     report = {"job": "pretrain", "config": config, "training": trained,
               "examples_per_second": trained["examples_per_second"]}
     if not trained["interrupted"]:
         report["validation"] = evaluate_split("validation")
+        if best is not None:
+            best.offer(trained["steps"], report["validation"])
+            report["selected"] = best.restore()
+            log(f"selected the weights of step {report['selected']['step']} (validation "
+                f"{select_metric} {best.value:.4f})")
+            report["validation"] = report["selected"]["metrics"]
         report["test"] = evaluate_split("test")
         log(f"test ({eval_ranking} ranking): " + "  ".join(
             f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
@@ -128,6 +152,14 @@ def define_flags():
     flags.DEFINE_enum("eval_ranking", "full", ["full", "sampled"], "Next-item evaluation "
                       "against every item, or the true item + (num_candidates-1) sampled ones.")
     flags.DEFINE_integer("num_candidates", 100, "Candidates per example for sampled ranking.")
+    flags.DEFINE_string("select_metric", "", "With --eval_every: keep the weights of the "
+                        "periodic validation with the highest value of this metric (e.g. "
+                        "ndcg@10) and use them for the test figures and the saved model; "
+                        "empty = the last step's weights.")
+    flags.DEFINE_enum("train_windows", "all", ["all", "last"], "all: cut every training "
+                      "sequence longer than max_len into windows so every item is trained on "
+                      "(an epoch = one pass over all windows); last: only each sequence's most "
+                      "recent max_len items (the release's one example per user).")
 
 
 def main(argv):

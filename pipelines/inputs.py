@@ -20,6 +20,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 
 SUPPORTED_VERSION = 1
+WINDOWS = ("last", "all")
 
 
 def read_metadata(data_dir):
@@ -96,6 +97,42 @@ def _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat, 
     return dataset.batch(batch_size, drop_remainder=drop_remainder)
 
 
+def split_into_windows(ragged, size, overlap):
+    """Ragged ids `[B, None]` -> ragged windows `[W, None]` covering every item.
+
+    Windows are cut from the newest end backwards: each holds at most `size` items and
+    shares `overlap` items with the window before it, so with `overlap=1` every item after
+    a sequence's first is the next-item target of exactly one window (the same set of
+    (context, target) pairs a per-prefix dataset trains on, with contexts cut at window
+    starts). A sequence of at most `size` items is one window, as with `left_pad`.
+    """
+    stride = size - overlap
+    lengths = tf.cast(ragged.row_lengths(), tf.int32)
+    starts = tf.cast(ragged.row_starts(), tf.int32)
+    counts = tf.maximum(1, (lengths - overlap + stride - 1) // stride)
+    row = tf.repeat(tf.range(tf.shape(lengths)[0]), counts)
+    index = tf.ragged.range(counts).flat_values  # 0 = newest window of its row
+    ends = tf.gather(starts + lengths, row) - index * stride
+    begins = tf.maximum(tf.gather(starts, row), ends - size)
+    # oldest window first within a row, so a batch reads like the sequences
+    order = tf.argsort(row * tf.reduce_max(tf.concat([counts, [1]], 0)) - index, stable=True)
+    begins, ends = tf.gather(begins, order), tf.gather(ends, order)
+    values = tf.gather(ragged.flat_values, tf.ragged.range(begins, ends).flat_values)
+    return tf.RaggedTensor.from_row_lengths(values, tf.cast(ends - begins, tf.int64))
+
+
+def count_windows(data_dir, split, max_len, objective="next_item"):
+    """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
+    size, overlap = (max_len + 1, 1) if objective == "next_item" else (max_len, 0)
+    total = 0
+    for batch in tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP") \
+            .batch(4096).map(_parse("pretrain", "train")):
+        lengths = batch[schema.ITEM_IDS].row_lengths()
+        total += int(tf.reduce_sum(tf.maximum(1, (lengths - overlap + size - overlap - 1)
+                                              // (size - overlap))))
+    return total
+
+
 def _parse(task, split):
     spec = schema.feature_spec(task, split)
     return lambda serialized: tf.io.parse_example(serialized, spec)
@@ -147,12 +184,15 @@ def mask_items(ids, seed, num_items, mask_rate=0.3, max_predictions=None):
 def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len=None,
                      mask_rate=0.3, max_predictions=None, shuffle=None, seed=0,
                      deterministic=True, repeat=False, drop_remainder=False, input_context=None,
-                     pad_to_max_len=True, shuffle_buffer=10_000):
+                     pad_to_max_len=True, shuffle_buffer=10_000, windows="last"):
     """(x, y, sample_weight) batches for next-item or masked-item pre-training.
 
-    next_item: windows of the last max_len+1 items; x = ids[:-1], y = ids[1:] `[B, max_len]`,
+    next_item: windows of max_len+1 items; x = ids[:-1], y = ids[1:] `[B, max_len]`,
     weight 1 where y is an item. masked_item: x = masked ids, y = ids `[B, max_len]`, weight 1
-    at the chosen positions (see `mask_items`). `pad_to_max_len=False` pads each batch to
+    at the chosen positions (see `mask_items`). `windows="last"` takes each sequence's most
+    recent window only (one example per user, the release's behaviour); `windows="all"`
+    cuts every sequence into windows (`split_into_windows`) so every item is trained on,
+    as libraries that train on every prefix do. `pad_to_max_len=False` pads each batch to
     its own longest row instead (bucketing by batch). `shuffle` defaults to split == "train".
     """
     meta = read_metadata(data_dir)
@@ -160,11 +200,29 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
         raise ValueError(f"{data_dir} holds a {meta['task']} dataset, not pre-training data")
     if objective not in ("next_item", "masked_item"):
         raise ValueError(f"objective must be next_item or masked_item, got {objective!r}")
+    if windows not in WINDOWS:
+        raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
     max_len = max_len or meta["max_len"]
     shuffle = (split == "train") if shuffle is None else shuffle
-    dataset = _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,
-                       drop_remainder, input_context, shuffle_buffer).map(_parse("pretrain", "train"),
-                                                          num_parallel_calls=AUTOTUNE)
+    window_size, overlap = (max_len + 1, 1) if objective == "next_item" else (max_len, 0)
+    if windows == "all":
+        # parse whole record batches, cut windows, then re-batch windows to batch_size
+        # (shuffled again: a user's windows would otherwise sit side by side)
+        dataset = _records(data_dir, split, 256, shuffle, seed, deterministic, False, False,
+                           input_context, shuffle_buffer).map(_parse("pretrain", "train"),
+                                                              num_parallel_calls=AUTOTUNE)
+        dataset = dataset.map(lambda b: split_into_windows(b[schema.ITEM_IDS], window_size, overlap),
+                              num_parallel_calls=AUTOTUNE).unbatch()
+        if shuffle:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        if repeat:
+            dataset = dataset.repeat()
+        dataset = dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
+        dataset = dataset.map(lambda ids: {schema.ITEM_IDS: ids})
+    else:
+        dataset = _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,
+                           drop_remainder, input_context, shuffle_buffer).map(
+                               _parse("pretrain", "train"), num_parallel_calls=AUTOTUNE)
     num_items = meta["num_items"]
     length = max_len if pad_to_max_len else None
 

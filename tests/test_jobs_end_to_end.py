@@ -121,3 +121,28 @@ def test_contradicting_settings_are_clear_errors(pretrained, data, tmp_path):
         run_finetune(pretrained, os.path.join(data, "attribute"), str(tmp_path / "w"),
                      loss="bpr", train_steps=2, **quiet)
     assert not os.path.exists(str(tmp_path / "z"))  # refused before anything was written
+
+
+def test_pretrain_keeps_the_best_validation_weights(data, tmp_path):
+    """--select_metric: the saved model is the periodic validation with the best metric
+    (checked by re-evaluating the saved model), and the test split chose nothing."""
+    model_dir = str(tmp_path / "pre_best")
+    lines = []
+    results = run_pretrain(os.path.join(data, "pretrain"), model_dir, train_steps=40, seed=0,
+                           eval_every=10, select_metric="ndcg@10", learning_rate=0.05,
+                           **TINY, log=lines.append)
+    validations = [float(line.split("ndcg@10 ")[1].split()[0]) for line in lines
+                   if " validation: " in line]
+    assert len(validations) == 3  # steps 10, 20, 30 (+ the final one, offered by the job)
+    selected = results["selected"]
+    assert selected["step"] in (10, 20, 30, 40)
+    assert selected["metrics"]["ndcg@10"] >= max(validations) - 1e-9
+    again = run_evaluate(model_dir, os.path.join(data, "pretrain"), split="validation",
+                         ranking="full", **quiet)
+    assert abs(again["ndcg@10"] - selected["metrics"]["ndcg@10"]) < 1e-6
+    with pytest.raises(ValueError, match="eval_every"):
+        run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "x"), train_steps=5,
+                     select_metric="ndcg@10", **TINY, **quiet)
+    with pytest.raises(ValueError, match="select_metric"):
+        run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "y"), train_steps=5,
+                     eval_every=5, select_metric="auc", **TINY, **quiet)

@@ -1,6 +1,7 @@
 """tf.data input functions: shapes, padding, masking statistics, negatives, evaluation
 candidates, seeds, and sharding by input pipeline."""
 
+import collections
 import os
 
 import numpy as np
@@ -184,7 +185,7 @@ def test_sampled_candidates_are_fixed_distinct_and_independent_of_batching(data,
     np.testing.assert_array_equal(first, other_batching)
     assert first.shape[1] == 100 and first.dtype == np.int32
     assert all(len(set(row)) == 100 for row in first)
-    assert first[:, 1:].min() >= 1 and first.max() < universe
+    assert first.min() >= 1 and first.max() < universe  # no padding id, the truth included
     assert (first[:, 1:] != first[:, :1]).all()
     truth = np.concatenate([t for _, t in as_numpy(inputs.eval_dataset(data_dir, "test", 64,
                                                                        ranking="full"))])
@@ -202,17 +203,20 @@ def test_pretrain_eval_input_is_the_history(data):
     np.testing.assert_array_equal(y.numpy(), [t for _, _, t in rows])
 
 
-def test_input_context_shards_by_file_and_covers_everything(data):
+@pytest.mark.parametrize("pipelines", [2, 3])  # 3 shards: uneven, then one file each
+def test_input_context_shards_by_file_and_covers_everything(data, pipelines):
     data_dir = data("pretrain")
-    rows = []
-    for pipeline in range(3):  # 3 shards, 3 pipelines: one file each
-        context = tf.distribute.InputContext(3, pipeline, 1)
+    rows, count = [], 0
+    for pipeline in range(pipelines):
+        context = tf.distribute.InputContext(pipelines, pipeline, 1)
         x, y, _ = next(iter(inputs.pretrain_dataset(data_dir, "train", 1000, shuffle=False,
                                                     input_context=context)))
+        count += len(x)
         rows.append({tuple(r) for r in np.concatenate([x.numpy(), y.numpy()[:, -1:]], 1)})
-    assert not (rows[0] & rows[1]) and not (rows[1] & rows[2]) and not (rows[0] & rows[2])
+    assert all(not (a & b) for i, a in enumerate(rows) for b in rows[i + 1:])
     every = {tuple(padded(ids, MAX_LEN + 1)) for _, ids, _ in stored(data_dir, "train")}
-    assert rows[0] | rows[1] | rows[2] == every
+    assert set().union(*rows) == every
+    assert count == inputs.read_metadata(data_dir)["splits"]["train"]  # each record once
 
 
 def test_input_context_with_more_pipelines_than_files(data):
@@ -259,3 +263,40 @@ def test_clear_errors_for_misuse(data, tmp_path):
         inputs.eval_dataset(data("coldrec"), "test", 8, num_candidates=1001)
     with pytest.raises(FileNotFoundError, match="sub-directories"):
         inputs.read_metadata(os.path.dirname(data("pretrain")))
+
+
+def test_split_into_windows_covers_every_target_once():
+    ragged = tf.ragged.constant([[1, 2, 3, 4, 5, 6, 7], [8, 9], [10], [11, 12, 13, 14], []],
+                                dtype=tf.int64)
+    assert inputs.split_into_windows(ragged, 4, 1).to_list() == [
+        [1, 2, 3, 4], [4, 5, 6, 7], [8, 9], [10], [11, 12, 13, 14], []]
+    # masked windows do not overlap: every item is in exactly one window
+    assert inputs.split_into_windows(ragged, 3, 0).to_list() == [
+        [1], [2, 3, 4], [5, 6, 7], [8, 9], [10], [11], [12, 13, 14], []]
+
+
+def test_all_windows_train_on_every_next_item_target(data):
+    """windows="all" trains every (previous item -> item) transition of every stored
+    sequence exactly once; windows="last" only those of each sequence's newest window."""
+    data_dir = data("pretrain")
+    max_len = 6
+    expected = collections.Counter()
+    for _, ids, _ in stored(data_dir, "train"):
+        expected.update(zip(ids[:-1], ids[1:]))
+    dataset = inputs.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=True,
+                                      seed=3, windows="all")
+    seen, examples = collections.Counter(), 0
+    for x, y, w in as_numpy(dataset):
+        assert x.shape[1] == max_len
+        examples += len(x)
+        for row_x, row_y, row_w in zip(x, y, w):
+            for t in np.flatnonzero(row_w):
+                if row_x[t] > 0:  # (the first item of a sequence is predicted from padding)
+                    seen[(int(row_x[t]), int(row_y[t]))] += 1
+    assert examples == inputs.count_windows(data_dir, "train", max_len)
+    assert examples > len(stored(data_dir, "train"))  # sequences were longer than a window
+    assert seen == expected
+    last = inputs.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=False)
+    assert sum(len(b[0]) for b in as_numpy(last)) == len(stored(data_dir, "train"))
+    with pytest.raises(ValueError, match="windows"):
+        inputs.pretrain_dataset(data_dir, "train", 32, windows="every")

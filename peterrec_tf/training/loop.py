@@ -24,8 +24,9 @@ class JobCallback(keras.callbacks.Callback):
     """Step counting, progress, TensorBoard, periodic evaluation and checkpoints, signals."""
 
     def __init__(self, state, progress, summaries, stop, checkpoint_every, eval_every=0,
-                 evaluate=None, log=print, chief=True):
+                 evaluate=None, log=print, chief=True, best=None):
         super().__init__()
+        self.best = best
         self.state, self.progress, self.summaries, self.stop = state, progress, summaries, stop
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.eval_every, self.evaluate = int(eval_every or 0), evaluate
@@ -46,6 +47,8 @@ class JobCallback(keras.callbacks.Callback):
             self.log(f"step {step} validation: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in self.validation.items() if k != "examples"))
             self.summaries.scalars("validation", self.validation, step)
+            if self.best is not None and self.best.offer(step, self.validation):
+                self.log(f"step {step}: best {self.best.metric} so far, weights kept")
         if step % self.checkpoint_every == 0:
             self._save(step)
         if self.stop.requested:
@@ -62,12 +65,13 @@ class JobCallback(keras.callbacks.Callback):
 
 def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_every=500,
           keep_checkpoints=3, log_every=50, eval_every=0, evaluate=None, log=print, chief=True,
-          strategy=None):
+          strategy=None, best=None):
     """Train the compiled `model` up to `total_steps`, resuming from model_dir's checkpoint.
 
     `make_dataset()` returns the repeated training dataset of global batches from its
     first batch.  Returns {"steps", "resumed_from", "interrupted", "train_seconds",
-    "examples_per_second", "last_logs"}.
+    "examples_per_second", "last_logs"}. `best` (a `best.BestWeights`) is offered every
+    periodic validation.
     """
     state = TrainingState(model, model_dir, keep_checkpoints, strategy, chief)
     latest = state.restore()
@@ -86,7 +90,8 @@ def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_ev
         multiworker_compat.prepare(model, strategy, dataset)
     with StopRequest() as stop:
         callback = JobCallback(state, Progress(total_steps, start, batch_size, log_every),
-                               summaries, stop, checkpoint_every, eval_every, evaluate, log, chief)
+                               summaries, stop, checkpoint_every, eval_every, evaluate, log, chief,
+                               best)
         started = time.time()
         history = model.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
                             shuffle=False, callbacks=[callback])

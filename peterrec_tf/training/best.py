@@ -1,0 +1,56 @@
+"""Model selection on the validation split: keep the weights of the best evaluation.
+
+With `--eval_every` and `--select_metric`, every periodic validation is offered to a
+`BestWeights`; an improvement saves the model's weights under `model_dir/best/` (a
+checkpoint plus `best.json` with the step and metrics), so a resumed run keeps what it had
+selected. At the end the job offers the final validation too and restores the best weights
+before the test evaluation and the saved model: the test split never chooses anything.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+
+class BestWeights:
+    """The best validation so far by `metric` (higher is better) and its weights."""
+
+    def __init__(self, model, model_dir, metric, chief=True):
+        self.model, self.metric, self.chief = model, metric, chief
+        self.directory = os.path.join(model_dir, "best")
+        self.checkpoint = tf.train.Checkpoint(model=model)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
+        self.record = None
+        path = os.path.join(self.directory, "best.json")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as handle:
+                self.record = json.load(handle)
+
+    @property
+    def value(self):
+        return None if self.record is None else self.record["metrics"][self.metric]
+
+    def offer(self, step, metrics):
+        """Save the weights if `metrics[metric]` beats the best so far; True if it did."""
+        if self.metric not in metrics:
+            raise ValueError(f"--select_metric={self.metric} is not among the validation "
+                             f"metrics {sorted(k for k in metrics if k != 'examples')}")
+        value = float(metrics[self.metric])
+        if self.record is not None and value <= self.value:
+            return False
+        self.record = {"step": int(step), "metric": self.metric,
+                       "metrics": {k: float(v) for k, v in metrics.items()}}
+        if self.chief:
+            self.manager.save(checkpoint_number=int(step))
+            with open(os.path.join(self.directory, "best.json"), "w", encoding="utf-8") as handle:
+                json.dump(self.record, handle, indent=2)
+        return True
+
+    def restore(self):
+        """Load the best weights into the model; returns the best record (or None)."""
+        latest = self.manager.latest_checkpoint
+        if latest is None:
+            return None
+        self.checkpoint.restore(latest).expect_partial()
+        return self.record
