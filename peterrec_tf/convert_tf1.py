@@ -167,9 +167,26 @@ def release_token_order(csv_path, targets=False):
     return tokens
 
 
+def release_history_length(csv_path):
+    """The longest source history (items before `,,`) of a release CSV, in items."""
+    longest = 0
+    with open(csv_path, encoding="utf-8") as handle:
+        for line in handle:
+            line = line.strip()
+            if line:
+                longest = max(longest, len(line.split(",,", 1)[0].split(",")))
+    return longest
+
+
 def convert_checkpoint(prefix, output_dir, causal=None, insertion=None, vocab_csv=None,
-                       target_vocab_csv=None, log=print):
-    """Convert `prefix` into a model directory; returns its config.json contents."""
+                       target_vocab_csv=None, log=print, max_len=None):
+    """Convert `prefix` into a model directory; returns its config.json contents.
+
+    `max_len` (items of history a served request keeps) is recorded in config.json; when
+    not given it is read off the release CSV the model was trained on: the fine-tuning
+    file's longest history for a fine-tuned model, else the pre-training file's longest
+    row (minus the one a causal pre-training graph drops). Without either it stays unset.
+    """
     import keras
 
     from peterrec_tf.models import Backbone, FineTuner, pretrainer_for
@@ -289,8 +306,18 @@ def convert_checkpoint(prefix, output_dir, causal=None, insertion=None, vocab_cs
             raise ConversionError(
                 f"{target_vocab_csv} gives {len(vocabs['targets'])} target ids but the checkpoint "
                 f"has {variables[TARGET_EMBEDDING].shape[0]} target embeddings")
+    max_len_from = "--max_len"
+    if max_len is None or max_len <= 0:
+        max_len, max_len_from = None, None
+        if finetuned and target_vocab_csv:
+            max_len, max_len_from = release_history_length(target_vocab_csv), target_vocab_csv
+        elif vocab_csv:
+            max_len = release_history_length(vocab_csv) - (1 if causal and not finetuned else 0)
+            max_len_from = vocab_csv
     config = {
         "source": "tf1_checkpoint",
+        "max_len": max_len,
+        "max_len_from": max_len_from,
         "checkpoint": os.path.abspath(prefix),
         "converted_variables": len(placed),
         "unused_variables": unused,
@@ -391,6 +418,10 @@ def define_flags():
     flags.DEFINE_string("target_vocab_csv", None,
                         "The release's fine-tuning CSV: rebuilds its target id order (targets after ',,', "
                         "0 reserved) into DIR/target_vocab.txt.")
+    flags.DEFINE_integer("max_len", 0, "Items of history the converted model keeps (recorded in "
+                         "config.json; the export cuts served histories to it). 0 = the longest "
+                         "history of --target_vocab_csv (fine-tuned) or --vocab_csv (minus one for "
+                         "a causal pre-trained model, whose graph drops the last item).")
     flags.mark_flags_as_required(["checkpoint", "output_dir"])
 
 
@@ -401,7 +432,8 @@ def main(argv):
     values = flags.FLAGS
     try:
         config = convert_checkpoint(values.checkpoint, values.output_dir, _parse_bool(values.causal),
-                                    values.insertion, values.vocab_csv, values.target_vocab_csv)
+                                    values.insertion, values.vocab_csv, values.target_vocab_csv,
+                                    max_len=values.max_len)
     except (ConversionError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """TF1 checkpoint conversion: parity with the release's own graphs, strictness."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -130,6 +131,26 @@ def test_unused_pretraining_head_is_reported_not_dropped(tmp_path):
     assert "softmax_w" in messages[0]
     with np.load(os.path.join(out, "unused_variables.npz")) as data:
         assert data["softmax_w"].shape == (175, 64)
+
+
+def test_max_len_is_recorded_from_the_release_csvs_or_the_flag(pretrained_dir, tmp_path):
+    """Served histories are cut to the length the release trained on: the pre-training
+    rows minus the item a causal graph drops, the fine-tuning file's source histories, or
+    what --max_len says."""
+    with open(PRETRAIN_CSV) as handle:
+        row = max(len(line.split(",,")[0].split(",")) for line in handle if line.strip())
+    with open(FINETUNE_CSV) as handle:
+        history = max(len(line.split(",,")[0].split(",")) for line in handle if line.strip())
+    config = json.load(open(os.path.join(pretrained_dir, "config.json")))
+    assert config["max_len"] == row - 1 and config["max_len_from"] == PRETRAIN_CSV
+    tuned = convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft"),
+                               target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
+    assert tuned["max_len"] == history
+    explicit = convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft2"), max_len=7,
+                                  log=lambda _: None)
+    assert explicit["max_len"] == 7 and explicit["max_len_from"] == "--max_len"
+    assert convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft3"),
+                              log=lambda _: None)["max_len"] is None
 
 
 def test_release_id_order_from_the_demo_csvs():
