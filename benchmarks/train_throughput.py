@@ -5,10 +5,13 @@
 (1) "release": the original model re-created in TF1 style from
     ../shared/docs/original_tf1_model.md: a compat.v1 graph with placeholders, numpy
     batches sliced and fed through feed_dict each step, the release's conv formulation
-    (input viewed as [B, 1, T, C], explicit left padding, dilated conv2d) and its
-    hand-written layer norm; Adam.
+    (input viewed as [B, 1, T, C], explicit left padding, atrous conv lowered to
+    SpaceToBatchND + Conv2D + BatchToSpaceND, as the release's .meta graph records) and its
+    hand-written layer norm; Adam. A first "fidelity" row runs the release's own .meta
+    training graph (its demo model) beside the re-creation at the same size.
 (2) "peterrec-tf": the same model and batch through this project's path: TFRecords ->
-    tf.data input function -> Keras model.fit (compute_loss, no hand-written tape).
+    tf.data input function -> the jobs' training driver (`training.loop.train`: Keras fit
+    with compute_loss and the job callback).
 The two sides run alternately in one process, repeated; medians of sequences/second and
 their ratio are printed per row. No assertion: this prints figures.
 """
@@ -44,13 +47,13 @@ def tf1_conv(x, channels, k, rate, causal, scope):
         weight = v1.get_variable("weight", [1, k, channels, channels],
                                  initializer=v1.truncated_normal_initializer(stddev=0.02))
         bias = v1.get_variable("bias", [channels], initializer=v1.zeros_initializer())
+        # the release's lowering, as its .meta graph records it: Pad (causal) -> ExpandDims
+        # -> SpaceToBatchND -> Conv2D -> BatchToSpaceND (tf.nn.atrous_conv2d; TF 2.21
+        # still lowers a dilated tf.nn.convolution this way) -> + bias -> Squeeze
         if causal:
             x = tf.pad(x, [[0, 0], [(k - 1) * rate, 0], [0, 0]])
-            out = tf.nn.conv2d(tf.expand_dims(x, 1), weight, strides=1, padding="VALID",
-                               dilations=[1, 1, rate, 1])
-        else:
-            out = tf.nn.conv2d(tf.expand_dims(x, 1), weight, strides=1, padding="SAME",
-                               dilations=[1, 1, rate, 1])
+        out = tf.nn.atrous_conv2d(tf.expand_dims(x, 1), weight, rate,
+                                  padding="VALID" if causal else "SAME")
         return tf.squeeze(out + bias, 1)
 
 
@@ -163,6 +166,35 @@ def run_tf1(kind, data, vocab, channels, dilations, batch, steps, num_targets, r
         return steps * batch / (time.perf_counter() - started)
 
 
+def run_release_meta(meta_path, data, batch, steps):
+    """The release's own pre-training graph (its .meta: placeholders, Adam train op)."""
+    graph = tf.Graph()
+    with graph.as_default():
+        v1.train.import_meta_graph(meta_path)
+        ids = graph.get_tensor_by_name("itemseq_input:0")
+        train = graph.get_operation_by_name("Adam")
+        init = graph.get_operation_by_name("init")
+    with v1.Session(graph=graph) as session:
+        session.run(init)
+
+        def step(i):
+            start = (i * batch) % (len(data) - batch)
+            session.run(train, {ids: data[start:start + batch]})
+        step(0)
+        started = time.perf_counter()
+        for i in range(1, steps + 1):
+            step(i)
+        return steps * batch / (time.perf_counter() - started)
+
+
+def release_meta_path():
+    shared = os.environ.get("PETERREC_SHARED") or os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
+    path = os.path.join(shared, "tf1_checkpoints", "nextitnet_causal",
+                        "model_nextitnet_transfer_pretrain.ckpt.meta")
+    return path if os.path.exists(path) else None
+
+
 # ---------------------------------------------------------------- this project
 def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len):
     import keras
@@ -186,13 +218,21 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
         data = inputs.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", batch, objective,
                                        max_len=seq_len - (1 if causal else 0), repeat=True,
                                        drop_remainder=True)
+    if not model.built:
+        model.build()
     model.compile(optimizer=keras.optimizers.Adam(1e-3))
     warm_up = 3
     clock = StepClock(warm_up)
-    # one fit: the first steps trace the function and fill tf.data's shuffle buffer (a
-    # start-up cost, like the release's graph building and data loading, which the TF1 side
-    # does not time either); the clock runs from the end of the last warm-up step
-    model.fit(data, steps_per_epoch=warm_up + steps, epochs=1, verbose=0, callbacks=[clock])
+    # the jobs' own training driver (fit + the job callback: step counting, progress,
+    # TensorBoard, checkpoint at the end), in one run: the first steps trace the function
+    # and fill tf.data's shuffle buffer (a start-up cost, like the release's graph building
+    # and data loading, which the TF1 side does not time either); the clock runs from the
+    # end of the last warm-up step to the end of the last step
+    from peterrec_tf.training import loop
+    with tempfile.TemporaryDirectory() as model_dir:
+        loop.train(model, lambda: data, warm_up + steps, model_dir, batch,
+                   checkpoint_every=10 ** 9, log_every=10 ** 9, log=lambda *_: None,
+                   callbacks=[clock])
     return steps * batch / (clock.stopped - clock.started)
 
 
@@ -243,6 +283,8 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="timed steps per side and repeat")
     parser.add_argument("--seq_len", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="64 channels, vocab 1683, 2 repeats")
+    parser.add_argument("--skip_fidelity", action="store_true",
+                        help="skip the release .meta graph vs re-creation row")
     args = parser.parse_args()
     if args.quick:
         args.channels, args.vocabs, args.repeats = "64", "1683", 2
@@ -250,6 +292,23 @@ def main():
     rng = np.random.RandomState(0)
     print(f"{'row':<14}{'C':>5}{'vocab':>8}{'batch':>7}{'release seq/s':>15}{'peterrec-tf seq/s':>19}{'ratio':>8}")
     with tempfile.TemporaryDirectory() as root:
+        meta = release_meta_path()
+        if meta and not args.skip_fidelity:
+            # fidelity of the re-creation: the release's own training graph (its demo model:
+            # 175 items, 64 channels, full softmax) against the re-creation at that size
+            vocab, batch = 175, 32
+            prepared = prepare_data(root, vocab - 1, 4000, args.seq_len)
+            data = rng.randint(1, vocab, (4000, args.seq_len)).astype("int32")
+            real, copy, ours = [], [], []
+            for _ in range(args.repeats):
+                real.append(run_release_meta(meta, data, batch, args.steps))
+                copy.append(run_tf1("next_full", data, vocab, 64, dilations, batch, args.steps, 200, rng))
+                ours.append(run_keras("next_full", prepared, vocab, 64, dilations, batch, args.steps,
+                                      args.seq_len))
+            a, b, c = (statistics.median(x) for x in (real, copy, ours))
+            print(f"fidelity (release demo model, V=175, C=64, batch 32): release .meta graph "
+                  f"{a:,.0f} seq/s, TF1 re-creation {b:,.0f} ({b / a:.2f}x), peterrec-tf "
+                  f"{c:,.0f} ({c / a:.2f}x of the .meta graph)", flush=True)
         for vocab in [int(v) for v in args.vocabs.split(",")]:
             prepared = prepare_data(root, vocab - 1, 4000, args.seq_len)  # + id 0 = vocab ids
             data = rng.randint(1, vocab, (4000, args.seq_len)).astype("int32")

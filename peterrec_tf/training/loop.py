@@ -65,13 +65,13 @@ class JobCallback(keras.callbacks.Callback):
 
 def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_every=500,
           keep_checkpoints=3, log_every=50, eval_every=0, evaluate=None, log=print, chief=True,
-          strategy=None, best=None):
+          strategy=None, best=None, callbacks=()):
     """Train the compiled `model` up to `total_steps`, resuming from model_dir's checkpoint.
 
     `make_dataset()` returns the repeated training dataset of global batches from its
     first batch.  Returns {"steps", "resumed_from", "interrupted", "train_seconds",
     "examples_per_second", "last_logs"}. `best` (a `best.BestWeights`) is offered every
-    periodic validation.
+    periodic validation; `callbacks` are extra Keras callbacks run after the job's own.
     """
     state = TrainingState(model, model_dir, keep_checkpoints, strategy, chief)
     latest = state.restore()
@@ -94,7 +94,7 @@ def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_ev
                                best)
         started = time.time()
         history = model.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
-                            shuffle=False, callbacks=[callback])
+                            shuffle=False, callbacks=[callback, *callbacks])
         seconds = time.time() - started
         steps = state.current_step
         callback._save(steps)  # the final (or interrupted) state, once
