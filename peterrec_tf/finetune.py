@@ -48,7 +48,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                  learning_rate=1e-3, seed=0, deterministic=False, strategy="default",
                  mixed_precision=False, checkpoint_every=500, keep_checkpoints=3, log_every=50,
                  eval_every=0, eval_batch_size=256, ks=(5, 10), max_len=0,
-                 eval_ranking="sampled", num_candidates=100, log=print):
+                 eval_ranking="sampled", num_candidates=100, select_metric="", log=print):
     """Run the fine-tuning job; returns the results dict also written to results.json."""
     import keras
 
@@ -57,6 +57,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
     from peterrec_tf.models import FineTuner, build_finetuner, format_report, parameter_report
     from peterrec_tf.models.transfer import check_method
+    from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
     from peterrec_tf.training.flags import total_steps as count_steps
 
@@ -70,6 +71,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     if task is not None and task != data_task:
         raise ValueError(f"--task={task} but {data_dir} holds {data_task} data")
     task = data_task
+    choices = (["accuracy"] if task == "classify"
+               else [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
+    selection.check_selection(select_metric, eval_every, strategy, choices)
     if os.path.abspath(pretrained) == os.path.abspath(model_dir):
         raise ValueError("--model_dir must differ from --pretrained (the pre-trained model is "
                          "never modified)")
@@ -135,13 +139,17 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         return evaluation.evaluate(model, data, task, config["ks"], scorer)
 
     started = time.time()
+    best = selection.BestWeights(model, model_dir, select_metric, chief) if select_metric else None
     trained = loop.train(model, make_dataset, steps, model_dir, batch_size, checkpoint_every,
                          keep_checkpoints, log_every, eval_every,
-                         lambda: evaluate_split("validation"), log, chief, strategy_)
+                         lambda: evaluate_split("validation"), log, chief, strategy_, best)
     summary = {"job": "finetune", "config": config, "training": trained, "parameters": report,
                "examples_per_second": trained["examples_per_second"]}
     if not trained["interrupted"]:
         summary["validation"] = evaluate_split("validation")
+        if best is not None:
+            summary["validation"], summary["selected"] = selection.finish_selection(
+                best, trained["steps"], summary["validation"], log)
         summary["test"] = evaluate_split("test")
         log("test: " + "  ".join(f"{k} {v:.4f}" for k, v in summary["test"].items()
                                  if k != "examples"))

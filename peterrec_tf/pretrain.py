@@ -14,8 +14,7 @@ import time
 from peterrec_tf.training.flags import COMMON, define_common_flags
 
 NAMES = COMMON + ("objective", "mask_rate", "channels", "dilations", "kernel_size", "head",
-                  "num_sampled", "eval_ranking", "num_candidates", "train_windows",
-                  "select_metric")
+                  "num_sampled", "eval_ranking", "num_candidates", "train_windows")
 OBJECTIVES = ("next_item", "masked_item")
 
 
@@ -46,15 +45,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--head must be full or dot, got {head!r}")
     if head == "full" and num_sampled > 0:
         raise ValueError("--num_sampled needs --head=dot (the full head has no sampled softmax)")
-    if select_metric and not eval_every:
-        raise ValueError("--select_metric needs --eval_every > 0 (it chooses among the periodic "
-                         "validations)")
-    choices = [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")]
-    if select_metric and select_metric not in choices:
-        raise ValueError(f"--select_metric must be one of {choices} (from --ks), got "
-                         f"{select_metric!r}")
-    if select_metric and strategy == "multi_worker":
-        raise ValueError("--select_metric is not supported with --strategy=multi_worker")
+    selection.check_selection(select_metric, eval_every, strategy,
+                              [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
     meta = inputs.read_metadata(data_dir)
     if meta["task"] != "pretrain":
         raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "
@@ -112,11 +104,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     if not trained["interrupted"]:
         report["validation"] = evaluate_split("validation")
         if best is not None:
-            best.offer(trained["steps"], report["validation"])
-            report["selected"] = best.restore()
-            log(f"selected the weights of step {report['selected']['step']} (validation "
-                f"{select_metric} {best.value:.4f})")
-            report["validation"] = report["selected"]["metrics"]
+            report["validation"], report["selected"] = selection.finish_selection(
+                best, trained["steps"], report["validation"], log)
         report["test"] = evaluate_split("test")
         log(f"test ({eval_ranking} ranking): " + "  ".join(
             f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
@@ -152,10 +141,6 @@ def define_flags():
     flags.DEFINE_enum("eval_ranking", "full", ["full", "sampled"], "Next-item evaluation "
                       "against every item, or the true item + (num_candidates-1) sampled ones.")
     flags.DEFINE_integer("num_candidates", 100, "Candidates per example for sampled ranking.")
-    flags.DEFINE_string("select_metric", "", "With --eval_every: keep the weights of the "
-                        "periodic validation with the highest value of this metric (e.g. "
-                        "ndcg@10) and use them for the test figures and the saved model; "
-                        "empty = the last step's weights.")
     flags.DEFINE_enum("train_windows", "all", ["all", "last"], "all: cut every training "
                       "sequence longer than max_len into windows so every item is trained on "
                       "(an epoch = one pass over all windows); last: only each sequence's most "

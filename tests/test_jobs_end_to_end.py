@@ -146,3 +146,20 @@ def test_pretrain_keeps_the_best_validation_weights(data, tmp_path):
     with pytest.raises(ValueError, match="select_metric"):
         run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "y"), train_steps=5,
                      eval_every=5, select_metric="auc", **TINY, **quiet)
+
+
+def test_finetune_keeps_the_best_validation_accuracy(pretrained, data, tmp_path):
+    model_dir = str(tmp_path / "gender_best")
+    lines = []
+    out = run_finetune(pretrained, os.path.join(data, "attribute"), model_dir, train_steps=12,
+                       eval_every=4, select_metric="accuracy", seed=0, batch_size=32,
+                       log_every=4, checkpoint_every=6, log=lines.append)
+    validations = [float(line.split("accuracy ")[-1].split()[0]) for line in lines
+                   if " validation: " in line]
+    assert len(validations) == 2 and out["selected"]["step"] in (4, 8, 12)
+    assert out["validation"]["accuracy"] == max(validations + [out["validation"]["accuracy"]])
+    again = run_evaluate(model_dir, os.path.join(data, "attribute"), split="validation", **quiet)
+    assert abs(again["accuracy"] - out["selected"]["metrics"]["accuracy"]) < 1e-6
+    with pytest.raises(ValueError, match="one of \\['accuracy'\\]"):
+        run_finetune(pretrained, os.path.join(data, "attribute"), str(tmp_path / "x"),
+                     train_steps=4, eval_every=2, select_metric="ndcg@10", **quiet)

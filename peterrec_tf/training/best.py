@@ -54,3 +54,25 @@ class BestWeights:
             return None
         self.checkpoint.restore(latest).expect_partial()
         return self.record
+
+
+def check_selection(metric, eval_every, strategy, choices):
+    """Usage errors for `--select_metric`, raised before anything is trained."""
+    if not metric:
+        return
+    if not eval_every:
+        raise ValueError("--select_metric needs --eval_every > 0 (it chooses among the periodic "
+                         "validations)")
+    if metric not in choices:
+        raise ValueError(f"--select_metric must be one of {list(choices)}, got {metric!r}")
+    if strategy == "multi_worker":
+        raise ValueError("--select_metric is not supported with --strategy=multi_worker")
+
+
+def finish_selection(best, steps, validation, log=print):
+    """Offer the final validation, load the best weights; returns (validation, record)."""
+    best.offer(steps, validation)
+    record = best.restore()
+    log(f"selected the weights of step {record['step']} (validation {best.metric} "
+        f"{best.value:.4f})")
+    return record["metrics"], record

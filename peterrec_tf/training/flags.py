@@ -2,7 +2,8 @@
 
 COMMON = ("data_dir", "model_dir", "batch_size", "epochs", "train_steps", "learning_rate",
           "seed", "deterministic", "strategy", "mixed_precision", "checkpoint_every",
-          "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "ks", "max_len")
+          "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "ks", "max_len",
+          "select_metric")
 
 
 def define_common_flags(batch_size, learning_rate):
@@ -38,6 +39,10 @@ def define_common_flags(batch_size, learning_rate):
                          "TensorBoard scalars every N steps.")
     flags.DEFINE_integer("eval_every", 0, "Evaluate on the validation split every N steps "
                          "(0: only at the end).")
+    flags.DEFINE_string("select_metric", "", "With --eval_every: keep the weights of the "
+                        "periodic validation with the highest value of this metric (hr@K, "
+                        "mrr@K, ndcg@K for K in --ks; accuracy for classification) and use them "
+                        "for the test figures and the saved model; empty = the last step's.")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_list("ks", ["5", "10"], "Cut-offs k for HR@k, MRR@k and NDCG@k.")
     flags.DEFINE_integer("max_len", 0, "Sequence length to pad/truncate to (most recent items "
