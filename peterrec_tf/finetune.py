@@ -48,7 +48,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                  learning_rate=1e-3, seed=0, deterministic=False, strategy="default",
                  mixed_precision=False, checkpoint_every=500, keep_checkpoints=3, log_every=50,
                  eval_every=0, eval_batch_size=256, ks=(5, 10), max_len=0,
-                 eval_ranking="sampled", num_candidates=100, select_metric="", log=print):
+                 eval_ranking="sampled", num_candidates=100, select_metric="", jit_compile=True,
+                 log=print):
     """Run the fine-tuning job; returns the results dict also written to results.json."""
     import keras
 
@@ -59,7 +60,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from peterrec_tf.models.transfer import check_method
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
-    from peterrec_tf.training.flags import total_steps as count_steps
+    from peterrec_tf.training.flags import total_steps as count_steps, use_xla
 
     config = {k: v for k, v in locals().items() if k in NAMES}
     config["ks"] = [int(k) for k in ks]
@@ -118,12 +119,14 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         fit_metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
                        if task == "classify" else [HitRate(1, name="pos_beats_neg")]
                        if negatives else [])
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=fit_metrics)
+        xla = use_xla(jit_compile, strategy, deterministic)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=fit_metrics,
+                      jit_compile=xla)
     report = parameter_report(model)
     log(f"fine-tuning {task} ({num_outputs} outputs) with {method}"
         + (" from scratch" if from_scratch else "")
         + (f", insertion {model.backbone.insertion}" if model.backbone.insertion else "")
-        + f": {steps} steps of batch {batch_size}")
+        + f": {steps} steps of batch {batch_size}" + (" (XLA)" if xla else ""))
     log("  " + format_report(report, "parameters"))
 
     def make_dataset():

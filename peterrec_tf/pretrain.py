@@ -25,7 +25,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
                  eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
                  num_candidates=100, train_windows="all", select_metric="",
-                 log=print):
+                 jit_compile=True, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     import keras
 
@@ -34,7 +34,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.models import Backbone, GRecEncoder, NextItNet
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
-    from peterrec_tf.training.flags import total_steps as count_steps
+    from peterrec_tf.training.flags import total_steps as count_steps, use_xla
 
     config = {k: v for k, v in locals().items() if k in NAMES}
     config["dilations"] = [int(d) for d in dilations]
@@ -74,11 +74,16 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         cls = NextItNet if objective == "next_item" else GRecEncoder
         model = cls(backbone, head=head, num_sampled=num_sampled)
         model.build()
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+        # XLA needs the static-shape loss (head at every position, weighted): worth it when
+        # nearly every position is a target (next item), not under a 30% mask
+        xla = use_xla(jit_compile, strategy, deterministic,
+                      supported=objective == "next_item" and not num_sampled)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate), jit_compile=xla)
     log(f"pre-training {cls.__name__} ({objective}, head {head}"
         + (f", sampled softmax {num_sampled}" if num_sampled else "")
         + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
         f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
+        f"{'XLA, ' if xla else ''}"
         f"{strategy_.num_replicas_in_sync} replicas)")
 
     def make_dataset():

@@ -24,7 +24,8 @@ pytestmark = [
 ]
 
 SETTINGS = {"channels": 16, "dilations": "1,2", "batch_size": 32, "train_steps": 12,
-            "learning_rate": 0.003, "seed": 5, "checkpoint_every": 6, "log_every": 6}
+            "learning_rate": 0.003, "seed": 5, "checkpoint_every": 6, "log_every": 6,
+            "jit_compile": False}  # the cluster runs without XLA; compare like with like
 
 
 def free_ports(count):

@@ -93,14 +93,25 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
 
         In training `y_pred` is the hidden states and the head runs only at the weighted
         positions (not at padding, nor at unmasked positions of the masked objective,
-        which the release computes and then discards).
+        which the release computes and then discards); under XLA (`jit_compile`) it runs
+        at every position instead, since a data-dependent gather has no static shape.
         """
         labels = tf.reshape(tf.cast(y, "int32"), [-1])
         if sample_weight is None:
             weights = tf.ones_like(labels, dtype="float32")
         else:
             weights = tf.reshape(tf.cast(sample_weight, "float32"), [-1])
-        if training:
+        if training and self.jit_compile:
+            # XLA wants static shapes: the head runs at every position and the weights zero
+            # the padding/unmasked ones (no dynamic gather)
+            hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
+            if self.num_sampled:
+                raise ValueError("the sampled softmax cannot run under XLA (its candidate "
+                                 "sampler has no XLA kernel): compile with jit_compile=False")
+            logits = tf.cast(self.head(hidden), "float32")
+            per_position = keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True)
+        elif training:
             keep = tf.where(weights > 0)[:, 0]
             hidden = tf.gather(tf.reshape(tf.cast(y_pred, "float32"),
                                           [-1, self.backbone.channels]), keep)

@@ -3,7 +3,7 @@
 COMMON = ("data_dir", "model_dir", "batch_size", "epochs", "train_steps", "learning_rate",
           "seed", "deterministic", "strategy", "mixed_precision", "checkpoint_every",
           "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "ks", "max_len",
-          "select_metric")
+          "select_metric", "jit_compile")
 
 
 def define_common_flags(batch_size, learning_rate):
@@ -43,6 +43,11 @@ def define_common_flags(batch_size, learning_rate):
                         "periodic validation with the highest value of this metric (hr@K, "
                         "mrr@K, ndcg@K for K in --ks; accuracy for classification) and use them "
                         "for the test figures and the saved model; empty = the last step's.")
+    flags.DEFINE_bool("jit_compile", True, "Compile the training step with XLA (measured "
+                      "1.2x-1.6x faster on CPU for these models; Keras leaves XLA off on CPU by "
+                      "default). Off by itself where it cannot or should not apply: the sampled "
+                      "softmax and masked-item pre-training, --deterministic, distributed "
+                      "strategies.")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_list("ks", ["5", "10"], "Cut-offs k for HR@k, MRR@k and NDCG@k.")
     flags.DEFINE_integer("max_len", 0, "Sequence length to pad/truncate to (most recent items "
@@ -64,3 +69,14 @@ def total_steps(train_steps, epochs, num_examples, batch_size):
     if train_steps and train_steps > 0:
         return int(train_steps)
     return max(1, int(round(epochs * max(1, num_examples // batch_size))))
+
+
+def use_xla(jit_compile, strategy, deterministic, supported=True):
+    """Whether a job compiles its train step with XLA: asked for, supported by the model,
+    one process (the distributed code paths are tested without it) and not in op-determinism
+    mode (XLA does not promise it for every op)."""
+    if not (jit_compile and supported and strategy == "default" and not deterministic):
+        return False
+    from tensorflow.python.framework.config import is_op_determinism_enabled
+
+    return not is_op_determinism_enabled()  # process-wide: an earlier job may have set it
