@@ -220,11 +220,13 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
                                        drop_remainder=True)
     if not model.built:
         model.build()
-    # XLA where the jobs use it (pretrain.py / finetune.py via training.flags.use_xla): the
-    # next-item full softmax and fine-tuning; not the sampled softmax nor masked-item
-    from peterrec_tf.training.flags import use_xla
-    xla = use_xla(True, "default", False, supported=kind in ("next_full", "peterrec"))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=xla)
+    # XLA as the jobs use it: the whole fine-tuning step; in pre-training the whole step or
+    # only the residual blocks (pretrain.xla_plan)
+    from peterrec_tf.pretrain import xla_plan
+    plan = "step" if kind == "peterrec" else xla_plan(objective, sampled)
+    if plan == "blocks":
+        backbone.compile_blocks_with_xla()
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=plan == "step")
     warm_up = 3
     clock = StepClock(warm_up)
     # the jobs' own training driver (fit + the job callback: step counting, progress,

@@ -163,3 +163,18 @@ def test_finetune_keeps_the_best_validation_accuracy(pretrained, data, tmp_path)
     with pytest.raises(ValueError, match="one of \\['accuracy'\\]"):
         run_finetune(pretrained, os.path.join(data, "attribute"), str(tmp_path / "x"),
                      train_steps=4, eval_every=2, select_metric="ndcg@10", **quiet)
+
+
+def test_sampled_softmax_pretraining_compiles_only_the_blocks(data, tmp_path):
+    """The sampler has no XLA kernel: the job compiles the residual stack only, and
+    --jit_compile=false turns XLA off."""
+    compiled, plain = [], []
+    out = run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "dot"), head="dot",
+                       num_sampled=10, train_steps=6, seed=0, **TINY, log=compiled.append)
+    run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "dot_plain"), head="dot",
+                 num_sampled=10, train_steps=6, seed=0, jit_compile=False, **TINY,
+                 log=plain.append)
+    assert "XLA blocks" in compiled[0] and "XLA" not in plain[0]
+    assert np.isfinite(out["training"]["last_loss"]) and out["test"]["examples"] > 0
+    model, _, _ = load_model_dir(str(tmp_path / "dot"))  # saved without the compiled function
+    assert getattr(model.backbone, "_xla_blocks", None) is None

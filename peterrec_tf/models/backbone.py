@@ -66,9 +66,29 @@ class Backbone(keras.Model):
 
     def call(self, item_ids):
         hidden = self.item_embedding(item_ids)
+        stack = getattr(self, "_xla_blocks", None)
+        return stack(hidden) if stack is not None else self._run_blocks(hidden)
+
+    def _run_blocks(self, hidden):
         for block in self.blocks:
             hidden = block(hidden)
         return hidden
+
+    def compile_blocks_with_xla(self, enabled=True):
+        """Run the residual stack (and its gradient) as one XLA-compiled function.
+
+        For train steps that cannot be XLA-compiled whole (the sampled softmax's candidate
+        sampler has no XLA kernel; the masked objective's gather of masked positions has
+        no static shape): the blocks are most of the step and fuse well. A runtime
+        setting of this object, not part of its config; do not combine with a
+        `jit_compile=True` train step (that compiles the blocks already).
+        """
+        import tensorflow as tf
+
+        # bypass attribute tracking: a compiled function is no state of the model (not
+        # checkpointed, not saved)
+        object.__setattr__(self, "_xla_blocks",
+                           tf.function(self._run_blocks, jit_compile=True) if enabled else None)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape, self.channels)
