@@ -159,11 +159,16 @@ def run_tf1(kind, data, vocab, channels, dilations, batch, steps, num_targets, r
                 feed[feeds["pos"]] = rng.randint(1, num_targets, batch)
                 feed[feeds["neg"]] = rng.randint(1, num_targets, batch)
             session.run(train, feed)
-        step(0)  # warm up
-        started = time.perf_counter()
-        for i in range(1, steps + 1):
-            step(i)
-        return steps * batch / (time.perf_counter() - started)
+        return time_feed_dict_steps(step, steps, batch)
+
+
+def time_feed_dict_steps(step, steps, batch):
+    """Sequences/second of `step(i)` for i = 1..steps, after one untimed warm-up step."""
+    step(0)
+    started = time.perf_counter()
+    for i in range(1, steps + 1):
+        step(i)
+    return steps * batch / (time.perf_counter() - started)
 
 
 def run_release_meta(meta_path, data, batch, steps):
@@ -180,11 +185,7 @@ def run_release_meta(meta_path, data, batch, steps):
         def step(i):
             start = (i * batch) % (len(data) - batch)
             session.run(train, {ids: data[start:start + batch]})
-        step(0)
-        started = time.perf_counter()
-        for i in range(1, steps + 1):
-            step(i)
-        return steps * batch / (time.perf_counter() - started)
+        return time_feed_dict_steps(step, steps, batch)
 
 
 def release_meta_path():

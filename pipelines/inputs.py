@@ -109,7 +109,7 @@ def split_into_windows(ragged, size, overlap):
     stride = size - overlap
     lengths = tf.cast(ragged.row_lengths(), tf.int32)
     starts = tf.cast(ragged.row_starts(), tf.int32)
-    counts = tf.maximum(1, (lengths - overlap + stride - 1) // stride)
+    counts = window_counts(lengths, size, overlap)
     row = tf.repeat(tf.range(tf.shape(lengths)[0]), counts)
     index = tf.ragged.range(counts).flat_values  # 0 = newest window of its row
     ends = tf.gather(starts + lengths, row) - index * stride
@@ -121,15 +121,26 @@ def split_into_windows(ragged, size, overlap):
     return tf.RaggedTensor.from_row_lengths(values, tf.cast(ends - begins, tf.int64))
 
 
+def window_counts(lengths, size, overlap):
+    """Windows `split_into_windows` cuts from sequences of these lengths (at least one)."""
+    stride = size - overlap
+    return tf.maximum(1, (lengths - overlap + stride - 1) // stride)
+
+
+def window_shape(max_len, objective):
+    """(window size, overlap): next-item windows hold max_len inputs + the last target and
+    share one item; masked-item windows hold max_len items and share none."""
+    return (max_len + 1, 1) if objective == "next_item" else (max_len, 0)
+
+
 def count_windows(data_dir, split, max_len, objective="next_item"):
     """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
-    size, overlap = (max_len + 1, 1) if objective == "next_item" else (max_len, 0)
+    size, overlap = window_shape(max_len, objective)
     total = 0
     for batch in tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP") \
             .batch(4096).map(_parse("pretrain", "train")):
-        lengths = batch[schema.ITEM_IDS].row_lengths()
-        total += int(tf.reduce_sum(tf.maximum(1, (lengths - overlap + size - overlap - 1)
-                                              // (size - overlap))))
+        total += int(tf.reduce_sum(window_counts(batch[schema.ITEM_IDS].row_lengths(), size,
+                                                 overlap)))
     return total
 
 
@@ -204,7 +215,7 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
         raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
     max_len = max_len or meta["max_len"]
     shuffle = (split == "train") if shuffle is None else shuffle
-    window_size, overlap = (max_len + 1, 1) if objective == "next_item" else (max_len, 0)
+    window_size, overlap = window_shape(max_len, objective)
     if windows == "all":
         # parse whole record batches, cut windows, then re-batch windows to batch_size
         # (shuffled again: a user's windows would otherwise sit side by side)

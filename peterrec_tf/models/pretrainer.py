@@ -101,21 +101,17 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             weights = tf.ones_like(labels, dtype="float32")
         else:
             weights = tf.reshape(tf.cast(sample_weight, "float32"), [-1])
-        if training and self.jit_compile:
-            # XLA wants static shapes: the head runs at every position and the weights zero
-            # the padding/unmasked ones (no dynamic gather)
+        if training:
             hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
-            if self.num_sampled:
+            if not self.jit_compile:
+                keep = tf.where(weights > 0)[:, 0]
+                hidden = tf.gather(hidden, keep)
+                labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
+            elif self.num_sampled:
                 raise ValueError("the sampled softmax cannot run under XLA (its candidate "
                                  "sampler has no XLA kernel): compile with jit_compile=False")
-            logits = tf.cast(self.head(hidden), "float32")
-            per_position = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True)
-        elif training:
-            keep = tf.where(weights > 0)[:, 0]
-            hidden = tf.gather(tf.reshape(tf.cast(y_pred, "float32"),
-                                          [-1, self.backbone.channels]), keep)
-            labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
+            # under XLA (static shapes, no data-dependent gather) the head runs at every
+            # position and the weights zero the padding/unmasked ones
             if self.num_sampled:
                 per_position = self._sampled_softmax(labels, hidden)
             else:
