@@ -221,13 +221,11 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
                                        drop_remainder=True)
     if not model.built:
         model.build()
-    # XLA as the jobs use it: the whole fine-tuning step; in pre-training the whole step or
-    # only the residual blocks (pretrain.xla_plan)
-    from peterrec_tf.pretrain import xla_plan
-    plan = "step" if kind == "peterrec" else xla_plan(objective, sampled)
-    if plan == "blocks":
-        backbone.compile_blocks_with_xla()
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=plan == "step")
+    # XLA as the jobs use it: the whole fine-tuning step; in pre-training what
+    # pretrain.xla_plan says (the whole step, or the residual blocks and the sampled softmax)
+    from peterrec_tf.pretrain import apply_xla_plan, xla_plan
+    jit = True if kind == "peterrec" else apply_xla_plan(model, xla_plan(objective, sampled))
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
     warm_up = 3
     clock = StepClock(warm_up)
     # the jobs' own training driver (fit + the job callback: step counting, progress,

@@ -19,15 +19,26 @@ OBJECTIVES = ("next_item", "masked_item")
 
 
 def xla_plan(objective, num_sampled):
-    """What XLA compiles in pre-training (measured on CPU, see BUILD_NOTES): "step", the
-    whole train step with the pre-trainer's static-shape loss (head at every position), for
-    the next-item full softmax; "blocks", the residual stack only, for the next-item sampled
-    softmax (its candidate sampler has no XLA kernel); None for the masked objective (the
-    gather of the 30% masked positions saves more than XLA gains, and the compiled
-    non-causal stack measured slower)."""
+    """What XLA compiles in pre-training (measured on CPU, see BUILD_NOTES), a tuple of:
+    "step", the whole train step with the pre-trainer's static-shape loss (head at every
+    position), for the next-item full softmax; "blocks", the residual stack only, and
+    "softmax", the part of the softmax loss between its matmuls (`layers.fused_softmax`),
+    when the step cannot be compiled whole (the candidate sampler has no XLA kernel). The
+    masked objective compiles only its softmax: the gather of the 30% masked positions saves
+    more than compiling the step gains, and its compiled non-causal stack measured slower."""
     if objective != "next_item":
-        return None
-    return "blocks" if num_sampled else "step"
+        return ("softmax",)
+    return ("blocks", "softmax") if num_sampled else ("step",)
+
+
+def apply_xla_plan(model, plan):
+    """Set up `model` (a pre-trainer) for `plan` (`xla_plan`); returns the `jit_compile`
+    value for `model.compile` (whether the whole step is compiled)."""
+    if "blocks" in plan:
+        model.backbone.compile_blocks_with_xla()
+    if "softmax" in plan:
+        model.fuse_softmax_with_xla()
+    return "step" in plan
 
 
 def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, channels=64,
@@ -87,17 +98,15 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         model = cls(backbone, head=head, num_sampled=num_sampled)
         model.build()
         plan = xla_plan(objective, num_sampled)
-        xla = use_xla(jit_compile, strategy, deterministic, supported=plan is not None)
-        if xla and plan == "blocks":
-            backbone.compile_blocks_with_xla()  # the loss stays outside XLA
+        xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
         model.compile(optimizer=keras.optimizers.Adam(learning_rate),
-                      jit_compile=xla and plan == "step")
+                      jit_compile=apply_xla_plan(model, plan) if xla else False)
     log(f"pre-training {cls.__name__} ({objective}, head {head}"
         + (f", sampled softmax {num_sampled}" if num_sampled else "")
         + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
         f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
-        f"{('XLA, ' if plan == 'step' else 'XLA blocks, ') if xla else ''}"
-        f"{strategy_.num_replicas_in_sync} replicas)")
+        + (f"XLA: {' + '.join(plan)}, " if xla else "")
+        + f"{strategy_.num_replicas_in_sync} replicas)")
 
     def make_dataset():
         return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,

@@ -165,16 +165,17 @@ def test_finetune_keeps_the_best_validation_accuracy(pretrained, data, tmp_path)
                      train_steps=4, eval_every=2, select_metric="ndcg@10", **quiet)
 
 
-def test_sampled_softmax_pretraining_compiles_only_the_blocks(data, tmp_path):
-    """The sampler has no XLA kernel: the job compiles the residual stack only, and
-    --jit_compile=false turns XLA off."""
+def test_sampled_softmax_pretraining_compiles_the_blocks_and_the_fused_loss(data, tmp_path):
+    """The sampler has no XLA kernel: the job compiles the residual stack and the sampled
+    softmax's dense part, and --jit_compile=false turns XLA off."""
     compiled, plain = [], []
     out = run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "dot"), head="dot",
                        num_sampled=10, train_steps=6, seed=0, **TINY, log=compiled.append)
     run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "dot_plain"), head="dot",
                  num_sampled=10, train_steps=6, seed=0, jit_compile=False, **TINY,
                  log=plain.append)
-    assert "XLA blocks" in compiled[0] and "XLA" not in plain[0]
+    assert "XLA: blocks + softmax" in compiled[0] and "XLA" not in plain[0]
     assert np.isfinite(out["training"]["last_loss"]) and out["test"]["examples"] > 0
-    model, _, _ = load_model_dir(str(tmp_path / "dot"))  # saved without the compiled function
+    model, _, _ = load_model_dir(str(tmp_path / "dot"))  # saved without the runtime settings
     assert getattr(model.backbone, "_xla_blocks", None) is None
+    assert not model.fused_softmax

@@ -114,3 +114,54 @@ def test_bad_arguments_are_clear_errors():
         DilatedConv1D(4, 3, 0)
     with pytest.raises(ValueError, match="shortcut"):
         ResidualBlock(1, insertion="b", patch_config={"shortcut": False})
+
+
+def test_fused_sampled_softmax_equals_tf_sampled_softmax_loss(rng):
+    """Same candidates -> the same weighted loss and the same gradients as the release's
+    `tf.nn.sampled_softmax_loss`, accidental hits (a label among the candidates) included."""
+    from peterrec_tf.layers.fused_softmax import draw_candidates, fused_sampled_softmax_sum
+
+    vocab, channels, rows, num_sampled = 50, 6, 40, 12
+    kernel = tf.Variable(rng.randn(vocab, channels).astype("float32"))
+    bias = tf.Variable(rng.randn(vocab).astype("float32"))
+    hidden = tf.constant(rng.randn(rows, channels).astype("float32"))
+    labels = tf.constant(rng.randint(0, 8, rows), tf.int32)  # low ids: log-uniform draws them
+    weights = tf.constant((rng.rand(rows) > 0.3) * rng.rand(rows), tf.float32)
+    tf.random.set_seed(3)
+    candidates = draw_candidates(labels, num_sampled, vocab)
+    hits = np.isin(labels.numpy(), candidates[0].numpy())
+    assert hits.any() and not hits.all()  # both kinds of row are exercised
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(hidden)
+        reference = tf.reduce_sum(weights * tf.nn.sampled_softmax_loss(
+            kernel, bias, tf.cast(labels, tf.int64)[:, None], hidden, num_sampled, vocab,
+            sampled_values=(candidates[0], candidates[1][:, None], candidates[2])))
+        fused = fused_sampled_softmax_sum(hidden, labels, weights, kernel, bias, candidates)
+    np.testing.assert_allclose(fused.numpy(), reference.numpy(), rtol=1e-5)
+    for a, b in zip(tape.gradient(reference, [hidden, kernel, bias]),
+                    tape.gradient(fused, [hidden, kernel, bias])):
+        np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(),
+                                   tf.convert_to_tensor(a).numpy(), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("vocab_major", [False, True])
+def test_fused_softmax_equals_tf_softmax_cross_entropy(vocab_major, rng):
+    from peterrec_tf.layers.fused_softmax import fused_softmax_sum
+
+    vocab, channels, rows = 37, 5, 23
+    shape = (vocab, channels) if vocab_major else (channels, vocab)
+    kernel = tf.Variable(rng.randn(*shape).astype("float32"))
+    bias = tf.Variable(rng.randn(vocab).astype("float32"))
+    inputs = tf.constant(rng.randn(rows, channels).astype("float32"))
+    labels = tf.constant(rng.randint(0, vocab, rows), tf.int32)
+    weights = tf.constant((rng.rand(rows) > 0.3) * rng.rand(rows), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        logits = tf.matmul(inputs, kernel, transpose_b=vocab_major) + bias
+        reference = tf.reduce_sum(weights * tf.nn.sparse_softmax_cross_entropy_with_logits(
+            labels, logits))
+        fused = fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major)
+    np.testing.assert_allclose(fused.numpy(), reference.numpy(), rtol=1e-5)
+    for a, b in zip(tape.gradient(reference, [inputs, kernel, bias]),
+                    tape.gradient(fused, [inputs, kernel, bias])):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-4, atol=1e-6)

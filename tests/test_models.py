@@ -295,3 +295,31 @@ def test_xla_paths_compute_what_the_plain_ones_do(rng):
     model._jit_compile = False
     gathered = model.compute_loss(x, labels, hidden, weights, training=True)
     assert float(dense) == pytest.approx(float(gathered), rel=1e-5)
+
+
+@pytest.mark.parametrize("head,sampled,causal", [
+    ("dot", 10, True), ("full", 0, True), ("dot", 0, False)])
+def test_fused_softmax_trains_what_tf_ops_do(head, sampled, causal, rng):
+    """The fused losses (kept positions padded to a multiple of 256 rows) give the loss and
+    gradients of TF's softmax cross-entropy / `tf.nn.sampled_softmax_loss` (same seed)."""
+    model = (NextItNet if causal else GRecEncoder)(
+        tiny_backbone(causal), head=head, num_sampled=sampled)
+    model.build()
+    x = rng.randint(0, VOCAB, (5, 9))
+    labels = rng.randint(1, VOCAB, (5, 9))
+    weights = (rng.rand(5, 9) > 0.4).astype("float32")
+    results = []
+    for fused in (False, True):
+        model.fuse_softmax_with_xla(fused)
+        tf.random.set_seed(11)  # the same candidates on both paths
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, labels, model(x, training=True), weights, training=True)
+        results.append((float(loss), tape.gradient(loss, model.trainable_variables)))
+    assert model.fused_softmax
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(), tf.convert_to_tensor(a).numpy(),
+                                   rtol=1e-4, atol=1e-6)
+    tf.random.set_seed(11)
+    zero = model.compute_loss(x, labels, model(x, training=True), np.zeros_like(weights), training=True)
+    assert float(zero) == 0.0

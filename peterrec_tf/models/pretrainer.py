@@ -7,6 +7,12 @@ from keras import ops
 from peterrec_tf.models.backbone import WrapsBackbone
 
 from peterrec_tf.layers.heads import DotProductHead, make_head
+from peterrec_tf.layers.fused_softmax import (
+    draw_candidates, fused_sampled_softmax_sum, fused_softmax_sum)
+
+# with the fused softmax losses the kept positions are padded to a multiple of this, so
+# that XLA compiles a few row counts instead of one per batch
+FUSED_ROWS_MULTIPLE = 256
 
 
 def scale_for_replicas(loss):
@@ -32,6 +38,14 @@ def weighted_mean(weighted_sum, weight_sum):
         weight_sum = context.all_reduce("SUM", weight_sum)
         return weighted_sum * replicas / ops.maximum(weight_sum, 1.0)
     return weighted_sum / ops.maximum(weight_sum, 1.0)
+
+
+def pad_rows(multiple, *tensors):
+    """Each tensor with zero rows appended up to a row count that is a multiple of
+    `multiple` (the zero rows carry weight 0, so they change nothing)."""
+    n = tf.shape(tensors[0])[0]
+    extra = (multiple - n % multiple) % multiple
+    return [tf.pad(t, [[0, extra]] + [[0, 0]] * (t.shape.rank - 1)) for t in tensors]
 
 
 class SequencePretrainer(WrapsBackbone, keras.Model):
@@ -107,11 +121,17 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
                 keep = tf.where(weights > 0)[:, 0]
                 hidden = tf.gather(hidden, keep)
                 labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
+                if self.fused_softmax:
+                    hidden, labels, weights = pad_rows(
+                        FUSED_ROWS_MULTIPLE, hidden, labels, weights)
             elif self.num_sampled:
                 raise ValueError("the sampled softmax cannot run under XLA (its candidate "
                                  "sampler has no XLA kernel): compile with jit_compile=False")
             # under XLA (static shapes, no data-dependent gather) the head runs at every
             # position and the weights zero the padding/unmasked ones
+            if self.fused_softmax and not self.jit_compile:
+                return self._finish_loss(self._fused_loss(hidden, labels, weights),
+                                         ops.sum(weights))
             if self.num_sampled:
                 per_position = self._sampled_softmax(labels, hidden)
             else:
@@ -122,10 +142,38 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             logits = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.vocab_size])
             per_position = keras.losses.sparse_categorical_crossentropy(
                 labels, logits, from_logits=True)
-        loss = weighted_mean(ops.sum(per_position * weights), ops.sum(weights))
+        return self._finish_loss(ops.sum(per_position * weights), ops.sum(weights))
+
+    def _finish_loss(self, weighted_sum, weight_sum):
+        loss = weighted_mean(weighted_sum, weight_sum)
         if self.losses:
             loss = loss + ops.sum(self.losses)
         return scale_for_replicas(loss)
+
+    def _fused_loss(self, hidden, labels, weights):
+        kernel, bias = (tf.convert_to_tensor(v) for v in (self.head.kernel, self.head.bias))
+        if self.num_sampled:
+            return fused_sampled_softmax_sum(
+                hidden, labels, weights, kernel, bias,
+                draw_candidates(labels, self.num_sampled, self.backbone.vocab_size))
+        if isinstance(self.head, DotProductHead):
+            return fused_softmax_sum(hidden, labels, weights, kernel, bias, vocab_major=True)
+        return fused_softmax_sum(tf.nn.relu(hidden), labels, weights, kernel, bias)
+
+    @property
+    def fused_softmax(self):
+        return getattr(self, "_fused_softmax", False)
+
+    def fuse_softmax_with_xla(self, enabled=True):
+        """Train with `layers.fused_softmax`'s losses (TF's matmuls, one XLA function
+        between them; same loss and gradients, faster on CPU) instead of TF's softmax
+        cross-entropy / `tf.nn.sampled_softmax_loss`.
+
+        A runtime setting, not part of the config, for train steps that are not compiled
+        whole (with `jit_compile` the step's own XLA computation is used).  Off, training
+        uses TF's ops, the reference.
+        """
+        object.__setattr__(self, "_fused_softmax", bool(enabled))
 
     def _sampled_softmax(self, labels, hidden):
         head = self.head

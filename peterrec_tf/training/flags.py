@@ -43,12 +43,13 @@ def define_common_flags(batch_size, learning_rate):
                         "periodic validation with the highest value of this metric (hr@K, "
                         "mrr@K, ndcg@K for K in --ks; accuracy for classification) and use them "
                         "for the test figures and the saved model; empty = the last step's.")
-    flags.DEFINE_bool("jit_compile", True, "Compile the training step with XLA (measured "
-                      "1.2x-1.6x faster on CPU for these models; Keras leaves XLA off on CPU by "
-                      "default): the whole step for fine-tuning and next-item pre-training with "
-                      "the full softmax, the residual blocks only with the sampled softmax. Off "
-                      "by itself for masked-item pre-training (measured slower), "
-                      "--deterministic and distributed strategies.")
+    flags.DEFINE_bool("jit_compile", True, "Use XLA in the training step (measured faster on "
+                      "CPU for these models; Keras leaves XLA off on CPU by default): the whole "
+                      "step for fine-tuning and next-item pre-training with the full softmax; "
+                      "the residual blocks and the softmax loss between its matmuls with the "
+                      "sampled softmax (its sampler has no XLA kernel); only the softmax loss "
+                      "for masked-item pre-training. Off by itself with --deterministic and "
+                      "distributed strategies. Off: TF's own ops, the reference.")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_list("ks", ["5", "10"], "Cut-offs k for HR@k, MRR@k and NDCG@k.")
     flags.DEFINE_integer("max_len", 0, "Sequence length to pad/truncate to (most recent items "

@@ -1,0 +1,111 @@
+"""Softmax cross-entropy losses of the item heads, with their gradients formed in one pass.
+
+The item heads end in a softmax over a large vocabulary, and on CPU that is where the
+time goes.  TF's ops (`tf.nn.sampled_softmax_loss`, which the release trains with, and the
+softmax cross-entropy) move `[rows, classes]` tensors through memory many times: logits, a
+dense copy of the accidental hits, their sum, a concatenation with the true logits, a dense
+one-hot label matrix, the softmax and its gradient, each a separate kernel.  XLA fuses
+those, but its CPU matmul is slow for the head's shape (`[rows, C] x [C, classes]` with a
+small C: measured at about a third of TF's oneDNN kernel).
+
+So both losses here keep the matmuls in TF's kernels and put everything between them in
+one XLA function that returns the loss *and* `d loss / d logits` (written once, read by the
+two backward matmuls).  The values and gradients are those of TF's ops (tests compare
+them); the gradients are formed in the forward pass, so call these only in training.
+
+- `fused_sampled_softmax_sum`: the release's sampled softmax, same candidates (the same
+  `LogUniformCandidateSampler` op: log-uniform, unique, accidental hits removed, log of
+  the expected counts subtracted).  The sampler has no XLA kernel and stays outside.
+- `fused_softmax_sum`: the full softmax over every item.
+"""
+
+import tensorflow as tf
+
+
+def draw_candidates(labels, num_sampled, vocab_size):
+    """`(sampled ids [S], true expected counts [N], sampled expected counts [S])`, drawn as
+    `tf.nn.sampled_softmax_loss` draws them (log-uniform over `[0, vocab_size)`, unique)."""
+    sampled, true_expected, sampled_expected = tf.random.log_uniform_candidate_sampler(
+        true_classes=tf.cast(labels, "int64")[:, None], num_true=1, num_sampled=num_sampled,
+        unique=True, range_max=vocab_size)
+    return sampled, true_expected[:, 0], sampled_expected
+
+
+@tf.function(jit_compile=True)
+def _sampled_softmax_and_gradient(raw_logits, sampled_b, true_logit, log_q_true, log_q_sampled,
+                                  labels, sampled, weights):
+    """`sum_i weights_i * loss_i`, d/d(true logit) `[N]` and d/d(sampled logits) `[N, S]`."""
+    true_logit = true_logit - log_q_true
+    logits = raw_logits + sampled_b - log_q_sampled
+    # accidental hits: a candidate equal to the row's label gets -FLT_MAX added, as
+    # compute_accidental_hits + sparse_to_dense do in TF's version (its exp is 0)
+    hit = tf.equal(labels[:, None], sampled[None, :])
+    logits = tf.where(hit, logits - tf.float32.max, logits)
+    peak = tf.maximum(tf.reduce_max(logits, -1), true_logit)
+    exp_true = tf.exp(true_logit - peak)
+    exp_sampled = tf.exp(logits - peak[:, None])
+    total = exp_true + tf.reduce_sum(exp_sampled, -1)
+    loss = tf.reduce_sum((peak + tf.math.log(total) - true_logit) * weights)
+    return loss, (exp_true / total - 1.0) * weights, exp_sampled * (weights / total)[:, None]
+
+
+def fused_sampled_softmax_sum(hidden, labels, weights, kernel, bias, candidates):
+    """`sum_i weights[i] * loss_i` of the release's sampled softmax over `candidates`
+    (`draw_candidates`), for `hidden` `[N, C]`, `kernel` `[V, C]`, `bias` `[V]`; gradients to
+    `hidden` and to the rows of `kernel`/`bias` it uses (sparse, like `tf.gather`'s)."""
+    sampled, true_expected, sampled_expected = candidates
+    labels = tf.cast(labels, "int32")
+    sampled_ids = tf.cast(sampled, "int32")
+    weights = tf.cast(weights, hidden.dtype)
+
+    @tf.custom_gradient
+    def weighted_sum(hidden, true_w, true_b, sampled_w, sampled_b):
+        loss, d_true, d_sampled = _sampled_softmax_and_gradient(
+            tf.matmul(hidden, sampled_w, transpose_b=True), sampled_b,
+            tf.reduce_sum(hidden * true_w, -1) + true_b, tf.math.log(true_expected),
+            tf.math.log(sampled_expected), labels, sampled_ids, weights)
+        d_hidden = d_true[:, None] * true_w + tf.matmul(d_sampled, sampled_w)
+        gradients = (d_hidden, d_true[:, None] * hidden, d_true,
+                     tf.matmul(d_sampled, hidden, transpose_a=True), tf.reduce_sum(d_sampled, 0))
+
+        def backward(upstream):
+            return [upstream * gradient for gradient in gradients]
+        return loss, backward
+
+    return weighted_sum(hidden, tf.gather(kernel, labels), tf.gather(bias, labels),
+                        tf.gather(kernel, sampled_ids), tf.gather(bias, sampled_ids))
+
+
+@tf.function(jit_compile=True)
+def _softmax_and_gradient(raw_logits, bias, labels, weights):
+    """`sum_i weights_i * loss_i` and d/d(logits) `[N, V]` of the full softmax."""
+    logits = raw_logits + bias
+    peak = tf.reduce_max(logits, -1)
+    total = tf.reduce_sum(tf.exp(logits - peak[:, None]), -1)
+    label_logit = tf.gather(logits, labels, batch_dims=1)
+    loss = tf.reduce_sum((peak + tf.math.log(total) - label_logit) * weights)
+    d_logits = (tf.exp(logits - peak[:, None]) * (weights / total)[:, None]
+                - tf.one_hot(labels, tf.shape(logits)[1]) * weights[:, None])
+    return loss, d_logits
+
+
+def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False):
+    """`sum_i weights[i] * loss_i` of the softmax of `inputs @ kernel + bias` over every
+    class, `kernel` `[C, V]` (or `[V, C]` with `vocab_major`), with gradients to all three."""
+    labels = tf.cast(labels, "int32")
+    weights = tf.cast(weights, inputs.dtype)
+
+    @tf.custom_gradient
+    def weighted_sum(inputs, kernel, bias):
+        loss, d_logits = _softmax_and_gradient(
+            tf.matmul(inputs, kernel, transpose_b=vocab_major), bias, labels, weights)
+        d_inputs = tf.matmul(d_logits, kernel, transpose_b=not vocab_major)
+        d_kernel = (tf.matmul(d_logits, inputs, transpose_a=True) if vocab_major
+                    else tf.matmul(inputs, d_logits, transpose_a=True))
+        gradients = (d_inputs, d_kernel, tf.reduce_sum(d_logits, 0))
+
+        def backward(upstream):
+            return [upstream * gradient for gradient in gradients]
+        return loss, backward
+
+    return weighted_sum(inputs, kernel, bias)
