@@ -225,7 +225,8 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     # pretrain.xla_plan says (the whole step, or the residual blocks and the sampled softmax)
     from peterrec_tf.pretrain import apply_xla_plan, xla_plan
     jit = True if kind == "peterrec" else apply_xla_plan(model, xla_plan(objective, sampled))
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit)
+    from peterrec_tf.training.optimizer import FusedAdam
+    model.compile(optimizer=FusedAdam(1e-3), jit_compile=jit)
     warm_up = 3
     clock = StepClock(warm_up)
     # the jobs' own training driver (fit + the job callback: step counting, progress,

@@ -61,6 +61,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
     from peterrec_tf.training.flags import total_steps as count_steps, use_xla
+    from peterrec_tf.training.optimizer import FusedAdam
 
     config = {k: v for k, v in locals().items() if k in NAMES}
     config["ks"] = [int(k) for k in ks]
@@ -120,7 +121,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                        if task == "classify" else [HitRate(1, name="pos_beats_neg")]
                        if negatives else [])
         xla = use_xla(jit_compile, strategy, deterministic)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), metrics=fit_metrics,
+        model.compile(optimizer=FusedAdam(learning_rate), metrics=fit_metrics,
                       jit_compile=xla)
     report = parameter_report(model)
     log(f"fine-tuning {task} ({num_outputs} outputs) with {method}"

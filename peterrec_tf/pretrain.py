@@ -58,6 +58,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
     from peterrec_tf.training.flags import total_steps as count_steps, use_xla
+    from peterrec_tf.training.optimizer import FusedAdam
 
     config = {k: v for k, v in locals().items() if k in NAMES}
     config["dilations"] = [int(d) for d in dilations]
@@ -99,7 +100,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         model.build()
         plan = xla_plan(objective, num_sampled)
         xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+        model.compile(optimizer=FusedAdam(learning_rate),
                       jit_compile=apply_xla_plan(model, plan) if xla else False)
     log(f"pre-training {cls.__name__} ({objective}, head {head}"
         + (f", sampled softmax {num_sampled}" if num_sampled else "")

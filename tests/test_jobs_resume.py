@@ -4,6 +4,7 @@ import os
 import signal
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
 from peterrec_tf.finetune import run_finetune
@@ -29,8 +30,18 @@ def sigterm_at(step):
     return log
 
 
-def test_interrupted_runs_resume_to_the_same_weights(tmp_path):
+@pytest.fixture
+def op_determinism():
+    """Op determinism for one test; process-wide, so switched off after it (later tests
+    check the XLA paths, which the jobs skip in this mode)."""
+    from tensorflow.python.framework import config
+
     tf.config.experimental.enable_op_determinism()
+    yield
+    config.disable_op_determinism()
+
+
+def test_interrupted_runs_resume_to_the_same_weights(tmp_path, op_determinism):
     data = str(tmp_path / "syn")
     prepare("synthetic", data, max_len=20, seed=1, num_users=150, num_items=60, num_clusters=4,
             num_targets=30, **quiet)
