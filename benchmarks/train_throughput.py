@@ -188,6 +188,24 @@ def run_release_meta(meta_path, data, batch, steps):
         return time_feed_dict_steps(step, steps, batch)
 
 
+def head_matmul_ceiling(vocab, channels, batch, seq_len, steps):
+    """Sequences/second if a next-item step were nothing but the full-softmax head's three
+    float32 matmuls (logits `x @ W`, `d @ W^T` and `x^T @ d` of the backward pass), timed
+    with TF's own kernels (the fastest measured here).  Every float32 implementation of the
+    release's model runs these, so no such implementation trains faster than this."""
+    rows = batch * (seq_len - 1)
+    rng = np.random.RandomState(0)
+    x = tf.constant(rng.randn(rows, channels).astype("float32"))
+    w = tf.constant(rng.randn(channels, vocab).astype("float32"))
+    d = tf.constant(rng.randn(rows, vocab).astype("float32"))
+
+    @tf.function
+    def matmuls():  # one element of each product, so that no extra pass is timed
+        return tf.stack([tf.matmul(x, w)[0, 0], tf.matmul(d, w, transpose_b=True)[0, 0],
+                         tf.matmul(x, d, transpose_a=True)[0, 0]])
+    return time_feed_dict_steps(lambda i: matmuls().numpy(), steps, batch)
+
+
 def release_meta_path():
     shared = os.environ.get("PETERREC_SHARED") or os.path.join(
         os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared")
@@ -289,6 +307,9 @@ def main():
     parser.add_argument("--steps", type=int, default=20, help="timed steps per side and repeat")
     parser.add_argument("--seq_len", type=int, default=50)
     parser.add_argument("--quick", action="store_true", help="64 channels, vocab 1683, 2 repeats")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="for next_full rows, also time the head's three matmuls alone: the "
+                             "bound on any float32 implementation")
     parser.add_argument("--skip_fidelity", action="store_true",
                         help="skip the release .meta graph vs re-creation row")
     args = parser.parse_args()
@@ -327,9 +348,19 @@ def main():
                         theirs.append(run_tf1(kind, data, vocab, channels, dilations, batch, steps, 200, rng))
                         ours.append(run_keras(kind, prepared, vocab, channels, dilations, batch, steps,
                                               args.seq_len))
+                    ceiling = []
+                    if name == "next_full" and args.ceiling:
+                        for _ in range(args.repeats):
+                            ceiling.append(head_matmul_ceiling(vocab, channels, batch, args.seq_len,
+                                                               steps))
                     a, b = statistics.median(theirs), statistics.median(ours)
                     print(f"{name:<14}{channels:>5}{vocab:>8}{batch:>7}{a:>15,.0f}{b:>19,.0f}{b / a:>8.2f}",
                           flush=True)
+                    if ceiling:
+                        c = statistics.median(ceiling)
+                        print(f"  ceiling: the head's 3 float32 matmuls alone run at {c:,.0f} seq/s, "
+                              f"{c / a:.2f}x the release (peterrec-tf reaches {b / c:.0%} of it)",
+                              flush=True)
 
 
 if __name__ == "__main__":
