@@ -109,6 +109,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         positions (not at padding, nor at unmasked positions of the masked objective,
         which the release computes and then discards); under XLA (`jit_compile`) it runs
         at every position instead, since a data-dependent gather has no static shape.
+        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s.
         """
         labels = tf.reshape(tf.cast(y, "int32"), [-1])
         if sample_weight is None:
@@ -117,21 +118,22 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             weights = tf.reshape(tf.cast(sample_weight, "float32"), [-1])
         if training:
             hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
-            if not self.jit_compile:
+            if self.jit_compile:
+                if self.num_sampled:
+                    raise ValueError("the sampled softmax cannot run under XLA (its candidate "
+                                     "sampler has no XLA kernel): compile with "
+                                     "jit_compile=False")
+                # static shapes, no data-dependent gather: the head runs at every position
+                # and the weights zero the padding/unmasked ones
+            else:
                 keep = tf.where(weights > 0)[:, 0]
                 hidden = tf.gather(hidden, keep)
                 labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
                 if self.fused_softmax:
                     hidden, labels, weights = pad_rows(
                         FUSED_ROWS_MULTIPLE, hidden, labels, weights)
-            elif self.num_sampled:
-                raise ValueError("the sampled softmax cannot run under XLA (its candidate "
-                                 "sampler has no XLA kernel): compile with jit_compile=False")
-            # under XLA (static shapes, no data-dependent gather) the head runs at every
-            # position and the weights zero the padding/unmasked ones
-            if self.fused_softmax and not self.jit_compile:
-                return self._finish_loss(self._fused_loss(hidden, labels, weights),
-                                         ops.sum(weights))
+                    return self._finish_loss(self._fused_loss(hidden, labels, weights),
+                                             ops.sum(weights))
             if self.num_sampled:
                 per_position = self._sampled_softmax(labels, hidden)
             else:
