@@ -118,9 +118,18 @@ def define_flags():
 
 
 def main(argv):
+    import logging
+
+    import tensorflow as tf
     from absl import flags
+    from absl import logging as absl_logging
 
     del argv
+    # the demo prints its own progress: TensorFlow's Python log (saver timings, SavedModel
+    # asset lines, retracing notes when one evaluation function is traced per fine-tuned
+    # model) only buries it; errors still show
+    tf.get_logger().setLevel(logging.ERROR)
+    absl_logging.set_verbosity(absl_logging.WARNING)
     v = flags.FLAGS
     run_demo(v.workdir, v.export_base, v.shared, v.seed, v.pretrain_steps, v.finetune_steps)
     return 0
