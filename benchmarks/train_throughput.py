@@ -159,10 +159,10 @@ def run_tf1(kind, data, vocab, channels, dilations, batch, steps, num_targets, r
                 feed[feeds["pos"]] = rng.randint(1, num_targets, batch)
                 feed[feeds["neg"]] = rng.randint(1, num_targets, batch)
             session.run(train, feed)
-        return time_feed_dict_steps(step, steps, batch)
+        return time_steps(step, steps, batch)
 
 
-def time_feed_dict_steps(step, steps, batch):
+def time_steps(step, steps, batch):
     """Sequences/second of `step(i)` for i = 1..steps, after one untimed warm-up step."""
     step(0)
     started = time.perf_counter()
@@ -185,7 +185,7 @@ def run_release_meta(meta_path, data, batch, steps):
         def step(i):
             start = (i * batch) % (len(data) - batch)
             session.run(train, {ids: data[start:start + batch]})
-        return time_feed_dict_steps(step, steps, batch)
+        return time_steps(step, steps, batch)
 
 
 def head_matmul_ceiling(vocab, channels, batch, seq_len, steps):
@@ -203,7 +203,7 @@ def head_matmul_ceiling(vocab, channels, batch, seq_len, steps):
     def matmuls():  # one element of each product, so that no extra pass is timed
         return tf.stack([tf.matmul(x, w)[0, 0], tf.matmul(d, w, transpose_b=True)[0, 0],
                          tf.matmul(x, d, transpose_a=True)[0, 0]])
-    return time_feed_dict_steps(lambda i: matmuls().numpy(), steps, batch)
+    return time_steps(lambda i: matmuls().numpy(), steps, batch)
 
 
 def release_meta_path():

@@ -22,6 +22,14 @@ them); the gradients are formed in the forward pass, so call these only in train
 import tensorflow as tf
 
 
+def _backward_from(gradients):
+    """The `tf.custom_gradient` backward function of a scalar loss whose gradients were
+    formed in the forward pass: each scaled by the upstream gradient."""
+    def backward(upstream):
+        return [upstream * gradient for gradient in gradients]
+    return backward
+
+
 def draw_candidates(labels, num_sampled, vocab_size):
     """`(sampled ids [S], true expected counts [N], sampled expected counts [S])`, drawn as
     `tf.nn.sampled_softmax_loss` draws them (log-uniform over `[0, vocab_size)`, unique)."""
@@ -65,12 +73,9 @@ def fused_sampled_softmax_sum(hidden, labels, weights, kernel, bias, candidates)
             tf.reduce_sum(hidden * true_w, -1) + true_b, tf.math.log(true_expected),
             tf.math.log(sampled_expected), labels, sampled_ids, weights)
         d_hidden = d_true[:, None] * true_w + tf.matmul(d_sampled, sampled_w)
-        gradients = (d_hidden, d_true[:, None] * hidden, d_true,
-                     tf.matmul(d_sampled, hidden, transpose_a=True), tf.reduce_sum(d_sampled, 0))
-
-        def backward(upstream):
-            return [upstream * gradient for gradient in gradients]
-        return loss, backward
+        return loss, _backward_from((
+            d_hidden, d_true[:, None] * hidden, d_true,
+            tf.matmul(d_sampled, hidden, transpose_a=True), tf.reduce_sum(d_sampled, 0)))
 
     return weighted_sum(hidden, tf.gather(kernel, labels), tf.gather(bias, labels),
                         tf.gather(kernel, sampled_ids), tf.gather(bias, sampled_ids))
@@ -102,10 +107,6 @@ def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False):
         d_inputs = tf.matmul(d_logits, kernel, transpose_b=not vocab_major)
         d_kernel = (tf.matmul(d_logits, inputs, transpose_a=True) if vocab_major
                     else tf.matmul(inputs, d_logits, transpose_a=True))
-        gradients = (d_inputs, d_kernel, tf.reduce_sum(d_logits, 0))
-
-        def backward(upstream):
-            return [upstream * gradient for gradient in gradients]
-        return loss, backward
+        return loss, _backward_from((d_inputs, d_kernel, tf.reduce_sum(d_logits, 0)))
 
     return weighted_sum(inputs, kernel, bias)
