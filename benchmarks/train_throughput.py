@@ -89,9 +89,12 @@ def tf1_graph(kind, vocab, channels, dilations, k, seq_len, num_targets):
         if kind == "next_full":
             w = v1.get_variable("logits/weight", [1, 1, channels, vocab])
             b = v1.get_variable("logits/bias", [vocab], initializer=v1.zeros_initializer())
-            logits = tf.matmul(tf.nn.relu(h), w[0, 0]) + b
+            # the release's head is its 1x1 conv1d (ExpandDims, Conv2D SAME, bias, Squeeze;
+            # as in its .meta graph), the logits reshaped to [-1, V] for the loss
+            conv = tf.nn.conv2d(tf.expand_dims(tf.nn.relu(h), 1), w, [1, 1, 1, 1], "SAME")
+            logits = tf.reshape(tf.squeeze(conv + b, [1]), [-1, vocab])
             loss = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-                labels=ids[:, 1:], logits=logits))
+                labels=tf.reshape(ids[:, 1:], [-1]), logits=logits))
             variables = None
         elif kind == "next_sampled":
             w = v1.get_variable("softmax_w", [vocab, channels])
