@@ -243,9 +243,10 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     if not model.built:
         model.build()
     # XLA as the jobs use it: the whole fine-tuning step; in pre-training what
-    # pretrain.xla_plan says (the whole step, or the residual blocks and the sampled softmax)
+    # pretrain.xla_plan says (the whole step, or the residual blocks, plus the fused softmax)
     from peterrec_tf.pretrain import apply_xla_plan, xla_plan
-    jit = True if kind == "peterrec" else apply_xla_plan(model, xla_plan(objective, sampled))
+    jit = True if kind == "peterrec" else apply_xla_plan(model, xla_plan(objective, sampled,
+                                                                         channels))
     from peterrec_tf.training.optimizer import FusedAdam
     model.compile(optimizer=FusedAdam(1e-3), jit_compile=jit)
     warm_up = 3

@@ -18,17 +18,28 @@ NAMES = COMMON + ("objective", "mask_rate", "channels", "dilations", "kernel_siz
 OBJECTIVES = ("next_item", "masked_item")
 
 
-def xla_plan(objective, num_sampled):
+#: From this width on the head's matmuls run in TF's (oneDNN) kernels, outside XLA: at
+#: 128 and 256 channels XLA's CPU dot is 10-40% slower for `[rows, C] x [C, 100,000]` and
+#: its transposes; at 64 it is as fast (measured, BUILD_NOTES).
+TF_MATMUL_FROM_CHANNELS = 128
+
+
+def xla_plan(objective, num_sampled, channels=64):
     """What XLA compiles in pre-training (measured on CPU, see BUILD_NOTES), a tuple of:
     "step", the whole train step with the pre-trainer's static-shape loss (head at every
-    position), for the next-item full softmax; "blocks", the residual stack only, and
-    "softmax", the part of the softmax loss between its matmuls (`layers.fused_softmax`),
-    when the step cannot be compiled whole (the candidate sampler has no XLA kernel). The
-    masked objective compiles only its softmax: the gather of the 30% masked positions saves
-    more than compiling the step gains, and its compiled non-causal stack measured slower."""
+    position); "blocks", the residual stack only; and "softmax", the part of the softmax
+    loss between its matmuls (`layers.fused_softmax`), inlined into the step's XLA when
+    the step is compiled whole.  The next-item full softmax compiles the whole step below
+    `TF_MATMUL_FROM_CHANNELS` channels and keeps the head's matmuls in TF from there; the
+    sampled softmax cannot be compiled whole (its candidate sampler has no XLA kernel).
+    The masked objective compiles only its softmax: the gather of the 30% masked
+    positions saves more than compiling the step gains, and its compiled non-causal stack
+    measured slower."""
     if objective != "next_item":
         return ("softmax",)
-    return ("blocks", "softmax") if num_sampled else ("step",)
+    if num_sampled or channels >= TF_MATMUL_FROM_CHANNELS:
+        return ("blocks", "softmax")
+    return ("step", "softmax")
 
 
 def apply_xla_plan(model, plan):
@@ -98,7 +109,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         cls = NextItNet if objective == "next_item" else GRecEncoder
         model = cls(backbone, head=head, num_sampled=num_sampled)
         model.build()
-        plan = xla_plan(objective, num_sampled)
+        plan = xla_plan(objective, num_sampled, channels)
         xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
         model.compile(optimizer=FusedAdam(learning_rate),
                       jit_compile=apply_xla_plan(model, plan) if xla else False)

@@ -297,24 +297,36 @@ def test_xla_paths_compute_what_the_plain_ones_do(rng):
     assert float(dense) == pytest.approx(float(gathered), rel=1e-5)
 
 
-@pytest.mark.parametrize("head,sampled,causal", [
-    ("dot", 10, True), ("full", 0, True), ("dot", 0, False)])
-def test_fused_softmax_trains_what_tf_ops_do(head, sampled, causal, rng):
-    """The fused losses (kept positions padded to a multiple of 256 rows) give the loss and
-    gradients of TF's softmax cross-entropy / `tf.nn.sampled_softmax_loss` (same seed)."""
+@pytest.mark.parametrize("head,sampled,causal,jit", [
+    ("dot", 10, True, False), ("full", 0, True, False), ("dot", 0, False, False),
+    ("full", 0, True, True)])
+def test_fused_softmax_trains_what_tf_ops_do(head, sampled, causal, jit, rng):
+    """The fused losses give the loss and gradients of TF's softmax cross-entropy /
+    `tf.nn.sampled_softmax_loss` (same seed): with the kept positions gathered and padded
+    to a multiple of FUSED_ROWS_MULTIPLE rows, and inlined in an XLA-compiled step (every
+    position, weights zeroing the rest)."""
     model = (NextItNet if causal else GRecEncoder)(
         tiny_backbone(causal), head=head, num_sampled=sampled)
     model.build()
+    model.head.bias.assign(rng.normal(0, 0.5, model.head.bias.shape))  # not the zero init
+    model._jit_compile = jit
     x = rng.randint(0, VOCAB, (5, 9))
     labels = rng.randint(1, VOCAB, (5, 9))
     weights = (rng.rand(5, 9) > 0.4).astype("float32")
+
+    def loss_and_gradients():
+        with tf.GradientTape() as tape:
+            loss = model.compute_loss(x, labels, model(x, training=True), weights,
+                                      training=True)
+        return loss, tape.gradient(loss, model.trainable_variables)
     results = []
     for fused in (False, True):
         model.fuse_softmax_with_xla(fused)
         tf.random.set_seed(11)  # the same candidates on both paths
-        with tf.GradientTape() as tape:
-            loss = model.compute_loss(x, labels, model(x, training=True), weights, training=True)
-        results.append((float(loss), tape.gradient(loss, model.trainable_variables)))
+        # traced anew for each setting (a tf.function does not see the model's attributes)
+        run = tf.function(loss_and_gradients, jit_compile=True) if jit else loss_and_gradients
+        loss, gradients = run()
+        results.append((float(loss), gradients))
     assert model.fused_softmax
     assert results[1][0] == pytest.approx(results[0][0], rel=1e-5)
     for a, b in zip(results[0][1], results[1][1]):

@@ -5,13 +5,16 @@ time goes.  TF's ops (`tf.nn.sampled_softmax_loss`, which the release trains wit
 softmax cross-entropy) move `[rows, classes]` tensors through memory many times: logits, a
 dense copy of the accidental hits, their sum, a concatenation with the true logits, a dense
 one-hot label matrix, the softmax and its gradient, each a separate kernel.  XLA fuses
-those, but its CPU matmul is slow for the head's shape (`[rows, C] x [C, classes]` with a
-small C: 41-100 GFLOP/s measured, against 126 for TF's own kernel; BUILD_NOTES, Pitfalls).
+many of those, but compiling TF's softmax cross-entropy it still writes the logits plus
+bias, a `[rows, classes]` matrix of per-class loss terms it then sums, and a column sum for
+the bias gradient (profiled, BUILD_NOTES).
 
-So both losses here keep the matmuls in TF's kernels and put everything between them in
-one XLA function that returns the loss *and* `d loss / d logits` (written once, read by the
-two backward matmuls).  The values and gradients are those of TF's ops (tests compare
-them); the gradients are formed in the forward pass, so call these only in training.
+So both losses here put everything between the matmuls in one XLA function that returns
+the loss *and* `d loss / d logits` (written once, read by the two backward matmuls).
+Called in an ordinary TF step the matmuls run in TF's kernels (faster than XLA's CPU dot
+for wide heads, BUILD_NOTES); called in an XLA-compiled step all of it is inlined.  The
+values and gradients are those of TF's ops (tests compare them); the gradients are formed
+in the forward pass, so call these only in training.
 
 - `fused_sampled_softmax_sum`: the release's sampled softmax, same candidates (the same
   `LogUniformCandidateSampler` op: log-uniform, unique, accidental hits removed, log of
@@ -82,31 +85,46 @@ def fused_sampled_softmax_sum(hidden, labels, weights, kernel, bias, candidates)
 
 
 @tf.function(jit_compile=True)
-def _softmax_and_gradient(raw_logits, bias, labels, weights):
+def _softmax_and_gradient(logits, labels, weights):
     """`sum_i weights_i * loss_i` and d/d(logits) `[N, V]` of the full softmax."""
-    logits = raw_logits + bias
     peak = tf.reduce_max(logits, -1)
-    total = tf.reduce_sum(tf.exp(logits - peak[:, None]), -1)
+    exp = tf.exp(logits - peak[:, None])
+    total = tf.reduce_sum(exp, -1)
     label_logit = tf.gather(logits, labels, batch_dims=1)
     loss = tf.reduce_sum((peak + tf.math.log(total) - label_logit) * weights)
-    d_logits = (tf.exp(logits - peak[:, None]) * (weights / total)[:, None]
+    d_logits = (exp * (weights / total)[:, None]
                 - tf.one_hot(labels, tf.shape(logits)[1]) * weights[:, None])
     return loss, d_logits
 
 
 def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False):
     """`sum_i weights[i] * loss_i` of the softmax of `inputs @ kernel + bias` over every
-    class, `kernel` `[C, V]` (or `[V, C]` with `vocab_major`), with gradients to all three."""
+    class, `kernel` `[C, V]` (or `[V, C]` with `vocab_major`), with gradients to all three.
+
+    The bias rides in the matmuls as one more input channel (a column of ones): the
+    forward matmul adds it and the kernel-gradient matmul sums its gradient, instead of
+    two more passes over the `[N, V]` logits (a broadcast add and a column sum: ~60 ms of
+    a 550 ms step at 100,000 items and 64 channels, BUILD_NOTES).
+    """
     labels = tf.cast(labels, "int32")
     weights = tf.cast(weights, inputs.dtype)
 
     @tf.custom_gradient
     def weighted_sum(inputs, kernel, bias):
+        with_ones = tf.concat([inputs, tf.ones_like(inputs[:, :1])], 1)
+        if vocab_major:
+            with_bias = tf.concat([kernel, bias[:, None]], 1)
+        else:
+            with_bias = tf.concat([kernel, bias[None, :]], 0)
         loss, d_logits = _softmax_and_gradient(
-            tf.matmul(inputs, kernel, transpose_b=vocab_major), bias, labels, weights)
+            tf.matmul(with_ones, with_bias, transpose_b=vocab_major), labels, weights)
         d_inputs = tf.matmul(d_logits, kernel, transpose_b=not vocab_major)
-        d_kernel = (tf.matmul(d_logits, inputs, transpose_a=True) if vocab_major
-                    else tf.matmul(inputs, d_logits, transpose_a=True))
-        return loss, _backward_from((d_inputs, d_kernel, tf.reduce_sum(d_logits, 0)))
+        if vocab_major:
+            d_with_bias = tf.matmul(d_logits, with_ones, transpose_a=True)
+            d_kernel, d_bias = d_with_bias[:, :-1], d_with_bias[:, -1]
+        else:
+            d_with_bias = tf.matmul(with_ones, d_logits, transpose_a=True)
+            d_kernel, d_bias = d_with_bias[:-1], d_with_bias[-1]
+        return loss, _backward_from((d_inputs, d_kernel, d_bias))
 
     return weighted_sum(inputs, kernel, bias)

@@ -12,7 +12,7 @@ from peterrec_tf.layers.fused_softmax import (
 
 # with the fused softmax losses the kept positions are padded to a multiple of this, so
 # that XLA compiles a few row counts instead of one per batch
-FUSED_ROWS_MULTIPLE = 256
+FUSED_ROWS_MULTIPLE = 64
 
 
 def scale_for_replicas(loss):
@@ -109,7 +109,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         positions (not at padding, nor at unmasked positions of the masked objective,
         which the release computes and then discards); under XLA (`jit_compile`) it runs
         at every position instead, since a data-dependent gather has no static shape.
-        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s.
+        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s, in both cases.
         """
         labels = tf.reshape(tf.cast(y, "int32"), [-1])
         if sample_weight is None:
@@ -132,8 +132,9 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
                 if self.fused_softmax:
                     hidden, labels, weights = pad_rows(
                         FUSED_ROWS_MULTIPLE, hidden, labels, weights)
-                    return self._finish_loss(self._fused_loss(hidden, labels, weights),
-                                             ops.sum(weights))
+            if self.fused_softmax:
+                return self._finish_loss(self._fused_loss(hidden, labels, weights),
+                                         ops.sum(weights))
             if self.num_sampled:
                 per_position = self._sampled_softmax(labels, hidden)
             else:
@@ -167,13 +168,14 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         return getattr(self, "_fused_softmax", False)
 
     def fuse_softmax_with_xla(self, enabled=True):
-        """Train with `layers.fused_softmax`'s losses (TF's matmuls, one XLA function
-        between them; same loss and gradients, faster on CPU) instead of TF's softmax
-        cross-entropy / `tf.nn.sampled_softmax_loss`.
+        """Train with `layers.fused_softmax`'s losses (the softmax's loss and gradient
+        formed in one XLA function between the matmuls; same loss and gradients, faster on
+        CPU) instead of TF's softmax cross-entropy / `tf.nn.sampled_softmax_loss`.
 
-        A runtime setting, not part of the config, for train steps that are not compiled
-        whole (with `jit_compile` the step's own XLA computation is used).  Off, training
-        uses TF's ops, the reference.
+        A runtime setting, not part of the config.  In a train step compiled whole
+        (`jit_compile`) the loss is inlined into the step's XLA computation, where it
+        still saves the passes XLA's own softmax cross-entropy makes over the logits.
+        Off, training uses TF's ops, the reference.
         """
         object.__setattr__(self, "_fused_softmax", bool(enabled))
 
