@@ -45,10 +45,11 @@ def define_common_flags(batch_size, learning_rate):
                         "for the test figures and the saved model; empty = the last step's.")
     flags.DEFINE_bool("jit_compile", True, "Use XLA in the training step (measured faster on "
                       "CPU for these models; Keras leaves XLA off on CPU by default): the whole "
-                      "step for fine-tuning and next-item pre-training with the full softmax; "
-                      "the residual blocks and the softmax loss between its matmuls with the "
-                      "sampled softmax (its sampler has no XLA kernel); only the softmax loss "
-                      "for masked-item pre-training. Off by itself with --deterministic and "
+                      "step for fine-tuning, and for next-item pre-training with the full "
+                      "softmax under 128 channels; the residual blocks and the softmax loss "
+                      "between its matmuls with the sampled softmax (its sampler has no XLA "
+                      "kernel) and with the full softmax from 128 channels (TF's matmuls are "
+                      "faster there); only the softmax loss for masked-item pre-training. Off by itself with --deterministic and "
                       "distributed strategies. Off: TF's own ops, the reference.")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_list("ks", ["5", "10"], "Cut-offs k for HR@k, MRR@k and NDCG@k.")
