@@ -333,5 +333,6 @@ def test_fused_softmax_trains_what_tf_ops_do(head, sampled, causal, jit, rng):
         np.testing.assert_allclose(tf.convert_to_tensor(b).numpy(), tf.convert_to_tensor(a).numpy(),
                                    rtol=1e-4, atol=1e-6)
     tf.random.set_seed(11)
-    zero = model.compute_loss(x, labels, model(x, training=True), np.zeros_like(weights), training=True)
+    zero = model.compute_loss(x, labels, model(x, training=True), np.zeros_like(weights),
+                              training=True)
     assert float(zero) == 0.0

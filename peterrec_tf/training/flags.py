@@ -49,8 +49,9 @@ def define_common_flags(batch_size, learning_rate):
                       "softmax under 128 channels; the residual blocks and the softmax loss "
                       "between its matmuls with the sampled softmax (its sampler has no XLA "
                       "kernel) and with the full softmax from 128 channels (TF's matmuls are "
-                      "faster there); only the softmax loss for masked-item pre-training. Off by itself with --deterministic and "
-                      "distributed strategies. Off: TF's own ops, the reference.")
+                      "faster there); only the softmax loss for masked-item pre-training. Off "
+                      "by itself with --deterministic and distributed strategies. Off: TF's "
+                      "own ops, the reference.")
     flags.DEFINE_integer("eval_batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_list("ks", ["5", "10"], "Cut-offs k for HR@k, MRR@k and NDCG@k.")
     flags.DEFINE_integer("max_len", 0, "Sequence length to pad/truncate to (most recent items "
