@@ -105,7 +105,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     reproducibility.set_seed(seed, deterministic)
     num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
     loss = loss or ("pairwise" if task == "item_rec" else "ce")
-    max_len = max_len or meta["max_len"]
+    # a further fine-tuning keeps its source's framing (a converted release model's family)
+    framing = inputs.task_framing(meta, source.framing if isinstance(source, FineTuner) else None,
+                                  max_len)
     steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
     patch_config = {"bottleneck_ratio": bottleneck_ratio or PATCH_DEFAULTS["bottleneck_ratio"],
                     "activation": patch_activation or PATCH_DEFAULTS["patch_activation"]}
@@ -115,7 +117,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                                 patch_config=patch_config, from_scratch=from_scratch, seed=seed,
                                 pooling=pooling, loss=loss, l2_reg=l2_reg,
                                 finelast_blocks=finelast_blocks or 1,
-                                train_layer_norm=train_layer_norm)
+                                train_layer_norm=train_layer_norm, framing=framing)
         # fit-time metrics: accuracy, or how often the positive outscores its sampled negatives
         fit_metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
                        if task == "classify" else [HitRate(1, name="pos_beats_neg")]
@@ -131,15 +133,15 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     log("  " + format_report(report, "parameters"))
 
     def make_dataset():
-        return inputs.finetune_dataset(data_dir, "train", batch_size, negatives, max_len,
-                                       shuffle=True, seed=seed, repeat=True,
+        return inputs.finetune_dataset(data_dir, "train", batch_size, negatives,
+                                       framing=framing, shuffle=True, seed=seed, repeat=True,
                                        drop_remainder=strategy_.num_replicas_in_sync > 1)
 
     scorer = evaluation.score_function(model)
 
     def evaluate_split(split):
         data = inputs.eval_dataset(data_dir, split, eval_batch_size, eval_ranking,
-                                   num_candidates, seed=seed, max_len=max_len)
+                                   num_candidates, seed=seed, framing=framing)
         return evaluation.evaluate(model, data, task, config["ks"], scorer)
 
     started = time.time()
@@ -165,7 +167,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                     vocabs[key] = inputs.load_vocab(path)
             save_model_dir(model_dir, model, {"pretrained": os.path.abspath(pretrained),
                                               "data_dir": os.path.abspath(data_dir),
-                                              "max_len": max_len}, vocabs)
+                                              "max_len": framing.length}, vocabs)
     summary["wall_seconds"] = time.time() - started
     if chief:
         results.write_results(model_dir, summary)

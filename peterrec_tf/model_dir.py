@@ -37,6 +37,13 @@ def model_kind(model):
     return "finetune" if isinstance(model, FineTuner) else "pretrain"
 
 
+def model_framing(model, config):
+    """The model's framing at its length; a model saved before framing was part of the
+    model's config takes its length from config.json's max_len."""
+    framing = model.framing
+    return framing if framing.length else framing.with_length(config.get("max_len"))
+
+
 def save_model_dir(directory, model, config=None, vocabs=None):
     """Write model + config (+ vocabularies by key of VOCAB_FILES) into `directory`.
 

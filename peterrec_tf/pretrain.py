@@ -107,7 +107,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
                             causal=objective == "next_item")
         cls = NextItNet if objective == "next_item" else GRecEncoder
-        model = cls(backbone, head=head, num_sampled=num_sampled)
+        model = cls(backbone, head=head, num_sampled=num_sampled,
+                    framing=inputs.task_framing(meta, None, max_len))
         model.build()
         plan = xla_plan(objective, num_sampled, channels)
         xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
@@ -130,7 +131,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
 
     def evaluate_split(split):
         data = inputs.eval_dataset(data_dir, split, eval_batch_size, eval_ranking,
-                                   num_candidates=num_candidates, max_len=max_len, seed=seed)
+                                   num_candidates=num_candidates, framing=model.framing, seed=seed)
         return evaluation.evaluate(model, data, "pretrain", config["ks"], scorer)
 
     started = time.time()

@@ -4,6 +4,8 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pipelines.framing import Framing
+
 from peterrec_tf.models.backbone import WrapsBackbone
 
 from peterrec_tf.layers.heads import DotProductHead, make_head
@@ -61,7 +63,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
 
     requires_causal = None
 
-    def __init__(self, backbone, head="full", num_sampled=0, **kwargs):
+    def __init__(self, backbone, head="full", num_sampled=0, framing=None, **kwargs):
         super().__init__(**kwargs)
         if self.requires_causal is not None and backbone.causal != self.requires_causal:
             kind = "causal" if self.requires_causal else "non-causal"
@@ -75,6 +77,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.backbone = backbone
         self.head_kind = head
         self.num_sampled = int(num_sampled)
+        # histories as `next_item_logits` reads them: the last items, left-padded
+        self.framing = Framing.from_config(framing or Framing("history"))
         self.head = make_head(head, backbone.vocab_size, name="head")
 
     def build(self, input_shape=None):
@@ -193,6 +197,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "head": self.head_kind,
             "num_sampled": self.num_sampled,
+            "framing": self.framing.get_config(),
         }
 
 
