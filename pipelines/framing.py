@@ -37,11 +37,11 @@ def _keep_recent(ragged, length):
 
 
 def _gather_padded(ragged, starts, positions):
-    """`flat[starts + positions]` where `positions >= 0`, else 0."""
-    flat = tf.cast(ragged.flat_values, tf.int32)
-    index = tf.maximum(positions, 0) + starts[:, None]
-    gathered = tf.gather(flat, tf.minimum(index, tf.maximum(tf.size(flat) - 1, 0)))
-    return tf.where(positions >= 0, gathered, tf.zeros_like(gathered))
+    """`flat[starts + positions]` where `positions >= 0`, else 0 (a zero appended to the
+    flat values serves every padding position, also when the batch holds no item at all)."""
+    flat = tf.concat([tf.cast(ragged.flat_values, tf.int32), [0]], axis=0)
+    padding = tf.size(flat) - 1
+    return tf.gather(flat, tf.where(positions >= 0, positions + starts[:, None], padding))
 
 
 def left_pad(ragged, length):

@@ -94,17 +94,19 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             return hidden  # compute_loss applies the head where the loss needs it
         return self.head(hidden)
 
-    def next_item_logits(self, item_ids):
-        """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`.
-
-        Causal: the head at the last position.  Non-causal (GRec): a [MASK] (id 0) is
-        appended and predicted, the encoder's way of asking for the next item.
+    def user_embedding(self, item_ids):
+        """The hidden state `[B, C]` from which the next item after `item_ids` `[B, T]` is
+        predicted. Causal: the last position.  Non-causal (GRec): a [MASK] (id 0) is
+        appended and its position read, the encoder's way of asking for the next item.
         """
         if not self.backbone.causal:
             item_ids = ops.concatenate(
                 [item_ids, ops.zeros_like(item_ids[:, :1])], axis=1)
-        hidden = self.backbone(item_ids)
-        return self.head(hidden[:, -1:, :])[:, 0, :]
+        return self.backbone(item_ids)[:, -1, :]
+
+    def next_item_logits(self, item_ids):
+        """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`."""
+        return self.head(self.user_embedding(item_ids)[:, None, :])[:, 0, :]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Weighted mean cross-entropy over positions with weight > 0.
