@@ -21,11 +21,10 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
                          f"{meta['num_items']}: not the same vocabulary")
-    kind = config.get("kind", "finetune" if hasattr(model, "task") else "pretrain")
     task = meta["task"]
-    if kind == "pretrain" and task != "pretrain":
+    if model.task == "pretrain" and task != "pretrain":
         raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
-    if kind == "finetune":
+    if model.task != "pretrain":
         expected = "classify" if model.task == "classify" else "item_rec"
         if task != expected:
             raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")

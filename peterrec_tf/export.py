@@ -211,9 +211,7 @@ def _stored_weights(name, directory, model, shared):
     """[(Keras variable, tf.Variable)] for every weight of `model`: frozen backbone weights
     map to the variables in `shared` (added when first seen, refused when a later task's
     differs by one bit), what the task trained to task-owned copies."""
-    from peterrec_tf.models import FineTuner
-
-    finetuned = isinstance(model, FineTuner)
+    finetuned = model.task != "pretrain"
     patch_ids = {id(w) for p in model.backbone.patches for w in p.weights}
     pairs = []
     for weight in model.backbone.weights:
@@ -252,7 +250,7 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
     architecture and bit-identical across tasks; `max_len` overrides the models' own
     history length."""
     from peterrec_tf.model_dir import load_model_dir, model_framing
-    from peterrec_tf.models import FineTuner, parameter_report
+    from peterrec_tf.models import parameter_report
 
     shared, tasks, items_vocab, reports = {}, [], None, {}
     full_model_bytes = 0
@@ -267,12 +265,9 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         if len(items_vocab) != model.backbone.vocab_size:
             raise ExportError(f"{directory}: vocab.txt holds {len(items_vocab)} tokens but the "
                               f"model has {model.backbone.vocab_size} items")
-        finetuned = isinstance(model, FineTuner)
+        finetuned = model.task != "pretrain"
         if tasks:
-            first, here = tasks[0].model.backbone, model.backbone
-            differs = [f"{f}: {getattr(here, f)} vs {getattr(first, f)}" for f in
-                       ("vocab_size", "channels", "dilations", "kernel_size", "causal")
-                       if getattr(here, f) != getattr(first, f)]
+            differs = model.backbone.architecture_differences(tasks[0].model.backbone)
             if differs:
                 raise ExportError(f"task {name} ({directory}) has another backbone architecture "
                                   f"than task {tasks[0].name}: {'; '.join(differs)}")
@@ -283,8 +278,8 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         if not framing.length:
             raise ExportError(f"{directory} records no history length: give --max_len (served "
                               "answers must not depend on how much padding a request carries)")
+        kind = model.task
         if finetuned:
-            kind = model.task
             outputs = vocabs.get("targets" if model.task == "item_rec" else "labels")
             if outputs is None:
                 outputs = [f"{'target' if model.task == 'item_rec' else 'class'}_{i}"
@@ -292,7 +287,7 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
                 log(f"  {directory} has no {'target_vocab' if model.task == 'item_rec' else 'labels'}"
                     f" file: outputs are named {outputs[0]}...")
         else:
-            kind, outputs = "pretrain", items_vocab
+            outputs = items_vocab
         padding = set(config.get("padding_tokens", []))
         blocked = [i for i, token in enumerate(outputs) if i > 0 and token in padding]
         tasks.append(ServedTask(name, model, kind, framing, outputs,

@@ -56,11 +56,12 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from pipelines import inputs
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
-    from peterrec_tf.models import FineTuner, build_finetuner, format_report, parameter_report
+    from peterrec_tf.models import build_finetuner, format_report, parameter_report
     from peterrec_tf.models.transfer import check_method
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
-    from peterrec_tf.training.flags import total_steps as count_steps, use_xla
+    from peterrec_tf.training.flags import total_steps as count_steps
+    from peterrec_tf.training.xla_policy import use_xla
     from peterrec_tf.training.optimizer import FusedAdam
 
     config = {k: v for k, v in locals().items() if k in NAMES}
@@ -92,7 +93,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     if "items" in source_vocabs and source_vocabs["items"] != data_vocab:
         raise ValueError(f"{data_dir}/vocab/items.txt differs from {pretrained}/vocab.txt: item "
                          "ids would silently mean other items; prepare with --vocab")
-    if isinstance(source, FineTuner):
+    if source.task != "pretrain":
         log(f"{pretrained} is a fine-tuned model; transferring its backbone (without patches)")
         if backbone.patches:
             backbone = _unpatched_copy(backbone)
@@ -106,7 +107,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
     loss = loss or ("pairwise" if task == "item_rec" else "ce")
     # a further fine-tuning keeps its source's framing (a converted release model's family)
-    framing = inputs.task_framing(meta, source.framing if isinstance(source, FineTuner) else None,
+    framing = inputs.task_framing(meta, source.framing if source.task != "pretrain" else None,
                                   max_len)
     steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
     patch_config = {"bottleneck_ratio": bottleneck_ratio or PATCH_DEFAULTS["bottleneck_ratio"],

@@ -33,8 +33,8 @@ def read_lines(path):
 
 
 def model_kind(model):
-    from peterrec_tf.models import FineTuner
-    return "finetune" if isinstance(model, FineTuner) else "pretrain"
+    """config.json's "kind", from the model's task."""
+    return "pretrain" if model.task == "pretrain" else "finetune"
 
 
 def model_framing(model, config):
