@@ -45,6 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.vocab import write_tokens
+
 WARMUP_FILE = "tf_serving_warmup_requests"
 REPORT_FILE = "export_report.json"
 
@@ -108,12 +110,11 @@ class ServingModule(tf.Module):
 
     def _asset(self, asset_dir, name, tokens):
         if name not in self.assets:
-            bad = [t for t in tokens if "\n" in t or "\r" in t]
-            if bad:
-                raise ExportError(f"vocabulary {name}: tokens with line breaks cannot be served: {bad[:3]}")
             path = os.path.join(asset_dir, f"{name}.txt")
-            with open(path, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write("".join(f"{t}\n" for t in tokens))
+            try:
+                write_tokens(path, tokens)
+            except ValueError as error:
+                raise ExportError(f"vocabulary {name} cannot be served: {error}") from error
             self.assets[name] = tf.saved_model.Asset(path)
         return self.assets[name]
 

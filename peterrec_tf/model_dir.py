@@ -21,15 +21,7 @@ CONFIG_FILE = "config.json"
 VOCAB_FILES = {"items": "vocab.txt", "targets": "target_vocab.txt", "labels": "labels.txt"}
 
 
-def write_lines(path, tokens):
-    with open(path, "w", encoding="utf-8") as handle:
-        for token in tokens:
-            handle.write(f"{token}\n")
-
-
-def read_lines(path):
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines  # noqa: E402
 
 
 def model_kind(model):

@@ -15,6 +15,7 @@ import os
 import tensorflow as tf
 
 from pipelines import schema
+from pipelines.vocab import read_tokens
 from pipelines.framing import Framing, left_pad  # noqa: F401  (left_pad: public here too)
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -40,10 +41,7 @@ def read_metadata(data_dir):
     return meta
 
 
-def load_vocab(path):
-    """Tokens of a vocabulary file: line i is the token of id i."""
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+load_vocab = read_tokens  # tokens of a vocabulary file: line i is the token of id i
 
 
 def shard_files(data_dir, split):
