@@ -106,7 +106,7 @@ def test_finetuned_parity_with_oracle(name, with_meta, tmp_path):
 
 def test_finetuned_model_trains_like_the_release_and_can_continue(tmp_path):
     out = str(tmp_path / "converted")
-    convert_checkpoint(FINETUNED["cau_serial"], out, log=lambda _: None)
+    convert_checkpoint(FINETUNED["cau_serial"], out, max_len=9, log=lambda _: None)
     model, _, _ = load_model_dir(out)
     paths = [w.path for w in model.trainable_weights]
     assert all("/mp_" in p or "layer_norm2" in p or "target_embeddings" in p for p in paths)
@@ -126,7 +126,7 @@ def test_finetuned_model_trains_like_the_release_and_can_continue(tmp_path):
 def test_unused_pretraining_head_is_reported_not_dropped(tmp_path):
     out = str(tmp_path / "converted")
     messages = []
-    config = convert_checkpoint(FINETUNED["noncau_parallel"], out, log=messages.append)
+    config = convert_checkpoint(FINETUNED["noncau_parallel"], out, max_len=9, log=messages.append)
     assert config["unused_variables"] == ["softmax_w"]
     assert "softmax_w" in messages[0]
     with np.load(os.path.join(out, "unused_variables.npz")) as data:
@@ -149,8 +149,8 @@ def test_max_len_is_recorded_from_the_release_csvs_or_the_flag(pretrained_dir, t
     explicit = convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft2"), max_len=7,
                                   log=lambda _: None)
     assert explicit["max_len"] == 7 and explicit["max_len_from"] == "--max_len"
-    assert convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft3"),
-                              log=lambda _: None)["max_len"] is None
+    with pytest.raises(ConversionError, match="--max_len=WIDTH or --target_vocab_csv"):
+        convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft3"), log=lambda _: None)
 
 
 def test_release_id_order_from_the_demo_csvs():
