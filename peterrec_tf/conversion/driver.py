@@ -89,7 +89,8 @@ def plan_model(prefix, variables):
         down = variables.get(f"{names.BLOCK}/mp_1/mp_conv1_down_0/weight".format(
             i=0, d=dilations[0]))
         plan.patch_config = {
-            "bottleneck_dim": int(down.shape[-1]) if down is not None else max(1, plan.channels // 4),
+            "bottleneck_dim": (int(down.shape[-1]) if down is not None
+                               else max(1, plan.channels // 4)),
             "cardinality": len({fields["j"] for fields in patch_fields}),
             "activation": "gelu_tanh", "shortcut": True}
     targets = variables.get("target-item/allitem_embeddings_target")
@@ -223,7 +224,8 @@ def build_model(plan, settings, framing):
                                    else "dot", framing=framing)
         model.build()
     except ValueError as error:
-        raise ConversionError(f"cannot build the model the checkpoint describes: {error}") from error
+        raise ConversionError(
+            f"cannot build the model the checkpoint describes: {error}") from error
     return model
 
 

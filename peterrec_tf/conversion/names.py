@@ -9,6 +9,7 @@ The same rule renders the TF1 name of a Keras weight that nothing filled.
 """
 
 import dataclasses
+import functools
 import re
 
 FIELDS = {"i": r"\d+", "d": r"\d+", "p": r"mp_\d+", "j": r"\d+"}
@@ -21,6 +22,7 @@ EMBEDDING, BLOCK_PART, PATCH, FULL_HEAD, DOT_HEAD, TARGETS = (
 PRETRAINING_HEADS = (FULL_HEAD, DOT_HEAD)
 
 
+@functools.lru_cache(maxsize=None)
 def _compile(template):
     pattern = re.escape(template)
     for field, regex in FIELDS.items():
