@@ -82,6 +82,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                          "never modified)")
     source, _, source_vocabs = load_model_dir(pretrained)
     backbone = source.backbone
+    if pooling is None and source.task != "pretrain":
+        pooling = source.pooling  # a further fine-tuning reads users as its source did
     check_settings(method, task, backbone.causal, insertion, finelast_blocks, pooling, loss,
                    bottleneck_ratio, patch_activation)
     check_method(method, finelast_blocks or 1, len(backbone.dilations))

@@ -17,6 +17,7 @@ from peterrec_tf.convert_tf1 import ConversionError, convert_checkpoint, release
 from peterrec_tf.model_dir import load_model_dir
 from peterrec_tf.models import FineTuner, NextItNet, parameter_report
 from peterrec_tf.tf1_oracle import run_oracle_batches
+from release_loaders import demo_histories, release_feed
 
 pytestmark = needs_checkpoints
 
@@ -256,27 +257,6 @@ def test_command_line(tmp_path):
 # --- the release families' framing, measured against the release's own graphs --------------
 
 PARITY = {}  # name -> (max |diff| hidden, max |diff| scores), printed at the end (pytest -s)
-
-
-def demo_histories(items):
-    """Every user's source history of the demo fine-tuning CSV as ids of `items` (the
-    converted model's vocabulary; unknown tokens -> 0), one per line, in file order."""
-    index = {token: i for i, token in enumerate(items)}
-    with open(FINETUNE_CSV) as handle:
-        lines = [line.strip() for line in handle if line.strip()]
-    return [[index.get(token, 0) for token in line.split(",,")[0].split(",")] for line in lines]
-
-
-def release_feed(histories, family, width):
-    """What the release's loaders feed, built from the facts, not from Framing:
-    causal PeterRec `[s1..sn, 0 (right-padding).., 0, target]`; non-causal PeterRec
-    `[0, s1..sn, 0]`; NextitNet FineAll `[s1..sn, 0..]` + one 0; GRec FineAll `[s1..sn, 0..]`."""
-    rows = []
-    for history in histories:
-        padded = list(history[-width:]) + [0] * (width - len(history[-width:]))
-        rows.append({"causal": padded + [0, 1], "noncausal": [0] + list(history) + [0],
-                     "nextitnet_fineall": padded + [0], "grec_fineall": padded}[family])
-    return np.array(rows, dtype="int32")
 
 
 def check_parity(key, model, prefix, histories, family, width):

@@ -302,6 +302,10 @@ def convert_checkpoint(prefix, output_dir, causal=None, insertion=None, vocab_cs
         "skipped_training_state": len(state),
         "inferred_from_meta": graph is not None,
     }
+    if any("0" in tokens for tokens in vocabs.values()):
+        # the release CSVs left-pad short histories with the literal token 0, which the
+        # release trains as an item: kept as one for parity, never served as an answer
+        config["padding_tokens"] = ["0"]
     from peterrec_tf.model_dir import save_model_dir
 
     with staged_output(output_dir, overwrite) as staging:
