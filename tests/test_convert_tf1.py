@@ -376,6 +376,34 @@ def test_converted_fineall_model_evaluates_finetunes_and_exports_alone(fineall_c
     assert os.path.isdir(report["path"])
 
 
+@pytest.mark.parametrize("family", ["nextitnet", "grec"])
+def test_exported_fineall_checkpoint_serves_the_releases_answers(fineall_checkpoints, family,
+                                                                 tmp_path):
+    """Raw demo users (and right-padded shorter ones) to the exported signature: the
+    FineAll graph's top-5 and scores, the graph fed as its loader feeds it."""
+    from peterrec_tf.export import export
+    from release_loaders import demo_sources
+    from serving_server import SessionModel
+    out = str(tmp_path / "converted")
+    convert_checkpoint(fineall_checkpoints[family], out, vocab_csv=PRETRAIN_CSV,
+                       target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
+    report = export([("fineall", out)], str(tmp_path / "sm"), "release", k=5, log=lambda *_: None)
+    sources = demo_sources()
+    sources += [s[:n] for s, n in zip(sources[:3], (1, 5, 8))]
+    items = release_token_order(PRETRAIN_CSV)
+    index = {token: i for i, token in enumerate(items)}
+    [oracle] = run_oracle_batches(fineall_checkpoints[family], [release_feed(
+        [[index[t] for t in s] for s in sources], f"{family}_fineall", 9)])
+    scores = oracle["scores"][:, 1:]
+    width = 1 + max(len(s) for s in sources)
+    tokens = np.array([[""] * (width - len(s)) + s for s in sources]).astype(bytes)
+    served = SessionModel(report["path"]).run("serving_default", {"items": tokens})
+    np.testing.assert_array_equal(served["top_k_ids"],
+                                  np.argsort(-scores, axis=1, kind="stable")[:, :5] + 1)
+    assert np.abs(served["scores"] - -np.sort(-scores, axis=1)[:, :5]).max() <= \
+        1e-4 + 1e-5 * np.abs(oracle["scores"]).max()
+
+
 # --- structural optimizer state, pooling ------------------------------------------------------
 
 def test_optimizer_state_is_recognised_by_structure_not_by_name(tmp_path):
