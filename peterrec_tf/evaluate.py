@@ -11,12 +11,13 @@ import json
 
 
 def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
-                 num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print):
+                 num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print,
+                 backbone_dir=None):
     from pipelines import inputs
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.training import evaluation
 
-    model, config, vocabs = load_model_dir(model_dir)
+    model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     meta = inputs.read_metadata(data_dir)
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
@@ -59,6 +60,9 @@ def define_flags():
     flags.DEFINE_integer("max_len", 0, "History length (most recent items kept); 0 = the "
                          "model's own (its framing's length).")
     flags.DEFINE_string("output", None, "Write the metrics JSON here too.")
+    flags.DEFINE_string("backbone_dir", None, "For a task stored alone (finetune's default): "
+                        "its pre-trained model directory, when it is no longer where the task "
+                        "recorded it; refused unless its backbone fingerprint matches.")
     flags.mark_flags_as_required(["model_dir", "data_dir"])
 
 
@@ -70,7 +74,8 @@ def main(argv):
     from peterrec_tf.cli import run_guarded
 
     return run_guarded(run_evaluate, v.model_dir, v.data_dir, v.split, v.ranking, v.ks,
-                       v.num_candidates, v.batch_size, v.seed, v.max_len, v.output)[1]
+                       v.num_candidates, v.batch_size, v.seed, v.max_len, v.output,
+                       backbone_dir=v.backbone_dir)[1]
 
 
 if __name__ == "__main__":

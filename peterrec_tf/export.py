@@ -245,18 +245,20 @@ def _stored_weights(name, directory, model, shared):
     return pairs
 
 
-def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None):
+def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None,
+                         backbone_dir=None):
     """(ServingModule, parameter reports, bytes of the separate full models) over
     [(task name, model dir), ...]. The frozen backbone is stored once and must be the same
     architecture and bit-identical across tasks; `max_len` overrides the models' own
-    history length."""
+    history length; `backbone_dir` is where tasks stored alone find their backbone when
+    it moved."""
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.models import parameter_report
 
     shared, tasks, items_vocab, reports = {}, [], None, {}
     full_model_bytes = 0
     for name, directory in model_dirs:
-        model, config, vocabs = load_model_dir(directory)
+        model, config, vocabs = load_model_dir(directory, backbone_dir=backbone_dir)
         if "items" not in vocabs:
             raise ExportError(f"{directory} has no vocab.txt: the export needs the item tokens")
         if items_vocab is None:
@@ -372,7 +374,7 @@ def write_models_config(export_base, num_versions=2, serving_base_path=None):
 
 
 def export(model_dirs, export_base="saved_models", model_name="peterrec", version=None, k=10,
-           log=print, max_len=None, serving_base_path=None, num_versions=2):
+           log=print, max_len=None, serving_base_path=None, num_versions=2, backbone_dir=None):
     """Export [(task, dir), ...] to EXPORT_BASE/MODEL_NAME/VERSION; returns the report dict
     (also written to `assets.extra/export_report.json`) with the version's `path`."""
     if not model_dirs:
@@ -397,7 +399,7 @@ def export(model_dirs, export_base="saved_models", model_name="peterrec", versio
                           "padding a request carries and on what Serving batches it with")
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="peterrec-export-assets-") as asset_dir:
         return _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-                       serving_base_path, num_versions)
+                       serving_base_path, num_versions, backbone_dir)
 
 
 class _sigterm_as_exit:
@@ -422,9 +424,10 @@ class _sigterm_as_exit:
 
 
 def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-            serving_base_path, num_versions):
+            serving_base_path, num_versions, backbone_dir):
     names = [name for name, _ in model_dirs]
-    module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len)
+    module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len,
+                                                       backbone_dir)
     model_base = os.path.join(export_base, model_name)
     os.makedirs(model_base, exist_ok=True)
     version = int(version or next_version(model_base))
@@ -528,6 +531,9 @@ def define_flags():
                         "--export_base, written into models.config (e.g. /models when the "
                         "directory is mounted into the tensorflow/serving container; default: "
                         "the absolute local path).")
+    flags.DEFINE_string("backbone_dir", None, "For tasks stored alone (finetune's default): "
+                        "their pre-trained model directory when it is no longer where they "
+                        "recorded it; refused unless its backbone fingerprint matches.")
     flags.DEFINE_integer("num_versions", 2, "models.config version policy: Serving keeps the "
                          "latest NUM_VERSIONS versions of each model loaded.")
 
@@ -554,7 +560,7 @@ def main(argv):
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
     return run_guarded(export, dirs, v.export_base, v.model_name, v.version, v.k,
                        max_len=v.max_len, serving_base_path=v.serving_base_path,
-                       num_versions=v.num_versions)[1]
+                       num_versions=v.num_versions, backbone_dir=v.backbone_dir)[1]
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from peterrec_tf.training.flags import COMMON, define_common_flags
 NAMES = COMMON + ("pretrained", "task", "method", "finelast_blocks", "from_scratch",
                   "insertion", "pooling", "loss", "bottleneck_ratio", "patch_activation",
                   "train_layer_norm", "num_negatives", "l2_reg", "eval_ranking",
-                  "num_candidates")
+                  "num_candidates", "save_full_model")
 PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
 
 
@@ -49,13 +49,14 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                  mixed_precision=False, checkpoint_every=500, keep_checkpoints=3, log_every=50,
                  eval_every=0, eval_batch_size=256, ks=(5, 10), max_len=0,
                  eval_ranking="sampled", num_candidates=100, select_metric="", jit_compile=True,
-                 log=print):
+                 save_full_model=False, log=print):
     """Run the fine-tuning job; returns the results dict also written to results.json."""
     import keras
 
     from pipelines import inputs
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
+    from peterrec_tf.task_artifact import stores_task_only
     from peterrec_tf.models import build_finetuner, format_report, parameter_report
     from peterrec_tf.models.transfer import check_method
     from peterrec_tf.training import best as selection
@@ -168,9 +169,11 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                 path = os.path.join(data_dir, "vocab", name)
                 if os.path.exists(path):
                     vocabs[key] = inputs.load_vocab(path)
+            alone = not (save_full_model or from_scratch) and stores_task_only(model)
             save_model_dir(model_dir, model, {"pretrained": os.path.abspath(pretrained),
                                               "data_dir": os.path.abspath(data_dir),
-                                              "max_len": framing.length}, vocabs)
+                                              "max_len": framing.length}, vocabs,
+                           task_over=(pretrained, backbone) if alone else None)
     summary["wall_seconds"] = time.time() - started
     if chief:
         results.write_results(model_dir, summary)
@@ -180,8 +183,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
 def _unpatched_copy(backbone):
     from peterrec_tf.models import Backbone
 
-    plain = Backbone(backbone.vocab_size, backbone.channels, backbone.dilations,
-                     backbone.kernel_size, backbone.causal)
+    plain = Backbone(**backbone.architecture())
     plain.build()
     plain.copy_backbone_weights_from(backbone)
     return plain
@@ -220,6 +222,13 @@ def define_flags():
     flags.DEFINE_enum("eval_ranking", "sampled", ["sampled", "full"], "item_rec: true target + "
                       "(num_candidates-1) sampled ones (the paper), or all targets.")
     flags.DEFINE_integer("num_candidates", 100, "item_rec sampled ranking: candidates per example.")
+    flags.DEFINE_bool("save_full_model", False, "Store the whole model in --model_dir. By "
+                      "default a task fine-tuned over the pre-trained backbone (every method "
+                      "but fineall, not --from_scratch) stores only what it trained (patches, "
+                      "head, trained layer norms / blocks: task_weights.npz) plus the "
+                      "--pretrained directory and its backbone's fingerprint; evaluate, "
+                      "export and further fine-tuning load it over that directory and refuse "
+                      "a backbone whose fingerprint differs.")
     flags.mark_flags_as_required(["pretrained"])
 
 

@@ -6,7 +6,7 @@ import os
 #: Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
     "train_steps", "epochs", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-    "flagfile", "strategy", "eval_batch_size"})
+    "flagfile", "strategy", "eval_batch_size", "save_full_model"})
 
 
 def write_json(path, payload):
