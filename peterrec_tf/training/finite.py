@@ -24,6 +24,5 @@ def check_loss(logs, step, last_saved):
     if loss is not None and not math.isfinite(float(loss)):
         kept = (f"the newest checkpoint (step {last_saved}) is left as it was"
                 if last_saved is not None else "no checkpoint of this run was written")
-        raise NonFiniteError(f"training diverged: loss is {float(loss)} at step {step}; "
-                             f"nothing was saved, {kept}. Lower --learning_rate or check the "
-                             "data")
+        raise NonFiniteError(f"training diverged: loss is {float(loss)} at step {step}, which "
+                             f"is not saved; {kept}. Lower --learning_rate or check the data")
