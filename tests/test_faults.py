@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -296,6 +297,21 @@ def test_old_preparations_without_shard_records_are_still_verified_by_count(run,
         run_evaluate(run["model_dir"], data, num_candidates=10, log=quiet)
 
 
+def test_data_loss_during_training_names_the_shard(run, tmp_path):
+    from peterrec_tf.finetune import run_finetune
+
+    data = copy_dataset(run["coldrec"], str(tmp_path / "old"))
+    path = os.path.join(data, "metadata.json")
+    meta = json.load(open(path))
+    del meta["shards"]  # an old preparation: nothing to check sizes against
+    json.dump(meta, open(path, "w"))
+    shard = inputs.shard_files(data, "train")[0]
+    truncate(shard, cut_points(shard)[0])
+    with pytest.raises(DataError, match=f"{shard}: corrupt or truncated"):
+        run_finetune(run["model_dir"], data, str(tmp_path / "ft"), **FINETUNE, train_steps=30,
+                     log=quiet)
+
+
 # --- validate first, then touch disk --------------------------------------------------------
 
 def test_finetune_candidates_beyond_the_targets_are_refused_before_training(run, tmp_path):
@@ -358,6 +374,27 @@ def test_duplicates_oov_and_unseen_targets_are_counted_and_warned(run, tmp_path)
     warnings = [line for line in said if line.startswith("warning: ")]
     assert len(warnings) == 3 and any("10 duplicate" in line for line in warnings)
     assert any("of test targets (10) never occur in training" in line for line in warnings)
+
+
+def test_a_killed_preparation_leaves_the_old_dataset_and_its_temporaries_are_removed(tmp_path):
+    out = str(tmp_path / "out")
+    small = dict(num_clusters=2, num_targets=5, log=quiet)
+    prepare("synthetic", out, num_users=30, num_items=20, **small)
+    before = inputs.read_metadata(os.path.join(out, "pretrain"))["fingerprint"]
+    job = command("pipelines.prepare", "--format=synthetic", f"--output_dir={out}",
+                  "--overwrite", "--synthetic_users=6000", "--synthetic_items=200")
+    while job.poll() is None and not glob.glob(str(tmp_path / ".out.tmp-*")):
+        time.sleep(0.005)
+    job.kill()  # SIGKILL while it writes
+    job.communicate()
+    assert glob.glob(str(tmp_path / ".out.tmp-*")), "the job finished before it was killed"
+    assert inputs.read_metadata(os.path.join(out, "pretrain"))["fingerprint"] == before
+    assert inputs.verify_split(os.path.join(out, "pretrain"), "test") == 30
+    said = []
+    prepare("synthetic", out, num_users=30, num_items=20, num_clusters=2, num_targets=5,
+            log=said.append)  # the same preparation: nothing to do but clean up
+    assert not glob.glob(str(tmp_path / ".out.tmp-*"))
+    assert any("left by an interrupted preparation" in line for line in said)
 
 
 def test_a_one_field_header_hints_at_the_delimiter(tmp_path):
