@@ -198,7 +198,7 @@ def test_the_resume_comparison_ignores_paths_and_evaluation_only_settings(tmp_pa
     results.record_config(str(tmp_path), stored)
     results.record_config(str(tmp_path), dict(stored, model_dir="/b", data_dir="/e",
                                                num_candidates=50, ks=[10]))
-    with pytest.raises(ValueError, match="data_fingerprint"):
+    with pytest.raises(ValueError, match=r"the data \(metadata.json fingerprint\): .f1. -> .f2."):
         results.record_config(str(tmp_path), dict(stored, data_fingerprint="f2"))
     selecting = str(tmp_path / "selecting")
     results.record_config(selecting, dict(stored, select_metric="hr@5"))

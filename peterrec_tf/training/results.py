@@ -45,13 +45,18 @@ def record_config(model_dir, config, name="flags.json", write=True):
         changed = sorted(k for k in previous  # keys only in `current` are newer settings
                          if k not in free and previous.get(k) != current.get(k))
         if changed:
-            details = "; ".join(f"--{k}: {previous.get(k)!r} -> {current.get(k)!r}"
+            details = "; ".join(f"{_label(k)}: {previous.get(k)!r} -> {current.get(k)!r}"
                                 for k in changed)
             raise ValueError(f"{model_dir} holds a run with other settings ({details}); use a "
                              "new --model_dir, or the same flags to resume")
     if write:
         os.makedirs(model_dir, exist_ok=True)
         write_json(path, config)
+
+
+def _label(key):
+    return ("the data (metadata.json fingerprint)" if key == "data_fingerprint"
+            else f"--{key}")
 
 
 def write_results(model_dir, results, name="results.json"):
