@@ -42,11 +42,14 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     """Write model + config (+ vocabularies by key of VOCAB_FILES) into `directory`.
 
     The model file is written under a temporary name and renamed, so a reader never
-    sees a half-written `model.keras`. `task_over=(backbone_dir, backbone)` stores a
+    sees a half-written `model.keras`. Weights holding NaN/Inf are refused (naming the
+    variable) before anything is written. `task_over=(backbone_dir, backbone)` stores a
     fine-tuned model as its task alone over that pre-trained backbone (`task_artifact`).
     """
     from peterrec_tf import task_artifact
+    from peterrec_tf.training.finite import check_finite
 
+    check_finite(model.variables, f"(refusing to save {directory})")
     os.makedirs(directory, exist_ok=True)
     config = dict(config or {})
     config.setdefault("kind", model_kind(model))
