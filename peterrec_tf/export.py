@@ -426,10 +426,24 @@ class _sigterm_as_exit:
 def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
             serving_base_path, num_versions, backbone_dir):
     names = [name for name, _ in model_dirs]
+    from pipelines.locking import exclusive_lock
+
     module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len,
                                                        backbone_dir)
     model_base = os.path.join(export_base, model_name)
-    os.makedirs(model_base, exist_ok=True)
+    with exclusive_lock(model_base):  # one export into a model's versions at a time
+        for name in sorted(os.listdir(model_base)):
+            if name.startswith(".tmp-"):  # no live export owns it while we hold the lock
+                log(f"removing {os.path.join(model_base, name)}, left by an interrupted export")
+                shutil.rmtree(os.path.join(model_base, name), ignore_errors=True)
+        return _write_version(module, reports, full_bytes, model_dirs, names, model_base,
+                              export_base, model_name, version, k, log, serving_base_path,
+                              num_versions)
+
+
+def _write_version(module, reports, full_bytes, model_dirs, names, model_base, export_base,
+                   model_name, version, k, log, serving_base_path, num_versions):
+    """Save the module as the next version of `model_base` (its lock held)."""
     version = int(version or next_version(model_base))
     final = os.path.join(model_base, str(version))
     if os.path.exists(final):

@@ -9,7 +9,7 @@ import numpy as np
 from peterrec_tf.conversion import graph as graphs
 from peterrec_tf.conversion import names
 from peterrec_tf.conversion.errors import ConversionError, error_text
-from peterrec_tf.conversion.output import check_output_dir, staged_output
+from peterrec_tf.conversion.output import check_output_dir, remove_stale_staging, staged_output
 from peterrec_tf.conversion.reader import (check_meta_covers, find_non_finite, read_checkpoint,
                                            read_meta_graph)
 from peterrec_tf.conversion.release_csv import (pretrain_row_length, release_token_order,
@@ -277,7 +277,19 @@ def convert_checkpoint(prefix, output_dir, causal=None, insertion=None, vocab_cs
     scripts), `tcl` (non-causal PeterRec) or `release_plain` (the FineAll scripts), at
     width `max_len`, else the longest source history of `target_vocab_csv`.
     """
+    from pipelines.locking import exclusive_lock
+
+    target = os.path.abspath(output_dir)
+    with exclusive_lock(os.path.dirname(target), f".{os.path.basename(target)}.lock",
+                        owner=output_dir):  # one conversion into a directory at a time
+        return _convert(prefix, output_dir, causal, insertion, vocab_csv, target_vocab_csv, log,
+                        max_len, pooling, overwrite)
+
+
+def _convert(prefix, output_dir, causal, insertion, vocab_csv, target_vocab_csv, log, max_len,
+             pooling, overwrite):
     check_output_dir(output_dir, overwrite)
+    remove_stale_staging(output_dir, log)
     variables, state = read_checkpoint(prefix)
     plan, errors = plan_model(prefix, variables)
     graph_def = read_meta_graph(prefix)

@@ -37,6 +37,18 @@ def _exchange(first, second):
     return done == 0
 
 
+def remove_stale_staging(output_dir, log=print):
+    """Remove staging directories a killed conversion into `output_dir` left beside it
+    (called with the output's lock held, so no live conversion owns them)."""
+    target = os.path.abspath(output_dir)
+    prefix = f".{os.path.basename(target)}.converting-"
+    parent = os.path.dirname(target)
+    for name in sorted(os.listdir(parent)) if os.path.isdir(parent) else []:
+        if name.startswith(prefix):
+            log(f"removing {os.path.join(parent, name)}, left by an interrupted conversion")
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_output(output_dir, overwrite=False):
     """Yield a temporary directory beside `output_dir`; on success it becomes `output_dir`
