@@ -121,7 +121,7 @@ class TaskData:
                     for s in ("validation", "test")])
         self.num_candidates = max(2, min(num_candidates, self.num_outputs - 1 - (
             most if exclude_other_targets else 1) + 1))
-        self._candidates = {}
+        self._candidates, self._batches = {}, {}
 
     def candidates(self, split):
         if split not in self._candidates:
@@ -130,6 +130,12 @@ class TaskData:
                 data["truth"], data["users"], self.num_outputs, self.num_candidates,
                 self.eval_seed, self.exclude)
         return self._candidates[split]
+
+    def batches(self, split, max_len):
+        """Framed model inputs of a split, built once."""
+        if (split, max_len) not in self._batches:
+            self._batches[(split, max_len)] = frame_batches(self.splits[split]["items"], max_len)
+        return self._batches[(split, max_len)]
 
     def groups(self, split):
         """Per example: the index of its user (bootstrap resamples users)."""
@@ -171,18 +177,28 @@ def baseline_scores(spec, data, split):
                     "cv": "5-fold on training users"}
 
 
-def score_model(model, items, max_len, batch_size=256):
-    """`[n, outputs]` scores of a fine-tuned model on unpadded histories."""
+def scorer(model):
+    """One traced scoring function per model (a new tf.function per call would retrace)."""
+    import tensorflow as tf
+
+    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+
+def frame_batches(items, max_len, batch_size=256):
+    """The fine-tuning input `[0] + items + [0]` of unpadded histories, in batches."""
     import tensorflow as tf
 
     from pipelines import inputs
 
-    call = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
-    out = []
-    for start in range(0, len(items), batch_size):
-        ragged = tf.ragged.constant([list(i) for i in items[start:start + batch_size]],
-                                    dtype=tf.int64)
-        out.append(call(inputs.frame_for_finetuning(ragged, max_len)).numpy())
+    return [inputs.frame_for_finetuning(tf.ragged.constant(
+        [list(i) for i in items[start:start + batch_size]], dtype=tf.int64), max_len)
+        for start in range(0, len(items), batch_size)]
+
+
+def score_model(model, batches, call=None):
+    """`[n, outputs]` scores of a fine-tuned model on framed batches."""
+    call = call or scorer(model)
+    out = [call(x).numpy() for x in batches]
     return np.concatenate(out) if out else np.zeros([0, 1])
 
 
@@ -271,12 +287,13 @@ def _curve(model_dir, data, max_len):
         return []
     model = load_model_dir(model_dir)[0]
     checkpoint = tf.train.Checkpoint(model=model)
+    call = scorer(model)
     points = []
     for path in state.all_model_checkpoint_paths:
         checkpoint.restore(path).expect_partial()
         point = {"step": int(path.rsplit("-", 1)[1])}
         for split in ("validation", "test"):
-            scores = score_model(model, data.splits[split]["items"], max_len)
+            scores = score_model(model, data.batches(split, max_len), call)
             metrics = data.evaluate(split, scores)[0]
             point[split] = {k: metrics[k] for k in CURVE_METRICS[data.task]}
         points.append(point)
@@ -419,9 +436,12 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
                 data = datas[task_name]
                 data_dir = data.data_dir
                 if fraction < 1:
-                    data_dir = make_subset(data.data_dir, os.path.join(
-                        output_dir, "data", f"{task_name}_{fraction:g}"), fraction, eval_seed)
-                    data = TaskData(data_dir, eval_seed, num_candidates, exclude_other_targets)
+                    if (task_name, fraction) not in datas:
+                        datas[(task_name, fraction)] = TaskData(make_subset(
+                            data.data_dir, os.path.join(output_dir, "data", f"{task_name}_{fraction:g}"),
+                            fraction, eval_seed), eval_seed, num_candidates, exclude_other_targets)
+                    data = datas[(task_name, fraction)]
+                    data_dir = data.data_dir
                 record = {"objective": objective, "seed": seed, "task": task_name,
                           "method": label, "fraction": fraction, "metric": PRIMARY[task],
                           "train_examples": len(data.splits["train"]["truth"]),
@@ -452,8 +472,9 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
 
                     model = load_model_dir(run_dir)[0]
                     max_len = data.meta["max_len"]
+                    call = scorer(model)
                     outputs = {split: data.evaluate(split, score_model(
-                        model, data.splits[split]["items"], max_len))
+                        model, data.batches(split, max_len), call))
                         for split in ("validation", "test")}
                     record.update(trainable=out["parameters"]["trainable"],
                                   total=out["parameters"]["total"],
@@ -598,14 +619,21 @@ def write_report(results, output_dir):
              + f"; {versions}. Configuration: results.json `provenance.configuration`.", "",
              f"Cells: mean over {config['seeds']} training seeds +- {summary['std']}; "
              f"[{summary['intervals']}]. Differences are paired (same resampled users). "
-             f"Sampled ranking: the true target among {config['evaluation']['num_candidates']} "
-             f"candidates fixed by evaluation seed {config['evaluation']['eval_seed']} (the same "
+             "Sampled ranking: the true target among " + ", ".join(
+                 f"{e['num_candidates']} ({name}: {e['candidates']})"
+                 for name, e in sorted(results.get("evaluation", {}).items()) if "candidates" in e)
+             + f" candidates fixed by evaluation seed {config['evaluation']['eval_seed']} (the same "
              "for every method and training seed)"
              + (", the user's other held-out targets never negatives" if config["evaluation"]
                 ["exclude_other_targets"] else "")
              + "; full ranking: against every target (the user's other held-out targets "
              "excluded). Ties count against the true item.", ""]
     # pre-training
+    lines += ["## Test sets", "", "| task | kind | test examples | test users | train examples |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {name} | {e['task']} | {e['test_examples']} | {e['test_users']} | "
+              f"{e['train_examples']} |" for name, e in sorted(results.get("evaluation", {}).items())]
+    lines.append("")
     lines += ["## Pre-training (next item, full ranking over the whole item pool, test split)", "",
               "| objective | seed | weights of step | validation NDCG@10 | test HR@10 | test NDCG@10 | test MRR@5 |",
               "|---|---|---|---|---|---|---|"]
@@ -697,7 +725,7 @@ def write_report(results, output_dir):
 
 
 def _label_of(metric):
-    return {"hr@5": "HR@5 (sampled, 100 candidates)", "accuracy": "accuracy"}.get(metric, metric)
+    return {"hr@5": "HR@5 (sampled candidates)", "accuracy": "accuracy"}.get(metric, metric)
 
 
 def _charts(summary, objectives, tasks, output_dir):
