@@ -197,3 +197,18 @@ def test_parameter_shares_per_task_in_the_papers_unit():
     assert (shares["coldrec"]["release"]["PeterRec (b)"]["share_of_fineall"]
             > shares["gender"]["release"]["PeterRec (b)"]["share_of_fineall"])
     assert [label for label, _ in METHODS][:3] == ["LabelCS", "Popularity", "NaiveBayes"]
+
+
+def test_paper_patch_preset_on_a_masked_backbone(tiny, tmp_path):
+    data, repo = tiny
+    results = run(data, str(tmp_path / "report"), repo_dir=str(repo), **dict(
+        SMALL, objectives=("masked_item",), tasks=["attribute"], methods=("peterrec_d",),
+        limited_fractions=(), curve_points=0, patch_preset="paper"))
+    (peter,) = results["runs"]
+    shares = results["parameter_shares"]["masked_item"]["attribute"]
+    assert peter["trainable"] == shares["paper"]["PeterRec (d)"]["trainable"]
+    assert peter["trainable"] < shares["release"]["PeterRec (d)"]["trainable"]
+    assert results["provenance"]["configuration"]["finetune"]["bottleneck_ratio"] == 0.125
+    assert peter["curve"] == [] and "mrr@5" in results["pretraining"][0]["test"]
+    with pytest.raises(ValueError, match="patch_preset"):
+        run(data, str(tmp_path / "other"), repo_dir=str(repo), **dict(SMALL, patch_preset="c8"))
