@@ -581,14 +581,15 @@ def summarise(results, output_dir, resamples=1000, seed=0):
                 runs = groups.get((objective, task, label, 1.0), [])
                 if runs and runs[0].get("curve"):
                     steps = [p["step"] for p in runs[0]["curve"]]
-                    per_step = [[p["test"][primary] for p in r["curve"]] for r in runs
-                                if [p["step"] for p in r["curve"]] == steps]
-                    summary["curves"].append({
-                        "objective": objective, "task": task, "method": label, "steps": steps,
-                        "split": "test", "metric": primary,
-                        "mean": np.mean(per_step, axis=0).tolist(),
-                        "std": ([stats.sample_std(c) for c in np.array(per_step).T]
-                                if len(per_step) > 1 else None)})
+                    for split in ("validation", "test"):
+                        per_step = [[p[split][primary] for p in r["curve"]] for r in runs
+                                    if [p["step"] for p in r["curve"]] == steps]
+                        summary["curves"].append({
+                            "objective": objective, "task": task, "method": label,
+                            "steps": steps, "split": split, "metric": primary,
+                            "mean": np.mean(per_step, axis=0).tolist(),
+                            "std": ([stats.sample_std(c) for c in np.array(per_step).T]
+                                    if len(per_step) > 1 else None)})
     return summary
 
 
@@ -704,7 +705,7 @@ def write_report(results, output_dir):
     # does better pre-training mean better transfer?
     lines += ["## Better pre-training vs better transfer", "",
               "| objective | pre-training test MRR@5 (mean over seeds) | "
-              + " | ".join(f"{t}: FineAll / best PeterRec" for t in tasks) + " |",
+              + " | ".join(f"{t}: FineAll / PeterRec (b) / (d)" for t in tasks) + " |",
               "|---" * (2 + len(tasks)) + "|"]
     for objective in objectives:
         mrr = [p["test"]["mrr@5"] for p in results["pretraining"] if p["objective"] == objective]
@@ -712,12 +713,13 @@ def write_report(results, output_dir):
         for task in tasks:
             rows = {e["method"]: e["mean"] for e in main if e["objective"] == objective
                     and e["task"] == task}
-            peter = max((v for m, v in rows.items() if m.startswith("PeterRec")), default=None)
-            cells.append(f"{_fmt(rows.get('FineAll'))} / {_fmt(peter)}")
+            cells.append(" / ".join(_fmt(rows.get(m)) for m in ("FineAll", "PeterRec (b)",
+                                                                "PeterRec (d)")))
         lines.append(f"| {objective} | {_fmt(float(np.mean(mrr)) if mrr else None, 4)} | "
                      + " | ".join(cells) + " |")
     lines += ["", "Charts: results.svg (bars: mean over seeds, whiskers: 95% bootstrap CI), "
-              "learning_curves.svg (test metric of every checkpoint, nothing selected on it; "
+              "learning_curves.svg (validation and test metric of every checkpoint, nothing "
+              "selected on them; "
               "whiskers +- sample std over seeds), limited_data.svg.", ""]
     with open(os.path.join(output_dir, "results.md"), "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines))
@@ -742,16 +744,20 @@ def _charts(summary, objectives, tasks, output_dir):
                   "over test users")
     panels = []
     for objective in objectives:
-        for task in tasks:
-            rows = [c for c in summary["curves"] if c["objective"] == objective and c["task"] == task]
-            if rows:
-                panels.append({"title": f"{task} ({objective})", "xlabel": "fine-tuning step",
-                               "ylabel": "test " + _label_of(rows[0]["metric"]),
-                               "series": [(c["method"], c["steps"], c["mean"], c["std"]) for c in rows]})
+        for split in ("validation", "test"):
+            for task in tasks:
+                rows = [c for c in summary["curves"] if c["objective"] == objective
+                        and c["task"] == task and c.get("split", "test") == split]
+                if rows:
+                    panels.append({"title": f"{task} ({objective}, {split})",
+                                   "xlabel": "fine-tuning step",
+                                   "ylabel": f"{split} " + _label_of(rows[0]["metric"]),
+                                   "series": [(c["method"], c["steps"], c["mean"], c["std"])
+                                              for c in rows]})
     if panels:
         svg.line_chart(os.path.join(output_dir, "learning_curves.svg"), "Learning curves",
-                       panels, len(tasks), note="mean over training seeds +- sample std; test "
-                       "split, never used to choose anything")
+                       panels, len(tasks), note="mean over training seeds +- sample std; one "
+                       "row per objective and split; nothing is chosen on either split")
     panels = []
     for objective in objectives:
         for task in tasks:
