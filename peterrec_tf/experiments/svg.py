@@ -17,12 +17,9 @@ def _ticks(low, high, count=5):
         if raw <= factor * step:
             step *= factor
             break
-    start = math.floor(low / step) * step
-    ticks, value = [], start
-    while value <= high + 1e-12:
-        ticks.append(round(value, 10))
-        value += step
-    return ticks
+    start = math.floor(low / step + 1e-9) * step
+    count = max(1, math.ceil((high - start) / step - 1e-9))  # the last tick at or above high
+    return [round(start + i * step, 10) for i in range(count + 1)]
 
 
 def _text(x, y, text, size=11, anchor="middle", rotate=None, weight="normal"):
