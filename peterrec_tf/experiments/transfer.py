@@ -425,7 +425,8 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
             if (objective, seed) not in recorded:
                 results["pretraining"].append({
                     "objective": objective, "seed": seed, "selected_step": step,
-                    "ranking": f"full: the true next item against all {pre_meta['num_items'] - 1} items",
+                    "ranking": "full: the true next item against all "
+                               f"{pre_meta['num_items'] - 1} items",
                     "validation": pre["validation"], "test": pre["test"], "session": session,
                     "train_seconds": pre["training"]["train_seconds"]})
                 recorded.add((objective, seed))
@@ -438,7 +439,8 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
                 if fraction < 1:
                     if (task_name, fraction) not in datas:
                         datas[(task_name, fraction)] = TaskData(make_subset(
-                            data.data_dir, os.path.join(output_dir, "data", f"{task_name}_{fraction:g}"),
+                            data.data_dir,
+                            os.path.join(output_dir, "data", f"{task_name}_{fraction:g}"),
                             fraction, eval_seed), eval_seed, num_candidates, exclude_other_targets)
                     data = datas[(task_name, fraction)]
                     data_dir = data.data_dir
@@ -458,8 +460,9 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
                         kwargs["bottleneck_ratio"] = PATCH_PRESETS[patch_preset]
                         kwargs["patch_activation"] = PATCH_ACTIVATION
                     every = max(1, finetune_steps // max(1, curve_points))
+                    suffix = f"_{fraction:g}" if fraction < 1 else ""
                     run_dir = os.path.join(output_dir, "models", f"{objective}_{seed}_{task_name}_"
-                                           f"{method_key(label)}" + (f"_{fraction:g}" if fraction < 1 else ""))
+                                           f"{method_key(label)}{suffix}")
                     out = run_finetune(pre_dir, data_dir, run_dir, batch_size=batch_size,
                                        train_steps=finetune_steps, learning_rate=learning_rate,
                                        seed=seed, log_every=10 ** 9, checkpoint_every=every,
@@ -636,7 +639,8 @@ def write_report(results, output_dir):
               f"{e['train_examples']} |" for name, e in sorted(results.get("evaluation", {}).items())]
     lines.append("")
     lines += ["## Pre-training (next item, full ranking over the whole item pool, test split)", "",
-              "| objective | seed | weights of step | validation NDCG@10 | test HR@10 | test NDCG@10 | test MRR@5 |",
+              "| objective | seed | weights of step | validation NDCG@10 | test HR@10 | "
+              "test NDCG@10 | test MRR@5 |",
               "|---|---|---|---|---|---|---|"]
     for p in sorted(results["pretraining"], key=lambda p: (p["objective"], p["seed"])):
         lines.append(f"| {p['objective']} | {p['seed']} | {p['selected_step']} | "
@@ -678,7 +682,8 @@ def write_report(results, output_dir):
                       f"vs {reference} [95% CI] | " + " | ".join(head[1:]) + " |",
                       "|---" * (5 + len(extra)) + "|"]
             for e in rows:
-                cells = [f"{e['mean']:.3f} +- {_fmt(e['std'])}", f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"]
+                cells = [f"{e['mean']:.3f} +- {_fmt(e['std'])}",
+                         f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"]
                 for name in ("vs_fineall", "vs_best_simple"):
                     d = e.get(name)
                     cells.append(f"{_signed(d['difference'])} [{_signed(d['ci95'][0])}, "
@@ -767,7 +772,8 @@ def _charts(summary, objectives, tasks, output_dir):
                 metric = next(e["metric"] for e in summary["main"] if e["task"] == task)
                 series = []
                 for m in methods:
-                    points = sorted((e["fraction"], e["mean"], e["std"]) for e in rows if e["method"] == m)
+                    points = sorted((e["fraction"], e["mean"], e["std"]) for e in rows
+                                    if e["method"] == m)
                     series.append((m, [100 * p[0] for p in points], [p[1] for p in points],
                                    [p[2] for p in points]))
                 panels.append({"title": f"{task} ({objective})", "ylabel": "test " + _label_of(metric),
