@@ -13,7 +13,7 @@ import json
 def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
                  num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print):
     from pipelines import inputs
-    from peterrec_tf.model_dir import load_model_dir
+    from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.training import evaluation
 
     model, config, vocabs = load_model_dir(model_dir)
@@ -21,20 +21,18 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
                          f"{meta['num_items']}: not the same vocabulary")
-    kind = config.get("kind", "finetune" if hasattr(model, "task") else "pretrain")
     task = meta["task"]
-    if kind == "pretrain" and task != "pretrain":
+    if model.task == "pretrain" and task != "pretrain":
         raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
-    if kind == "finetune":
+    if model.task != "pretrain":
         expected = "classify" if model.task == "classify" else "item_rec"
         if task != expected:
             raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")
         size = meta.get("num_targets") or meta.get("num_classes")
         if size != model.num_outputs:
             raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
-    max_len = max_len or config.get("max_len") or meta["max_len"]
     dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
-                                  max_len=max_len)
+                                  framing=model_framing(model, config), max_len=max_len)
     results = evaluation.evaluate(model, dataset, task, [int(k) for k in ks])
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None)
@@ -58,7 +56,8 @@ def define_flags():
     flags.DEFINE_integer("num_candidates", 100, "Candidates per example for sampled ranking.")
     flags.DEFINE_integer("batch_size", 256, "Evaluation batch size.")
     flags.DEFINE_integer("seed", 0, "Seed of the sampled negatives.")
-    flags.DEFINE_integer("max_len", 0, "Sequence length; 0 = the model's training max_len.")
+    flags.DEFINE_integer("max_len", 0, "History length (most recent items kept); 0 = the "
+                         "model's own (its framing's length).")
     flags.DEFINE_string("output", None, "Write the metrics JSON here too.")
     flags.mark_flags_as_required(["model_dir", "data_dir"])
 

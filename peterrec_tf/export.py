@@ -17,31 +17,35 @@ to the batch's largest, hold id 0, "" and -inf). Classification tasks answer
 `probabilities` [B, classes], `class_ids` [B] and `class_names` [B]. Every input has a
 batch dimension, so Serving's request batching (--enable_batching) can merge requests.
 
-Histories are the user's items oldest first, padded with "" / 0 on either side. Unknown
-tokens and ids outside [1, V) map to id 0 (<UNK>) and are dropped like padding, so they
-never select a wrong embedding row. The graph then does what the training input
-pipeline does: keeps the most recent `max_len` items, left-pads to `max_len` and, for
-fine-tuned tasks, adds the release's [TCL] framing (`[0] + items + [0]`).
+Histories are the user's items oldest first, padded with "" / id 0 on either side. Unknown
+tokens and ids outside [1, V) are dropped like padding, so they never select a wrong
+embedding row. The graph then frames what is left with the model's own `Framing`
+(`pipelines.framing`, recorded in the model's config: the last `max_len` items, padded,
+with the [TCL] tokens of its family), exactly as the training input pipeline does. A
+ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
+(`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`).
 
-The SavedModel is written from a `tf.Module` holding plain `tf.Variable`s, each stored
-once (Keras 3's `model.export` writes every variable twice: keras-team/keras#23553):
-the frozen backbone once, as non-trainable variables shared by every task, plus each
-task's patches, trained layer norms and head.
+The SavedModel is a `tf.Module` over the Keras task models: each signature calls the
+model's own methods (one forward pass in the code base), with the model's variables
+replaced, through `keras.StatelessScope`, by the module's plain `tf.Variable`s, so each
+weight is stored once (Keras 3's `model.export` writes every variable twice:
+keras-team/keras#23553): the frozen backbone once, as non-trainable variables shared by
+every task, plus each task's patches, trained layer norms and head.
 """
 
 import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from peterrec_tf.layers.dilated_conv import dilated_conv1d
-from peterrec_tf.layers.model_patch import get_activation, patch_forward
-from peterrec_tf.layers.residual_block import residual_forward, layer_norm
+from pipelines.vocab import write_tokens
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 REPORT_FILE = "export_report.json"
@@ -52,18 +56,19 @@ class ExportError(ValueError):
 
 
 @dataclasses.dataclass
-class TaskGraph:
-    """What one task's serving functions need, with variables already placed."""
+class ServedTask:
+    """One task of an export: its Keras model and where each of its weights is stored."""
     name: str
+    model: keras.Model        # NextItNet / GRecEncoder / FineTuner (never tracked itself)
     kind: str                 # pretrain | item_rec | classify
-    variables: dict           # backbone weight path -> tf.Variable (shared or task-owned)
-    head: list                # head tf.Variables
-    head_kind: str            # full | dot | item_rec | classify
-    config: dict              # backbone config
-    patches: dict             # patch path prefix -> (activation name, shortcut, cardinality)
-    pooling: str = None
-    max_len: int = None
-    outputs_vocab: list = None
+    framing: object           # pipelines.framing.Framing with a length
+    outputs_vocab: list
+    weights: list             # [(Keras variable of `model`, tf.Variable the export stores)]
+    blocked_outputs: list     # output ids a ranking never returns (besides id 0)
+
+    def scope(self):
+        """Run the model on the export's variables instead of its own."""
+        return keras.StatelessScope(state_mapping=self.weights)
 
 
 def _backbone_path(weight):
@@ -73,17 +78,18 @@ def _backbone_path(weight):
 
 
 class ServingModule(tf.Module):
-    """One frozen backbone + per-task parameters; tf.functions that Serving calls."""
+    """Frozen backbone variables + per-task variables; tf.functions that Serving calls."""
 
     def __init__(self, tasks, items_vocab, default_k, asset_dir):
         """Vocabularies become asset files (`assets/*.txt`, one token a line, copied into the
         export once) behind lookup tables, instead of graph constants repeated in every
         signature's function."""
         super().__init__(name="peterrec_serving")
-        self.tasks = tasks
+        self.tasks = tasks  # plain objects: their Keras models are not saved, only ...
+        self.task_variables = [[stored for _, stored in t.weights] for t in tasks]  # ... these
         self.item_tokens = list(items_vocab)
         self.default_k = int(default_k)
-        self.vocab_size = tasks[0].config["vocab_size"]
+        self.vocab_size = tasks[0].model.backbone.vocab_size
         seen = set()
         for token in self.item_tokens:
             if token in seen:
@@ -101,108 +107,63 @@ class ServingModule(tf.Module):
                 self._asset(asset_dir, name, task.outputs_vocab), tf.int64,
                 tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
                 default_value="")
-        self.task_variables = [list(t.variables.values()) + t.head for t in tasks]
 
     def _asset(self, asset_dir, name, tokens):
         if name not in self.assets:
-            bad = [t for t in tokens if "\n" in t or "\r" in t]
-            if bad:
-                raise ExportError(f"vocabulary {name}: tokens with line breaks cannot be served: {bad[:3]}")
             path = os.path.join(asset_dir, f"{name}.txt")
-            with open(path, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write("".join(f"{t}\n" for t in tokens))
+            try:
+                write_tokens(path, tokens)
+            except ValueError as error:
+                raise ExportError(f"vocabulary {name} cannot be served: {error}") from error
             self.assets[name] = tf.saved_model.Asset(path)
         return self.assets[name]
 
-    # ---- input handling -------------------------------------------------------------
+    # ---- what the signatures compute --------------------------------------------------
     def ids_from_tokens(self, items):
         """Token -> id; "" (padding) and unknown tokens -> 0."""
         return tf.where(items == "", tf.constant(0, tf.int64), self.item_table.lookup(items))
 
-    def clean_ids(self, item_ids, task):
-        """What the model is fed for raw histories, as the training input pipeline builds it:
-        ids outside [1, V) -> 0 and dropped like padding (a stable sort moves them to the
-        left), the last max_len kept, left-padded to max_len (at least one position), then
-        `[0] + ids + [0]` for fine-tuned tasks or a trailing [MASK] for a GRec encoder."""
-        ids = tf.where((item_ids > 0) & (item_ids < self.vocab_size), item_ids, 0)
-        order = tf.argsort(tf.cast(ids > 0, tf.int32), axis=1, stable=True)
-        ids = tf.cast(tf.gather(ids, order, batch_dims=1), tf.int32)
-        length = max(1, task.max_len or 0)
-        if task.max_len:
-            ids = ids[:, -task.max_len:]
-        ids = tf.pad(ids, [[0, 0], [tf.maximum(length - tf.shape(ids)[1], 0), 0]])
-        if task.kind != "pretrain":
-            zeros = tf.zeros_like(ids[:, :1])
-            ids = tf.concat([zeros, ids, zeros], axis=1)
-        elif not task.config["causal"]:
-            ids = tf.concat([ids, tf.zeros_like(ids[:, :1])], axis=1)  # [MASK] = next item
-        return ids
+    def framed(self, item_ids, task):
+        """Raw histories (padding anywhere) -> the ids the model is trained on, with one
+        all-padding row appended to a batch of none (TF's dilated convolution mis-shapes a
+        batch of no rows in a graph); callers keep the first `len(item_ids)` rows."""
+        ids = task.framing.frame_padded(item_ids, self.vocab_size)
+        empty = tf.cast(tf.equal(tf.shape(ids)[0], 0), tf.int32)
+        return tf.pad(ids, [[0, empty], [0, 0]])
 
-    # ---- the model ------------------------------------------------------------------
-    def hidden(self, ids, task):
-        v, cfg = task.variables, task.config
-        h = tf.gather(v["backbone/item_embedding/embeddings"], ids)
-        for index, dilation in enumerate(cfg["dilations"]):
-            p = f"backbone/block_{index}_{dilation}/"
+    def user_vector(self, item_ids, task):
+        ids = self.framed(item_ids, task)
+        with task.scope():
+            return task.model.user_embedding(ids)[:tf.shape(item_ids)[0]]
 
-            def conv(name, rate, p=p):
-                return lambda x: dilated_conv1d(x, v[p + name + "/kernel"], v[p + name + "/bias"],
-                                                rate, cfg["causal"])
-
-            def norm(name, p=p):
-                return lambda x: layer_norm(x, v[p + name + "/gamma"], v[p + name + "/beta"])
-
-            patches = []
-            for name in ("mp_1", "mp_2") if cfg["insertion"] in ("b", "d", "e") else \
-                    ("mp",) if cfg["insertion"] == "c" else ():
-                activation, shortcut, cardinality = task.patches[p + name]
-                branches = [tuple(v[f"{p}{name}/{part}_{b}_{kind}"] for part, kind in
-                                  (("down", "kernel"), ("down", "bias"), ("up", "kernel"), ("up", "bias")))
-                            for b in range(cardinality)]
-                patches.append(lambda x, br=branches, a=get_activation(activation), s=shortcut:
-                               patch_forward(x, br, a, s))
-            h = residual_forward(h, conv("dilated_conv1", dilation), norm("layer_norm1"),
-                                 conv("dilated_conv2", 2 * dilation), norm("layer_norm2"),
-                                 patches, cfg["insertion"])
-        return h
-
-    def user_vector(self, ids, task):
-        h = self.hidden(ids, task)
-        if task.kind == "pretrain":
-            return h[:, -1, :]
-        if task.pooling == "last":
-            return h[:, -1, :]
-        if task.pooling == "first_last":
-            return h[:, 0, :] + h[:, -1, :]
-        if task.pooling == "sum":
-            return tf.reduce_sum(h, axis=1)
-        return tf.reduce_mean(h, axis=1)
-
-    def scores(self, ids, task):
-        user = self.user_vector(ids, task)
-        if task.head_kind == "full":
-            return tf.matmul(tf.nn.relu(user), task.head[0]) + task.head[1]
-        if task.head_kind == "dot":
-            return tf.matmul(user, task.head[0], transpose_b=True) + task.head[1]
-        if task.head_kind == "item_rec":
-            return tf.matmul(user, task.head[0], transpose_b=True)
-        return tf.matmul(user, task.head[0]) + task.head[1]
+    def scores(self, item_ids, task):
+        ids = self.framed(item_ids, task)
+        with task.scope():
+            if task.kind == "pretrain":
+                scores = task.model.next_item_logits(ids)
+            else:
+                scores = task.model(ids)
+        return scores[:tf.shape(item_ids)[0]]
 
     def outputs(self, item_ids, task, k):
-        ids = self.clean_ids(item_ids, task)
-        scores = self.scores(ids, task)
+        scores = self.scores(item_ids, task)
         if task.kind == "classify":
             probabilities = tf.nn.softmax(scores, axis=-1)
             class_ids = tf.argmax(probabilities, axis=-1)
             names = self.output_tables[task.name].lookup(class_ids)
             return {"probabilities": probabilities, "class_ids": class_ids, "class_names": names}
         size = tf.shape(scores)[1]
-        scores = tf.where(tf.range(size)[None, :] > 0, scores, -np.inf)  # id 0 is no answer
+        answerable = np.ones(int(scores.shape[1]), dtype=bool)
+        answerable[[0, *task.blocked_outputs]] = False  # id 0 (and padding tokens) is no answer
+        scores = tf.where(tf.constant(answerable)[None, :], scores, -np.inf)
         if k is None:
             k = tf.fill(tf.shape(scores)[:1], self.default_k)
+        else:
+            tf.debugging.assert_equal(tf.shape(k)[0], tf.shape(scores)[0], message=(
+                "k must hold one value per history (its length must equal the batch's)"))
         # one k per history (Serving's batching needs a batch dimension on every input):
         # the batch's largest k is computed, each row's columns beyond its own k are blanked
-        k = tf.clip_by_value(tf.cast(k, tf.int32), 0, size - 1)
+        k = tf.clip_by_value(tf.cast(k, tf.int32), 0, size - 1 - len(task.blocked_outputs))
         top_scores, top_ids = tf.math.top_k(scores, tf.reduce_max(tf.concat([k, [0]], 0)))
         keep = tf.range(tf.shape(top_ids)[1])[None, :] < k[:, None]
         top_ids = tf.where(keep, top_ids, 0)
@@ -225,8 +186,7 @@ class ServingModule(tf.Module):
             return self.outputs(item_ids, task, None)
 
         def embedding(items):
-            ids = self.clean_ids(self.ids_from_tokens(items), task)
-            return {"user_embedding": self.user_vector(ids, task)}
+            return {"user_embedding": self.user_vector(self.ids_from_tokens(items), task)}
 
         functions = [("", by_tokens, [items]), ("_ids", by_ids, [item_ids])]
         if task.kind != "classify":
@@ -248,12 +208,50 @@ class ServingModule(tf.Module):
         return result
 
 
+def _stored_weights(name, directory, model, shared):
+    """[(Keras variable, tf.Variable)] for every weight of `model`: frozen backbone weights
+    map to the variables in `shared` (added when first seen, refused when a later task's
+    differs by one bit), what the task trained to task-owned copies."""
+    finetuned = model.task != "pretrain"
+    patch_ids = {id(w) for p in model.backbone.patches for w in p.weights}
+    pairs = []
+    for weight in model.backbone.weights:
+        path = _backbone_path(weight)
+        value = weight.numpy()
+        if id(weight) in patch_ids:  # the task's own adapter
+            stored = tf.Variable(value, trainable=True, name=f"tasks/{name}/{path}")
+        elif finetuned and weight.trainable:
+            # a backbone weight the task trained (PeterRec's layer norms; everything for
+            # fineall): the task's own copy, frozen for serving like the rest
+            stored = tf.Variable(value, trainable=False, name=f"tasks/{name}/{path}")
+        elif path in shared:
+            kept = shared[path].numpy()
+            if kept.shape != value.shape or not np.array_equal(kept, value):
+                difference = np.abs(kept - value).max() if kept.shape == value.shape else "shape"
+                raise ExportError(
+                    f"task {name} ({directory}) is not over the same frozen backbone as "
+                    f"the tasks before it: {path} differs (max |difference| {difference}); "
+                    "fine-tune every task from the same pre-trained model directory")
+            stored = shared[path]
+        else:  # first seen (a task before may have trained its own copy: LN2)
+            stored = shared[path] = tf.Variable(value, trainable=False, name=path)
+        pairs.append((weight, stored))
+    pairs += [(w, tf.Variable(w.numpy(), trainable=True, name=f"tasks/{name}/head/{i}"))
+              for i, w in enumerate(model.head.weights)]
+    missing = {id(w) for w in model.weights} - {id(w) for w, _ in pairs}
+    if missing:
+        raise ExportError(f"{directory}: weights outside the backbone and head cannot be exported: "
+                          f"{[w.path for w in model.weights if id(w) in missing]}")
+    return pairs
+
+
 def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None):
     """(ServingModule, parameter reports, bytes of the separate full models) over
     [(task name, model dir), ...]. The frozen backbone is stored once and must be the same
-    architecture and bit-identical across tasks; `max_len` overrides the directories'."""
-    from peterrec_tf.model_dir import load_model_dir
-    from peterrec_tf.models import FineTuner, parameter_report
+    architecture and bit-identical across tasks; `max_len` overrides the models' own
+    history length."""
+    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.models import parameter_report
 
     shared, tasks, items_vocab, reports = {}, [], None, {}
     full_model_bytes = 0
@@ -265,51 +263,24 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
             items_vocab = vocabs["items"]
         elif vocabs["items"] != items_vocab:
             raise ExportError(f"{directory}: its item vocabulary differs from the first task's")
-        finetuned = isinstance(model, FineTuner)
-        backbone_config = {k: v for k, v in model.backbone.get_config().items()
-                           if k in ("vocab_size", "channels", "dilations", "kernel_size", "causal",
-                                    "insertion")}
+        if len(items_vocab) != model.backbone.vocab_size:
+            raise ExportError(f"{directory}: vocab.txt holds {len(items_vocab)} tokens but the "
+                              f"model has {model.backbone.vocab_size} items")
+        finetuned = model.task != "pretrain"
         if tasks:
-            first = {k: v for k, v in tasks[0].config.items() if k != "insertion"}
-            here = {k: v for k, v in backbone_config.items() if k != "insertion"}
-            if here != first:
+            differs = model.backbone.architecture_differences(tasks[0].model.backbone)
+            if differs:
                 raise ExportError(f"task {name} ({directory}) has another backbone architecture "
-                                  f"than task {tasks[0].name}: {here} vs {first}")
+                                  f"than task {tasks[0].name}: {'; '.join(differs)}")
         if len(model_dirs) > 1 and finetuned and model.method not in ("peterrec", "finecls"):
             raise ExportError(f"task {name} ({directory}) was fine-tuned with {model.method}, which "
                               "changes the backbone: export it on its own, not over a shared backbone")
-        variables = {}
-        patch_ids = {id(w) for p in model.backbone.patches for w in p.weights}
-        for weight in model.backbone.weights:
-            path = _backbone_path(weight)
-            value = weight.numpy()
-            if id(weight) in patch_ids:  # the task's own adapter
-                variables[path] = tf.Variable(value, trainable=True, name=f"tasks/{name}/{path}")
-            elif finetuned and weight.trainable:
-                # a backbone weight the task trained (PeterRec's layer norms; everything for
-                # fineall): the task's own copy, frozen for serving like the rest
-                variables[path] = tf.Variable(value, trainable=False, name=f"tasks/{name}/{path}")
-            else:
-                if path in shared:
-                    kept = shared[path].numpy()
-                    if kept.shape != value.shape or not np.array_equal(kept, value):
-                        difference = np.abs(kept - value).max() if kept.shape == value.shape else "shape"
-                        raise ExportError(
-                            f"task {name} ({directory}) is not over the same frozen backbone as "
-                            f"the tasks before it: {path} differs (max |difference| {difference}); "
-                            "fine-tune every task from the same pre-trained model directory")
-                else:  # first seen (a task before may have trained its own copy: LN2)
-                    shared[path] = tf.Variable(value, trainable=False, name=path)
-                variables[path] = shared[path]
-        head = [tf.Variable(w.numpy(), trainable=True, name=f"tasks/{name}/head/{i}")
-                for i, w in enumerate(model.head.weights)]
-        patches = {}
-        for block in model.backbone.blocks:
-            for patch in block.patches:
-                prefix = _backbone_path(patch.weights[0]).rsplit("/", 1)[0]
-                patches[prefix] = (patch.activation, patch.shortcut, patch.cardinality)
+        framing = model_framing(model, config).with_length(max_len)
+        if not framing.length:
+            raise ExportError(f"{directory} records no history length: give --max_len (served "
+                              "answers must not depend on how much padding a request carries)")
+        kind = model.task
         if finetuned:
-            kind, head_kind = model.task, model.task
             outputs = vocabs.get("targets" if model.task == "item_rec" else "labels")
             if outputs is None:
                 outputs = [f"{'target' if model.task == 'item_rec' else 'class'}_{i}"
@@ -317,11 +288,13 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
                 log(f"  {directory} has no {'target_vocab' if model.task == 'item_rec' else 'labels'}"
                     f" file: outputs are named {outputs[0]}...")
         else:
-            kind, head_kind, outputs = "pretrain", model.head_kind, items_vocab
-        tasks.append(TaskGraph(name, kind, variables, head, head_kind, backbone_config, patches,
-                               getattr(model, "pooling", None),
-                               config.get("max_len") if max_len is None else int(max_len), outputs))
-        reports[name] = parameter_report(model) if hasattr(model, "backbone") else {}
+            outputs = items_vocab
+        padding = set(config.get("padding_tokens", []))
+        blocked = [i for i, token in enumerate(outputs) if i > 0 and token in padding]
+        tasks.append(ServedTask(name, model, kind, framing, outputs,
+                                _stored_weights(name, directory, model, shared),
+                                blocked if kind != "classify" else []))
+        reports[name] = parameter_report(model)
         full_model_bytes += sum(int(np.prod(w.shape)) * 4 for w in model.weights)
     module = ServingModule(tasks, items_vocab, default_k, asset_dir)
     return module, reports, full_model_bytes
@@ -418,9 +391,34 @@ def export(model_dirs, export_base="saved_models", model_name="peterrec", versio
         raise ExportError(f"k must be at least 1, got {k}")
     if int(num_versions) < 1:
         raise ExportError(f"num_versions must be at least 1, got {num_versions}")
-    with tempfile.TemporaryDirectory(prefix="peterrec-export-assets-") as asset_dir:
+    if max_len is not None and int(max_len) < 1:
+        raise ExportError(f"max_len must be at least 1 (or unset: each model's own), got {max_len}: "
+                          "an uncut, unpadded history would make answers depend on how much "
+                          "padding a request carries and on what Serving batches it with")
+    with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="peterrec-export-assets-") as asset_dir:
         return _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
                        serving_base_path, num_versions)
+
+
+class _sigterm_as_exit:
+    """SIGTERM raises SystemExit while exporting (main thread only), so the half-written
+    version's temporary directory is removed as on any other failure."""
+
+    def __enter__(self):
+        self.previous = None
+        import threading
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGTERM, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGTERM, self.previous)
+        return False
 
 
 def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
@@ -445,7 +443,8 @@ def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max
                            for v in {id(v): v for t in module.task_variables for v in t}.values())
         report = {
             "model_name": model_name, "version": version,
-            "tasks": {name: {"model_dir": os.path.abspath(d), "max_len": task.max_len,
+            "tasks": {name: {"model_dir": os.path.abspath(d), "max_len": task.framing.length,
+                             "framing": task.framing.get_config(),
                              "trainable_share": reports[name].get("trainable_share"),
                              "parameters": reports[name]}
                       for (name, d), task in zip(model_dirs, module.tasks)},
@@ -522,9 +521,9 @@ def define_flags():
     flags.DEFINE_integer("k", 10, "Items the item-ranking signatures <task> and <task>_ids "
                          "return; <task>_top_k takes k per history as an input instead.")
     flags.DEFINE_integer("max_len", None, "Histories are cut to their most recent MAX_LEN "
-                         "items and left-padded to MAX_LEN in the graph, as the training input "
-                         "pipeline does (default: each model directory's config max_len; 0: "
-                         "neither cut nor pad, the request's own length).")
+                         "items and padded to MAX_LEN in the graph with the model's own framing, "
+                         "as the training input pipeline does (default: each model's recorded "
+                         "length; a model without one needs this flag). At least 1.")
     flags.DEFINE_string("serving_base_path", None, "Where tensorflow_model_server sees "
                         "--export_base, written into models.config (e.g. /models when the "
                         "directory is mounted into the tensorflow/serving container; default: "

@@ -56,11 +56,12 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from pipelines import inputs
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
-    from peterrec_tf.models import FineTuner, build_finetuner, format_report, parameter_report
+    from peterrec_tf.models import build_finetuner, format_report, parameter_report
     from peterrec_tf.models.transfer import check_method
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
-    from peterrec_tf.training.flags import total_steps as count_steps, use_xla
+    from peterrec_tf.training.flags import total_steps as count_steps
+    from peterrec_tf.training.xla_policy import use_xla
     from peterrec_tf.training.optimizer import FusedAdam
 
     config = {k: v for k, v in locals().items() if k in NAMES}
@@ -81,6 +82,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                          "never modified)")
     source, _, source_vocabs = load_model_dir(pretrained)
     backbone = source.backbone
+    if pooling is None and source.task != "pretrain":
+        pooling = source.pooling  # a further fine-tuning reads users as its source did
     check_settings(method, task, backbone.causal, insertion, finelast_blocks, pooling, loss,
                    bottleneck_ratio, patch_activation)
     check_method(method, finelast_blocks or 1, len(backbone.dilations))
@@ -92,7 +95,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     if "items" in source_vocabs and source_vocabs["items"] != data_vocab:
         raise ValueError(f"{data_dir}/vocab/items.txt differs from {pretrained}/vocab.txt: item "
                          "ids would silently mean other items; prepare with --vocab")
-    if isinstance(source, FineTuner):
+    if source.task != "pretrain":
         log(f"{pretrained} is a fine-tuned model; transferring its backbone (without patches)")
         if backbone.patches:
             backbone = _unpatched_copy(backbone)
@@ -105,7 +108,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     reproducibility.set_seed(seed, deterministic)
     num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
     loss = loss or ("pairwise" if task == "item_rec" else "ce")
-    max_len = max_len or meta["max_len"]
+    # a further fine-tuning keeps its source's framing (a converted release model's family)
+    framing = inputs.task_framing(meta, source.framing if source.task != "pretrain" else None,
+                                  max_len)
     steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
     patch_config = {"bottleneck_ratio": bottleneck_ratio or PATCH_DEFAULTS["bottleneck_ratio"],
                     "activation": patch_activation or PATCH_DEFAULTS["patch_activation"]}
@@ -115,7 +120,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                                 patch_config=patch_config, from_scratch=from_scratch, seed=seed,
                                 pooling=pooling, loss=loss, l2_reg=l2_reg,
                                 finelast_blocks=finelast_blocks or 1,
-                                train_layer_norm=train_layer_norm)
+                                train_layer_norm=train_layer_norm, framing=framing)
         # fit-time metrics: accuracy, or how often the positive outscores its sampled negatives
         fit_metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
                        if task == "classify" else [HitRate(1, name="pos_beats_neg")]
@@ -131,15 +136,15 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     log("  " + format_report(report, "parameters"))
 
     def make_dataset():
-        return inputs.finetune_dataset(data_dir, "train", batch_size, negatives, max_len,
-                                       shuffle=True, seed=seed, repeat=True,
+        return inputs.finetune_dataset(data_dir, "train", batch_size, negatives,
+                                       framing=framing, shuffle=True, seed=seed, repeat=True,
                                        drop_remainder=strategy_.num_replicas_in_sync > 1)
 
     scorer = evaluation.score_function(model)
 
     def evaluate_split(split):
         data = inputs.eval_dataset(data_dir, split, eval_batch_size, eval_ranking,
-                                   num_candidates, seed=seed, max_len=max_len)
+                                   num_candidates, seed=seed, framing=framing)
         return evaluation.evaluate(model, data, task, config["ks"], scorer)
 
     started = time.time()
@@ -165,7 +170,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                     vocabs[key] = inputs.load_vocab(path)
             save_model_dir(model_dir, model, {"pretrained": os.path.abspath(pretrained),
                                               "data_dir": os.path.abspath(data_dir),
-                                              "max_len": max_len}, vocabs)
+                                              "max_len": framing.length}, vocabs)
     summary["wall_seconds"] = time.time() - started
     if chief:
         results.write_results(model_dir, summary)

@@ -21,20 +21,19 @@ CONFIG_FILE = "config.json"
 VOCAB_FILES = {"items": "vocab.txt", "targets": "target_vocab.txt", "labels": "labels.txt"}
 
 
-def write_lines(path, tokens):
-    with open(path, "w", encoding="utf-8") as handle:
-        for token in tokens:
-            handle.write(f"{token}\n")
-
-
-def read_lines(path):
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines  # noqa: E402
 
 
 def model_kind(model):
-    from peterrec_tf.models import FineTuner
-    return "finetune" if isinstance(model, FineTuner) else "pretrain"
+    """config.json's "kind", from the model's task."""
+    return "pretrain" if model.task == "pretrain" else "finetune"
+
+
+def model_framing(model, config):
+    """The model's framing at its length; a model saved before framing was part of the
+    model's config takes its length from config.json's max_len."""
+    framing = model.framing
+    return framing if framing.length else framing.with_length(config.get("max_len"))
 
 
 def save_model_dir(directory, model, config=None, vocabs=None):

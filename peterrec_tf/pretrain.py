@@ -18,40 +18,6 @@ NAMES = COMMON + ("objective", "mask_rate", "channels", "dilations", "kernel_siz
 OBJECTIVES = ("next_item", "masked_item")
 
 
-#: From this width on the head's matmuls run in TF's (oneDNN) kernels, outside XLA: at
-#: 128 and 256 channels XLA's CPU dot is 10-40% slower for `[rows, C] x [C, 100,000]` and
-#: its transposes; at 64 it is as fast (measured, BUILD_NOTES).
-TF_MATMUL_FROM_CHANNELS = 128
-
-
-def xla_plan(objective, num_sampled, channels=64):
-    """What XLA compiles in pre-training (measured on CPU, see BUILD_NOTES), a tuple of:
-    "step", the whole train step with the pre-trainer's static-shape loss (head at every
-    position); "blocks", the residual stack only; and "softmax", the part of the softmax
-    loss between its matmuls (`layers.fused_softmax`), inlined into the step's XLA when
-    the step is compiled whole.  The next-item full softmax compiles the whole step below
-    `TF_MATMUL_FROM_CHANNELS` channels and keeps the head's matmuls in TF from there; the
-    sampled softmax cannot be compiled whole (its candidate sampler has no XLA kernel).
-    The masked objective compiles only its softmax: the gather of the 30% masked
-    positions saves more than compiling the step gains, and its compiled non-causal stack
-    measured slower."""
-    if objective != "next_item":
-        return ("softmax",)
-    if num_sampled or channels >= TF_MATMUL_FROM_CHANNELS:
-        return ("blocks", "softmax")
-    return ("step", "softmax")
-
-
-def apply_xla_plan(model, plan):
-    """Set up `model` (a pre-trainer) for `plan` (`xla_plan`); returns the `jit_compile`
-    value for `model.compile` (whether the whole step is compiled)."""
-    if "blocks" in plan:
-        model.backbone.compile_blocks_with_xla()
-    if "softmax" in plan:
-        model.fuse_softmax_with_xla()
-    return "step" in plan
-
-
 def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, channels=64,
                  dilations=(1, 4, 1, 4, 1, 4, 1, 4), kernel_size=3, head="full", num_sampled=-1,
                  batch_size=32, epochs=10.0, train_steps=0, learning_rate=1e-3, seed=0,
@@ -68,7 +34,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.models import Backbone, GRecEncoder, NextItNet
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
-    from peterrec_tf.training.flags import total_steps as count_steps, use_xla
+    from peterrec_tf.training.flags import total_steps as count_steps
+    from peterrec_tf.training.xla_policy import use_xla, xla_plan
     from peterrec_tf.training.optimizer import FusedAdam
 
     config = {k: v for k, v in locals().items() if k in NAMES}
@@ -107,12 +74,12 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
                             causal=objective == "next_item")
         cls = NextItNet if objective == "next_item" else GRecEncoder
-        model = cls(backbone, head=head, num_sampled=num_sampled)
+        model = cls(backbone, head=head, num_sampled=num_sampled,
+                    framing=inputs.task_framing(meta, None, max_len))
         model.build()
         plan = xla_plan(objective, num_sampled, channels)
         xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
-        model.compile(optimizer=FusedAdam(learning_rate),
-                      jit_compile=apply_xla_plan(model, plan) if xla else False)
+        model.compile(optimizer=FusedAdam(learning_rate), xla_plan=plan if xla else ())
     log(f"pre-training {cls.__name__} ({objective}, head {head}"
         + (f", sampled softmax {num_sampled}" if num_sampled else "")
         + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
@@ -130,7 +97,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
 
     def evaluate_split(split):
         data = inputs.eval_dataset(data_dir, split, eval_batch_size, eval_ranking,
-                                   num_candidates=num_candidates, max_len=max_len, seed=seed)
+                                   num_candidates=num_candidates, framing=model.framing, seed=seed)
         return evaluation.evaluate(model, data, "pretrain", config["ks"], scorer)
 
     started = time.time()

@@ -1,7 +1,7 @@
 """tf.data input functions that feed every training and evaluation job.
 
-All return batches of Keras-ready tuples with int32 ids, left-padded with 0 (the most
-recent items kept when a sequence is longer than `max_len`). Randomness (masking,
+All return batches of Keras-ready tuples with int32 ids, framed by `pipelines.framing`
+(the most recent items kept when a sequence is longer than `max_len`). Randomness (masking,
 negatives, shuffling) is drawn from stateless ops keyed by `seed`, the batch index and
 the input pipeline id, so the same seed gives the same batches. Evaluation candidates are
 keyed by the example itself (user id, target, seed), so they are identical on every call
@@ -15,6 +15,8 @@ import os
 import tensorflow as tf
 
 from pipelines import schema
+from pipelines.vocab import read_tokens
+from pipelines.framing import Framing, left_pad  # noqa: F401  (left_pad: public here too)
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -39,10 +41,7 @@ def read_metadata(data_dir):
     return meta
 
 
-def load_vocab(path):
-    """Tokens of a vocabulary file: line i is the token of id i."""
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+load_vocab = read_tokens  # tokens of a vocabulary file: line i is the token of id i
 
 
 def shard_files(data_dir, split):
@@ -50,23 +49,6 @@ def shard_files(data_dir, split):
     if not files:
         raise FileNotFoundError(f"no {split} shards in {data_dir}")
     return files
-
-
-def left_pad(ragged, length):
-    """Ragged ids `[B, None]` -> dense `[B, length]`: last `length` items, zeros on the left.
-
-    `length=None` pads to the longest row of the batch (bucketing by batch).
-    """
-    lengths = tf.cast(ragged.row_lengths(), tf.int32)
-    if length is None:
-        length = tf.maximum(tf.reduce_max(lengths), 1)
-    keep = tf.minimum(lengths, length)
-    starts = tf.cast(ragged.row_starts(), tf.int32) + lengths - keep
-    positions = tf.range(length)[None, :] - (length - keep)[:, None]  # <0 means padding
-    flat = tf.cast(ragged.flat_values, tf.int32)
-    index = tf.maximum(positions, 0) + starts[:, None]
-    gathered = tf.gather(flat, tf.minimum(index, tf.maximum(tf.size(flat) - 1, 0)))
-    return tf.where(positions >= 0, gathered, tf.zeros_like(gathered))
 
 
 def _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat, drop_remainder,
@@ -252,11 +234,15 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
     return _finish(dataset, deterministic)
 
 
-def frame_for_finetuning(ragged_ids, max_len):
-    """`[0] + items + [0]` (the release's [TCL] at both ends), left-padded to max_len + 2."""
-    ids = left_pad(ragged_ids, max_len)
-    zeros = tf.zeros_like(ids[:, :1])
-    return tf.concat([zeros, ids, zeros], axis=1)
+def task_framing(meta, framing=None, max_len=None):
+    """The framing a dataset's examples get: `framing` (the model's own, e.g. a converted
+    release model's) at `max_len` when given, else this project's default for the data's
+    task (`tcl` for fine-tuning tasks, `history` for pre-training) at the dataset's
+    max_len. The one place where max_len falls back to metadata.json."""
+    if framing is None:
+        framing = Framing("history" if meta["task"] == "pretrain" else "tcl", None)
+    framing = Framing.from_config(framing)
+    return framing.with_length(max_len or framing.length or meta["max_len"])
 
 
 def sample_negatives(positives, count, num_targets, seed):
@@ -268,21 +254,22 @@ def sample_negatives(positives, count, num_targets, seed):
 
 def finetune_dataset(data_dir, split, batch_size, num_negatives=1, max_len=None, shuffle=None,
                      seed=0, deterministic=True, repeat=False, drop_remainder=False,
-                     input_context=None, shuffle_buffer=10_000):
-    """(x, y) batches, x = `[0] + items + [0]` `[B, max_len+2]`: item_rec y = [target,
-    negatives...] `[B, 1+num_negatives]` (negatives uniform over the other real targets);
-    classify y = `[B]` class ids."""
+                     input_context=None, shuffle_buffer=10_000, framing=None):
+    """(x, y) batches, x = the histories framed by `framing` (default `[0] + items + [0]`
+    `[B, max_len+2]`, see `task_framing`): item_rec y = [target, negatives...]
+    `[B, 1+num_negatives]` (negatives uniform over the other real targets); classify y =
+    `[B]` class ids."""
     meta = read_metadata(data_dir)
     task = meta["task"]
     if task not in ("item_rec", "classify"):
         raise ValueError(f"{data_dir} holds {task} data, not a fine-tuning task")
-    max_len = max_len or meta["max_len"]
+    framing = task_framing(meta, framing, max_len)
     shuffle = (split == "train") if shuffle is None else shuffle
     dataset = _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,
                        drop_remainder, input_context, shuffle_buffer).map(_parse(task, split),
                                                           num_parallel_calls=AUTOTUNE)
     if task == "classify":
-        dataset = dataset.map(lambda b: (frame_for_finetuning(b[schema.ITEM_IDS], max_len),
+        dataset = dataset.map(lambda b: (framing.frame(b[schema.ITEM_IDS]),
                                          tf.cast(b[schema.LABEL], tf.int32)),
                               num_parallel_calls=AUTOTUNE)
     else:
@@ -296,7 +283,7 @@ def finetune_dataset(data_dir, split, batch_size, num_negatives=1, max_len=None,
             if num_negatives:
                 negatives = sample_negatives(positives, num_negatives, num_targets, batch_seed)
                 labels = tf.concat([labels, negatives], axis=1)
-            return frame_for_finetuning(batch[schema.ITEM_IDS], max_len), labels
+            return framing.frame(batch[schema.ITEM_IDS]), labels
         dataset = _batch_seeds(dataset, seed, input_context).map(to_pairs, num_parallel_calls=AUTOTUNE)
     return _finish(dataset, deterministic)
 
@@ -336,11 +323,12 @@ def sample_candidates(truth, count, num_items, seeds):
 
 def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=100, seed=0,
                  max_len=None, shuffle=False, deterministic=True, repeat=False,
-                 drop_remainder=False, input_context=None, shuffle_buffer=10_000):
+                 drop_remainder=False, input_context=None, shuffle_buffer=10_000, framing=None):
     """(x, y) for evaluation. sampled: y = true id + (num_candidates-1) negatives; full: y = true id.
 
-    Pre-training splits: x is the history (the model predicts from its last position).
-    Fine-tuning datasets: x is `[0] + items + [0]`; classify: y = label.
+    x is the history framed by `framing` (see `task_framing`; by default the history for
+    pre-training splits, the model predicting from its last position, and `[0] + items +
+    [0]` for fine-tuning datasets); classify: y = label.
     Sampled candidates depend only on (user id, true id, seed): the same on every call.
     """
     meta = read_metadata(data_dir)
@@ -349,12 +337,12 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
         raise ValueError("pre-training evaluation uses the validation or test split")
     if ranking not in ("sampled", "full"):
         raise ValueError(f"ranking must be sampled or full, got {ranking!r}")
-    max_len = max_len or meta["max_len"]
+    framing = task_framing(meta, framing, max_len)
     dataset = _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,
                        drop_remainder, input_context, shuffle_buffer).map(_parse(task, split),
                                                           num_parallel_calls=AUTOTUNE)
     if task == "classify":
-        dataset = dataset.map(lambda b: (frame_for_finetuning(b[schema.ITEM_IDS], max_len),
+        dataset = dataset.map(lambda b: (framing.frame(b[schema.ITEM_IDS]),
                                          tf.cast(b[schema.LABEL], tf.int32)),
                               num_parallel_calls=AUTOTUNE)
         return _finish(dataset, deterministic)
@@ -364,10 +352,7 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
                          f"the dataset has {universe}")
 
     def to_eval(batch):
-        if task == "pretrain":
-            x = left_pad(batch[schema.ITEM_IDS], max_len)
-        else:
-            x = frame_for_finetuning(batch[schema.ITEM_IDS], max_len)
+        x = framing.frame(batch[schema.ITEM_IDS])
         truth = tf.cast(batch[schema.TARGET], tf.int32)
         if ranking == "full":
             return x, truth

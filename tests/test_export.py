@@ -4,6 +4,7 @@ warm-up replay, and the converted release checkpoint against the release's own g
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,9 +87,9 @@ def as_tokens(ids):
 
 def training_input(ids, finetuned=True):
     """What the training/evaluation input pipeline feeds the Keras model for these histories."""
-    from pipelines.inputs import frame_for_finetuning, left_pad
+    from pipelines.framing import Framing
     ragged = tf.ragged.constant([list(row) for row in ids], dtype=tf.int32)
-    return (frame_for_finetuning(ragged, MAX_LEN) if finetuned else left_pad(ragged, MAX_LEN)).numpy()
+    return Framing("tcl" if finetuned else "history", MAX_LEN).frame(ragged).numpy()
 
 
 def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
@@ -228,6 +229,31 @@ def test_padding_unknown_tokens_bad_ids_and_k_never_crash_or_pick_wrong_rows(exp
     assert huge["top_k_ids"].shape == (1, len(TARGETS) - 1) and 0 not in huge["top_k_ids"]  # never id 0
     negative = session.run("rec_top_k", {"items": np.array([[b"item1"]] * 2), "k": np.array([-3, 0], np.int32)})
     assert negative["top_k_ids"].shape == (2, 0)
+    # a batch of no histories answers no rows, in every signature
+    for name, inputs in (("rec", {"items": np.zeros((0, 3), dtype=bytes)}),
+                         ("rec_top_k", {"items": np.zeros((0, 3), dtype=bytes), "k": np.zeros(0, np.int32)}),
+                         ("cls", {"items": np.zeros((0, 0), dtype=bytes)}),
+                         ("rec_user_embedding", {"items": np.zeros((0, 2), dtype=bytes)})):
+        outputs = session.run(name, inputs)
+        assert all(value.shape[0] == 0 for value in outputs.values()), (name, outputs)
+    # k must be one value per history, never broadcast
+    for k in ([3], [3, 3, 3]):
+        with pytest.raises(tf.errors.InvalidArgumentError, match="one value per history"):
+            session.run("rec_top_k", {"items": np.array([[b"item1"]] * 2), "k": np.array(k, np.int32)})
+
+
+def test_padding_tokens_are_never_recommended(dirs, tmp_path):
+    """The release CSVs' literal "0" is an item for the model (parity) but padding for a
+    user: a directory listing it in padding_tokens never has it, nor <UNK>, in a ranking."""
+    directory = tmp_path / "pre_with_zero"
+    shutil.copytree(dirs["pre"], directory)
+    config = json.load(open(directory / "config.json"))
+    config["padding_tokens"] = ["item3", "item7"]
+    json.dump(config, open(directory / "config.json", "w"))
+    report = export([("next", str(directory))], str(tmp_path / "sm"), "zero", k=len(VOCAB), **quiet)
+    served = SessionModel(report["path"]).run("next", {"items": as_tokens([[1, 2, 3]])})
+    ranked = [t.decode() for t in served["top_k_items"][0] if t]
+    assert len(ranked) == len(VOCAB) - 3 and not {"<UNK>", "item3", "item7"} & set(ranked)
 
 
 def test_frozen_backbone_non_trainable_bit_exact_and_stored_once(exported, dirs):
@@ -271,7 +297,11 @@ def test_large_model_variables_within_1_1x(tmp_path):
     backbone = Backbone(20000, channels=64, dilations=(1, 4) * 2, causal=True)
     rec = build_finetuner(backbone, "peterrec", "item_rec", 500)
     save_model_dir(str(tmp_path / "m"), rec, {}, {"items": ["<UNK>"] + [str(i) for i in range(1, 20000)]})
-    report = export([("rec", str(tmp_path / "m"))], str(tmp_path / "sm"), "big", **quiet)
+    with pytest.raises(ExportError, match="no history length: give --max_len"):
+        export([("rec", str(tmp_path / "m"))], str(tmp_path / "sm"), "big", **quiet)
+    with pytest.raises(ExportError, match="max_len must be at least 1"):
+        export([("rec", str(tmp_path / "m"))], str(tmp_path / "sm"), "big", max_len=0, **quiet)
+    report = export([("rec", str(tmp_path / "m"))], str(tmp_path / "sm"), "big", max_len=20, **quiet)
     raw = sum(int(np.prod(w.shape)) * 4 for w in rec.weights)
     assert report["weight_bytes"] == raw
     assert report["variables_bytes"] <= 1.1 * raw, report
@@ -442,25 +472,31 @@ def test_command_line(dirs, tmp_path):
 
 
 @needs_checkpoints
-def test_converted_tf1_export_serves_the_oracle_top_k(tmp_path):
+@pytest.mark.parametrize("name, family", [("cau_serial", "causal"), ("cau_parallel", "causal"),
+                                          ("noncau_parallel", "noncausal")])
+def test_converted_release_checkpoint_serves_the_releases_answers(name, family, tmp_path):
+    """Every user of the release's demo fine-tuning CSV, sent as raw tokens (literal "0"
+    padding tokens included) to the exported signature, gets the release graph's top-5
+    targets (target id 0, the padding target, excluded) and scores, the graph fed exactly as
+    the release's loader feeds it; the model's recorded framing does the rest."""
     from peterrec_tf.convert_tf1 import convert_checkpoint, release_token_order
     from peterrec_tf.tf1_oracle import run_oracle
+    from release_loaders import demo_histories, demo_sources, release_feed
     out = str(tmp_path / "converted")
-    convert_checkpoint(FINETUNED["cau_serial"], out, vocab_csv=PRETRAIN_CSV,
+    convert_checkpoint(FINETUNED[name], out, vocab_csv=PRETRAIN_CSV,
                        target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
     report = export([("coldrec", out)], str(tmp_path / "sm"), "release", k=5, **quiet)
-    session = SessionModel(report["path"])
     items = release_token_order(PRETRAIN_CSV)
-    rng = np.random.RandomState(5)
-    ids = rng.randint(1, len(items), (3, 9))
-    framed = np.array([[0] + list(row) + [0] for row in ids], dtype="int32")  # the release's [TCL] framing
-    oracle = run_oracle(FINETUNED["cau_serial"], np.concatenate([framed, np.ones((3, 1), "int32")], axis=1))
-    tokens = np.array([[items[i] for i in row] for row in ids]).astype(bytes)
-    served = session.run("serving_default", {"items": tokens})
-    expected = np.argsort(-oracle["scores"][:, 1:], axis=1, kind="stable")[:, :5] + 1  # id 0 is no answer
-    np.testing.assert_array_equal(served["top_k_ids"], expected)
-    np.testing.assert_allclose(served["scores"], -np.sort(-oracle["scores"][:, 1:], axis=1)[:, :5], atol=1e-4)
-    top_oracle = oracle["top_k"].reshape(3, 5)
-    for row, served_row in zip(top_oracle, served["top_k_ids"]):
-        kept = [i for i in row if i != 0]
-        assert list(served_row[:len(kept)]) == kept
+    sources = demo_sources()
+    oracle = run_oracle(FINETUNED[name], release_feed(demo_histories(items), family, 9))
+    scores = oracle["scores"][:, 1:]  # target 0 is padding, never an answer
+    expected_ids = np.argsort(-scores, axis=1, kind="stable")[:, :5] + 1
+    expected_scores = -np.sort(-scores, axis=1)[:, :5]
+    served = SessionModel(report["path"]).run(
+        "serving_default", {"items": np.array([[""] + s for s in sources]).astype(bytes)})
+    np.testing.assert_array_equal(served["top_k_ids"], expected_ids)
+    tolerance = 1e-4 + 1e-5 * np.abs(oracle["scores"]).max()
+    assert np.abs(served["scores"] - expected_scores).max() <= tolerance
+    targets = release_token_order(FINETUNE_CSV, targets=True)
+    assert [[t.decode() for t in row] for row in served["top_k_items"]] == \
+        [[targets[i] for i in row] for row in expected_ids]

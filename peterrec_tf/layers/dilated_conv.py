@@ -13,7 +13,7 @@ def conv_padding(kernel_size, dilation_rate, causal):
 
 
 def dilated_conv1d(inputs, kernel, bias, dilation_rate, causal):
-    """The convolution itself, shared by the Keras layer and the SavedModel export."""
+    """The convolution itself: explicit zero padding, then a VALID dilated convolution."""
     left, right = conv_padding(kernel.shape[0], dilation_rate, causal)
     if left or right:
         inputs = ops.pad(inputs, [[0, 0], [left, right], [0, 0]])

@@ -17,32 +17,6 @@ def default_insertion(causal):
     return "b" if causal else "d"
 
 
-def residual_forward(x, conv1, norm1, conv2, norm2, patches, insertion):
-    """The block's wiring for every insertion, over callables (shared with the export)."""
-    if insertion == "b":
-        h = ops.relu(norm1(patches[0](conv1(x))))
-        h = ops.relu(norm2(patches[1](conv2(h))))
-    elif insertion == "d":
-        h = ops.relu(norm1(conv1(x) + patches[0](x)))
-        h = ops.relu(norm2(conv2(h) + patches[1](h)))
-    elif insertion == "e":
-        h = patches[0](x) + ops.relu(norm1(conv1(x)))
-        h = patches[1](h) + ops.relu(norm2(conv2(h)))
-    else:
-        h = ops.relu(norm1(conv1(x)))
-        h = ops.relu(norm2(conv2(h)))
-        if insertion == "c":
-            h = patches[0](h)
-    return x + h
-
-
-def layer_norm(x, gamma, beta, epsilon=LAYER_NORM_EPSILON):
-    """`(x - mean) / sqrt(var + eps) * gamma + beta` over channels (the release's formula)."""
-    mean = ops.mean(x, axis=-1, keepdims=True)
-    variance = ops.mean(ops.square(x - mean), axis=-1, keepdims=True)
-    return (x - mean) / ops.sqrt(variance + epsilon) * gamma + beta
-
-
 @keras.saving.register_keras_serializable(package="peterrec_tf")
 class ResidualBlock(keras.layers.Layer):
     """`out = x + relu(LN2(conv2(relu(LN1(conv1(x))))))`, conv1 at rate d, conv2 at 2d.
@@ -103,9 +77,24 @@ class ResidualBlock(keras.layers.Layer):
             if not layer.built:
                 layer.build(input_shape)
 
-    def call(self, inputs):
-        return residual_forward(inputs, self.conv1, self.layer_norm1, self.conv2,
-                                self.layer_norm2, self.patches, self.insertion)
+    def call(self, x):
+        conv1, norm1, conv2, norm2 = self.conv1, self.layer_norm1, self.conv2, self.layer_norm2
+        patches, insertion = self.patches, self.insertion
+        if insertion == "b":
+            h = ops.relu(norm1(patches[0](conv1(x))))
+            h = ops.relu(norm2(patches[1](conv2(h))))
+        elif insertion == "d":
+            h = ops.relu(norm1(conv1(x) + patches[0](x)))
+            h = ops.relu(norm2(conv2(h) + patches[1](h)))
+        elif insertion == "e":
+            h = patches[0](x) + ops.relu(norm1(conv1(x)))
+            h = patches[1](h) + ops.relu(norm2(conv2(h)))
+        else:
+            h = ops.relu(norm1(conv1(x)))
+            h = ops.relu(norm2(conv2(h)))
+            if insertion == "c":
+                h = patches[0](h)
+        return x + h
 
     def compute_output_shape(self, input_shape):
         return input_shape

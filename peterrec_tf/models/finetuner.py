@@ -4,9 +4,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from peterrec_tf.models.backbone import WrapsBackbone
+from pipelines.framing import Framing
 
-from peterrec_tf.models.pretrainer import scale_for_replicas
+from peterrec_tf.models.backbone import WrapsBackbone
+from peterrec_tf.models.replica_losses import scale_for_replicas
 from peterrec_tf.models.transfer import apply_transfer_method, check_method
 
 POOLINGS = ("last", "first_last", "sum", "mean")
@@ -36,7 +37,10 @@ def pool_hidden(hidden, pooling):
 class FineTuner(WrapsBackbone, keras.Model):
     """Backbone -> user vector -> scores `[B, num_outputs]`.
 
-    Input: ids `[B, L]` in the release's fine-tuning form `[0, s1..sn, 0]` (left-padded).
+    Input: ids `[B, L]` framed as `self.framing` says (`pipelines.framing`): by default
+    `tcl`, the release's non-causal fine-tuning form `[0, s1..sn, 0]` (left-padded); a
+    converted release model records its family's framing. Every path that feeds the model
+    (input functions, evaluation, export) frames with it.
     `task="item_rec"`: scores are `user @ E_target^T` (target-item embeddings, no bias),
     trained with `loss="pairwise"` (the release's `-log s(pos) - log(1 - s(neg))`), `bpr`
     or `ce` (softmax over all targets); labels `y` are `[B]` positives (one negative is
@@ -57,6 +61,7 @@ class FineTuner(WrapsBackbone, keras.Model):
         method="fineall",
         finelast_blocks=1,
         train_layer_norm=True,
+        framing=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -79,6 +84,7 @@ class FineTuner(WrapsBackbone, keras.Model):
         self.method = method
         self.finelast_blocks = int(finelast_blocks)
         self.train_layer_norm = bool(train_layer_norm)
+        self.framing = Framing.from_config(framing or Framing("tcl"))
         if task == "item_rec":
             self.head = keras.layers.Embedding(
                 self.num_outputs, backbone.channels,
@@ -158,4 +164,5 @@ class FineTuner(WrapsBackbone, keras.Model):
             "method": self.method,
             "finelast_blocks": self.finelast_blocks,
             "train_layer_norm": self.train_layer_norm,
+            "framing": self.framing.get_config(),
         }

@@ -4,7 +4,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from pipelines.framing import Framing
+
 from peterrec_tf.models.backbone import WrapsBackbone
+from peterrec_tf.models.replica_losses import scale_for_replicas, weighted_mean
 
 from peterrec_tf.layers.heads import DotProductHead, make_head
 from peterrec_tf.layers.fused_softmax import (
@@ -13,31 +16,6 @@ from peterrec_tf.layers.fused_softmax import (
 # with the fused softmax losses the kept positions are padded to a multiple of this, so
 # that XLA compiles a few row counts instead of one per batch
 FUSED_ROWS_MULTIPLE = 64
-
-
-def scale_for_replicas(loss):
-    """Divide a replica's loss by the replica count, as Keras' compiled losses do.
-
-    Under tf.distribute the replicas' gradients are summed (and `fit` multiplies the
-    reported loss back); without this an N-replica run would take N-times larger steps.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss / replicas if replicas > 1 else loss
-
-
-def weighted_mean(weighted_sum, weight_sum):
-    """`sum(loss * w) / sum(w)` over the global batch, also when it is split over replicas.
-
-    With N replicas the weight total is summed across them and the result multiplied by N
-    (Keras divides by N when it sums the replicas' gradients), so N replicas take exactly
-    the step one process takes on the whole batch.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    context = tf.distribute.get_replica_context()
-    if replicas > 1 and context is not None:
-        weight_sum = context.all_reduce("SUM", weight_sum)
-        return weighted_sum * replicas / ops.maximum(weight_sum, 1.0)
-    return weighted_sum / ops.maximum(weight_sum, 1.0)
 
 
 def pad_rows(multiple, *tensors):
@@ -60,8 +38,11 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
     """
 
     requires_causal = None
+    #: What the model answers, as FineTuner.task ("item_rec" | "classify"): the one
+    #: notion of model kind that evaluation, export and the model directory dispatch on.
+    task = "pretrain"
 
-    def __init__(self, backbone, head="full", num_sampled=0, **kwargs):
+    def __init__(self, backbone, head="full", num_sampled=0, framing=None, **kwargs):
         super().__init__(**kwargs)
         if self.requires_causal is not None and backbone.causal != self.requires_causal:
             kind = "causal" if self.requires_causal else "non-causal"
@@ -75,6 +56,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.backbone = backbone
         self.head_kind = head
         self.num_sampled = int(num_sampled)
+        # histories as `next_item_logits` reads them: the last items, left-padded
+        self.framing = Framing.from_config(framing or Framing("history"))
         self.head = make_head(head, backbone.vocab_size, name="head")
 
     def build(self, input_shape=None):
@@ -84,23 +67,39 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.head.build((None, None, self.backbone.channels))
         self.built = True
 
+    def compile(self, *args, xla_plan=None, **kwargs):
+        """Keras' `compile`, plus, when `xla_plan` is given (`training.xla_policy.xla_plan`),
+        what XLA compiles: "step" the whole train step (it sets `jit_compile`), "blocks" the
+        residual stack alone (`Backbone.compile_blocks_with_xla`), "softmax" the fused
+        softmax losses (`fuse_softmax_with_xla`). `xla_plan=()`: none of them, TF's ops."""
+        if xla_plan is not None:
+            unknown = set(xla_plan) - {"step", "blocks", "softmax"}
+            if unknown:
+                raise ValueError(f"unknown XLA plan parts {sorted(unknown)}")
+            self.backbone.compile_blocks_with_xla("blocks" in xla_plan)
+            self.fuse_softmax_with_xla("softmax" in xla_plan)
+            kwargs["jit_compile"] = "step" in xla_plan
+        super().compile(*args, **kwargs)
+
     def call(self, item_ids, training=None):
         hidden = self.backbone(item_ids)
         if training:
             return hidden  # compute_loss applies the head where the loss needs it
         return self.head(hidden)
 
-    def next_item_logits(self, item_ids):
-        """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`.
-
-        Causal: the head at the last position.  Non-causal (GRec): a [MASK] (id 0) is
-        appended and predicted, the encoder's way of asking for the next item.
+    def user_embedding(self, item_ids):
+        """The hidden state `[B, C]` from which the next item after `item_ids` `[B, T]` is
+        predicted. Causal: the last position.  Non-causal (GRec): a [MASK] (id 0) is
+        appended and its position read, the encoder's way of asking for the next item.
         """
         if not self.backbone.causal:
             item_ids = ops.concatenate(
                 [item_ids, ops.zeros_like(item_ids[:, :1])], axis=1)
-        hidden = self.backbone(item_ids)
-        return self.head(hidden[:, -1:, :])[:, 0, :]
+        return self.backbone(item_ids)[:, -1, :]
+
+    def next_item_logits(self, item_ids):
+        """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`."""
+        return self.head(self.user_embedding(item_ids)[:, None, :])[:, 0, :]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """Weighted mean cross-entropy over positions with weight > 0.
@@ -193,6 +192,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "head": self.head_kind,
             "num_sampled": self.num_sampled,
+            "framing": self.framing.get_config(),
         }
 
 

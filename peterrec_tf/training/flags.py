@@ -73,14 +73,3 @@ def total_steps(train_steps, epochs, num_examples, batch_size):
     if train_steps and train_steps > 0:
         return int(train_steps)
     return max(1, int(round(epochs * max(1, num_examples // batch_size))))
-
-
-def use_xla(jit_compile, strategy, deterministic, supported=True):
-    """Whether a job compiles its train step with XLA: asked for, supported by the model,
-    one process (the distributed code paths are tested without it) and not in op-determinism
-    mode (XLA does not promise it for every op)."""
-    if not (jit_compile and supported and strategy == "default" and not deterministic):
-        return False
-    from tensorflow.python.framework.config import is_op_determinism_enabled
-
-    return not is_op_determinism_enabled()  # process-wide: an earlier job may have set it
