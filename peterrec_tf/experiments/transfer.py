@@ -131,11 +131,12 @@ class TaskData:
                 self.eval_seed, self.exclude)
         return self._candidates[split]
 
-    def batches(self, split, max_len):
-        """Framed model inputs of a split, built once."""
-        if (split, max_len) not in self._batches:
-            self._batches[(split, max_len)] = frame_batches(self.splits[split]["items"], max_len)
-        return self._batches[(split, max_len)]
+    def batches(self, split, framing):
+        """A split's histories framed by `framing` (the model's own), built once."""
+        key = (split, json.dumps(framing.get_config(), sort_keys=True))
+        if key not in self._batches:
+            self._batches[key] = frame_batches(self.splits[split]["items"], framing)
+        return self._batches[key]
 
     def groups(self, split):
         """Per example: the index of its user (bootstrap resamples users)."""
@@ -184,14 +185,12 @@ def scorer(model):
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
 
-def frame_batches(items, max_len, batch_size=256):
-    """The fine-tuning input `[0] + items + [0]` of unpadded histories, in batches."""
+def frame_batches(items, framing, batch_size=256):
+    """Unpadded histories framed as the model reads them (`pipelines.framing`), in batches."""
     import tensorflow as tf
 
-    from pipelines import inputs
-
-    return [inputs.frame_for_finetuning(tf.ragged.constant(
-        [list(i) for i in items[start:start + batch_size]], dtype=tf.int64), max_len)
+    return [framing.frame(tf.ragged.constant(
+        [list(i) for i in items[start:start + batch_size]], dtype=tf.int64))
         for start in range(0, len(items), batch_size)]
 
 
@@ -276,16 +275,17 @@ def parameter_shares(vocab_size, channels, dilations, objective, tasks):
 
 # ---------------------------------------------------------------- the experiment
 
-def _curve(model_dir, data, max_len):
+def _curve(model_dir, data):
     """Test and validation metrics of every checkpoint a run kept (its learning curve)."""
     import tensorflow as tf
 
-    from peterrec_tf.model_dir import load_model_dir
+    from peterrec_tf.model_dir import load_model_dir, model_framing
 
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
     if state is None:
         return []
-    model = load_model_dir(model_dir)[0]
+    model, config, _ = load_model_dir(model_dir)
+    framing = model_framing(model, config)
     checkpoint = tf.train.Checkpoint(model=model)
     call = scorer(model)
     points = []
@@ -293,7 +293,7 @@ def _curve(model_dir, data, max_len):
         checkpoint.restore(path).expect_partial()
         point = {"step": int(path.rsplit("-", 1)[1])}
         for split in ("validation", "test"):
-            scores = score_model(model, data.batches(split, max_len), call)
+            scores = score_model(model, data.batches(split, framing), call)
             metrics = data.evaluate(split, scores)[0]
             point[split] = {k: metrics[k] for k in CURVE_METRICS[data.task]}
         points.append(point)
@@ -471,17 +471,17 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
                                        **kwargs)
                     if out["training"]["interrupted"]:
                         raise Interrupted(run_dir)
-                    from peterrec_tf.model_dir import load_model_dir
+                    from peterrec_tf.model_dir import load_model_dir, model_framing
 
-                    model = load_model_dir(run_dir)[0]
-                    max_len = data.meta["max_len"]
+                    model, model_config, _ = load_model_dir(run_dir)
+                    framing = model_framing(model, model_config)  # as finetune trained it
                     call = scorer(model)
                     outputs = {split: data.evaluate(split, score_model(
-                        model, data.batches(split, max_len), call))
+                        model, data.batches(split, framing), call))
                         for split in ("validation", "test")}
                     record.update(trainable=out["parameters"]["trainable"],
                                   total=out["parameters"]["total"],
-                                  curve=_curve(run_dir, data, max_len) if curve_points else [],
+                                  curve=_curve(run_dir, data) if curve_points else [],
                                   train_seconds=out["training"]["train_seconds"])
                 record.update(validation=outputs["validation"][0], test=outputs["test"][0],
                               value=outputs["test"][0][PRIMARY[task]],
