@@ -61,7 +61,7 @@ def write_dataset(directory, dataset, num_shards, common):
             writer.close()
         counts[split] = len(records)
         for i, name in enumerate(names):  # round-robin: shard i holds every shards-th record
-            shard_records[name] = _shard_record(os.path.join(directory, name),
+            shard_records[name] = shard_record(os.path.join(directory, name),
                                                 len(range(i, len(records), shards)))
     metadata = dict(common)
     metadata.update({
@@ -85,7 +85,7 @@ def write_dataset(directory, dataset, num_shards, common):
     return metadata
 
 
-def _shard_record(path, records):
+def shard_record(path, records):
     """What readers verify a shard against: record count, byte size, SHA-256."""
     return {"records": records, "bytes": os.path.getsize(path), "sha256": file_checksum(path)}
 

@@ -207,7 +207,7 @@ def make_subset(data_dir, out_dir, fraction, seed):
     import tensorflow as tf
 
     from pipelines import inputs, schema
-    from pipelines.writer import shard_name
+    from pipelines.writer import shard_name, shard_record
 
     if os.path.exists(os.path.join(out_dir, "metadata.json")):
         return out_dir
@@ -232,6 +232,12 @@ def make_subset(data_dir, out_dir, fraction, seed):
             writer.write(raw)
     meta = inputs.read_metadata(data_dir)
     meta["splits"] = dict(meta["splits"], train=len(kept))
+    if "shards" in meta:  # what readers verify: the new train shard, the copied others
+        meta["shards"] = {name: entry for name, entry in meta["shards"].items()
+                          if not name.startswith("train-")}
+        meta["shards"][shard_name("train", 0, 1)] = shard_record(
+            os.path.join(tmp, shard_name("train", 0, 1)), len(kept))
+    meta["fingerprint"] = f"{meta.get('fingerprint')}-users{fraction}-seed{seed}"
     meta["subset"] = {"of": os.path.abspath(data_dir), "fraction_of_train_users": fraction,
                       "users": len(keep), "of_users": len(users), "seed": seed}
     with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as handle:
