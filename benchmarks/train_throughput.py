@@ -259,7 +259,7 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     # end of the last warm-up step to the end of the last step
     from peterrec_tf.training import loop
     with tempfile.TemporaryDirectory() as model_dir:
-        loop.train(model, lambda: data, warm_up + steps, model_dir, batch,
+        loop.train(model, lambda: data, warm_up + steps, model_dir, batch_size=batch,
                    checkpoint_every=10 ** 9, log_every=10 ** 9, log=lambda *_: None,
                    callbacks=[clock])
     return steps * batch / (clock.stopped - clock.started)
