@@ -59,7 +59,7 @@ class ExportError(ValueError):
 class ServedTask:
     """One task of an export: its Keras model and where each of its weights is stored."""
     name: str
-    model: keras.Model        # NextItNet / GRecEncoder / FineTuner (never tracked itself)
+    model: keras.Model        # NextItNet / GRecPretrainer / FineTuner (never tracked itself)
     kind: str                 # pretrain | item_rec | classify
     framing: object           # pipelines.framing.Framing with a length
     outputs_vocab: list

@@ -19,7 +19,7 @@ def define_flags():
 
     from peterrec_tf.layers.residual_block import INSERTIONS
     from peterrec_tf.models.finetuner import LOSSES, POOLINGS, TASKS
-    from peterrec_tf.models.transfer import METHODS
+    from peterrec_tf.models.transfer_methods import METHODS
     from pipelines.inputs import RANKINGS
 
     define_common_flags(batch_size=512, learning_rate=1e-3)

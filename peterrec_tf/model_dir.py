@@ -3,7 +3,7 @@
 Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
 `evaluate`, `export`):
 
-    DIR/model.keras        the Keras model (NextItNet / GRecEncoder / FineTuner), or for a
+    DIR/model.keras        the Keras model (NextItNet / GRecPretrainer / FineTuner), or for a
                            task stored alone over its backbone (`task_artifact`):
     DIR/task_model.json, DIR/task_weights.npz and config.json's backbone_dir/fingerprint
     DIR/config.json        {"kind": "pretrain"|"finetune", "task": ..., ...}

@@ -19,7 +19,7 @@ import tensorflow as tf
 from conftest import FINETUNE_CSV, FINETUNED, PRETRAIN_CSV, REPO_ROOT, needs_checkpoints
 from peterrec_tf.export import ExportError, export
 from peterrec_tf.model_dir import load_model_dir, save_model_dir
-from peterrec_tf.models import Backbone, GRecEncoder, NextItNet, build_finetuner
+from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 from peterrec_tf.serving import GrpcClient, RestClient, ServingError
 from serving_server import SessionModel, replay_warmup, start_rest_server, start_server
 
@@ -66,7 +66,7 @@ def dirs(tmp_path_factory):
     other.build()
     save("other", build_finetuner(other, "peterrec", "classify", 3, loss="ce"), {"labels": ["a", "b", "c"]})
     grec_backbone = Backbone(len(VOCAB), channels=8, dilations=(1, 2), causal=False)
-    grec = GRecEncoder(grec_backbone)
+    grec = GRecPretrainer(grec_backbone)
     grec.build()
     save("grec", grec, {})
     return out

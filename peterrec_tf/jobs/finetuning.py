@@ -50,7 +50,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
     from peterrec_tf.task_artifact import stores_task_only
     from peterrec_tf.models import build_finetuner, format_report, parameter_report
-    from peterrec_tf.models.transfer import check_method
+    from peterrec_tf.models.transfer_methods import check_method
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla

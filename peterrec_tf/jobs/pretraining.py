@@ -23,7 +23,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
     from peterrec_tf.model_dir import save_model_dir
-    from peterrec_tf.models import Backbone, GRecEncoder, NextItNet
+    from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla, xla_plan
@@ -66,7 +66,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         with strategy_.scope():
             backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
                                 causal=objective == "next_item")
-            cls = NextItNet if objective == "next_item" else GRecEncoder
+            cls = NextItNet if objective == "next_item" else GRecPretrainer
             model = cls(backbone, head=head, num_sampled=num_sampled,
                         framing=inputs.task_framing(meta, None, max_len))
             model.build()
