@@ -24,12 +24,14 @@ FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
-            skip_bad_lines=False, overwrite=False, log=print, **options):
+            skip_bad_lines=False, overwrite=False, log=print, runner="local", beam_args=(),
+            **options):
     """Prepare `input` in `format` into `output_dir`; returns the datasets index.
 
     `options` are format specific (see `define_flags`). Re-running with the same inputs
     and options is a no-op; a different preparation in `output_dir` is an error unless
-    `overwrite`.
+    `overwrite`. `runner` is "local" or a Beam runner (`beam_args`: its pipeline options);
+    it is not part of the fingerprint, since every runner writes the same records.
     """
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
@@ -71,14 +73,22 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     bad = BadLines(skip_bad_lines)
     start = time.time()
     log(f"reading {input or 'synthetic generator'} as {format}")
-    datasets = _read(format, input, items, bad, seed, options)
-    for dataset in datasets:
-        dataset.stats.update(bad.summary())
-    log(f"read in {time.time() - start:.1f}s; writing {len(datasets)} dataset(s)")
     common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
               "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
               "source_checksums": checksums, "vocab_source": vocab,
               "vocab_source_checksum": vocab_checksum, "options": options}
+    from pipelines import streaming
+    if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
+        index = streaming.prepare(format, output_dir, input, items, bad, num_shards, seed,
+                                  common, options, runner, beam_args, log=log)
+        if bad.count:
+            log(f"  skipped {bad.count} bad lines, e.g. {bad.examples[:3]}")
+        log(f"prepared in {time.time() - start:.1f}s (fingerprint {fingerprint})")
+        return index
+    datasets = _read(format, input, items, bad, seed, options)
+    for dataset in datasets:
+        dataset.stats.update(bad.summary())
+    log(f"read in {time.time() - start:.1f}s; writing {len(datasets)} dataset(s)")
     index = writer.write_all(output_dir, datasets, num_shards, common, log=log)
     if bad.count:
         log(f"  skipped {bad.count} bad lines, e.g. {bad.examples[:3]}")
@@ -154,6 +164,10 @@ def define_flags():
     flags.DEFINE_integer("synthetic_min_len", 10, "synthetic: shortest sequence.")
     flags.DEFINE_integer("synthetic_max_len", 40, "synthetic: longest sequence.")
     flags.DEFINE_integer("synthetic_targets", 100, "synthetic: target-domain items (coldrec).")
+    flags.DEFINE_string("runner", "local", "local (in memory; interaction logs in compact "
+                        "arrays), or a Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
+                        "DataflowRunner, ... (formats interactions, peterrec_*_csv). Flags this "
+                        "command does not know are passed to Beam as pipeline options.")
     flags.mark_flags_as_required(["format", "output_dir"])
 
 
@@ -182,12 +196,16 @@ def options_from_flags(values):
 def main(argv):
     from absl import flags
 
-    del argv
     values = flags.FLAGS
+    beam_args = argv[1:]
+    if beam_args and values.runner == "local":
+        print(f"error: unknown flags {beam_args} (Beam pipeline options need a Beam --runner)",
+              file=sys.stderr)
+        return 2
     try:
         prepare(values.format, values.output_dir, values.input, values.max_len, values.num_shards,
                 values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
-                **options_from_flags(values))
+                runner=values.runner, beam_args=beam_args, **options_from_flags(values))
     except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -197,5 +215,8 @@ def main(argv):
 if __name__ == "__main__":
     from absl import app
 
+    from absl import flags
+
     define_flags()
-    app.run(main)
+    # flags this command does not define are Beam pipeline options (--runner=...)
+    app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
