@@ -1,0 +1,358 @@
+"""Data preparation as an Apache Beam pipeline: `prepare --runner=DirectRunner|FlinkRunner|
+SparkRunner|DataflowRunner [Beam pipeline options]`.
+
+Formats: `interactions`, `peterrec_pretrain_csv`, `peterrec_finetune_csv`. The pipeline
+writes the same shards, vocabularies and metadata.json as the local path, record for
+record (tests/test_pipelines_beam.py), because both call `pipelines.canonical` and the
+formats' own line rules:
+
+1. The driver cuts the input into newline-aligned byte ranges and counts the lines
+   before each (`canonical.plan_chunks`), so workers know every line's number.
+2. Workers parse their ranges: events or sequences, bad lines (number, message), the
+   last non-blank line, dropped "0" tokens.
+3. Interaction logs: events grouped by user, each user's events put in the canonical
+   order (`canonical.order_events`: by time, ties in file order); the user's key is the
+   line of its first event.
+4. Vocabulary: a combiner keeps, per token, the smallest key of its first occurrence
+   ((line, position), or (user's first line, position in the user's sequence)); sorting
+   those keys gives the release's order of first appearance.
+5. Records (leave-last-out, or fine-tuning instances with their split), each with a key;
+   per split the sorted keys give a record's rank, rank mod shards its shard; each shard is
+   grouped, sorted by rank and written by one worker into the temporary directory.
+6. Summaries (counts, bad lines, OOV, longest record) go into one report; the driver then
+   writes vocab/, metadata.json and moves the directory into place (`canonical.publish`).
+
+The output directory (and so the temporary one beside it) must be on a filesystem that
+the workers and the driver share. Bad lines are raised (or counted with
+--skip_bad_lines) after the pipeline, the smallest line number first, as a front-to-back
+reader would.
+"""
+
+import json
+import os
+
+import numpy as np
+
+from pipelines import canonical, schema, writer
+from pipelines.dataset import SPLITS, Record, leave_last_out, split_users
+from pipelines.errors import DataError
+from pipelines.vocab import Vocabulary
+
+FORMATS = ("interactions", "peterrec_pretrain_csv", "peterrec_finetune_csv")
+REPORT = ".beam_report.json"
+
+
+# --- worker functions (module level so every runner can pickle them) --------------------
+
+def parse_chunk(chunk, path, format, header_number, settings):
+    import apache_beam as beam
+    from pipelines.formats.peterrec_csv import parse_finetune_line, parse_pretrain_line
+    start, end, first = chunk
+    lines = canonical.chunk_lines(path, start, end, first)
+    if first <= header_number:
+        lines = [(n, t) for n, t in lines if n > header_number]
+    last, zeros = 0, 0
+    if format == "interactions":
+        delimiter, width, columns = settings
+        for parsed in canonical.parse_interaction_rows(lines, delimiter, width, columns):
+            if len(parsed) == 3:
+                if not parsed[2]:
+                    last = max(last, parsed[0])
+                yield beam.pvalue.TaggedOutput("bad", parsed)
+                continue
+            number, user, item, stamp = parsed
+            last = max(last, number)
+            yield user, (number, stamp, item)
+    else:
+        zero_is_padding = settings
+        for number, text in lines:
+            if text:
+                last = number
+            if format == "peterrec_pretrain_csv":
+                tokens, message, dropped = parse_pretrain_line(text, zero_is_padding)
+                row = (f"line{number}", number, tokens)
+            else:
+                source, targets, message, dropped = parse_finetune_line(text, zero_is_padding)
+                row = (number, source, targets)
+            zeros += dropped
+            if message:
+                yield beam.pvalue.TaggedOutput("bad", (number, message, not text))
+                continue
+            yield row
+    yield beam.pvalue.TaggedOutput("last", last)
+    yield beam.pvalue.TaggedOutput("zeros", zeros)
+
+
+def order_user(grouped):
+    """(user, [(line, stamp, item)]) -> (user, first line, items in the canonical order)."""
+    user, events = grouped
+    events = sorted(events, key=lambda e: e[0])  # file order
+    order = canonical.order_events(np.zeros(len(events), dtype=np.int32),
+                                   [stamp for _, stamp, _ in events])
+    return user, events[0][0], [events[i][2] for i in order]
+
+
+def first_occurrences(line, tokens):
+    seen = set()
+    for position, token in enumerate(tokens):
+        if token not in seen:
+            seen.add(token)
+            yield token, canonical.record_key(line, position)
+
+
+def oov_occurrences(line, tokens, index):
+    for position, token in enumerate(tokens):
+        if token not in index:
+            yield token, (1, canonical.record_key(line, position))
+
+
+def add_counts(values):
+    values = list(values)
+    return sum(c for c, _ in values), min(k for _, k in values)
+
+
+def vocabulary_tokens(firsts, base):
+    vocab = Vocabulary(base)
+    for token in canonical.first_appearance_order(dict(firsts)):
+        vocab.id(token)
+    return vocab.tokens
+
+
+def sequence_records(sequence, index, min_length):
+    user, line, tokens = sequence
+    splits, _ = leave_last_out([(user, [index.get(t, 0) for t in tokens])], min_length)
+    key = canonical.record_key(line)
+    for split in SPLITS:
+        for record in splits[split]:
+            yield split, key, record
+
+
+def instance_assignment(lines, seed, split_by):
+    """{record key: split} of the fine-tuning instances, as `by_user_split` /
+    `by_instance_split` assign them over the whole file."""
+    lines = sorted(lines)  # (line, number of targets)
+    if split_by == "user":
+        users = split_users([f"line{n}" for n, _ in lines], seed)
+        return {canonical.record_key(n, p): users[f"line{n}"] for n, k in lines for p in range(k)}
+    keys, offset = [], 0
+    for n, k in lines:
+        keys.extend((canonical.record_key(n, p), f"line{n}#{offset + p}") for p in range(k))
+        offset += k
+    by_key = split_users([name for _, name in keys], seed)
+    return {key: by_key[name] for key, name in keys}
+
+
+def finetune_records(row, index, target_index, assignment):
+    number, source, targets = row
+    ids = [index.get(t, 0) for t in source]
+    for position, token in enumerate(targets):
+        key = canonical.record_key(number, position)
+        yield assignment[key], key, Record(ids, f"line{number}", target=target_index[token])
+
+
+def rank_table(pairs):
+    return {split: canonical.rank_keys(keys) for split, keys in pairs}
+
+
+def encode_record(keyed, ranks, num_shards):
+    split, key, record = keyed
+    keys = ranks[split]
+    rank = int(np.searchsorted(keys, key))
+    shards = canonical.shard_count(len(keys), num_shards)
+    yield (split, rank % shards, shards), (rank, schema.encode(
+        record.item_ids, record.user_id, record.target, record.label))
+
+
+def write_shard(grouped, directory):
+    import tensorflow as tf
+    (split, shard, shards), records = grouped
+    records = sorted(records, key=lambda r: r[0])
+    path = os.path.join(directory, writer.shard_name(split, shard, shards))
+    with tf.io.TFRecordWriter(path, options="GZIP") as handle:
+        for _, serialized in records:
+            handle.write(serialized)
+    yield split, len(records)
+
+
+def record_stats(keyed, max_len):
+    return canonical.RecordStats(max_len).add(keyed[2].item_ids).as_tuple()
+
+
+def merge_stats(values):
+    total = (0, 0, 0)
+    for longest, with_oov, longer in values:
+        total = (max(total[0], longest), total[1] + with_oov, total[2] + longer)
+    return total
+
+
+def write_report(_, directory, **parts):
+    with open(os.path.join(directory, REPORT), "w", encoding="utf-8") as handle:
+        json.dump(parts, handle)
+
+
+# --- the pipeline -----------------------------------------------------------------------
+
+def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, options,
+          plan, header_number, settings):
+    """Add the preparation to `pipeline`; the driver reads `REPORT` in `tmp` after it ran."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
+    min_length = options.get("min_length", 3)
+    parsed = (pipeline
+              | "Chunks" >> beam.Create(plan)
+              | "Spread" >> beam.Reshuffle()
+              | "Parse" >> beam.FlatMap(parse_chunk, path, format, header_number, settings)
+              .with_outputs("bad", "last", "zeros", main="rows"))
+    last = parsed.last | "LastLine" >> beam.CombineGlobally(
+        lambda xs: max(list(xs) + [header_number]))
+    zeros = parsed.zeros | "Zeros" >> beam.CombineGlobally(sum)
+    bad_lines = (parsed.bad
+                 | "NotTrailing" >> beam.Filter(lambda r, end: not r[2] or r[0] < end,
+                                                end=AsSingleton(last)))
+    bad_count = bad_lines | "BadCount" >> beam.combiners.Count.Globally()
+    bad_first = bad_lines | "BadFirst" >> beam.combiners.Top.Smallest(bad.keep)
+
+    if format == "interactions":
+        sequences = (parsed.rows
+                     | "ByUser" >> beam.GroupByKey()
+                     | "Order" >> beam.Map(order_user))
+    elif format == "peterrec_pretrain_csv":
+        sequences = parsed.rows
+    else:  # fine-tuning: the source sequence of each line plays the part of a sequence
+        sequences = parsed.rows | "Sources" >> beam.Map(lambda r: (f"line{r[0]}", r[0], r[1]))
+    if items.frozen:
+        tokens = pipeline | "GivenVocab" >> beam.Create([items.tokens])
+    else:
+        tokens = (sequences
+                  | "FirstSeen" >> beam.FlatMap(lambda s: first_occurrences(s[1], s[2]))
+                  | "Earliest" >> beam.CombinePerKey(min)
+                  | "AllFirst" >> beam.combiners.ToList()
+                  | "Vocabulary" >> beam.Map(vocabulary_tokens, items.tokens))
+    index = tokens | "Index" >> beam.Map(lambda ts: {t: i for i, t in enumerate(ts)})
+    oov = (sequences
+           | "OOV" >> beam.FlatMap(lambda s, ix: oov_occurrences(s[1], s[2], ix),
+                                   ix=AsSingleton(index))
+           | "OOVCount" >> beam.CombinePerKey(add_counts)
+           | "OOVAll" >> beam.combiners.ToList()
+           | "OOVSummary" >> beam.Map(lambda found: canonical.oov_summary(dict(found))))
+    users = sequences | "Users" >> beam.combiners.Count.Globally()
+    parts = {"tokens": tokens, "oov": oov, "users": users, "last": last, "zeros": zeros,
+             "bad_count": bad_count, "bad_first": bad_first}
+
+    if format == "peterrec_finetune_csv":
+        target_tokens = (parsed.rows
+                         | "TargetFirstSeen" >> beam.FlatMap(lambda r: first_occurrences(r[0], r[2]))
+                         | "TargetEarliest" >> beam.CombinePerKey(min)
+                         | "TargetAllFirst" >> beam.combiners.ToList()
+                         | "Targets" >> beam.Map(vocabulary_tokens, Vocabulary().tokens))
+        target_index = target_tokens | "TargetIndex" >> beam.Map(
+            lambda ts: {t: i for i, t in enumerate(ts)})
+        assignment = (parsed.rows
+                      | "Instances" >> beam.Map(lambda r: (r[0], len(r[2])))
+                      | "AllInstances" >> beam.combiners.ToList()
+                      | "Assign" >> beam.Map(instance_assignment, seed,
+                                             options.get("split_by", "user")))
+        records = parsed.rows | "Records" >> beam.FlatMap(
+            finetune_records, AsSingleton(index), AsSingleton(target_index),
+            AsSingleton(assignment))
+        parts["targets"] = target_tokens
+        parts["entirely_oov"] = (sequences
+                                 | "EntirelyOOV" >> beam.Map(
+                                     lambda s, ix: int(all(ix.get(t, 0) == 0 for t in s[2])),
+                                     ix=AsSingleton(index))
+                                 | "EntirelyOOVSum" >> beam.CombineGlobally(sum))
+    else:
+        records = sequences | "Records" >> beam.FlatMap(
+            sequence_records, AsSingleton(index), min_length)
+        parts["too_short"] = (sequences
+                              | "TooShort" >> beam.Map(lambda s: int(len(s[2]) < min_length))
+                              | "TooShortSum" >> beam.CombineGlobally(sum))
+
+    ranks = (records
+             | "Keys" >> beam.Map(lambda r: (r[0], r[1]))
+             | "KeysBySplit" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
+             | "AllKeys" >> beam.combiners.ToList()
+             | "Ranks" >> beam.Map(rank_table))
+    parts["counts"] = ranks | "Counts" >> beam.Map(lambda t: {s: len(k) for s, k in t.items()})
+    parts["record_stats"] = (records
+                             | "RecordStats" >> beam.Map(record_stats, max_len)
+                             | "MergeStats" >> beam.CombineGlobally(merge_stats))
+    parts["written"] = (records
+                        | "Encode" >> beam.FlatMap(encode_record, AsSingleton(ranks), num_shards)
+                        | "ByShard" >> beam.GroupByKey()
+                        | "Write" >> beam.FlatMap(write_shard, tmp)
+                        | "Written" >> beam.CombinePerKey(sum)
+                        | "AllWritten" >> beam.combiners.ToList())
+    (pipeline
+     | "Once" >> beam.Create([None])
+     | "Report" >> beam.Map(write_report, tmp,
+                            **{name: AsSingleton(pc) for name, pc in parts.items()}))
+
+
+def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, runner,
+            beam_args=(), log=print, chunk_bytes=None):
+    """Run the pipeline on `runner`, then write vocab/ and metadata.json into `tmp`."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    if format not in FORMATS:
+        raise ValueError(f"--runner={runner} supports --format in {FORMATS}; {format} is "
+                         "prepared with --runner=local")
+    if format == "peterrec_finetune_csv":
+        from pipelines.formats.peterrec_csv import check_finetune_options
+        check_finetune_options(items, options.get("split_by", "user"))
+    header_number, header = canonical.first_nonblank_line(path)
+    if format == "interactions":
+        settings = canonical.interactions_header(
+            path, header_number, header, options.get("delimiter"),
+            options.get("user_col", "user"), options.get("item_col", "item"),
+            options.get("time_col", "timestamp"))
+    else:
+        header_number, settings = 0, options.get("zero_is_padding", False)
+    plan = canonical.plan_chunks(path, chunk_bytes or canonical.CHUNK_BYTES)
+    pipeline_options = PipelineOptions(list(beam_args) + [f"--runner={runner}"])
+    log(f"  running the Beam pipeline on {runner} ({len(plan)} chunk(s))")
+    with beam.Pipeline(options=pipeline_options) as pipeline:
+        build(pipeline, format, path, tmp, items, bad, num_shards, seed, common.get("max_len"),
+              options, plan, header_number, settings)
+    report_path = os.path.join(tmp, REPORT)
+    with open(report_path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    os.remove(report_path)
+    canonical.settle_reports(bad, path, [tuple(r) for r in report["bad_first"]],
+                             report["last"], report["bad_count"])
+    if format == "interactions" and not report["users"]:
+        raise DataError(path, None, "no interaction rows after the header")
+    vocab = Vocabulary(report["tokens"], frozen=items.frozen)
+    os.makedirs(os.path.join(tmp, "vocab"))
+    vocab.save(os.path.join(tmp, "vocab", "items.txt"))
+    counts = {split: report["counts"].get(split, 0) for split in SPLITS}
+    for split, count in counts.items():
+        if not count:  # the writer's empty split: one empty shard
+            canonical.ShardWriters(tmp, split, 0, num_shards).close()
+    oov = {k: [tuple(x) for x in v] if k == "oov_most_common" else v
+           for k, v in report["oov"].items()}
+    zero_is_padding = options.get("zero_is_padding", False)
+    num_targets = None
+    if format == "peterrec_finetune_csv":
+        targets = Vocabulary(report["targets"])
+        targets.save(os.path.join(tmp, "vocab", "targets.txt"))
+        num_targets = len(targets)
+        stats = dict(oov, sources_entirely_oov=report["entirely_oov"],
+                     instances=sum(counts.values()), split_by=options.get("split_by", "user"),
+                     zero_is_padding=zero_is_padding, zero_tokens_dropped=report["zeros"])
+        task = "item_rec"
+    else:
+        stats = {"users_too_short": report["too_short"],
+                 "min_length": options.get("min_length", 3), **oov, "users": report["users"]}
+        if format == "peterrec_pretrain_csv":
+            stats.update(zero_is_padding=zero_is_padding, zero_tokens_dropped=report["zeros"])
+        task = "pretrain"
+    stats.update(bad.summary())
+    metadata = canonical.dataset_metadata(
+        common, task, len(vocab), counts, canonical.RecordStats(
+            common.get("max_len"), *report["record_stats"]), stats, num_targets=num_targets)
+    canonical.write_metadata(tmp, metadata)
+    log(f"  wrote dataset: {task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    return metadata
