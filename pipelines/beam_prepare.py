@@ -54,14 +54,15 @@ def parse_chunk(chunk, path, format, header_number, settings):
     last, zeros = 0, 0
     if format == "interactions":
         delimiter, width, columns = settings
-        for parsed in canonical.parse_interaction_rows(lines, delimiter, width, columns):
-            if len(parsed) == 3:
-                if not parsed[2]:
-                    last = max(last, parsed[0])
-                yield beam.pvalue.TaggedOutput("bad", parsed)
-                continue
-            number, user, item, stamp = parsed
-            last = max(last, number)
+        numbers, users, items, stamps, bad_rows = canonical.parse_interaction_chunk(
+            lines, delimiter, width, columns)
+        for parsed in bad_rows:
+            if not parsed[2]:
+                last = max(last, parsed[0])
+            yield beam.pvalue.TaggedOutput("bad", parsed)
+        if numbers:
+            last = max(last, numbers[-1])
+        for number, user, item, stamp in zip(numbers, users, items, stamps):
             yield user, (number, stamp, item)
     else:
         zero_is_padding = settings

@@ -17,8 +17,10 @@ paths cannot disagree about:
 - metadata.json (`dataset_metadata`, `RecordStats`) and the atomic move (`publish`).
 """
 
+import functools
 import json
 import os
+import re
 import shutil
 import tempfile
 
@@ -26,7 +28,7 @@ import numpy as np
 
 from pipelines.errors import DataError
 
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20  # per-chunk Python objects: about 40x the bytes, ~300 MB
 POSITION_BITS = 24  # a record key is line << 24 | position (positions < 16.7M per line)
 
 
@@ -119,12 +121,14 @@ class LineReports:
     def blank(self, number, message):
         self.pending.append((number, message))
 
-    def seen(self):
-        """A non-blank line: the blank lines before it are bad lines."""
+    def seen(self, number=None):
+        """A non-blank line (at `number`, or after every pending one): the blank lines
+        before it are bad lines."""
         if self.pending:
-            pending, self.pending = self.pending, []
-            for number, message in pending:
-                self.bad.report(self.path, number, message)
+            ready = [p for p in self.pending if number is None or p[0] < number]
+            self.pending = self.pending[len(ready):]
+            for blank, message in ready:
+                self.bad.report(self.path, blank, message)
 
     def report(self, number, message):
         self.seen()
@@ -185,6 +189,47 @@ def parse_interaction_rows(lines, delimiter, width, columns):
             yield number, "empty user or item", False
             continue
         yield number, row[u], row[i], stamp
+
+
+@functools.lru_cache(maxsize=None)
+def _rows_of_width(delimiter, width):
+    """A regex matching newline-separated lines of exactly `width` fields."""
+    field = f"[^{re.escape(delimiter)}\\n]*"
+    line = field + f"(?:{re.escape(delimiter)}{field}){{{width - 1}}}"
+    return re.compile(f"{line}(?:\\n{line})*")
+
+
+def parse_interaction_chunk(lines, delimiter, width, columns):
+    """Columns of the valid rows among (number, text) lines: (numbers, users, items,
+    stamps), plus the bad ones as (number, message, blank), both in line order.
+
+    Exactly `parse_interaction_rows`, faster: a chunk without quotes, carriage returns,
+    NULs or blank lines whose rows are all valid is split with str.split (what
+    csv.reader does to such text); any other chunk goes row by row."""
+    texts = [text for _, text in lines]
+    blob = "\n".join(texts)
+    if texts and not ('"' in blob or "\r" in blob or "\x00" in blob or "\n\n" in blob
+                      or not texts[0] or not texts[-1]) and _rows_of_width(
+                          delimiter, width).fullmatch(blob):
+        fields = blob.replace("\n", delimiter).split(delimiter)
+        u, i, t = columns
+        users, items = fields[u::width], fields[i::width]
+        try:
+            stamps = list(map(float, fields[t::width]))
+        except ValueError:
+            stamps = None
+        if stamps is not None and "" not in users and "" not in items:
+            return [number for number, _ in lines], users, items, stamps, []
+    numbers, users, items, stamps, bad = [], [], [], [], []
+    for parsed in parse_interaction_rows(lines, delimiter, width, columns):
+        if len(parsed) == 3:
+            bad.append(parsed)
+            continue
+        numbers.append(parsed[0])
+        users.append(parsed[1])
+        items.append(parsed[2])
+        stamps.append(parsed[3])
+    return numbers, users, items, stamps, bad
 
 
 # --- order and ids ---------------------------------------------------------------------

@@ -34,8 +34,8 @@ def _first_positions(values, count, step=1 << 23):
 
 
 def read_events(path, user_col, item_col, time_col, delimiter, bad, chunk_bytes=None):
-    """(user names, item tokens, user ranks, item codes, stamps) of every valid row, in
-    file order, plus the number of the header line."""
+    """(user names, item tokens, user ranks, item codes, stamps): names and tokens in
+    order of first appearance in the file, the arrays per valid row in file order."""
     header_number, header = canonical.first_nonblank_line(path)
     delimiter, width, columns = canonical.interactions_header(
         path, header_number, header, delimiter, user_col, item_col, time_col)
@@ -47,25 +47,19 @@ def read_events(path, user_col, item_col, time_col, delimiter, bad, chunk_bytes=
         lines = canonical.chunk_lines(path, start, end, first)
         if first <= header_number:
             lines = [(n, t) for n, t in lines if n > header_number]
-        for parsed in canonical.parse_interaction_rows(lines, delimiter, width, columns):
-            if len(parsed) == 3:
-                number, message, blank = parsed
-                if blank:
-                    reports.blank(number, message)
-                else:
-                    reports.report(number, message)
-                continue
-            reports.seen()
-            _, user, item, stamp = parsed
-            rank = users.get(user)
-            if rank is None:
-                rank = users[user] = len(users)
-            code = tokens.get(item)
-            if code is None:
-                code = tokens[item] = len(tokens)
-            user_ranks.append(rank)
-            item_codes.append(code)
-            stamps.append(stamp)
+        numbers, names, things, times, bad_rows = canonical.parse_interaction_chunk(
+            lines, delimiter, width, columns)
+        for number, message, blank in bad_rows:
+            if blank:
+                reports.blank(number, message)
+            else:
+                reports.report(number, message)
+        if numbers:
+            reports.seen(numbers[-1])
+        # ids in order of first appearance: a new key gets the dictionary's current size
+        user_ranks.extend([users.setdefault(name, len(users)) for name in names])
+        item_codes.extend([tokens.setdefault(thing, len(tokens)) for thing in things])
+        stamps.extend(times)
     if not users:
         raise DataError(path, None, "no interaction rows after the header")
     return list(users), list(tokens), user_ranks, item_codes, stamps

@@ -180,3 +180,19 @@ def test_cli_passes_pipeline_options_to_beam(tmp_path):
                            f"--output_dir={tmp_path / 'x'}", "--direct_num_workers=1"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2 and "need a Beam --runner" in done.stderr
+
+
+@pytest.mark.parametrize("texts", [
+    ["u1\ta\t1", "u2\tb\t2.5", "u1\tc\t1e3"],  # all valid: the str.split path
+    ["u1\ta\t1", "u2\tb", "u1\tc\t3"],  # a short row
+    ["u1\ta\t1", "u2\t\t2", "u1\tc\tnan"],  # an empty item
+    ["u1\ta\t1", '"u\t2"\tb\t2', "u1\tc\t3"],  # quoted delimiter: csv rules
+    ["u1\ta\t1", "", "u1\tc\tx"],  # blank line, bad time
+])
+def test_chunk_parser_equals_the_row_parser(texts):
+    lines = list(enumerate(texts, 2))
+    numbers, users, items, stamps, bad = canonical.parse_interaction_chunk(lines, "\t", 3, (0, 1, 2))
+    rows = list(canonical.parse_interaction_rows(lines, "\t", 3, (0, 1, 2)))
+    assert bad == [r for r in rows if len(r) == 3]
+    valid = [(n, u, i, repr(t)) for n, u, i, t in (r for r in rows if len(r) == 4)]
+    assert list(zip(numbers, users, items, map(repr, stamps))) == valid  # repr: nan == nan
