@@ -119,13 +119,13 @@ def vocabulary_tokens(firsts, base):
     return vocab.tokens
 
 
-def sequence_records(sequence, index, min_length):
+def sequence_records(sequence, index, min_length, prefix=""):
     user, line, tokens = sequence
     splits, _ = leave_last_out([(user, [index.get(t, 0) for t in tokens])], min_length)
     key = canonical.record_key(line)
     for split in SPLITS:
         for record in splits[split]:
-            yield split, key, record
+            yield prefix + split, key, record
 
 
 def instance_assignment(lines, seed, split_by):
@@ -151,32 +151,43 @@ def finetune_records(row, index, target_index, assignment):
         yield assignment[key], key, Record(ids, f"line{number}", target=target_index[token])
 
 
+# A record travels as (place, key, Record): place is the split, or "dataset/split" for
+# multi-task sources; key orders the records of a place.
+
+def _dataset_and_split(place):
+    name, _, split = place.rpartition("/")
+    return name, split
+
+
 def rank_table(pairs):
-    return {split: canonical.rank_keys(keys) for split, keys in pairs}
+    return {place: canonical.rank_keys(keys) for place, keys in pairs}
 
 
 def encode_record(keyed, ranks, num_shards):
-    split, key, record = keyed
-    keys = ranks[split]
+    place, key, record = keyed
+    keys = ranks[place]
     rank = int(np.searchsorted(keys, key))
     shards = canonical.shard_count(len(keys), num_shards)
-    yield (split, rank % shards, shards), (rank, schema.encode(
+    yield (place, rank % shards, shards), (rank, schema.encode(
         record.item_ids, record.user_id, record.target, record.label))
 
 
 def write_shard(grouped, directory):
     import tensorflow as tf
-    (split, shard, shards), records = grouped
+    (place, shard, shards), records = grouped
+    name, split = _dataset_and_split(place)
     records = sorted(records, key=lambda r: r[0])
-    path = os.path.join(directory, writer.shard_name(split, shard, shards))
+    os.makedirs(os.path.join(directory, name), exist_ok=True)
+    path = os.path.join(directory, name, writer.shard_name(split, shard, shards))
     with tf.io.TFRecordWriter(path, options="GZIP") as handle:
         for _, serialized in records:
             handle.write(serialized)
-    yield split, len(records)
+    yield place, len(records)
 
 
 def record_stats(keyed, max_len):
-    return canonical.RecordStats(max_len).add(keyed[2].item_ids).as_tuple()
+    name, _ = _dataset_and_split(keyed[0])
+    return name, canonical.RecordStats(max_len).add(keyed[2].item_ids).as_tuple()
 
 
 def merge_stats(values):
@@ -193,35 +204,27 @@ def write_report(_, directory, **parts):
 
 # --- the pipeline -----------------------------------------------------------------------
 
-def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, options,
-          plan, header_number, settings):
-    """Add the preparation to `pipeline`; the driver reads `REPORT` in `tmp` after it ran."""
+def bad_stage(parsed, header_number, keep):
+    """Bad-line reports that count (no trailing blank lines): their number and the first
+    `keep` by line, plus the last non-blank line."""
     import apache_beam as beam
     from apache_beam.pvalue import AsSingleton
 
-    min_length = options.get("min_length", 3)
-    parsed = (pipeline
-              | "Chunks" >> beam.Create(plan)
-              | "Spread" >> beam.Reshuffle()
-              | "Parse" >> beam.FlatMap(parse_chunk, path, format, header_number, settings)
-              .with_outputs("bad", "last", "zeros", main="rows"))
     last = parsed.last | "LastLine" >> beam.CombineGlobally(
         lambda xs: max(list(xs) + [header_number]))
-    zeros = parsed.zeros | "Zeros" >> beam.CombineGlobally(sum)
     bad_lines = (parsed.bad
                  | "NotTrailing" >> beam.Filter(lambda r, end: not r[2] or r[0] < end,
                                                 end=AsSingleton(last)))
-    bad_count = bad_lines | "BadCount" >> beam.combiners.Count.Globally()
-    bad_first = bad_lines | "BadFirst" >> beam.combiners.Top.Smallest(bad.keep)
+    return {"last": last,
+            "bad_count": bad_lines | "BadCount" >> beam.combiners.Count.Globally(),
+            "bad_first": bad_lines | "BadFirst" >> beam.combiners.Top.Smallest(keep)}
 
-    if format == "interactions":
-        sequences = (parsed.rows
-                     | "ByUser" >> beam.GroupByKey()
-                     | "Order" >> beam.Map(order_user))
-    elif format == "peterrec_pretrain_csv":
-        sequences = parsed.rows
-    else:  # fine-tuning: the source sequence of each line plays the part of a sequence
-        sequences = parsed.rows | "Sources" >> beam.Map(lambda r: (f"line{r[0]}", r[0], r[1]))
+
+def vocabulary_stage(pipeline, sequences, items):
+    """Item ids from (user, key, tokens) sequences: (index side input, report parts)."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
     if items.frozen:
         tokens = pipeline | "GivenVocab" >> beam.Create([items.tokens])
     else:
@@ -238,8 +241,33 @@ def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, op
            | "OOVAll" >> beam.combiners.ToList()
            | "OOVSummary" >> beam.Map(lambda found: canonical.oov_summary(dict(found))))
     users = sequences | "Users" >> beam.combiners.Count.Globally()
-    parts = {"tokens": tokens, "oov": oov, "users": users, "last": last, "zeros": zeros,
-             "bad_count": bad_count, "bad_first": bad_first}
+    return index, {"tokens": tokens, "oov": oov, "users": users}
+
+
+def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, options,
+          plan, header_number, settings):
+    """Add the preparation to `pipeline`; the driver reads `REPORT` in `tmp` after it ran."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
+    min_length = options.get("min_length", 3)
+    parsed = (pipeline
+              | "Chunks" >> beam.Create(plan)
+              | "Spread" >> beam.Reshuffle()
+              | "Parse" >> beam.FlatMap(parse_chunk, path, format, header_number, settings)
+              .with_outputs("bad", "last", "zeros", main="rows"))
+    zeros = parsed.zeros | "Zeros" >> beam.CombineGlobally(sum)
+
+    if format == "interactions":
+        sequences = (parsed.rows
+                     | "ByUser" >> beam.GroupByKey()
+                     | "Order" >> beam.Map(order_user))
+    elif format == "peterrec_pretrain_csv":
+        sequences = parsed.rows
+    else:  # fine-tuning: the source sequence of each line plays the part of a sequence
+        sequences = parsed.rows | "Sources" >> beam.Map(lambda r: (f"line{r[0]}", r[0], r[1]))
+    index, parts = vocabulary_stage(pipeline, sequences, items)
+    parts.update(bad_stage(parsed, header_number, bad.keep), zeros=zeros)
 
     if format == "peterrec_finetune_csv":
         target_tokens = (parsed.rows
@@ -270,6 +298,14 @@ def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, op
                               | "TooShort" >> beam.Map(lambda s: int(len(s[2]) < min_length))
                               | "TooShortSum" >> beam.CombineGlobally(sum))
 
+    write_stage(pipeline, records, tmp, num_shards, max_len, parts)
+
+
+def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
+    """Rank, shard and write (place, key, Record)s; then write the report of `parts`."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
     ranks = (records
              | "Keys" >> beam.Map(lambda r: (r[0], r[1]))
              | "KeysBySplit" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
@@ -278,7 +314,9 @@ def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, op
     parts["counts"] = ranks | "Counts" >> beam.Map(lambda t: {s: len(k) for s, k in t.items()})
     parts["record_stats"] = (records
                              | "RecordStats" >> beam.Map(record_stats, max_len)
-                             | "MergeStats" >> beam.CombineGlobally(merge_stats))
+                             | "MergeStats" >> beam.CombinePerKey(merge_stats)
+                             | "AllStats" >> beam.combiners.ToList()
+                             | "StatsByDataset" >> beam.Map(dict))
     parts["written"] = (records
                         | "Encode" >> beam.FlatMap(encode_record, AsSingleton(ranks), num_shards)
                         | "ByShard" >> beam.GroupByKey()
@@ -353,7 +391,8 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     stats.update(bad.summary())
     metadata = canonical.dataset_metadata(
         common, task, len(vocab), counts, canonical.RecordStats(
-            common.get("max_len"), *report["record_stats"]), stats, num_targets=num_targets)
+            common.get("max_len"), *report["record_stats"].get("", (0, 0, 0))), stats,
+        num_targets=num_targets)
     canonical.write_metadata(tmp, metadata)
     log(f"  wrote dataset: {task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return metadata

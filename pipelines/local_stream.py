@@ -22,6 +22,11 @@ from pipelines.errors import DataError
 USER_BATCH = 20000
 
 
+def _peak_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+
+
 def _first_positions(values, count, step=1 << 23):
     """For dense codes 0..count-1: the first index each occurs at in `values` (len(values)
     where absent), in chunks so the temporaries stay small."""
@@ -77,7 +82,7 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
         options.get("time_col", "timestamp"), options.get("delimiter"), bad, chunk_bytes)
     events = len(user_ranks)
     log(f"  read {events:,} events of {len(user_names):,} users, {len(token_names):,} items "
-        f"in {time.time() - started:.1f}s")
+        f"in {time.time() - started:.1f}s (peak RSS {_peak_mb()} MB)")
     ranks = np.frombuffer(user_ranks, dtype=np.int32)
     lengths = np.bincount(ranks, minlength=len(user_names))
     order = canonical.order_events(ranks, np.frombuffer(stamps, dtype=np.float64))
@@ -100,7 +105,7 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
     del first
     ids = table[codes]
     del codes
-    log(f"  ordered and numbered in {time.time() - started:.1f}s")
+    log(f"  ordered and numbered in {time.time() - started:.1f}s (peak RSS {_peak_mb()} MB)")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     kept = int((lengths >= min_length).sum())
     os.makedirs(os.path.join(tmp, "vocab"))
@@ -130,5 +135,5 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
                                           {split: kept for split in SPLITS}, record_stats, stats)
     canonical.write_metadata(tmp, metadata)
     log(f"  wrote dataset: pretrain, " + ", ".join(f"{s} {kept}" for s in SPLITS)
-        + f" ({events:,} events, {time.time() - started:.1f}s)")
+        + f" ({events:,} events, {time.time() - started:.1f}s, peak RSS {_peak_mb()} MB)")
     return metadata
