@@ -38,7 +38,8 @@ from pipelines.dataset import SPLITS, Record, leave_last_out, split_users
 from pipelines.errors import DataError
 from pipelines.vocab import Vocabulary
 
-FORMATS = ("interactions", "peterrec_pretrain_csv", "peterrec_finetune_csv")
+FORMATS = ("interactions", "peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k")
+ML_TASKS = ("gender", "age", "occupation")
 REPORT = ".beam_report.json"
 
 
@@ -197,6 +198,228 @@ def merge_stats(values):
     return total
 
 
+# --- MovieLens-100K ---------------------------------------------------------------------
+
+def parse_ratings_chunk(chunk, path, header_number):
+    import apache_beam as beam
+    from pipelines.formats.movielens import parse_rating_line
+    start, end, first = chunk
+    last = 0
+    for number, text in canonical.chunk_lines(path, start, end, first):
+        if number <= header_number:
+            continue
+        if text:
+            last = number
+        parsed = parse_rating_line(text)
+        if isinstance(parsed, str):
+            yield beam.pvalue.TaggedOutput("bad", (number, parsed, not text))
+            continue
+        yield parsed
+    yield beam.pvalue.TaggedOutput("last", last)
+
+
+def movielens_user(grouped, genres, target_genres, max_targets):
+    """(user, [(time, movie id, movie)]) -> (user, key, source movies, first targets), as
+    `read_movielens` does per user."""
+    from pipelines.formats.movielens import order_ratings
+    user, events = grouped
+    ordered = order_ratings(list(events))
+    in_target = [bool(genres.get(m, set()) & target_genres) for _, _, m in ordered]
+    source = [m for (_, _, m), t in zip(ordered, in_target) if not t]
+    firsts = [m for (_, _, m), t in zip(ordered, in_target) if t][:max_targets]
+    return user, int(user), source, firsts
+
+
+def movielens_label(task, info, brackets, occupations):
+    if task == "gender":
+        return int(info["gender"] == "F")
+    if task == "age":
+        return brackets.index(info["age"] // 10)
+    return occupations.index(info["occupation"])
+
+
+def classify_records(user, index, assignment, users, brackets, occupations):
+    name, key, source, _ = user
+    ids = [index.get(t, 0) for t in source]
+    for task in ML_TASKS:
+        yield (f"{task}/{assignment[name]}", canonical.record_key(key),
+               Record(ids, name, label=movielens_label(task, users[name], brackets,
+                                                       occupations)))
+
+
+def coldrec_records(user, index, target_index, assignment):
+    name, key, source, firsts = user
+    ids = [index.get(t, 0) for t in source]
+    for position, movie in enumerate(firsts):
+        yield (f"coldrec/{assignment[name]}", canonical.record_key(key, position),
+               Record(ids, name, target=target_index[movie]))
+
+
+def build_movielens(pipeline, path, tmp, items, bad, num_shards, seed, max_len, options, plan,
+                    header_number, users, genres, target_genres, brackets, occupations):
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
+    min_length, max_targets = options.get("min_length", 3), options.get("max_targets", 3)
+    parsed = (pipeline
+              | "Chunks" >> beam.Create(plan)
+              | "Spread" >> beam.Reshuffle()
+              | "Parse" >> beam.FlatMap(parse_ratings_chunk, path, header_number)
+              .with_outputs("bad", "last", main="rows"))
+    per_user = (parsed.rows
+                | "ByUser" >> beam.GroupByKey()
+                | "Order" >> beam.Map(movielens_user, genres, target_genres, max_targets))
+    sequences = per_user | "Sources" >> beam.Map(lambda u: (u[0], u[1], u[2]))
+    index, parts = vocabulary_stage(pipeline, sequences, items)
+    parts.update(bad_stage(parsed, header_number, bad.keep))
+    parts["too_short"] = (sequences
+                          | "TooShort" >> beam.Map(lambda s: int(len(s[2]) < min_length))
+                          | "TooShortSum" >> beam.CombineGlobally(sum))
+    records = [sequences | "Records" >> beam.FlatMap(sequence_records, AsSingleton(index),
+                                                     min_length, "pretrain/")]
+    with_history = per_user | "WithHistory" >> beam.Filter(lambda u: len(u[2]) > 0)
+    labelled = with_history | "Labelled" >> beam.Filter(lambda u: u[0] in users)
+    assignment = (labelled
+                  | "ClassifyUsers" >> beam.Map(lambda u: u[0])
+                  | "AllClassifyUsers" >> beam.combiners.ToList()
+                  | "ClassifySplit" >> beam.Map(split_users, seed))
+    records.append(labelled | "ClassifyRecords" >> beam.FlatMap(
+        classify_records, AsSingleton(index), AsSingleton(assignment), users, brackets,
+        occupations))
+    if target_genres:
+        cold = with_history | "WithTargets" >> beam.Filter(lambda u: len(u[3]) > 0)
+        targets = (cold
+                   | "TargetFirstSeen" >> beam.FlatMap(lambda u: first_occurrences(u[1], u[3]))
+                   | "TargetEarliest" >> beam.CombinePerKey(min)
+                   | "TargetAllFirst" >> beam.combiners.ToList()
+                   | "Targets" >> beam.Map(vocabulary_tokens, Vocabulary().tokens))
+        target_index = targets | "TargetIndex" >> beam.Map(
+            lambda ts: {t: i for i, t in enumerate(ts)})
+        cold_assignment = (cold
+                           | "ColdUsers" >> beam.Map(lambda u: u[0])
+                           | "AllColdUsers" >> beam.combiners.ToList()
+                           | "ColdSplit" >> beam.Map(split_users, seed))
+        records.append(cold | "ColdRecords" >> beam.FlatMap(
+            coldrec_records, AsSingleton(index), AsSingleton(target_index),
+            AsSingleton(cold_assignment)))
+        parts["targets"] = targets
+    write_stage(pipeline, tuple(records) | "AllRecords" >> beam.Flatten(), tmp, num_shards,
+                max_len, parts)
+
+
+class _Recorder:
+    """Bad lines of the small MovieLens files, replayed after u.data's (the file order)."""
+
+    def __init__(self):
+        self.found = []
+
+    def report(self, path, line, message):
+        self.found.append((path, line, message))
+
+
+def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, options,
+                      pipeline_options, log):
+    import apache_beam as beam
+    from pipelines.formats import movielens
+
+    for name in ("u.data", "u.user", "u.item"):
+        if not os.path.exists(os.path.join(directory, name)):
+            raise DataError(os.path.join(directory, name), None,
+                            "not found: --input must be the ml-100k directory")
+    path = os.path.join(directory, "u.data")
+    canonical.first_nonblank_line(path)  # "file is empty"
+    with open(path, "rb") as handle:
+        first = handle.readline().decode("utf-8", errors="replace").strip()
+    header_number = 1 if movielens.is_header(first) else 0
+    later = _Recorder() if bad.skip else bad
+    users = movielens._users(os.path.join(directory, "u.user"), later)
+    genres = movielens._movie_genres(os.path.join(directory, "u.item"), later)
+    target_genres = {g for g in options.get("target_genres", "Comedy").split(",") if g}
+    unknown = target_genres - set(movielens.GENRES)
+    if unknown:
+        raise ValueError(f"unknown genre(s) {sorted(unknown)}; MovieLens genres: "
+                         f"{movielens.GENRES}")
+    brackets = sorted({u["age"] // 10 for u in users.values()})
+    occupations = sorted({u["occupation"] for u in users.values()})
+    plan = canonical.plan_chunks(path, canonical.CHUNK_BYTES)
+    log(f"  running the Beam pipeline ({len(plan)} chunk(s) of u.data)")
+    with beam.Pipeline(options=pipeline_options) as pipeline:
+        build_movielens(pipeline, path, tmp, items, bad, num_shards, seed, common.get("max_len"),
+                        options, plan, header_number, users, genres, target_genres, brackets,
+                        occupations)
+    report = _read_report(tmp)
+    canonical.settle_reports(bad, path, [tuple(r) for r in report["bad_first"]],
+                             report["last"], report["bad_count"])
+    if not report["users"]:
+        raise DataError(path, None, "no ratings")
+    if later is not bad:
+        for each in later.found:
+            bad.report(*each)
+    vocab = Vocabulary(report["tokens"], frozen=items.frozen)
+    names = ["pretrain", *ML_TASKS] + (["coldrec"] if target_genres else [])
+    labels = {"gender": ["M", "F"], "age": [f"{10 * b}-{10 * b + 9}" for b in brackets],
+              "occupation": occupations}
+    index = {}
+    for name in names:
+        target = os.path.join(tmp, name)
+        os.makedirs(os.path.join(target, "vocab"), exist_ok=True)
+        vocab.save(os.path.join(target, "vocab", "items.txt"))
+        counts = _split_counts(report, target, num_shards, f"{name}/")
+        stats_of = canonical.RecordStats(common.get("max_len"),
+                                         *report["record_stats"].get(name, (0, 0, 0)))
+        num_targets = num_classes = None
+        if name == "pretrain":
+            task = "pretrain"
+            stats = {"users_too_short": report["too_short"],
+                     "min_length": options.get("min_length", 3), "users": report["users"],
+                     **_oov(report)}
+        elif name == "coldrec":
+            task = "item_rec"
+            targets = Vocabulary(report["targets"])
+            targets.save(os.path.join(target, "vocab", "targets.txt"))
+            num_targets = len(targets)
+            stats = {"instances": sum(counts.values()), "target_genres": sorted(target_genres),
+                     "max_targets_per_user": options.get("max_targets", 3)}
+        else:
+            task = "classify"
+            with open(os.path.join(target, "vocab", "labels.txt"), "w", encoding="utf-8") as out:
+                out.write("".join(f"{label}\n" for label in labels[name]))
+            num_classes = len(labels[name])
+            stats = {"instances": sum(counts.values())}
+        stats.update(bad.summary())
+        metadata = canonical.dataset_metadata(common, task, len(vocab), counts, stats_of, stats,
+                                              num_targets=num_targets, num_classes=num_classes)
+        canonical.write_metadata(target, metadata)
+        log(f"  wrote {name}: {task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+        index[name] = {"task": task, "splits": counts}
+    with open(os.path.join(tmp, "datasets.json"), "w", encoding="utf-8") as handle:
+        json.dump({"fingerprint": common["fingerprint"], "datasets": index}, handle, indent=2,
+                  sort_keys=True)
+    return index
+
+
+def _read_report(tmp):
+    path = os.path.join(tmp, REPORT)
+    with open(path, encoding="utf-8") as handle:
+        report = json.load(handle)
+    os.remove(path)
+    return report
+
+
+def _split_counts(report, directory, num_shards, prefix=""):
+    """Records per split; an empty split gets the writer's one empty shard."""
+    counts = {split: report["counts"].get(prefix + split, 0) for split in SPLITS}
+    for split, count in counts.items():
+        if not count:
+            canonical.ShardWriters(directory, split, 0, num_shards).close()
+    return counts
+
+
+def _oov(report):
+    return {k: [tuple(x) for x in v] if k == "oov_most_common" else v
+            for k, v in report["oov"].items()}
+
+
 def write_report(_, directory, **parts):
     with open(os.path.join(directory, REPORT), "w", encoding="utf-8") as handle:
         json.dump(parts, handle)
@@ -331,13 +554,18 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
 
 def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, runner,
             beam_args=(), log=print, chunk_bytes=None):
-    """Run the pipeline on `runner`, then write vocab/ and metadata.json into `tmp`."""
+    """Run the pipeline on `runner`, then write vocab/ and metadata.json into `tmp`;
+    returns the datasets index."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     if format not in FORMATS:
         raise ValueError(f"--runner={runner} supports --format in {FORMATS}; {format} is "
                          "prepared with --runner=local")
+    pipeline_options = PipelineOptions(list(beam_args) + [f"--runner={runner}"])
+    if format == "movielens_100k":
+        return prepare_movielens(path, tmp, items, bad, num_shards, seed, common, options,
+                                 pipeline_options, log)
     if format == "peterrec_finetune_csv":
         from pipelines.formats.peterrec_csv import check_finetune_options
         check_finetune_options(items, options.get("split_by", "user"))
@@ -350,15 +578,11 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     else:
         header_number, settings = 0, options.get("zero_is_padding", False)
     plan = canonical.plan_chunks(path, chunk_bytes or canonical.CHUNK_BYTES)
-    pipeline_options = PipelineOptions(list(beam_args) + [f"--runner={runner}"])
     log(f"  running the Beam pipeline on {runner} ({len(plan)} chunk(s))")
     with beam.Pipeline(options=pipeline_options) as pipeline:
         build(pipeline, format, path, tmp, items, bad, num_shards, seed, common.get("max_len"),
               options, plan, header_number, settings)
-    report_path = os.path.join(tmp, REPORT)
-    with open(report_path, encoding="utf-8") as handle:
-        report = json.load(handle)
-    os.remove(report_path)
+    report = _read_report(tmp)
     canonical.settle_reports(bad, path, [tuple(r) for r in report["bad_first"]],
                              report["last"], report["bad_count"])
     if format == "interactions" and not report["users"]:
@@ -366,12 +590,8 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     vocab = Vocabulary(report["tokens"], frozen=items.frozen)
     os.makedirs(os.path.join(tmp, "vocab"))
     vocab.save(os.path.join(tmp, "vocab", "items.txt"))
-    counts = {split: report["counts"].get(split, 0) for split in SPLITS}
-    for split, count in counts.items():
-        if not count:  # the writer's empty split: one empty shard
-            canonical.ShardWriters(tmp, split, 0, num_shards).close()
-    oov = {k: [tuple(x) for x in v] if k == "oov_most_common" else v
-           for k, v in report["oov"].items()}
+    counts = _split_counts(report, tmp, num_shards)
+    oov = _oov(report)
     zero_is_padding = options.get("zero_is_padding", False)
     num_targets = None
     if format == "peterrec_finetune_csv":
@@ -395,4 +615,4 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
         num_targets=num_targets)
     canonical.write_metadata(tmp, metadata)
     log(f"  wrote dataset: {task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return metadata
+    return {".": {"task": task, "splits": counts}}

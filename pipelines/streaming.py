@@ -24,13 +24,14 @@ def prepare(format, output_dir, input, items, bad, num_shards, seed, common, opt
                 raise ValueError(f"no streaming local path for --format={format}")
             metadata = prepare_interactions(input, tmp, items, bad, num_shards, common,
                                             options, log=log, chunk_bytes=chunk_bytes)
+            index = {".": {"task": metadata["task"], "splits": metadata["splits"]}}
         else:
             from pipelines import beam_prepare
-            metadata = beam_prepare.prepare(format, input, tmp, items, bad, num_shards, seed,
+            index = beam_prepare.prepare(format, input, tmp, items, bad, num_shards, seed,
                                             common, options, runner, beam_args, log=log,
                                             chunk_bytes=chunk_bytes)
         canonical.publish(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return {".": {"task": metadata["task"], "splits": metadata["splits"]}}
+    return index

@@ -10,7 +10,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT
+from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT, SHARED
 from pipelines import canonical, inputs, streaming
 from pipelines.errors import DataError
 from pipelines.paper_log import write_paper_log
@@ -75,6 +75,25 @@ def test_demo_csvs_beam_equals_local(tmp_path, small_chunks):
             **quiet)
     assert_same_dataset(zeros_local, zeros_beam)
     assert inputs.read_metadata(zeros_beam)["summary"]["zero_tokens_dropped"] == 23
+
+
+ML100K = os.path.join(SHARED, "data", "ml-100k")
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(ML100K, "u.data")),
+                    reason=f"MovieLens-100K is not at {ML100K}")
+@pytest.mark.parametrize("genres", ["Comedy", ""])
+def test_movielens_every_task_beam_equals_local(tmp_path, monkeypatch, genres):
+    monkeypatch.setattr(canonical, "CHUNK_BYTES", 1 << 16)  # u.data in ~30 chunks
+    local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
+    index = prepare("movielens_100k", local, ML100K, target_genres=genres, **quiet)
+    assert prepare("movielens_100k", beam, ML100K, target_genres=genres, **BEAM, **quiet) == index
+    assert filecmp.cmp(os.path.join(local, "datasets.json"), os.path.join(beam, "datasets.json"),
+                       shallow=False)
+    assert sorted(os.listdir(local)) == sorted(os.listdir(beam))
+    assert ("coldrec" in index) == bool(genres) and len(index) == 4 + bool(genres)
+    for name in index:
+        assert_same_dataset(os.path.join(local, name), os.path.join(beam, name))
 
 
 def paper_log_with_faults(tmp_path):
