@@ -70,7 +70,7 @@ def main():
     parser.add_argument("--output", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
-    rows, result = [], {"config": vars(args), "versions": versions(), "runs": []}
+    result = {"config": vars(args), "versions": versions(), "runs": []}
 
     def measure(events, runner, extra=()):
         log = os.path.join(args.workdir, f"log_{events}.tsv")

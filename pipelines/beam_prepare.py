@@ -307,6 +307,29 @@ def build_movielens(pipeline, path, tmp, items, bad, num_shards, seed, max_len, 
                 max_len, parts)
 
 
+def run_pipeline(pipeline_options, path, add):
+    """Build with `add` and run; a DataError raised in a worker (runners wrap it in their
+    own exception) is raised again as the DataError it was, naming file and line."""
+    import apache_beam as beam
+    try:
+        with beam.Pipeline(options=pipeline_options) as pipeline:
+            add(pipeline)
+    except DataError:
+        raise
+    except Exception as error:
+        marker = "DataError: "
+        text = str(error)
+        if marker not in text:
+            raise
+        message = text.split(marker, 1)[1].split(" [while running")[0].strip()
+        line = None
+        if message.startswith(f"{path}:"):
+            number, _, rest = message[len(path) + 1:].partition(": ")
+            if number.isdigit():
+                line, message = int(number), rest
+        raise DataError(path, line, message) from error
+
+
 class _Recorder:
     """Bad lines of the small MovieLens files, replayed after u.data's (the file order)."""
 
@@ -319,7 +342,6 @@ class _Recorder:
 
 def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, options,
                       pipeline_options, log):
-    import apache_beam as beam
     from pipelines.formats import movielens
 
     for name in ("u.data", "u.user", "u.item"):
@@ -343,10 +365,9 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
     occupations = sorted({u["occupation"] for u in users.values()})
     plan = canonical.plan_chunks(path, canonical.CHUNK_BYTES)
     log(f"  running the Beam pipeline ({len(plan)} chunk(s) of u.data)")
-    with beam.Pipeline(options=pipeline_options) as pipeline:
-        build_movielens(pipeline, path, tmp, items, bad, num_shards, seed, common.get("max_len"),
-                        options, plan, header_number, users, genres, target_genres, brackets,
-                        occupations)
+    run_pipeline(pipeline_options, path, lambda pipeline: build_movielens(
+        pipeline, path, tmp, items, bad, num_shards, seed, common.get("max_len"), options, plan,
+        header_number, users, genres, target_genres, brackets, occupations))
     report = _read_report(tmp)
     canonical.settle_reports(bad, path, [tuple(r) for r in report["bad_first"]],
                              report["last"], report["bad_count"])
@@ -556,7 +577,6 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
             beam_args=(), log=print, chunk_bytes=None):
     """Run the pipeline on `runner`, then write vocab/ and metadata.json into `tmp`;
     returns the datasets index."""
-    import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
     if format not in FORMATS:
@@ -579,9 +599,9 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
         header_number, settings = 0, options.get("zero_is_padding", False)
     plan = canonical.plan_chunks(path, chunk_bytes or canonical.CHUNK_BYTES)
     log(f"  running the Beam pipeline on {runner} ({len(plan)} chunk(s))")
-    with beam.Pipeline(options=pipeline_options) as pipeline:
-        build(pipeline, format, path, tmp, items, bad, num_shards, seed, common.get("max_len"),
-              options, plan, header_number, settings)
+    run_pipeline(pipeline_options, path, lambda pipeline: build(
+        pipeline, format, path, tmp, items, bad, num_shards, seed, common.get("max_len"),
+        options, plan, header_number, settings))
     report = _read_report(tmp)
     canonical.settle_reports(bad, path, [tuple(r) for r in report["bad_first"]],
                              report["last"], report["bad_count"])

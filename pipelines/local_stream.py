@@ -134,6 +134,6 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
     metadata = canonical.dataset_metadata(common, "pretrain", len(items),
                                           {split: kept for split in SPLITS}, record_stats, stats)
     canonical.write_metadata(tmp, metadata)
-    log(f"  wrote dataset: pretrain, " + ", ".join(f"{s} {kept}" for s in SPLITS)
+    log("  wrote dataset: pretrain, " + ", ".join(f"{s} {kept}" for s in SPLITS)
         + f" ({events:,} events, {time.time() - started:.1f}s, peak RSS {_peak_mb()} MB)")
     return metadata

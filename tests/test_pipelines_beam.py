@@ -162,6 +162,9 @@ def test_bad_lines_name_file_and_line_on_every_path(tmp_path, runner):
     path.write_text("user,item,timestamp\nu1,a,1\nu1,b,2\nu2,c,x\n")
     with pytest.raises(DataError, match=r"log.csv:4: timestamp 'x' is not a number"):
         prepare("interactions", str(tmp_path / "out"), str(path), **kwargs, **quiet)
+    path.write_bytes(b"user,item,timestamp\nu1,a,1\nu1,\xff,2\n")  # raised inside a worker
+    with pytest.raises(DataError, match=r"log.csv:3: not UTF-8 text"):
+        prepare("interactions", str(tmp_path / "out"), str(path), **kwargs, **quiet)
     path.write_text("user,item,timestamp\n\n")
     with pytest.raises(DataError, match="no interaction rows"):
         prepare("interactions", str(tmp_path / "out"), str(path), skip_bad_lines=True, **kwargs,
