@@ -243,12 +243,13 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     if not model.built:
         model.build()
     # XLA as the jobs use it: the whole fine-tuning step; in pre-training what
-    # pretrain.xla_plan says (the whole step, or the residual blocks, plus the fused softmax)
-    from peterrec_tf.pretrain import apply_xla_plan, xla_plan
-    jit = True if kind == "peterrec" else apply_xla_plan(model, xla_plan(objective, sampled,
-                                                                         channels))
+    # xla_policy.xla_plan says (the whole step, or the residual blocks, plus the fused softmax)
     from peterrec_tf.training.optimizer import FusedAdam
-    model.compile(optimizer=FusedAdam(1e-3), jit_compile=jit)
+    from peterrec_tf.training.xla_policy import xla_plan
+    if kind == "peterrec":
+        model.compile(optimizer=FusedAdam(1e-3), jit_compile=True)
+    else:
+        model.compile(optimizer=FusedAdam(1e-3), xla_plan=xla_plan(objective, sampled, channels))
     warm_up = 3
     clock = StepClock(warm_up)
     # the jobs' own training driver (fit + the job callback: step counting, progress,

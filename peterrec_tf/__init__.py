@@ -4,6 +4,11 @@ Importing the package registers every layer and model with Keras serialization, 
 `keras.saving.load_model("model.keras")` works after `import peterrec_tf`.
 """
 
-from peterrec_tf import layers, models  # noqa: F401  (registers serializables)
+from pipelines.tf_startup import quiet_tensorflow_startup, started_as_entry_point
+
+if started_as_entry_point():  # `python -m peterrec_tf.X`: the job's output first
+    quiet_tensorflow_startup()
+
+from peterrec_tf import layers, models  # noqa: E402,F401  (registers serializables)
 
 __version__ = "0.1.0"

@@ -87,7 +87,7 @@ def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_
 
         log("[6/6] convert the release's TF1 NextItNet checkpoint and compare with its own graph")
         out = os.path.join(models, "converted_tf1")
-        convert_checkpoint(prefix, out, log=quiet)
+        convert_checkpoint(prefix, out, log=quiet, overwrite=True)
         converted, _, _ = load_model_dir(out)
         ids = np.random.RandomState(seed).randint(0, 175, (4, 12)).astype("int32")
         oracle = run_oracle(prefix, ids)

@@ -5,27 +5,40 @@
 
 Ranking metrics (HR@k, MRR@k, NDCG@k) for pre-trained models (next item) and item
 recommendation; accuracy for classification. Prints and writes JSON (--output).
+Only reads --model_dir (so takes no lock on it); a corrupt or short split is an error.
 """
 
 import json
+import os
 
 
 def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
-                 num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print):
+                 num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print,
+                 backbone_dir=None):
     from pipelines import inputs
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.training import evaluation
+    from peterrec_tf.training.flags import check_values
+    from peterrec_tf.training.results import write_json
 
-    model, config, vocabs = load_model_dir(model_dir)
+    ks = [int(k) for k in ks]
+    check_values({"ks": ks, "num_candidates": num_candidates, "batch_size": batch_size,
+                 "max_len": max_len})
     meta = inputs.read_metadata(data_dir)
+    inputs.check_candidates(data_dir, meta, ranking, num_candidates)
+    model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
                          f"{meta['num_items']}: not the same vocabulary")
-    kind = config.get("kind", "finetune" if hasattr(model, "task") else "pretrain")
+    data_vocab = os.path.join(data_dir, "vocab", "items.txt")
+    if "items" in vocabs and os.path.exists(data_vocab) and \
+            vocabs["items"] != inputs.load_vocab(data_vocab):
+        raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
+                         "other items")
     task = meta["task"]
-    if kind == "pretrain" and task != "pretrain":
+    if model.task == "pretrain" and task != "pretrain":
         raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
-    if kind == "finetune":
+    if model.task != "pretrain":
         expected = "classify" if model.task == "classify" else "item_rec"
         if task != expected:
             raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")
@@ -34,13 +47,14 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
             raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
     dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
                                   framing=model_framing(model, config), max_len=max_len)
-    results = evaluation.evaluate(model, dataset, task, [int(k) for k in ks])
+    with inputs.reading(data_dir, (split,)):
+        results = evaluation.evaluate(model, dataset, task, ks)
+    inputs.check_count(data_dir, split, results["examples"], "scored")
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None)
     log(json.dumps(results, indent=2))
     if output:
-        with open(output, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=2)
+        write_json(output, results)
     return results
 
 
@@ -60,6 +74,9 @@ def define_flags():
     flags.DEFINE_integer("max_len", 0, "History length (most recent items kept); 0 = the "
                          "model's own (its framing's length).")
     flags.DEFINE_string("output", None, "Write the metrics JSON here too.")
+    flags.DEFINE_string("backbone_dir", None, "For a task stored alone (finetune's default): "
+                        "its pre-trained model directory, when it is no longer where the task "
+                        "recorded it; refused unless its backbone fingerprint matches.")
     flags.mark_flags_as_required(["model_dir", "data_dir"])
 
 
@@ -71,7 +88,8 @@ def main(argv):
     from peterrec_tf.cli import run_guarded
 
     return run_guarded(run_evaluate, v.model_dir, v.data_dir, v.split, v.ranking, v.ks,
-                       v.num_candidates, v.batch_size, v.seed, v.max_len, v.output)[1]
+                       v.num_candidates, v.batch_size, v.seed, v.max_len, v.output,
+                       backbone_dir=v.backbone_dir)[1]
 
 
 if __name__ == "__main__":

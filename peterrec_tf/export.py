@@ -45,6 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from pipelines.vocab import write_tokens
+
 WARMUP_FILE = "tf_serving_warmup_requests"
 REPORT_FILE = "export_report.json"
 
@@ -108,12 +110,11 @@ class ServingModule(tf.Module):
 
     def _asset(self, asset_dir, name, tokens):
         if name not in self.assets:
-            bad = [t for t in tokens if "\n" in t or "\r" in t]
-            if bad:
-                raise ExportError(f"vocabulary {name}: tokens with line breaks cannot be served: {bad[:3]}")
             path = os.path.join(asset_dir, f"{name}.txt")
-            with open(path, "w", encoding="utf-8", newline="\n") as handle:
-                handle.write("".join(f"{t}\n" for t in tokens))
+            try:
+                write_tokens(path, tokens)
+            except ValueError as error:
+                raise ExportError(f"vocabulary {name} cannot be served: {error}") from error
             self.assets[name] = tf.saved_model.Asset(path)
         return self.assets[name]
 
@@ -211,9 +212,7 @@ def _stored_weights(name, directory, model, shared):
     """[(Keras variable, tf.Variable)] for every weight of `model`: frozen backbone weights
     map to the variables in `shared` (added when first seen, refused when a later task's
     differs by one bit), what the task trained to task-owned copies."""
-    from peterrec_tf.models import FineTuner
-
-    finetuned = isinstance(model, FineTuner)
+    finetuned = model.task != "pretrain"
     patch_ids = {id(w) for p in model.backbone.patches for w in p.weights}
     pairs = []
     for weight in model.backbone.weights:
@@ -246,18 +245,20 @@ def _stored_weights(name, directory, model, shared):
     return pairs
 
 
-def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None):
+def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None,
+                         backbone_dir=None):
     """(ServingModule, parameter reports, bytes of the separate full models) over
     [(task name, model dir), ...]. The frozen backbone is stored once and must be the same
     architecture and bit-identical across tasks; `max_len` overrides the models' own
-    history length."""
+    history length; `backbone_dir` is where tasks stored alone find their backbone when
+    it moved."""
     from peterrec_tf.model_dir import load_model_dir, model_framing
-    from peterrec_tf.models import FineTuner, parameter_report
+    from peterrec_tf.models import parameter_report
 
     shared, tasks, items_vocab, reports = {}, [], None, {}
     full_model_bytes = 0
     for name, directory in model_dirs:
-        model, config, vocabs = load_model_dir(directory)
+        model, config, vocabs = load_model_dir(directory, backbone_dir=backbone_dir)
         if "items" not in vocabs:
             raise ExportError(f"{directory} has no vocab.txt: the export needs the item tokens")
         if items_vocab is None:
@@ -267,12 +268,9 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         if len(items_vocab) != model.backbone.vocab_size:
             raise ExportError(f"{directory}: vocab.txt holds {len(items_vocab)} tokens but the "
                               f"model has {model.backbone.vocab_size} items")
-        finetuned = isinstance(model, FineTuner)
+        finetuned = model.task != "pretrain"
         if tasks:
-            first, here = tasks[0].model.backbone, model.backbone
-            differs = [f"{f}: {getattr(here, f)} vs {getattr(first, f)}" for f in
-                       ("vocab_size", "channels", "dilations", "kernel_size", "causal")
-                       if getattr(here, f) != getattr(first, f)]
+            differs = model.backbone.architecture_differences(tasks[0].model.backbone)
             if differs:
                 raise ExportError(f"task {name} ({directory}) has another backbone architecture "
                                   f"than task {tasks[0].name}: {'; '.join(differs)}")
@@ -283,8 +281,8 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         if not framing.length:
             raise ExportError(f"{directory} records no history length: give --max_len (served "
                               "answers must not depend on how much padding a request carries)")
+        kind = model.task
         if finetuned:
-            kind = model.task
             outputs = vocabs.get("targets" if model.task == "item_rec" else "labels")
             if outputs is None:
                 outputs = [f"{'target' if model.task == 'item_rec' else 'class'}_{i}"
@@ -292,7 +290,7 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
                 log(f"  {directory} has no {'target_vocab' if model.task == 'item_rec' else 'labels'}"
                     f" file: outputs are named {outputs[0]}...")
         else:
-            kind, outputs = "pretrain", items_vocab
+            outputs = items_vocab
         padding = set(config.get("padding_tokens", []))
         blocked = [i for i, token in enumerate(outputs) if i > 0 and token in padding]
         tasks.append(ServedTask(name, model, kind, framing, outputs,
@@ -376,7 +374,7 @@ def write_models_config(export_base, num_versions=2, serving_base_path=None):
 
 
 def export(model_dirs, export_base="saved_models", model_name="peterrec", version=None, k=10,
-           log=print, max_len=None, serving_base_path=None, num_versions=2):
+           log=print, max_len=None, serving_base_path=None, num_versions=2, backbone_dir=None):
     """Export [(task, dir), ...] to EXPORT_BASE/MODEL_NAME/VERSION; returns the report dict
     (also written to `assets.extra/export_report.json`) with the version's `path`."""
     if not model_dirs:
@@ -401,7 +399,7 @@ def export(model_dirs, export_base="saved_models", model_name="peterrec", versio
                           "padding a request carries and on what Serving batches it with")
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="peterrec-export-assets-") as asset_dir:
         return _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-                       serving_base_path, num_versions)
+                       serving_base_path, num_versions, backbone_dir)
 
 
 class _sigterm_as_exit:
@@ -426,11 +424,26 @@ class _sigterm_as_exit:
 
 
 def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-            serving_base_path, num_versions):
+            serving_base_path, num_versions, backbone_dir):
     names = [name for name, _ in model_dirs]
-    module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len)
+    from pipelines.locking import exclusive_lock
+
+    module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len,
+                                                       backbone_dir)
     model_base = os.path.join(export_base, model_name)
-    os.makedirs(model_base, exist_ok=True)
+    with exclusive_lock(model_base):  # one export into a model's versions at a time
+        for name in sorted(os.listdir(model_base)):
+            if name.startswith(".tmp-"):  # no live export owns it while we hold the lock
+                log(f"removing {os.path.join(model_base, name)}, left by an interrupted export")
+                shutil.rmtree(os.path.join(model_base, name), ignore_errors=True)
+        return _write_version(module, reports, full_bytes, model_dirs, names, model_base,
+                              export_base, model_name, version, k, log, serving_base_path,
+                              num_versions)
+
+
+def _write_version(module, reports, full_bytes, model_dirs, names, model_base, export_base,
+                   model_name, version, k, log, serving_base_path, num_versions):
+    """Save the module as the next version of `model_base` (its lock held)."""
     version = int(version or next_version(model_base))
     final = os.path.join(model_base, str(version))
     if os.path.exists(final):
@@ -532,6 +545,9 @@ def define_flags():
                         "--export_base, written into models.config (e.g. /models when the "
                         "directory is mounted into the tensorflow/serving container; default: "
                         "the absolute local path).")
+    flags.DEFINE_string("backbone_dir", None, "For tasks stored alone (finetune's default): "
+                        "their pre-trained model directory when it is no longer where they "
+                        "recorded it; refused unless its backbone fingerprint matches.")
     flags.DEFINE_integer("num_versions", 2, "models.config version policy: Serving keeps the "
                          "latest NUM_VERSIONS versions of each model loaded.")
 
@@ -558,7 +574,7 @@ def main(argv):
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
     return run_guarded(export, dirs, v.export_base, v.model_name, v.version, v.k,
                        max_len=v.max_len, serving_base_path=v.serving_base_path,
-                       num_versions=v.num_versions)[1]
+                       num_versions=v.num_versions, backbone_dir=v.backbone_dir)[1]
 
 
 if __name__ == "__main__":

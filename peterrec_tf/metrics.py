@@ -8,14 +8,21 @@ id but 0, the padding/<UNK> id) or candidate ids `[B, K]` with the true id in co
 Rank of the true item = the number of competing candidates whose score is >= its score
 (ties count against it: a model that scores everything equally gets no credit). A hit
 at k means rank < k; MRR@k adds 1/(rank+1) and NDCG@k adds 1/log2(rank+2) for hits.
+Non-finite scores never earn anything: a NaN competitor counts as beating the true item,
+and a true item scored NaN or +-inf is a miss at every k (a diverged model scores 0).
 """
 
 import keras
 import tensorflow as tf
 
 
+#: The rank given to a true item whose score is not finite: a miss at every k.
+MISS_RANK = 2 ** 30
+
+
 def true_ranks(y_true, y_pred):
-    """0-based rank of the true item among its competitors, `[B]` int32."""
+    """0-based rank of the true item among its competitors, `[B]` int32 (`MISS_RANK` when
+    the true score is not finite; NaN competitors rank above the true item)."""
     scores = tf.cast(y_pred, tf.float32)
     y_true = tf.cast(y_true, tf.int32)
     if y_true.shape.rank == 2 and y_true.shape[-1] == 1:
@@ -24,12 +31,19 @@ def true_ranks(y_true, y_pred):
         truth = tf.gather(scores, y_true[:, None], batch_dims=1)
         competitors = tf.concat([tf.fill([tf.shape(scores)[0], 1], -float("inf")),
                                  scores[:, 1:]], axis=1)
-        beaten = competitors >= truth
+        beaten = beats(competitors, truth)
         beaten = beaten & ~tf.one_hot(y_true, tf.shape(scores)[1], on_value=True, off_value=False)
-        return tf.reduce_sum(tf.cast(beaten, tf.int32), axis=1)
-    candidate_scores = tf.gather(scores, y_true, batch_dims=1)
-    truth = candidate_scores[:, :1]
-    return tf.reduce_sum(tf.cast(candidate_scores[:, 1:] >= truth, tf.int32), axis=1)
+    else:
+        candidate_scores = tf.gather(scores, y_true, batch_dims=1)
+        truth = candidate_scores[:, :1]
+        beaten = beats(candidate_scores[:, 1:], truth)
+    ranks = tf.reduce_sum(tf.cast(beaten, tf.int32), axis=1)
+    return tf.where(tf.math.is_finite(truth[:, 0]), ranks, MISS_RANK)
+
+
+def beats(competitors, truth):
+    """Competitors ranked above the true item: score >= it (ties against it), or NaN."""
+    return (competitors >= truth) | tf.math.is_nan(competitors)
 
 
 def ranking_gains(ranks, k, kind):

@@ -3,7 +3,9 @@
 Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
 `evaluate`, `export`):
 
-    DIR/model.keras        the Keras model (NextItNet / GRecEncoder / FineTuner)
+    DIR/model.keras        the Keras model (NextItNet / GRecEncoder / FineTuner), or for a
+                           task stored alone over its backbone (`task_artifact`):
+    DIR/task_model.json, DIR/task_weights.npz and config.json's backbone_dir/fingerprint
     DIR/config.json        {"kind": "pretrain"|"finetune", "task": ..., ...}
     DIR/vocab.txt          optional: line i = item token of id i (id 0 = <UNK>)
     DIR/target_vocab.txt   optional: item-rec targets, line i = token of target id i
@@ -21,20 +23,12 @@ CONFIG_FILE = "config.json"
 VOCAB_FILES = {"items": "vocab.txt", "targets": "target_vocab.txt", "labels": "labels.txt"}
 
 
-def write_lines(path, tokens):
-    with open(path, "w", encoding="utf-8") as handle:
-        for token in tokens:
-            handle.write(f"{token}\n")
-
-
-def read_lines(path):
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines  # noqa: E402
 
 
 def model_kind(model):
-    from peterrec_tf.models import FineTuner
-    return "finetune" if isinstance(model, FineTuner) else "pretrain"
+    """config.json's "kind", from the model's task."""
+    return "pretrain" if model.task == "pretrain" else "finetune"
 
 
 def model_framing(model, config):
@@ -44,12 +38,18 @@ def model_framing(model, config):
     return framing if framing.length else framing.with_length(config.get("max_len"))
 
 
-def save_model_dir(directory, model, config=None, vocabs=None):
+def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     """Write model + config (+ vocabularies by key of VOCAB_FILES) into `directory`.
 
     The model file is written under a temporary name and renamed, so a reader never
-    sees a half-written `model.keras`.
+    sees a half-written `model.keras`. Weights holding NaN/Inf are refused (naming the
+    variable) before anything is written. `task_over=(backbone_dir, backbone)` stores a
+    fine-tuned model as its task alone over that pre-trained backbone (`task_artifact`).
     """
+    from peterrec_tf import task_artifact
+    from peterrec_tf.training.finite import check_finite
+
+    check_finite(model.variables, f"(refusing to save {directory})")
     os.makedirs(directory, exist_ok=True)
     config = dict(config or {})
     config.setdefault("kind", model_kind(model))
@@ -65,28 +65,46 @@ def save_model_dir(directory, model, config=None, vocabs=None):
             raise ValueError(f"unknown vocabulary {key!r}; expected one of {sorted(VOCAB_FILES)}")
         write_lines(os.path.join(directory, VOCAB_FILES[key]), tokens)
         config.setdefault("vocab_files", {})[key] = VOCAB_FILES[key]
-    handle, tmp_path = tempfile.mkstemp(suffix=".keras", dir=directory)
-    os.close(handle)
-    model.save(tmp_path)
-    os.replace(tmp_path, os.path.join(directory, MODEL_FILE))
+    stale = [MODEL_FILE] if task_over else [task_artifact.TASK_MODEL_FILE,
+                                            task_artifact.TASK_WEIGHTS_FILE]
+    if task_over:
+        config.update(task_artifact.save_task(directory, model, *task_over))
+    else:
+        for key in ("backbone_dir", "backbone_fingerprint", "task_weights"):
+            config.pop(key, None)
+        handle, tmp_path = tempfile.mkstemp(suffix=".keras", dir=directory)
+        os.close(handle)
+        model.save(tmp_path)
+        os.replace(tmp_path, os.path.join(directory, MODEL_FILE))
+    for name in stale:  # what an earlier save of the other kind left
+        if os.path.exists(os.path.join(directory, name)):
+            os.remove(os.path.join(directory, name))
     with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)
     return config
 
 
-def load_model_dir(directory, compile=False):
-    """(model, config, vocabs) from a model directory; clear error when it is not one."""
+def load_model_dir(directory, compile=False, backbone_dir=None):
+    """(model, config, vocabs) from a model directory; clear error when it is not one.
+    A task stored alone is put over its backbone (config.json's `backbone_dir`, or
+    `backbone_dir`), refused when that backbone's fingerprint differs."""
+    from peterrec_tf import task_artifact
+
     model_path = os.path.join(directory, MODEL_FILE)
-    if not os.path.exists(model_path):
-        raise FileNotFoundError(
-            f"{directory} is not a peterrec-tf model directory: {MODEL_FILE} is missing")
-    import peterrec_tf  # noqa: F401  (registers the classes)
-    model = keras.saving.load_model(model_path, compile=compile)
     config_path = os.path.join(directory, CONFIG_FILE)
     config = {}
     if os.path.exists(config_path):
         with open(config_path, encoding="utf-8") as handle:
             config = json.load(handle)
+    task_only = "backbone_fingerprint" in config
+    if not os.path.exists(model_path) and not task_only:
+        raise FileNotFoundError(
+            f"{directory} is not a peterrec-tf model directory: {MODEL_FILE} is missing")
+    import peterrec_tf  # noqa: F401  (registers the classes)
+    if task_only:
+        model = task_artifact.load_task(directory, config, backbone_dir)
+    else:
+        model = keras.saving.load_model(model_path, compile=compile)
     vocabs = {}
     for key, name in VOCAB_FILES.items():
         path = os.path.join(directory, name)

@@ -8,6 +8,7 @@ tensorboard/, flags.json and results.json into --model_dir.  From Python:
 `run_pretrain(data_dir=..., model_dir=..., **settings)` (the same names as the flags).
 """
 
+import contextlib
 import os
 import time
 
@@ -16,40 +17,6 @@ from peterrec_tf.training.flags import COMMON, define_common_flags
 NAMES = COMMON + ("objective", "mask_rate", "channels", "dilations", "kernel_size", "head",
                   "num_sampled", "eval_ranking", "num_candidates", "train_windows")
 OBJECTIVES = ("next_item", "masked_item")
-
-
-#: From this width on the head's matmuls run in TF's (oneDNN) kernels, outside XLA: at
-#: 128 and 256 channels XLA's CPU dot is 10-40% slower for `[rows, C] x [C, 100,000]` and
-#: its transposes; at 64 it is as fast (measured, BUILD_NOTES).
-TF_MATMUL_FROM_CHANNELS = 128
-
-
-def xla_plan(objective, num_sampled, channels=64):
-    """What XLA compiles in pre-training (measured on CPU, see BUILD_NOTES), a tuple of:
-    "step", the whole train step with the pre-trainer's static-shape loss (head at every
-    position); "blocks", the residual stack only; and "softmax", the part of the softmax
-    loss between its matmuls (`layers.fused_softmax`), inlined into the step's XLA when
-    the step is compiled whole.  The next-item full softmax compiles the whole step below
-    `TF_MATMUL_FROM_CHANNELS` channels and keeps the head's matmuls in TF from there; the
-    sampled softmax cannot be compiled whole (its candidate sampler has no XLA kernel).
-    The masked objective compiles only its softmax: the gather of the 30% masked
-    positions saves more than compiling the step gains, and its compiled non-causal stack
-    measured slower."""
-    if objective != "next_item":
-        return ("softmax",)
-    if num_sampled or channels >= TF_MATMUL_FROM_CHANNELS:
-        return ("blocks", "softmax")
-    return ("step", "softmax")
-
-
-def apply_xla_plan(model, plan):
-    """Set up `model` (a pre-trainer) for `plan` (`xla_plan`); returns the `jit_compile`
-    value for `model.compile` (whether the whole step is compiled)."""
-    if "blocks" in plan:
-        model.backbone.compile_blocks_with_xla()
-    if "softmax" in plan:
-        model.fuse_softmax_with_xla()
-    return "step" in plan
 
 
 def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, channels=64,
@@ -64,16 +31,20 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     import keras
 
     from pipelines import inputs
+    from pipelines.locking import exclusive_lock
     from peterrec_tf.model_dir import save_model_dir
     from peterrec_tf.models import Backbone, GRecEncoder, NextItNet
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import evaluation, loop, reproducibility, results, strategy as dist
-    from peterrec_tf.training.flags import total_steps as count_steps, use_xla
+    from peterrec_tf.training.flags import check_values, total_steps as count_steps
+    from peterrec_tf.training.xla_policy import use_xla, xla_plan
     from peterrec_tf.training.optimizer import FusedAdam
 
+    # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in NAMES}
     config["dilations"] = [int(d) for d in dilations]
     config["ks"] = [int(k) for k in ks]
+    check_values(config)
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
     if head not in ("full", "dot"):
@@ -86,78 +57,88 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     if meta["task"] != "pretrain":
         raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "
                          "dataset (the pretrain/ folder of a preparation)")
-    chief = dist.is_chief()
-    results.record_config(model_dir, config, write=chief)
-    precision = dist.set_precision(mixed_precision)
-    strategy_ = dist.make_strategy(strategy)
-    # after the strategy: creating one may draw from Python's generator, which seeds the
-    # initialisers (and the workers must initialise identically to a single process)
-    reproducibility.set_seed(seed, deterministic)
+    config["data_fingerprint"] = meta.get("fingerprint")
     vocab_size = meta["num_items"]
     if head == "dot" and num_sampled < 0:
         num_sampled = max(1, int(0.2 * vocab_size))  # the release's choice
     num_sampled = max(0, num_sampled) if head == "dot" else 0
+    if num_sampled >= vocab_size:
+        raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
+    inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
     max_len = max_len or meta["max_len"]
     if train_windows not in inputs.WINDOWS:
         raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
-    examples = (inputs.count_windows(data_dir, "train", max_len, objective)
-                if train_windows == "all" else meta["splits"]["train"])
-    steps = count_steps(train_steps, epochs, examples, batch_size)
-    with strategy_.scope():
-        backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
-                            causal=objective == "next_item")
-        cls = NextItNet if objective == "next_item" else GRecEncoder
-        model = cls(backbone, head=head, num_sampled=num_sampled,
-                    framing=inputs.task_framing(meta, None, max_len))
-        model.build()
-        plan = xla_plan(objective, num_sampled, channels)
-        xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
-        model.compile(optimizer=FusedAdam(learning_rate),
-                      jit_compile=apply_xla_plan(model, plan) if xla else False)
-    log(f"pre-training {cls.__name__} ({objective}, head {head}"
-        + (f", sampled softmax {num_sampled}" if num_sampled else "")
-        + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
-        f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
-        + (f"XLA: {' + '.join(plan)}, " if xla else "")
-        + f"{strategy_.num_replicas_in_sync} replicas)")
+    chief = dist.is_chief()
+    precision = dist.set_precision(mixed_precision)
+    strategy_ = dist.make_strategy(strategy)
+    dist.check_batch_size(batch_size, strategy_)
+    with (exclusive_lock(model_dir) if chief else contextlib.nullcontext()), \
+            inputs.reading(data_dir):
+        results.record_config(model_dir, config, write=chief)
+        # after the strategy: creating one may draw from Python's generator, which seeds
+        # the initialisers (and the workers must initialise identically to a single process)
+        reproducibility.set_seed(seed, deterministic)
+        examples = (inputs.count_windows(data_dir, "train", max_len, objective)
+                    if train_windows == "all" else meta["splits"]["train"])
+        steps = count_steps(train_steps, epochs, examples, batch_size)
+        with strategy_.scope():
+            backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
+                                causal=objective == "next_item")
+            cls = NextItNet if objective == "next_item" else GRecEncoder
+            model = cls(backbone, head=head, num_sampled=num_sampled,
+                        framing=inputs.task_framing(meta, None, max_len))
+            model.build()
+            plan = xla_plan(objective, num_sampled, channels)
+            xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
+            model.compile(optimizer=FusedAdam(learning_rate), xla_plan=plan if xla else ())
+        log(f"pre-training {cls.__name__} ({objective}, head {head}"
+            + (f", sampled softmax {num_sampled}" if num_sampled else "")
+            + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
+            f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
+            + (f"XLA: {' + '.join(plan)}, " if xla else "")
+            + f"{strategy_.num_replicas_in_sync} replicas)")
 
-    def make_dataset():
-        return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
-                                       mask_rate=mask_rate, shuffle=True, seed=seed, repeat=True,
-                                       windows=train_windows,
-                                       drop_remainder=strategy_.num_replicas_in_sync > 1)
+        def make_dataset():
+            return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
+                                           mask_rate=mask_rate, shuffle=True, seed=seed,
+                                           repeat=True, windows=train_windows,
+                                           drop_remainder=strategy_.num_replicas_in_sync > 1)
 
-    scorer = evaluation.score_function(model)
+        scorer = evaluation.score_function(model)
 
-    def evaluate_split(split):
-        data = inputs.eval_dataset(data_dir, split, eval_batch_size, eval_ranking,
-                                   num_candidates=num_candidates, framing=model.framing, seed=seed)
-        return evaluation.evaluate(model, data, "pretrain", config["ks"], scorer)
+        def evaluate_split(split):
+            data = inputs.eval_dataset(data_dir, split, eval_batch_size, eval_ranking,
+                                       num_candidates=num_candidates, framing=model.framing,
+                                       seed=seed)
+            scores = evaluation.evaluate(model, data, "pretrain", config["ks"], scorer)
+            inputs.check_count(data_dir, split, scores["examples"], "scored")
+            return scores
 
-    started = time.time()
-    best = selection.BestWeights(model, model_dir, select_metric, chief) if select_metric else None
-    trained = loop.train(model, make_dataset, steps, model_dir, batch_size, checkpoint_every,
-                         keep_checkpoints, log_every, eval_every,
-                         lambda: evaluate_split("validation"), log, chief, strategy_, best)
-    report = {"job": "pretrain", "config": config, "training": trained,
-              "examples_per_second": trained["examples_per_second"]}
-    if not trained["interrupted"]:
-        report["validation"] = evaluate_split("validation")
-        if best is not None:
-            report["validation"], report["selected"] = selection.finish_selection(
-                best, trained["steps"], report["validation"], log)
-        report["test"] = evaluate_split("test")
-        log(f"test ({eval_ranking} ranking): " + "  ".join(
-            f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
+        started = time.time()
+        best = (selection.BestWeights(model, model_dir, select_metric, chief) if select_metric
+                else None)
+        trained = loop.train(model, make_dataset, steps, model_dir, batch_size, checkpoint_every,
+                             keep_checkpoints, log_every, eval_every,
+                             lambda: evaluate_split("validation"), log, chief, strategy_, best)
+        report = {"job": "pretrain", "config": config, "training": trained,
+                  "examples_per_second": trained["examples_per_second"]}
+        if not trained["interrupted"]:
+            report["validation"] = evaluate_split("validation")
+            if best is not None:
+                report["validation"], report["selected"] = selection.finish_selection(
+                    best, trained["steps"], report["validation"], log)
+            report["test"] = evaluate_split("test")
+            log(f"test ({eval_ranking} ranking): " + "  ".join(
+                f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
+            if chief:
+                vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
+                save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
+                                                  "data_dir": os.path.abspath(data_dir)},
+                               {"items": vocab})
+        report["wall_seconds"] = time.time() - started
         if chief:
-            vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
-            save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
-                                              "data_dir": os.path.abspath(data_dir)},
-                           {"items": vocab})
-    report["wall_seconds"] = time.time() - started
-    if chief:
-        results.write_results(model_dir, report)
-    return report
+            results.write_results(model_dir, report)
+        return report
 
 
 def define_flags():

@@ -31,9 +31,11 @@ def run_oracle_batches(checkpoint_prefix, batches, with_targets=True, timeout=60
     """Like `run_oracle` for a list of id arrays (any shapes), in one subprocess.
 
     Pre-training graphs: `hidden` `[B, T-1, C]` and `next_item_probs` `[B, V]` (the graph
-    drops the last column itself).  Fine-tuned graphs: `hidden` `[B, L', C]`, `user`
-    `[B, C]`, and with `with_targets` `scores` `[B, N]` against every target and `top_k`
-    (`target-item/top-k:1`).
+    drops the last column itself).  Fine-tuned graphs (PeterRec and FineAll): `hidden`
+    `[B, L', C]`, `user` `[B, C]` (`Mean:0`, else `Add:0`), and with `with_targets`
+    `scores` `[B, N]` against every target and `top_k` (`target-item/top-k:1`). Feed each
+    graph what the release's loader for its family feeds it (BUILD_NOTES.md, framing
+    table): the causal graphs drop the last column themselves.
     """
     with tempfile.TemporaryDirectory() as tmp:
         inputs = os.path.join(tmp, "ids.npz")

@@ -191,11 +191,34 @@ def record_stats(keyed, max_len):
     return name, canonical.RecordStats(max_len).add(keyed[2].item_ids).as_tuple()
 
 
-def merge_stats(values):
-    total = (0, 0, 0)
-    for longest, with_oov, longer in values:
-        total = (max(total[0], longest), total[1] + with_oov, total[2] + longer)
-    return total
+def seen_items(keyed):
+    """(dataset, id) of what training covers (canonical.Quality's rule)."""
+    place, _, record = keyed
+    name, split = _dataset_and_split(place)
+    if split == "train" and record.label is None:
+        for value in set(record.item_ids if record.target is None else (record.target,)):
+            yield name, value
+
+
+def test_targets(keyed):
+    place, _, record = keyed
+    name, split = _dataset_and_split(place)
+    if split == "test" and record.label is None:
+        yield name, record.target
+
+
+def grouped_lists(pairs):
+    found = {}
+    for name, value in pairs:
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def user_duplicates(grouped):
+    """Events repeating an earlier (time, item) of the same user."""
+    _, events = grouped
+    events = list(events)
+    return len(events) - len({(stamp, item) for _, stamp, item in events})
 
 
 # --- MovieLens-100K ---------------------------------------------------------------------
@@ -341,7 +364,7 @@ class _Recorder:
 
 
 def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, options,
-                      pipeline_options, log):
+                      pipeline_options, log, quality=None):
     from pipelines.formats import movielens
 
     for name in ("u.data", "u.user", "u.item"):
@@ -386,8 +409,7 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
         os.makedirs(os.path.join(target, "vocab"), exist_ok=True)
         vocab.save(os.path.join(target, "vocab", "items.txt"))
         counts = _split_counts(report, target, num_shards, f"{name}/")
-        stats_of = canonical.RecordStats(common.get("max_len"),
-                                         *report["record_stats"].get(name, (0, 0, 0)))
+        stats_of = _record_stats(report, name, common)
         num_targets = num_classes = None
         if name == "pretrain":
             task = "pretrain"
@@ -408,8 +430,11 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
             num_classes = len(labels[name])
             stats = {"instances": sum(counts.values())}
         stats.update(bad.summary())
-        metadata = canonical.dataset_metadata(common, task, len(vocab), counts, stats_of, stats,
-                                              num_targets=num_targets, num_classes=num_classes)
+        if quality:
+            quality(name, stats, _shares(report, name, task, stats_of))
+        metadata = canonical.dataset_metadata(
+            common, task, len(vocab), counts, stats_of, stats, num_targets=num_targets,
+            num_classes=num_classes, shards=canonical.shard_records(target, counts, num_shards))
         canonical.write_metadata(target, metadata)
         log(f"  wrote {name}: {task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
         index[name] = {"task": task, "splits": counts}
@@ -434,6 +459,16 @@ def _split_counts(report, directory, num_shards, prefix=""):
         if not count:
             canonical.ShardWriters(directory, split, 0, num_shards).close()
     return counts
+
+
+def _record_stats(report, name, common):
+    return canonical.RecordStats(common.get("max_len"),
+                                 *report["record_stats"].get(name, (0, 0, 0, 0, 0)))
+
+
+def _shares(report, name, task, record_stats):
+    return canonical.quality_shares(task, record_stats, set(report["seen"].get(name, [])),
+                                    report["tests"].get(name, []))
 
 
 def _oov(report):
@@ -502,16 +537,21 @@ def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, op
               .with_outputs("bad", "last", "zeros", main="rows"))
     zeros = parsed.zeros | "Zeros" >> beam.CombineGlobally(sum)
 
+    duplicates = None
     if format == "interactions":
-        sequences = (parsed.rows
-                     | "ByUser" >> beam.GroupByKey()
-                     | "Order" >> beam.Map(order_user))
+        grouped = parsed.rows | "ByUser" >> beam.GroupByKey()
+        sequences = grouped | "Order" >> beam.Map(order_user)
+        duplicates = (grouped
+                      | "Duplicates" >> beam.Map(user_duplicates)
+                      | "DuplicatesSum" >> beam.CombineGlobally(sum))
     elif format == "peterrec_pretrain_csv":
         sequences = parsed.rows
     else:  # fine-tuning: the source sequence of each line plays the part of a sequence
         sequences = parsed.rows | "Sources" >> beam.Map(lambda r: (f"line{r[0]}", r[0], r[1]))
     index, parts = vocabulary_stage(pipeline, sequences, items)
     parts.update(bad_stage(parsed, header_number, bad.keep), zeros=zeros)
+    if duplicates is not None:
+        parts["duplicates"] = duplicates
 
     if format == "peterrec_finetune_csv":
         target_tokens = (parsed.rows
@@ -558,9 +598,18 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
     parts["counts"] = ranks | "Counts" >> beam.Map(lambda t: {s: len(k) for s, k in t.items()})
     parts["record_stats"] = (records
                              | "RecordStats" >> beam.Map(record_stats, max_len)
-                             | "MergeStats" >> beam.CombinePerKey(merge_stats)
+                             | "MergeStats" >> beam.CombinePerKey(canonical.merge_record_stats)
                              | "AllStats" >> beam.combiners.ToList()
                              | "StatsByDataset" >> beam.Map(dict))
+    parts["seen"] = (records
+                     | "Seen" >> beam.FlatMap(seen_items)
+                     | "SeenOnce" >> beam.Distinct()
+                     | "AllSeen" >> beam.combiners.ToList()
+                     | "SeenByDataset" >> beam.Map(grouped_lists))
+    parts["tests"] = (records
+                      | "TestTargets" >> beam.FlatMap(test_targets)
+                      | "AllTestTargets" >> beam.combiners.ToList()
+                      | "TestsByDataset" >> beam.Map(grouped_lists))
     parts["written"] = (records
                         | "Encode" >> beam.FlatMap(encode_record, AsSingleton(ranks), num_shards)
                         | "ByShard" >> beam.GroupByKey()
@@ -574,7 +623,7 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
 
 
 def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, runner,
-            beam_args=(), log=print, chunk_bytes=None):
+            beam_args=(), log=print, chunk_bytes=None, quality=None):
     """Run the pipeline on `runner`, then write vocab/ and metadata.json into `tmp`;
     returns the datasets index."""
     from apache_beam.options.pipeline_options import PipelineOptions
@@ -585,7 +634,7 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     pipeline_options = PipelineOptions(list(beam_args) + [f"--runner={runner}"])
     if format == "movielens_100k":
         return prepare_movielens(path, tmp, items, bad, num_shards, seed, common, options,
-                                 pipeline_options, log)
+                                 pipeline_options, log, quality)
     if format == "peterrec_finetune_csv":
         from pipelines.formats.peterrec_csv import check_finetune_options
         check_finetune_options(items, options.get("split_by", "user"))
@@ -627,12 +676,16 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
                  "min_length": options.get("min_length", 3), **oov, "users": report["users"]}
         if format == "peterrec_pretrain_csv":
             stats.update(zero_is_padding=zero_is_padding, zero_tokens_dropped=report["zeros"])
+        else:
+            stats["duplicate_interactions"] = report["duplicates"]
         task = "pretrain"
     stats.update(bad.summary())
+    record_stats = _record_stats(report, "", common)
+    if quality:
+        quality("dataset", stats, _shares(report, "", task, record_stats))
     metadata = canonical.dataset_metadata(
-        common, task, len(vocab), counts, canonical.RecordStats(
-            common.get("max_len"), *report["record_stats"].get("", (0, 0, 0))), stats,
-        num_targets=num_targets)
+        common, task, len(vocab), counts, record_stats, stats, num_targets=num_targets,
+        shards=canonical.shard_records(tmp, counts, num_shards))
     canonical.write_metadata(tmp, metadata)
     log(f"  wrote dataset: {task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     return {".": {"task": task, "splits": counts}}

@@ -19,6 +19,7 @@ paths cannot disagree about:
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -28,6 +29,7 @@ import numpy as np
 
 from pipelines.errors import DataError
 
+SPLITS_ORDER = ("train", "validation", "test")  # pipelines.dataset.SPLITS
 CHUNK_BYTES = 8 << 20  # per-chunk Python objects: about 40x the bytes, ~300 MB
 POSITION_BITS = 24  # a record key is line << 24 | position (positions < 16.7M per line)
 
@@ -161,8 +163,10 @@ def interactions_header(path, number, text, delimiter, user_col, item_col, time_
     header = next(csv.reader([text], delimiter=delimiter))
     missing = [c for c in (user_col, item_col, time_col) if c not in header]
     if missing:
+        hint = (f"; the header is one field: is the delimiter not {delimiter!r}? (set "
+                "--delimiter)" if len(header) == 1 else "")
         raise DataError(path, number, f"header {header} lacks column(s) {missing} "
-                        "(set --user_col/--item_col/--time_col)")
+                        f"(set --user_col/--item_col/--time_col){hint}")
     return delimiter, len(header), (header.index(user_col), header.index(item_col),
                                     header.index(time_col))
 
@@ -184,6 +188,10 @@ def parse_interaction_rows(lines, delimiter, width, columns):
             stamp = float(row[t])
         except ValueError:
             yield number, f"timestamp {row[t]!r} is not a number", False
+            continue
+        if not math.isfinite(stamp):
+            yield number, (f"timestamp {row[t]!r} is not a finite number (events could not "
+                           "be ordered)"), False
             continue
         if not row[u] or not row[i]:
             yield number, "empty user or item", False
@@ -218,7 +226,8 @@ def parse_interaction_chunk(lines, delimiter, width, columns):
             stamps = list(map(float, fields[t::width]))
         except ValueError:
             stamps = None
-        if stamps is not None and "" not in users and "" not in items:
+        if (stamps is not None and "" not in users and "" not in items
+                and np.isfinite(np.asarray(stamps, dtype=np.float64)).all()):
             return [number for number, _ in lines], users, items, stamps, []
     numbers, users, items, stamps, bad = [], [], [], [], []
     for parsed in parse_interaction_rows(lines, delimiter, width, columns):
@@ -268,37 +277,89 @@ def rank_keys(keys):
 
 
 class RecordStats:
-    """The per-record parts of metadata.json, mergeable across workers."""
+    """The per-record parts of metadata.json, mergeable across workers: the longest record,
+    records holding OOV, records longer than max_len, item occurrences, OOV occurrences."""
 
-    def __init__(self, max_len, longest=0, with_oov=0, longer=0):
+    def __init__(self, max_len, longest=0, with_oov=0, longer=0, occurrences=0, zeros=0):
         self.max_len, self.longest, self.with_oov, self.longer = max_len, longest, with_oov, longer
+        self.occurrences, self.zeros = occurrences, zeros
 
     def add(self, item_ids):
         n = len(item_ids)
         self.longest = max(self.longest, n)
-        self.with_oov += 0 in item_ids
+        zeros = item_ids.count(0)
+        self.with_oov += zeros > 0
         self.longer += bool(self.max_len) and n > self.max_len
+        self.occurrences += n
+        self.zeros += zeros
         return self
 
-    def merge(self, other):
-        return RecordStats(self.max_len, max(self.longest, other.longest),
-                           self.with_oov + other.with_oov, self.longer + other.longer)
-
     def as_tuple(self):
-        return self.longest, self.with_oov, self.longer
+        return self.longest, self.with_oov, self.longer, self.occurrences, self.zeros
+
+
+def merge_record_stats(values):
+    """Merge RecordStats tuples (a Beam combiner's function)."""
+    total = (0, 0, 0, 0, 0)
+    for value in values:
+        total = (max(total[0], value[0]),) + tuple(a + b for a, b in zip(total[1:], value[1:]))
+    return total
+
+
+class Quality:
+    """`dataset.quality` for records seen one at a time: what training covers (items of
+    training sequences for pre-training, training targets for item_rec) and test targets."""
+
+    def __init__(self):
+        self.seen, self.test_targets = set(), []
+
+    def add(self, split, record):
+        if record.label is not None:
+            return
+        if split == "train":
+            self.seen.update(record.item_ids if record.target is None else (record.target,))
+        elif split == "test":
+            self.test_targets.append(record.target)
+
+
+def quality_shares(task, record_stats, seen, test_targets):
+    """The shares `dataset.quality` gives, from streamed counts."""
+    occurrences, zeros = record_stats.occurrences, record_stats.zeros
+    result = {"oov_share": round(zeros / occurrences, 6) if occurrences else 0.0}
+    if task == "classify" or not test_targets:
+        return result
+    unseen = sum(t == 0 or t not in seen for t in test_targets)
+    result.update(unseen_test_targets=unseen,
+                  unseen_test_target_share=round(unseen / len(test_targets), 6))
+    return result
+
+
+def shard_records(directory, counts, num_shards):
+    """metadata.json's "shards": each written shard's records, bytes and SHA-256."""
+    from pipelines import writer
+    found = {}
+    for split in SPLITS_ORDER:
+        count = counts.get(split, 0)
+        shards = shard_count(count, num_shards)
+        for i in range(shards):
+            name = writer.shard_name(split, i, shards)
+            found[name] = writer.shard_record(os.path.join(directory, name),
+                                              len(range(i, count, shards)))
+    return found
 
 
 def dataset_metadata(common, task, num_items, counts, record_stats, stats, num_targets=None,
-                     num_classes=None):
+                     num_classes=None, shards=None):
     """metadata.json of one dataset, field for field what `writer.write_dataset` writes."""
     from pipelines import writer
-    longest, with_oov, longer = record_stats.as_tuple()
+    longest, with_oov, longer = record_stats.as_tuple()[:3]
     metadata = dict(common)
     metadata.update({
         "version": writer.FORMAT_VERSION,
         "task": task,
         "num_items": num_items,
         "splits": counts,
+        "shards": shards,
         "longest_sequence": longest,
         "stats": stats,
         "summary": {
@@ -309,6 +370,8 @@ def dataset_metadata(common, task, num_items, counts, record_stats, stats, num_t
             "oov_distinct": stats.get("oov_distinct", 0),
             "records_with_oov": with_oov,
             "records_longer_than_max_len": longer if common.get("max_len") else 0,
+            "duplicate_interactions": stats.get("duplicate_interactions", 0),
+            **{key: stats[key] for key in writer.QUALITY_KEYS if key in stats},
         },
     })
     if num_targets is not None:

@@ -84,3 +84,23 @@ def file_checksum(path):
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def quality(dataset):
+    """Shares a user should hear about: item occurrences mapped to OOV (id 0) over every
+    record, and test targets never seen in training (as a training target for item_rec,
+    as an item of a training sequence for pre-training)."""
+    records = [r for split in SPLITS for r in dataset.splits.get(split, [])]
+    occurrences = sum(len(r.item_ids) for r in records)
+    oov = sum(r.item_ids.count(0) for r in records)
+    result = {"oov_share": round(oov / occurrences, 6) if occurrences else 0.0}
+    test = dataset.splits.get("test", [])
+    if dataset.task == "classify" or not test:
+        return result
+    train = dataset.splits.get("train", [])
+    seen = ({r.target for r in train} if dataset.task == "item_rec"
+            else {i for r in train for i in r.item_ids})
+    unseen = sum(r.target == 0 or r.target not in seen for r in test)
+    result.update(unseen_test_targets=unseen,
+                  unseen_test_target_share=round(unseen / len(test), 6))
+    return result

@@ -8,6 +8,7 @@ keyed by the example itself (user id, target, seed), so they are identical on ev
 whatever the batch size, shard order or number of workers.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -15,7 +16,10 @@ import os
 import tensorflow as tf
 
 from pipelines import schema
+from pipelines.dataset import file_checksum
+from pipelines.errors import DataError
 from pipelines.framing import Framing, left_pad  # noqa: F401  (left_pad: public here too)
+from pipelines.vocab import read_tokens
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -40,17 +44,95 @@ def read_metadata(data_dir):
     return meta
 
 
-def load_vocab(path):
-    """Tokens of a vocabulary file: line i is the token of id i."""
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n") for line in handle]
+load_vocab = read_tokens  # tokens of a vocabulary file: line i is the token of id i
 
 
 def shard_files(data_dir, split):
+    """The split's shard paths. When metadata.json lists the shards (preparations since
+    the fault-injection work), each must be there with its recorded size: a missing,
+    extra, truncated or grown shard is a `DataError` naming it (a stat, no reading)."""
     files = sorted(glob.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord.gz")))
+    recorded = {name: info for name, info in read_metadata(data_dir).get("shards", {}).items()
+                if name.startswith(f"{split}-")}
+    if recorded:
+        found = {os.path.basename(f) for f in files}
+        for name in sorted(set(recorded) - found):
+            raise DataError(os.path.join(data_dir, name), None, "shard listed in metadata.json "
+                            "is missing; re-run python -m pipelines.prepare")
+        for name in sorted(found - set(recorded)):
+            raise DataError(os.path.join(data_dir, name), None, "shard is not listed in "
+                            "metadata.json (left from another preparation?)")
+        for path in files:
+            size, expected = os.path.getsize(path), recorded[os.path.basename(path)]["bytes"]
+            if size != expected:
+                raise DataError(path, None, f"{size} bytes, metadata.json records {expected} "
+                                "(truncated or replaced); re-run python -m pipelines.prepare")
     if not files:
         raise FileNotFoundError(f"no {split} shards in {data_dir}")
     return files
+
+
+def shard_info(path):
+    """{"records", "bytes", "sha256"} of a shard, read in full (what metadata.json records)."""
+    records = sum(1 for _ in tf.data.TFRecordDataset(path, compression_type="GZIP"))
+    return {"records": records, "bytes": os.path.getsize(path), "sha256": file_checksum(path)}
+
+
+def verify_split(data_dir, split):
+    """Read every shard of `split` in full; a `DataError` naming the first shard that is
+    corrupt or whose records, size or checksum differ from metadata.json (old preparations
+    without shard records: the split's total record count only)."""
+    meta = read_metadata(data_dir)
+    recorded = meta.get("shards", {})
+    total = 0
+    for path in shard_files(data_dir, split):
+        try:
+            info = shard_info(path)
+        except tf.errors.OpError as error:
+            raise DataError(path, None, f"corrupt or truncated shard ({error.message.strip()}); "
+                            "re-run python -m pipelines.prepare") from None
+        expected = recorded.get(os.path.basename(path))
+        for key in ("records", "sha256"):
+            if expected and info[key] != expected[key]:
+                raise DataError(path, None, f"{key} {info[key]}, metadata.json records "
+                                f"{expected[key]}; re-run python -m pipelines.prepare")
+        total += info["records"]
+    check_count(data_dir, split, total, "holds")
+    return total
+
+
+def check_count(data_dir, split, count, verb="read"):
+    """`DataError` unless `count` equals the split's record count in metadata.json."""
+    expected = read_metadata(data_dir)["splits"].get(split)
+    if expected is not None and count != expected:
+        raise DataError(os.path.join(data_dir, f"{split}-*"), None,
+                        f"{verb} {count} {split} records, metadata.json records {expected} "
+                        "(a shard is truncated or replaced); re-run python -m pipelines.prepare")
+
+
+@contextlib.contextmanager
+def reading(data_dir, splits=("train", "validation", "test")):
+    """Turn a `DataLossError` raised while reading (it names no file) into a `DataError`
+    naming the bad shard, found by verifying `splits`."""
+    try:
+        yield
+    except tf.errors.DataLossError as error:
+        for split in splits:
+            verify_split(data_dir, split)
+        raise DataError(data_dir, None, f"data loss while reading ({error.message.strip()}) but "
+                        "every shard verifies; is the disk failing?") from None
+
+
+def check_candidates(data_dir, meta, ranking, num_candidates):
+    """Sampled ranking needs `num_candidates - 1` negatives besides the true id and id 0."""
+    if meta["task"] == "classify" or ranking != "sampled":
+        return
+    universe = meta["num_items"] if meta["task"] == "pretrain" else meta["num_targets"]
+    if universe - 2 < num_candidates - 1:
+        raise ValueError(f"--num_candidates: {num_candidates} candidates need at least "
+                         f"{num_candidates + 1} ids, {data_dir} has {universe}"
+                         + (" targets" if meta["task"] == "item_rec" else " items")
+                         + f"; use --num_candidates <= {universe - 1} or full ranking")
 
 
 def _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat, drop_remainder,
@@ -120,11 +202,15 @@ def window_shape(max_len, objective):
 def count_windows(data_dir, split, max_len, objective="next_item"):
     """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
     size, overlap = window_shape(max_len, objective)
-    total = 0
-    for batch in tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP") \
-            .batch(4096).map(_parse("pretrain", "train")):
-        total += int(tf.reduce_sum(window_counts(batch[schema.ITEM_IDS].row_lengths(), size,
-                                                 overlap)))
+    total = records = 0
+    with reading(data_dir, (split,)):
+        for batch in tf.data.TFRecordDataset(shard_files(data_dir, split),
+                                             compression_type="GZIP") \
+                .batch(4096).map(_parse("pretrain", "train")):
+            lengths = batch[schema.ITEM_IDS].row_lengths()
+            total += int(tf.reduce_sum(window_counts(lengths, size, overlap)))
+            records += int(tf.shape(lengths)[0])
+    check_count(data_dir, split, records)
     return total
 
 
@@ -349,9 +435,7 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
                               num_parallel_calls=AUTOTUNE)
         return _finish(dataset, deterministic)
     universe = meta["num_items"] if task == "pretrain" else meta["num_targets"]
-    if ranking == "sampled" and universe - 2 < num_candidates - 1:
-        raise ValueError(f"{num_candidates} candidates need at least {num_candidates + 1} ids, "
-                         f"the dataset has {universe}")
+    check_candidates(data_dir, meta, ranking, num_candidates)
 
     def to_eval(batch):
         x = framing.frame(batch[schema.ITEM_IDS])

@@ -70,8 +70,18 @@ def read_events(path, user_col, item_col, time_col, delimiter, bad, chunk_bytes=
     return list(users), list(tokens), user_ranks, item_codes, stamps
 
 
+def _duplicates(codes, times, lengths):
+    """Events repeating an earlier (time, item) of the same user, for consecutive users
+    (`read_interactions`' count: events minus distinct (time, item) per user)."""
+    users = np.repeat(np.arange(len(lengths)), lengths)
+    order = np.lexsort((codes, times, users))
+    codes, times, users = codes[order], times[order], users[order]
+    return int(np.count_nonzero((users[1:] == users[:-1]) & (times[1:] == times[:-1])
+                                & (codes[1:] == codes[:-1])))
+
+
 def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log=print,
-                         chunk_bytes=None):
+                         chunk_bytes=None, quality=None):
     """Write the pre-training dataset of an interaction log into `tmp` (which must not
     exist); returns its metadata."""
     import os
@@ -85,8 +95,11 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
         f"in {time.time() - started:.1f}s (peak RSS {_peak_mb()} MB)")
     ranks = np.frombuffer(user_ranks, dtype=np.int32)
     lengths = np.bincount(ranks, minlength=len(user_names))
-    order = canonical.order_events(ranks, np.frombuffer(stamps, dtype=np.float64))
-    del ranks, user_ranks, stamps
+    times = np.frombuffer(stamps, dtype=np.float64)
+    order = canonical.order_events(ranks, times)
+    del ranks, user_ranks
+    times = times[order]  # kept (8 bytes an event) to count duplicate rows per user
+    del stamps
     codes = np.frombuffer(item_codes, dtype=np.int32)[order]
     del order, item_codes
     first = _first_positions(codes, len(token_names))
@@ -104,15 +117,14 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
         oov_stats = canonical.oov_summary({})
     del first
     ids = table[codes]
-    del codes
     log(f"  ordered and numbered in {time.time() - started:.1f}s (peak RSS {_peak_mb()} MB)")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     kept = int((lengths >= min_length).sum())
     os.makedirs(os.path.join(tmp, "vocab"))
     items.save(os.path.join(tmp, "vocab", "items.txt"))
     writers = {split: canonical.ShardWriters(tmp, split, kept, num_shards) for split in SPLITS}
-    record_stats = canonical.RecordStats(common.get("max_len"))
-    dropped = 0
+    record_stats, shares = canonical.RecordStats(common.get("max_len")), canonical.Quality()
+    dropped = duplicates = 0
     try:
         for batch in range(0, len(user_names), USER_BATCH):
             users = range(batch, min(batch + USER_BATCH, len(user_names)))
@@ -120,19 +132,27 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
                 [(user_names[u], ids[offsets[u]:offsets[u + 1]].tolist()) for u in users],
                 min_length)
             dropped += cut["users_too_short"]
+            span = slice(offsets[users[0]], offsets[users[-1] + 1])
+            duplicates += _duplicates(codes[span], times[span], lengths[users[0]:users[-1] + 1])
             for split in SPLITS:
                 for record in splits[split]:
                     record_stats.add(record.item_ids)
+                    shares.add(split, record)
                     writers[split].write(schema.encode(record.item_ids, record.user_id,
                                                        record.target, record.label))
     finally:
         for each in writers.values():
             each.close()
     stats = {"users_too_short": dropped, "min_length": min_length, **oov_stats,
-             "users": len(user_names)}
+             "users": len(user_names), "duplicate_interactions": duplicates}
     stats.update(bad.summary())
-    metadata = canonical.dataset_metadata(common, "pretrain", len(items),
-                                          {split: kept for split in SPLITS}, record_stats, stats)
+    if quality:
+        quality("dataset", stats, canonical.quality_shares(
+            "pretrain", record_stats, shares.seen, shares.test_targets))
+    counts = {split: kept for split in SPLITS}
+    metadata = canonical.dataset_metadata(
+        common, "pretrain", len(items), counts, record_stats, stats,
+        shards=canonical.shard_records(tmp, counts, num_shards))
     canonical.write_metadata(tmp, metadata)
     log("  wrote dataset: pretrain, " + ", ".join(f"{s} {kept}" for s in SPLITS)
         + f" ({events:,} events, {time.time() - started:.1f}s, peak RSS {_peak_mb()} MB)")

@@ -8,15 +8,19 @@ synthetic (no --input). Multi-task sources (movielens_100k, synthetic) write one
 sub-directory per dataset (`pretrain/`, then one per downstream task) and `datasets.json`.
 """
 
+import glob
 import hashlib
 import json
+import math
 import os
+import shutil
 import sys
 import time
 
 from pipelines import writer
-from pipelines.dataset import file_checksum
+from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
+from pipelines.locking import exclusive_lock
 from pipelines.vocab import Vocabulary
 
 FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "interactions",
@@ -24,19 +28,79 @@ FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
-            skip_bad_lines=False, overwrite=False, log=print, runner="local", beam_args=(),
-            **options):
+            skip_bad_lines=False, overwrite=False, log=print, max_oov_share=0.05, runner="local",
+            beam_args=(), **options):
     """Prepare `input` in `format` into `output_dir`; returns the datasets index.
 
     `options` are format specific (see `define_flags`). Re-running with the same inputs
     and options is a no-op; a different preparation in `output_dir` is an error unless
-    `overwrite`. `runner` is "local" or a Beam runner (`beam_args`: its pipeline options);
-    it is not part of the fingerprint, since every runner writes the same records.
+    `overwrite`. One preparation per `output_dir` at a time (a lock file beside it,
+    taken before the input is read, which also proves the location writable).
+    OOV and unseen-test-target shares above `max_oov_share` are warned about.
+    `runner` is "local" or a Beam runner (`beam_args`: its pipeline options); it is not
+    part of the fingerprint, since every runner writes the same records.
     """
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
     if format != "synthetic" and not input:
         raise ValueError(f"--input is required for --format={format}")
+    if not (max_len >= 1 and num_shards >= 1):
+        raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
+    if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
+        raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write --output_dir {output_dir}: {parent} is not writable")
+    with exclusive_lock(parent, f".{name}.lock", owner=output_dir):
+        _remove_stale_temporaries(output_dir, log)
+        return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
+                        skip_bad_lines, overwrite, log, max_oov_share, options, runner,
+                        beam_args)
+
+
+def _remove_stale_temporaries(output_dir, log):
+    """Delete `.<name>.tmp-*` left by killed preparations of `output_dir` (and superseded
+    `.<name>.old-*` when the output exists). Only called under the output's lock, so no
+    running job owns them."""
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    stale = glob.glob(os.path.join(parent, f".{name}.tmp-*"))
+    if os.path.isdir(output_dir):
+        stale += glob.glob(os.path.join(parent, f".{name}.old-*"))
+    for path in sorted(stale):
+        log(f"removing {path}, left by an interrupted preparation")
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _warn(datasets, max_oov_share, log):
+    """Record each dataset's OOV / unseen-target shares; warn above `max_oov_share`."""
+    for dataset in datasets:
+        _note_quality(dataset.name or "dataset", dataset.stats, quality(dataset),
+                      max_oov_share, log)
+
+
+def _note_quality(where, stats, shares, max_oov_share, log):
+    """Put `shares` (dataset.quality's) and the warnings they call for into `stats`; the
+    streaming paths compute the shares as they write and call this too."""
+    warnings = []
+    if stats.get("duplicate_interactions"):
+        warnings.append(f"{where}: {stats['duplicate_interactions']} duplicate "
+                        "(user, item, time) rows kept")
+    limit = f"over --max_oov_share={max_oov_share}"
+    if shares["oov_share"] > max_oov_share:
+        warnings.append(f"{where}: {shares['oov_share']:.1%} of item occurrences are not "
+                        f"in the vocabulary (mapped to id 0), {limit}")
+    if shares.get("unseen_test_target_share", 0) > max_oov_share:
+        warnings.append(f"{where}: {shares['unseen_test_target_share']:.1%} of test targets "
+                        f"({shares['unseen_test_targets']}) never occur in training, {limit}")
+    stats.update(shares, warnings=warnings)
+    for warning in warnings:
+        log(f"warning: {warning}")
+
+
+def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
+             overwrite, log, max_oov_share, options, runner="local", beam_args=()):
     checksums = {}
     if input and os.path.isfile(input):
         checksums[os.path.basename(input)] = file_checksum(input)
@@ -79,8 +143,10 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
               "vocab_source_checksum": vocab_checksum, "options": options}
     from pipelines import streaming
     if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
-        index = streaming.prepare(format, output_dir, input, items, bad, num_shards, seed,
-                                  common, options, runner, beam_args, log=log)
+        index = streaming.prepare(
+            format, output_dir, input, items, bad, num_shards, seed, common, options, runner,
+            beam_args, log=log, quality=lambda where, stats, shares: _note_quality(
+                where, stats, shares, max_oov_share, log))
         if bad.count:
             log(f"  skipped {bad.count} bad lines, e.g. {bad.examples[:3]}")
         log(f"prepared in {time.time() - start:.1f}s (fingerprint {fingerprint})")
@@ -88,6 +154,7 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     datasets = _read(format, input, items, bad, seed, options)
     for dataset in datasets:
         dataset.stats.update(bad.summary())
+    _warn(datasets, max_oov_share, log)
     log(f"read in {time.time() - start:.1f}s; writing {len(datasets)} dataset(s)")
     index = writer.write_all(output_dir, datasets, num_shards, common, log=log)
     if bad.count:
@@ -142,6 +209,9 @@ def define_flags():
     flags.DEFINE_bool("skip_bad_lines", False, "Count and report malformed lines instead of "
                       "stopping at the first one.")
     flags.DEFINE_bool("overwrite", False, "Replace a different preparation in --output_dir.")
+    flags.DEFINE_float("max_oov_share", 0.05, "Warn (and record in metadata.json) when more "
+                       "than this share of item occurrences is out of the vocabulary, or of "
+                       "test targets never occurs in training.")
     flags.DEFINE_string("target_genres", "Comedy", "movielens_100k: comma-separated genres that "
                         "form the cold-start target domain; empty = no domain split.")
     flags.DEFINE_integer("min_seq_len", 3, "Pre-training sequences shorter than this are dropped "
@@ -205,7 +275,8 @@ def main(argv):
     try:
         prepare(values.format, values.output_dir, values.input, values.max_len, values.num_shards,
                 values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
-                runner=values.runner, beam_args=beam_args, **options_from_flags(values))
+                max_oov_share=values.max_oov_share, runner=values.runner, beam_args=beam_args,
+                **options_from_flags(values))
     except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

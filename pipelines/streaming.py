@@ -14,8 +14,9 @@ def handles(format, runner):
 
 
 def prepare(format, output_dir, input, items, bad, num_shards, seed, common, options,
-            runner="local", beam_args=(), log=print, chunk_bytes=None):
-    """Prepare into `output_dir` atomically; returns the datasets index."""
+            runner="local", beam_args=(), log=print, chunk_bytes=None, quality=None):
+    """Prepare into `output_dir` atomically; returns the datasets index. `quality(where,
+    stats, shares)` records dataset.quality's shares and warnings into stats."""
     tmp = canonical.temp_dir(output_dir)
     try:
         if runner == "local":
@@ -23,13 +24,14 @@ def prepare(format, output_dir, input, items, bad, num_shards, seed, common, opt
             if format not in LOCAL_FORMATS:
                 raise ValueError(f"no streaming local path for --format={format}")
             metadata = prepare_interactions(input, tmp, items, bad, num_shards, common,
-                                            options, log=log, chunk_bytes=chunk_bytes)
+                                            options, log=log, chunk_bytes=chunk_bytes,
+                                            quality=quality)
             index = {".": {"task": metadata["task"], "splits": metadata["splits"]}}
         else:
             from pipelines import beam_prepare
             index = beam_prepare.prepare(format, input, tmp, items, bad, num_shards, seed,
                                             common, options, runner, beam_args, log=log,
-                                            chunk_bytes=chunk_bytes)
+                                            chunk_bytes=chunk_bytes, quality=quality)
         canonical.publish(tmp, output_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -9,6 +9,22 @@ import collections
 UNK = "<UNK>"
 
 
+def read_tokens(path):
+    """Line i of a token file (vocabulary, labels) is the token of id i."""
+    with open(path, encoding="utf-8", newline="\n") as handle:
+        return [line[:-1] if line.endswith("\n") else line for line in handle]
+
+
+def write_tokens(path, tokens):
+    """One token a line; a token holding a line break would shift every later id."""
+    tokens = list(tokens)
+    bad = [t for t in tokens if "\n" in t or "\r" in t]
+    if bad:
+        raise ValueError(f"{path}: tokens with line breaks cannot be stored: {bad[:3]}")
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("".join(f"{token}\n" for token in tokens))
+
+
 class Vocabulary:
     """Token <-> id, growing (`frozen=False`) or fixed (unknown tokens -> 0, counted)."""
 
@@ -43,16 +59,11 @@ class Vocabulary:
                 "oov_most_common": self.oov.most_common(top)}
 
     def save(self, path):
-        with open(path, "w", encoding="utf-8") as handle:
-            for token in self.tokens:
-                if "\n" in token:
-                    raise ValueError(f"token with a newline cannot be stored: {token!r}")
-                handle.write(token + "\n")
+        write_tokens(path, self.tokens)
 
     @classmethod
     def load(cls, path, frozen=True, reserve_unk=True):
-        with open(path, encoding="utf-8") as handle:
-            tokens = [line.rstrip("\n") for line in handle]
+        tokens = read_tokens(path)
         if reserve_unk and (not tokens or tokens[0] != UNK):
             raise ValueError(f"{path}: line 1 must be {UNK} (id 0 is reserved)")
         return cls(tokens, frozen=frozen, reserve_unk=reserve_unk)

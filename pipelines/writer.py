@@ -8,9 +8,11 @@ import tempfile
 import tensorflow as tf
 
 from pipelines import schema
-from pipelines.dataset import SPLITS
+from pipelines.dataset import SPLITS, file_checksum
 
 FORMAT_VERSION = 1
+#: Shares and warnings `prepare` puts into a dataset's stats, repeated in the summary.
+QUALITY_KEYS = ("oov_share", "unseen_test_targets", "unseen_test_target_share", "warnings")
 
 
 def shard_name(split, index, count):
@@ -30,6 +32,8 @@ def _summary(dataset, max_len):
         "records_with_oov": sum(0 in r.item_ids for r in records),
         "records_longer_than_max_len": (sum(len(r.item_ids) > max_len for r in records)
                                         if max_len else 0),
+        "duplicate_interactions": stats.get("duplicate_interactions", 0),
+        **{key: stats[key] for key in QUALITY_KEYS if key in stats},
     }
 
 
@@ -42,12 +46,13 @@ def write_dataset(directory, dataset, num_shards, common):
     if dataset.labels is not None:
         with open(os.path.join(directory, "vocab", "labels.txt"), "w", encoding="utf-8") as handle:
             handle.write("".join(f"{name}\n" for name in dataset.labels))
-    counts, longest = {}, 0
+    counts, longest, shard_records = {}, 0, {}
     for split in SPLITS:
         records = dataset.splits.get(split, [])
         shards = max(1, min(num_shards, len(records)))
-        writers = [tf.io.TFRecordWriter(os.path.join(directory, shard_name(split, i, shards)),
-                                        options="GZIP") for i in range(shards)]
+        names = [shard_name(split, i, shards) for i in range(shards)]
+        writers = [tf.io.TFRecordWriter(os.path.join(directory, name), options="GZIP")
+                   for name in names]
         for i, record in enumerate(records):
             writers[i % shards].write(schema.encode(record.item_ids, record.user_id,
                                                     record.target, record.label))
@@ -55,12 +60,16 @@ def write_dataset(directory, dataset, num_shards, common):
         for writer in writers:
             writer.close()
         counts[split] = len(records)
+        for i, name in enumerate(names):  # round-robin: shard i holds every shards-th record
+            shard_records[name] = shard_record(os.path.join(directory, name),
+                                                len(range(i, len(records), shards)))
     metadata = dict(common)
     metadata.update({
         "version": FORMAT_VERSION,
         "task": dataset.task,
         "num_items": len(dataset.items),
         "splits": counts,
+        "shards": shard_records,
         "longest_sequence": longest,
         "stats": dataset.stats,
         "summary": _summary(dataset, common.get("max_len")),
@@ -74,6 +83,11 @@ def write_dataset(directory, dataset, num_shards, common):
     with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2, sort_keys=True)
     return metadata
+
+
+def shard_record(path, records):
+    """What readers verify a shard against: record count, byte size, SHA-256."""
+    return {"records": records, "bytes": os.path.getsize(path), "sha256": file_checksum(path)}
 
 
 def write_all(output_dir, datasets, num_shards, common, log=None):

@@ -17,6 +17,7 @@ from peterrec_tf.convert_tf1 import ConversionError, convert_checkpoint, release
 from peterrec_tf.model_dir import load_model_dir
 from peterrec_tf.models import FineTuner, NextItNet, parameter_report
 from peterrec_tf.tf1_oracle import run_oracle_batches
+from release_loaders import demo_histories, release_feed
 
 pytestmark = needs_checkpoints
 
@@ -88,7 +89,8 @@ def test_finetuned_parity_with_oracle(name, with_meta, tmp_path):
         history = rng.randint(1, 175, (batch, length - 2))
         zeros = np.zeros((batch, 1), "int32")
         batches.append(np.concatenate([zeros, history, zeros], axis=1).astype("int32"))
-    # the release feeds causal graphs [0, s.., 0, target] and they drop the target column
+    # any ids fed identically to both sides (the release framing is tested further down);
+    # the causal graphs drop the last (target) column themselves
     feeds = [np.concatenate([ids, np.ones((len(ids), 1), "int32")], 1) if causal else ids
              for ids in batches]
     oracle = run_oracle_batches(prefix, feeds)
@@ -106,7 +108,7 @@ def test_finetuned_parity_with_oracle(name, with_meta, tmp_path):
 
 def test_finetuned_model_trains_like_the_release_and_can_continue(tmp_path):
     out = str(tmp_path / "converted")
-    convert_checkpoint(FINETUNED["cau_serial"], out, log=lambda _: None)
+    convert_checkpoint(FINETUNED["cau_serial"], out, max_len=9, log=lambda _: None)
     model, _, _ = load_model_dir(out)
     paths = [w.path for w in model.trainable_weights]
     assert all("/mp_" in p or "layer_norm2" in p or "target_embeddings" in p for p in paths)
@@ -126,7 +128,7 @@ def test_finetuned_model_trains_like_the_release_and_can_continue(tmp_path):
 def test_unused_pretraining_head_is_reported_not_dropped(tmp_path):
     out = str(tmp_path / "converted")
     messages = []
-    config = convert_checkpoint(FINETUNED["noncau_parallel"], out, log=messages.append)
+    config = convert_checkpoint(FINETUNED["noncau_parallel"], out, max_len=9, log=messages.append)
     assert config["unused_variables"] == ["softmax_w"]
     assert "softmax_w" in messages[0]
     with np.load(os.path.join(out, "unused_variables.npz")) as data:
@@ -149,8 +151,8 @@ def test_max_len_is_recorded_from_the_release_csvs_or_the_flag(pretrained_dir, t
     explicit = convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft2"), max_len=7,
                                   log=lambda _: None)
     assert explicit["max_len"] == 7 and explicit["max_len_from"] == "--max_len"
-    assert convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft3"),
-                              log=lambda _: None)["max_len"] is None
+    with pytest.raises(ConversionError, match="--max_len=WIDTH or --target_vocab_csv"):
+        convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "ft3"), log=lambda _: None)
 
 
 def test_release_id_order_from_the_demo_csvs():
@@ -250,3 +252,272 @@ def test_command_line(tmp_path):
                          env=env, capture_output=True, text=True)
     assert bad.returncode != 0 and "cannot read checkpoint" in bad.stderr
     keras.backend.clear_session()
+
+
+# --- the release families' framing, measured against the release's own graphs --------------
+
+PARITY = {}  # name -> (max |diff| hidden, max |diff| scores), printed at the end (pytest -s)
+
+
+def check_parity(key, model, prefix, histories, family, width):
+    framed = model.framing.frame(tf.ragged.constant(histories, dtype=tf.int32)).numpy()
+    [expected] = run_oracle_batches(prefix, [release_feed(histories, family, width)])
+    hidden = model.backbone(framed).numpy()
+    scores = model(framed).numpy()
+    assert hidden.shape == expected["hidden"].shape
+    diffs = (float(np.abs(hidden - expected["hidden"]).max()),
+             float(np.abs(scores - expected["scores"]).max()))
+    PARITY[key] = diffs
+    print(f"\nparity {key}: hidden max |diff| {diffs[0]:.2e} (|h| <= "
+          f"{np.abs(expected['hidden']).max():.1f}), scores {diffs[1]:.2e}")
+    assert diffs[0] <= 1e-4 + 1e-5 * np.abs(expected["hidden"]).max()
+    assert diffs[1] <= 1e-4 + 1e-5 * np.abs(expected["scores"]).max()
+    np.testing.assert_array_equal(np.argsort(-scores, axis=1, kind="stable")[:, :5],
+                                  expected["top_k"].reshape(len(framed), 5))
+    return framed
+
+
+@pytest.mark.parametrize("name,kind,pooling", [("cau_serial", "release_causal", "last"),
+                                               ("cau_parallel", "release_causal", "last"),
+                                               ("noncau_parallel", "tcl", "first_last")])
+def test_release_framing_of_the_shared_checkpoints_matches_the_release_loaders(
+        name, kind, pooling, tmp_path):
+    """The model's own framing of ragged histories gives what the release's graph gives
+    when fed as the release's loader feeds it, for every user of the demo CSV (and, for
+    the causal scripts, shorter histories that the loader right-pads)."""
+    out = str(tmp_path / "converted")
+    config = convert_checkpoint(FINETUNED[name], out, vocab_csv=PRETRAIN_CSV,
+                                target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
+    model, saved, vocabs = load_model_dir(out)
+    assert model.framing.kind == kind and model.framing.length == 9
+    assert config["framing"] == saved["framing"] == {"kind": kind, "length": 9}
+    assert saved["max_len"] == 9 and model.pooling == pooling and model.method == "peterrec"
+    histories = demo_histories(vocabs["items"])
+    assert len(histories) == 30 and {len(h) for h in histories} == {9}
+    if kind == "release_causal":  # the loader right-pads shorter sources with 0
+        histories += [h[:n] for h, n in zip(histories[:4], (1, 4, 6, 8))]
+    framed = check_parity(name, model, FINETUNED[name], histories,
+                          "causal" if kind == "release_causal" else "noncausal", 9)
+    assert framed.shape == (len(histories), 10 if kind == "release_causal" else 11)
+
+
+# --- FineAll checkpoints (no patches, Adam2 slots) --------------------------------------------
+
+@pytest.fixture(scope="module")
+def fineall_checkpoints(tmp_path_factory):
+    from release_fineall import make_fineall_checkpoint
+    base = tmp_path_factory.mktemp("fineall")
+    return {family: make_fineall_checkpoint(str(base / family / "model.ckpt"), family)
+            for family in ("nextitnet", "grec")}
+
+
+@pytest.mark.parametrize("family,pooling,causal", [("nextitnet", "last", True),
+                                                   ("grec", "mean", False)])
+@pytest.mark.parametrize("with_meta", [True, False])
+def test_fineall_checkpoint_converts_with_parity(fineall_checkpoints, family, pooling, causal,
+                                                 with_meta, tmp_path):
+    prefix = fineall_checkpoints[family]
+    reader = tf.train.load_checkpoint(prefix)
+    names = set(reader.get_variable_to_shape_map())
+    assert {"allitem_embeddings/Adam2", "allitem_embeddings/Adam2_1", "beta1_power_1",
+            "beta2_power_1", "allitem_embeddings/Adam", "beta1_power"} <= names
+    source = prefix if with_meta else copy_without_meta(prefix, str(tmp_path / "ckpt"))
+    out = str(tmp_path / "converted")
+    kwargs = {} if with_meta else {"causal": causal, "pooling": pooling}
+    if not with_meta:
+        with pytest.raises(ConversionError, match="--pooling=last .* --pooling=mean"):
+            convert_checkpoint(source, out, causal=causal, target_vocab_csv=FINETUNE_CSV)
+    config = convert_checkpoint(source, out, vocab_csv=PRETRAIN_CSV,
+                                target_vocab_csv=FINETUNE_CSV, log=lambda _: None, **kwargs)
+    model, saved, vocabs = load_model_dir(out)
+    assert isinstance(model, FineTuner) and model.method == "fineall"
+    assert not model.backbone.patches and model.backbone.causal == causal
+    assert model.pooling == pooling and saved["framing"] == {"kind": "release_plain", "length": 9}
+    head = ["logits/bias", "logits/weight"] if causal else ["softmax_b", "softmax_w"]
+    assert config["unused_variables"] == head
+    assert config["skipped_training_state"] == len([n for n in names if "Adam" in n]) + 4
+    assert len(model.trainable_weights) == len(model.weights)  # FineAll: the backbone trains
+    histories = demo_histories(vocabs["items"])
+    histories += [h[:n] for h, n in zip(histories[:3], (1, 5, 8))]
+    framed = check_parity(f"{family}_fineall{'' if with_meta else '_no_meta'}", model, prefix,
+                          histories, f"{family}_fineall", 9)
+    assert framed.shape == (len(histories), 9)
+    # it trains further like a project FineAll model: the backbone moves too
+    before = model.backbone.blocks[0].conv1.kernel.numpy().copy()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.fit(framed, np.arange(len(framed)) % 31 + 1, epochs=1, verbose=0)
+    assert not np.allclose(before, model.backbone.blocks[0].conv1.kernel.numpy())
+
+
+def test_converted_fineall_model_evaluates_finetunes_and_exports_alone(fineall_checkpoints,
+                                                                       tmp_path):
+    from peterrec_tf.evaluate import run_evaluate
+    from peterrec_tf.export import export
+    from peterrec_tf.finetune import run_finetune
+    from pipelines.prepare import prepare
+
+    out = str(tmp_path / "converted")
+    convert_checkpoint(fineall_checkpoints["grec"], out, vocab_csv=PRETRAIN_CSV,
+                       target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
+    quiet = {"log": lambda *_: None}
+    prepare("peterrec_pretrain_csv", str(tmp_path / "pre"), PRETRAIN_CSV, **quiet)
+    data = str(tmp_path / "coldrec")
+    prepare("peterrec_finetune_csv", data, FINETUNE_CSV, split_by="instance",
+            vocab=str(tmp_path / "pre" / "vocab" / "items.txt"), **quiet)
+    results = run_evaluate(out, data, split="train", ks=(5,), num_candidates=10, **quiet)
+    assert 0 <= results["hr@5"] <= 1
+    tuned = str(tmp_path / "tuned")
+    run_finetune(out, data, tuned, method="fineall", train_steps=2, batch_size=8,
+                 eval_batch_size=64, num_candidates=10, jit_compile=False, **quiet)
+    model, config, _ = load_model_dir(tuned)
+    assert model.method == "fineall" and model.framing.kind == "release_plain"
+    assert config["max_len"] == 9
+    report = export([("fineall", out)], str(tmp_path / "sm"), "release", k=5, **quiet)
+    assert os.path.isdir(report["path"])
+
+
+@pytest.mark.parametrize("family", ["nextitnet", "grec"])
+def test_exported_fineall_checkpoint_serves_the_releases_answers(fineall_checkpoints, family,
+                                                                 tmp_path):
+    """Raw demo users (and right-padded shorter ones) to the exported signature: the
+    FineAll graph's top-5 and scores, the graph fed as its loader feeds it."""
+    from peterrec_tf.export import export
+    from release_loaders import demo_sources
+    from serving_server import SessionModel
+    out = str(tmp_path / "converted")
+    convert_checkpoint(fineall_checkpoints[family], out, vocab_csv=PRETRAIN_CSV,
+                       target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
+    report = export([("fineall", out)], str(tmp_path / "sm"), "release", k=5, log=lambda *_: None)
+    sources = demo_sources()
+    sources += [s[:n] for s, n in zip(sources[:3], (1, 5, 8))]
+    items = release_token_order(PRETRAIN_CSV)
+    index = {token: i for i, token in enumerate(items)}
+    [oracle] = run_oracle_batches(fineall_checkpoints[family], [release_feed(
+        [[index[t] for t in s] for s in sources], f"{family}_fineall", 9)])
+    scores = oracle["scores"][:, 1:]
+    width = 1 + max(len(s) for s in sources)
+    tokens = np.array([[""] * (width - len(s)) + s for s in sources]).astype(bytes)
+    served = SessionModel(report["path"]).run("serving_default", {"items": tokens})
+    np.testing.assert_array_equal(served["top_k_ids"],
+                                  np.argsort(-scores, axis=1, kind="stable")[:, :5] + 1)
+    assert np.abs(served["scores"] - -np.sort(-scores, axis=1)[:, :5]).max() <= \
+        1e-4 + 1e-5 * np.abs(oracle["scores"]).max()
+
+
+# --- structural optimizer state, pooling ------------------------------------------------------
+
+def test_optimizer_state_is_recognised_by_structure_not_by_name(tmp_path):
+    variables = release_variables()
+    embedding = variables["allitem_embeddings"]
+    variables["allitem_embeddings/Adam2"] = np.zeros_like(embedding)
+    variables["allitem_embeddings/Momentum"] = np.zeros_like(embedding)
+    variables["beta1_power_3"] = np.array(0.9, "float32")
+    prefix = str(tmp_path / "slots")
+    write_checkpoint(prefix, variables)
+    config = convert_checkpoint(prefix, str(tmp_path / "ok"), causal=True, log=lambda _: None)
+    assert config["converted_variables"] == 67
+    # a "slot" of the wrong shape, of no model variable, or a non-scalar beta power: refused
+    variables["allitem_embeddings/Adam3"] = np.zeros((3, 64), "float32")
+    variables["mystery/Adam2"] = np.zeros((4,), "float32")
+    variables["beta2_power_2"] = np.zeros((2,), "float32")
+    write_checkpoint(prefix, variables)
+    with pytest.raises(ConversionError) as error:
+        convert_checkpoint(prefix, str(tmp_path / "bad"), causal=True)
+    for name in ("allitem_embeddings/Adam3", "mystery/Adam2", "beta2_power_2"):
+        assert f"unexpected variable {name}" in str(error.value)
+
+
+def test_pooling_is_read_from_the_graph_and_contradictions_refused(tmp_path):
+    with pytest.raises(ConversionError, match="--pooling=mean contradicts .*pooling=last"):
+        convert_checkpoint(FINETUNED["cau_serial"], str(tmp_path / "a"), max_len=9,
+                           pooling="mean")
+    with pytest.raises(ConversionError, match="pre-trained"):
+        convert_checkpoint(PRETRAINED_PREFIX, str(tmp_path / "b"), pooling="last")
+    source = copy_without_meta(FINETUNED["noncau_parallel"], str(tmp_path / "ckpt"))
+    config = convert_checkpoint(source, str(tmp_path / "c"), causal=False, insertion="d",
+                                pooling="mean", max_len=5, log=lambda _: None)
+    model, _, _ = load_model_dir(str(tmp_path / "c"))
+    assert model.pooling == "mean" and config["framing"] == {"kind": "tcl", "length": 5}
+
+
+# --- malformed inputs, output directory, non-finite weights -----------------------------------
+
+def damaged_copy(directory, damage):
+    """A copy of the cau_serial checkpoint with one file damaged; returns (prefix, file)."""
+    prefix = copy_without_meta(FINETUNED["cau_serial"], directory)
+    shutil.copy(FINETUNED["cau_serial"] + ".meta", directory)
+    [data] = [n for n in os.listdir(directory) if ".data-" in n]
+    files = {"data": os.path.join(directory, data), "index": prefix + ".index",
+             "meta": prefix + ".meta"}
+    kind, how = damage.split("_", 1)
+    path = files[kind]
+    os.chmod(path, 0o644)
+    raw = bytearray(open(path, "rb").read())
+    if how == "truncated":
+        raw = raw[:len(raw) // 2]
+    else:  # flipped bytes: a checksum error (.data) or a corrupt table (.index)
+        for offset in range(len(raw) // 2, len(raw) // 2 + 64):
+            raw[offset] ^= 0x5A
+    open(path, "wb").write(bytes(raw))
+    return prefix, path
+
+
+DAMAGES = ["data_truncated", "data_flipped", "index_truncated", "index_flipped",
+           "meta_truncated"]
+
+
+@pytest.mark.parametrize("damage", DAMAGES)
+def test_damaged_checkpoint_files_are_named_errors_not_tracebacks(damage, tmp_path):
+    prefix, damaged = damaged_copy(str(tmp_path / "ckpt"), damage)
+    out = str(tmp_path / "out")
+    with pytest.raises(ConversionError) as error:
+        convert_checkpoint(prefix, out, max_len=9, log=lambda _: None)
+    assert str(error.value).startswith(f"{damaged}: ")
+    assert os.listdir(str(tmp_path)) == ["ckpt"]  # no output, no staging directory
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT)
+    done = subprocess.run([sys.executable, "-m", "peterrec_tf.convert_tf1",
+                           f"--checkpoint={prefix}", f"--output_dir={out}", "--max_len=9"],
+                          env=env, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert f"error: {damaged}: " in done.stderr and "Traceback" not in done.stderr
+
+
+def test_non_finite_weights_are_refused_by_name(tmp_path):
+    variables = release_variables()
+    variables["nextitnet_residual_blockdecoder_layer_2_1/layer_norm1/beta"][3] = np.nan
+    variables["logits/bias"][:2] = np.inf
+    prefix = str(tmp_path / "nan")
+    write_checkpoint(prefix, variables)
+    with pytest.raises(ConversionError) as error:
+        convert_checkpoint(prefix, str(tmp_path / "out"), causal=True)
+    assert "layer_2_1/layer_norm1/beta: 1 non-finite value" in str(error.value)
+    assert "logits/bias: 2 non-finite values" in str(error.value)
+
+
+def test_output_dir_is_refused_when_not_empty_and_replaced_whole_with_overwrite(tmp_path):
+    out = tmp_path / "model"
+    convert_checkpoint(FINETUNED["cau_serial"], str(out), target_vocab_csv=FINETUNE_CSV,
+                       log=lambda _: None)
+    assert (out / "target_vocab.txt").exists()
+    before = sorted(os.listdir(str(out)))
+    with pytest.raises(ConversionError, match="not empty.*--overwrite"):
+        convert_checkpoint(PRETRAINED_PREFIX, str(out), log=lambda _: None)
+    assert sorted(os.listdir(str(out))) == before
+    # a failing conversion with --overwrite leaves the old directory as it was
+    with pytest.raises(ConversionError):
+        convert_checkpoint(str(tmp_path / "nothing"), str(out), overwrite=True)
+    assert sorted(os.listdir(str(out))) == before
+    convert_checkpoint(PRETRAINED_PREFIX, str(out), overwrite=True, log=lambda _: None)
+    assert sorted(os.listdir(str(out))) == ["config.json", "model.keras"]  # no stale vocab
+    config = json.load(open(str(out / "config.json")))
+    assert config["kind"] == "pretrain" and config["framing"]["kind"] == "history"
+    assert sorted(os.listdir(str(tmp_path))) == ["model"]  # no staging directory left
+    (tmp_path / "empty").mkdir()
+    convert_checkpoint(PRETRAINED_PREFIX, str(tmp_path / "empty"), log=lambda _: None)
+    assert (tmp_path / "empty" / "model.keras").exists()
+
+
+def test_zz_parity_summary():
+    """Prints every parity figure measured above (run with -s to see them)."""
+    for key, (hidden, scores) in sorted(PARITY.items()):
+        print(f"{key:28s} hidden {hidden:.2e}  scores {scores:.2e}")

@@ -472,25 +472,31 @@ def test_command_line(dirs, tmp_path):
 
 
 @needs_checkpoints
-def test_converted_tf1_export_serves_the_oracle_top_k(tmp_path):
+@pytest.mark.parametrize("name, family", [("cau_serial", "causal"), ("cau_parallel", "causal"),
+                                          ("noncau_parallel", "noncausal")])
+def test_converted_release_checkpoint_serves_the_releases_answers(name, family, tmp_path):
+    """Every user of the release's demo fine-tuning CSV, sent as raw tokens (literal "0"
+    padding tokens included) to the exported signature, gets the release graph's top-5
+    targets (target id 0, the padding target, excluded) and scores, the graph fed exactly as
+    the release's loader feeds it; the model's recorded framing does the rest."""
     from peterrec_tf.convert_tf1 import convert_checkpoint, release_token_order
     from peterrec_tf.tf1_oracle import run_oracle
+    from release_loaders import demo_histories, demo_sources, release_feed
     out = str(tmp_path / "converted")
-    convert_checkpoint(FINETUNED["cau_serial"], out, vocab_csv=PRETRAIN_CSV,
+    convert_checkpoint(FINETUNED[name], out, vocab_csv=PRETRAIN_CSV,
                        target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
     report = export([("coldrec", out)], str(tmp_path / "sm"), "release", k=5, **quiet)
-    session = SessionModel(report["path"])
     items = release_token_order(PRETRAIN_CSV)
-    rng = np.random.RandomState(5)
-    ids = rng.randint(1, len(items), (3, 9))
-    framed = np.array([[0] + list(row) + [0] for row in ids], dtype="int32")  # the release's [TCL] framing
-    oracle = run_oracle(FINETUNED["cau_serial"], np.concatenate([framed, np.ones((3, 1), "int32")], axis=1))
-    tokens = np.array([[items[i] for i in row] for row in ids]).astype(bytes)
-    served = session.run("serving_default", {"items": tokens})
-    expected = np.argsort(-oracle["scores"][:, 1:], axis=1, kind="stable")[:, :5] + 1  # id 0 is no answer
-    np.testing.assert_array_equal(served["top_k_ids"], expected)
-    np.testing.assert_allclose(served["scores"], -np.sort(-oracle["scores"][:, 1:], axis=1)[:, :5], atol=1e-4)
-    top_oracle = oracle["top_k"].reshape(3, 5)
-    for row, served_row in zip(top_oracle, served["top_k_ids"]):
-        kept = [i for i in row if i != 0]
-        assert list(served_row[:len(kept)]) == kept
+    sources = demo_sources()
+    oracle = run_oracle(FINETUNED[name], release_feed(demo_histories(items), family, 9))
+    scores = oracle["scores"][:, 1:]  # target 0 is padding, never an answer
+    expected_ids = np.argsort(-scores, axis=1, kind="stable")[:, :5] + 1
+    expected_scores = -np.sort(-scores, axis=1)[:, :5]
+    served = SessionModel(report["path"]).run(
+        "serving_default", {"items": np.array([[""] + s for s in sources]).astype(bytes)})
+    np.testing.assert_array_equal(served["top_k_ids"], expected_ids)
+    tolerance = 1e-4 + 1e-5 * np.abs(oracle["scores"]).max()
+    assert np.abs(served["scores"] - expected_scores).max() <= tolerance
+    targets = release_token_order(FINETUNE_CSV, targets=True)
+    assert [[t.decode() for t in row] for row in served["top_k_items"]] == \
+        [[targets[i] for i in row] for row in expected_ids]

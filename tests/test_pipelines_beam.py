@@ -103,6 +103,7 @@ def paper_log_with_faults(tmp_path):
     lines = path.read_text().split("\n")
     lines.insert(40, "")  # a blank line between rows: a bad line
     lines.insert(700, "u1\ti1\tnot-a-time")
+    lines.insert(900, "u1\ti1\tinf")  # not finite: a bad line
     lines.insert(1, "")
     lines[300:300] = ["ushort\ti7\t5", "ushort\ti3\t5"]  # too short for leave-last-out
     path.write_text("\n".join(lines) + "\n\n  \n")
@@ -116,7 +117,8 @@ def test_interaction_log_three_paths_write_the_same_dataset(tmp_path, in_memory,
     prepare("interactions", beam, log, skip_bad_lines=True, **BEAM, **quiet)
     assert_same_dataset(compact, beam)
     summary = inputs.read_metadata(beam)["summary"]
-    assert summary["skipped_bad_lines"] == 3 and summary["dropped_users_too_short"] > 0
+    assert summary["skipped_bad_lines"] == 4 and summary["dropped_users_too_short"] > 0
+    assert summary["duplicate_interactions"] > 0 and "unseen_test_target_share" in summary
     in_memory()
     prepare("interactions", memory, log, skip_bad_lines=True, **quiet)
     assert_same_dataset(compact, memory)

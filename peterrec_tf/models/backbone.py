@@ -7,6 +7,8 @@ from peterrec_tf.layers.residual_block import ResidualBlock, default_insertion
 
 #: The release's demo architecture: blocks at 1,4 (convs at 1,2,4,8) twice over.
 RELEASE_DILATIONS = (1, 4, 1, 4, 1, 4, 1, 4)
+#: What makes two backbones interchangeable (patches aside): the only list of these fields.
+ARCHITECTURE = ("vocab_size", "channels", "dilations", "kernel_size", "causal")
 
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
@@ -128,10 +130,17 @@ class Backbone(keras.Model):
             for dst, src in zip(mine.backbone_layers, theirs.backbone_layers):
                 dst.set_weights(src.get_weights())
 
+    def architecture(self):
+        """{field: value} of ARCHITECTURE (the constructor arguments of an unpatched copy)."""
+        return {field: getattr(self, field) for field in ARCHITECTURE}
+
+    def architecture_differences(self, other):
+        """["field: mine vs theirs", ...] where `other` has another architecture."""
+        return [f"{f}: {getattr(self, f)} vs {getattr(other, f)}"
+                for f in ARCHITECTURE if getattr(self, f) != getattr(other, f)]
+
     def _check_compatible(self, other):
-        fields = ("vocab_size", "channels", "dilations", "kernel_size", "causal")
-        diffs = [f"{f}: {getattr(self, f)} vs {getattr(other, f)}"
-                 for f in fields if getattr(self, f) != getattr(other, f)]
+        diffs = self.architecture_differences(other)
         if diffs:
             raise ValueError("backbones differ in " + "; ".join(diffs))
 

@@ -26,9 +26,7 @@ def build_finetuner(
         import keras
         if seed is not None:
             keras.utils.set_random_seed(seed)
-        source = Backbone(**{k: v for k, v in pretrained_backbone.get_config().items()
-                             if k in ("vocab_size", "channels", "dilations", "kernel_size",
-                                      "causal")})
+        source = Backbone(**pretrained_backbone.architecture())
         source.build()
     if method == "peterrec":
         backbone = source.with_patches(insertion, patch_config)

@@ -7,6 +7,7 @@ from keras import ops
 from pipelines.framing import Framing
 
 from peterrec_tf.models.backbone import WrapsBackbone
+from peterrec_tf.models.replica_losses import scale_for_replicas, weighted_mean
 
 from peterrec_tf.layers.heads import DotProductHead, make_head
 from peterrec_tf.layers.fused_softmax import (
@@ -15,31 +16,6 @@ from peterrec_tf.layers.fused_softmax import (
 # with the fused softmax losses the kept positions are padded to a multiple of this, so
 # that XLA compiles a few row counts instead of one per batch
 FUSED_ROWS_MULTIPLE = 64
-
-
-def scale_for_replicas(loss):
-    """Divide a replica's loss by the replica count, as Keras' compiled losses do.
-
-    Under tf.distribute the replicas' gradients are summed (and `fit` multiplies the
-    reported loss back); without this an N-replica run would take N-times larger steps.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    return loss / replicas if replicas > 1 else loss
-
-
-def weighted_mean(weighted_sum, weight_sum):
-    """`sum(loss * w) / sum(w)` over the global batch, also when it is split over replicas.
-
-    With N replicas the weight total is summed across them and the result multiplied by N
-    (Keras divides by N when it sums the replicas' gradients), so N replicas take exactly
-    the step one process takes on the whole batch.
-    """
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    context = tf.distribute.get_replica_context()
-    if replicas > 1 and context is not None:
-        weight_sum = context.all_reduce("SUM", weight_sum)
-        return weighted_sum * replicas / ops.maximum(weight_sum, 1.0)
-    return weighted_sum / ops.maximum(weight_sum, 1.0)
 
 
 def pad_rows(multiple, *tensors):
@@ -62,6 +38,9 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
     """
 
     requires_causal = None
+    #: What the model answers, as FineTuner.task ("item_rec" | "classify"): the one
+    #: notion of model kind that evaluation, export and the model directory dispatch on.
+    task = "pretrain"
 
     def __init__(self, backbone, head="full", num_sampled=0, framing=None, **kwargs):
         super().__init__(**kwargs)
@@ -87,6 +66,20 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.backbone.build()
         self.head.build((None, None, self.backbone.channels))
         self.built = True
+
+    def compile(self, *args, xla_plan=None, **kwargs):
+        """Keras' `compile`, plus, when `xla_plan` is given (`training.xla_policy.xla_plan`),
+        what XLA compiles: "step" the whole train step (it sets `jit_compile`), "blocks" the
+        residual stack alone (`Backbone.compile_blocks_with_xla`), "softmax" the fused
+        softmax losses (`fuse_softmax_with_xla`). `xla_plan=()`: none of them, TF's ops."""
+        if xla_plan is not None:
+            unknown = set(xla_plan) - {"step", "blocks", "softmax"}
+            if unknown:
+                raise ValueError(f"unknown XLA plan parts {sorted(unknown)}")
+            self.backbone.compile_blocks_with_xla("blocks" in xla_plan)
+            self.fuse_softmax_with_xla("softmax" in xla_plan)
+            kwargs["jit_compile"] = "step" in xla_plan
+        super().compile(*args, **kwargs)
 
     def call(self, item_ids, training=None):
         hidden = self.backbone(item_ids)

@@ -16,8 +16,7 @@ def check_method(method, finelast_blocks=1, num_blocks=None):
 def apply_transfer_method(model):
     """Set `trainable` on the built sub-layers of a FineTuner from its `method`."""
     backbone = model.backbone
-    method = model.method
-    check_method(method, model.finelast_blocks, len(backbone.blocks))
+    method = model.method  # checked by the FineTuner's constructor
     if method == "peterrec" and not backbone.patches:
         raise ValueError("method 'peterrec' needs a backbone with patches (insertion b/c/d/e)")
     model.head.trainable = True

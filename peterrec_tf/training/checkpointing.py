@@ -6,6 +6,13 @@ import tempfile
 
 import tensorflow as tf
 
+from peterrec_tf.training.finite import check_finite
+
+
+#: What a damaged checkpoint raises: TF's DataLossError/NotFoundError..., a short read
+#: of the object graph (IndexError), a file that cannot be opened, a mismatch.
+RESTORE_ERRORS = (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError)
+
 
 class TrainingState:
     """What a resumed run needs: the model's variables, the optimizer's slots and the step.
@@ -17,6 +24,7 @@ class TrainingState:
     """
 
     def __init__(self, model, model_dir, keep=3, strategy=None, chief=True):
+        self.model = model
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         with (strategy or tf.distribute.get_strategy()).scope():
             model.optimizer.build(model.trainable_variables)
@@ -32,15 +40,34 @@ class TrainingState:
     def current_step(self):
         return int(self.step.numpy())
 
-    def restore(self):
-        """Restore the latest checkpoint if there is one; returns its path or None."""
-        latest = self.manager.latest_checkpoint
-        if latest:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        return latest
+    def restore(self, log=print):
+        """Restore the newest checkpoint that restores; returns its path or None.
+
+        A checkpoint that fails (truncated, checksum error, missing file) is reported by
+        file and the one before it is tried; if none restores, a `ValueError` lists them
+        (starting over silently would throw the run away).
+        """
+        failures = []
+        for path in reversed(self.manager.checkpoints):
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except RESTORE_ERRORS as error:
+                reason = getattr(error, "message", str(error)).strip().splitlines()[0]
+                failures.append(f"{path}: {reason}")
+                log(f"warning: checkpoint {path} does not restore ({reason}); trying the one "
+                    "before it")
+                continue
+            return path
+        if failures:
+            raise ValueError("no checkpoint in " + self.directory + " restores: "
+                             + "; ".join(failures) + ". Move the directory aside to start over")
+        return None
 
     def save(self):
-        """Checkpoint at the current step (numbered by it); returns the chief's path."""
+        """Checkpoint at the current step (numbered by it); returns the chief's path.
+        Weights that are not finite are never saved (`NonFiniteError`)."""
+        check_finite(self.model.variables, f"at step {self.current_step}: training diverged; "
+                     "this checkpoint is not written. Lower --learning_rate or check the data")
         number = self.current_step
         if self.chief:
             return self.manager.save(checkpoint_number=number)

@@ -7,7 +7,7 @@ from peterrec_tf.metrics import classification_metrics, ranking_metrics
 
 def score_function(model):
     """Scores `[B, N]` for a batch of inputs: next-item logits or the FineTuner's scores."""
-    if hasattr(model, "next_item_logits"):
+    if model.task == "pretrain":
         return tf.function(model.next_item_logits, reduce_retracing=True)
     return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 

@@ -1,4 +1,7 @@
-"""absl flags every training job shares (defined by the entry points, never at import)."""
+"""absl flags every training job shares (defined by the entry points, never at import),
+and the range checks of their values."""
+
+import math
 
 COMMON = ("data_dir", "model_dir", "batch_size", "epochs", "train_steps", "learning_rate",
           "seed", "deterministic", "strategy", "mixed_precision", "checkpoint_every",
@@ -75,12 +78,36 @@ def total_steps(train_steps, epochs, num_examples, batch_size):
     return max(1, int(round(epochs * max(1, num_examples // batch_size))))
 
 
-def use_xla(jit_compile, strategy, deterministic, supported=True):
-    """Whether a job compiles its train step with XLA: asked for, supported by the model,
-    one process (the distributed code paths are tested without it) and not in op-determinism
-    mode (XLA does not promise it for every op)."""
-    if not (jit_compile and supported and strategy == "default" and not deterministic):
-        return False
-    from tensorflow.python.framework.config import is_op_determinism_enabled
+#: Smallest allowed value of the integer settings a job may have (absent ones are skipped).
+INTEGER_MINIMUMS = {"batch_size": 1, "train_steps": 0, "checkpoint_every": 1,
+                    "keep_checkpoints": 1, "log_every": 1, "eval_every": 0, "eval_batch_size": 1,
+                    "max_len": 0, "channels": 1, "kernel_size": 1, "num_candidates": 2,
+                    "num_sampled": -1, "num_negatives": 0, "finelast_blocks": 1}
 
-    return not is_op_determinism_enabled()  # process-wide: an earlier job may have set it
+
+def check_values(config):
+    """Refuse out-of-range or non-finite settings before a job touches anything (NaN
+    fails every comparison, so each test is written to pass only for good values)."""
+    for name, low in INTEGER_MINIMUMS.items():
+        value = config.get(name)
+        if value is not None and not value >= low:
+            raise ValueError(f"--{name} must be >= {low}, got {value}")
+    if "learning_rate" in config:
+        _finite(config, "learning_rate", positive=True)
+    if "epochs" in config:
+        _finite(config, "epochs", positive=not config.get("train_steps"))
+    if config.get("l2_reg") is not None:
+        _finite(config, "l2_reg")
+    if config.get("mask_rate") is not None and not 0 < config["mask_rate"] <= 1:
+        raise ValueError(f"--mask_rate must be in (0, 1], got {config['mask_rate']}")
+    for name in ("ks", "dilations"):
+        if name in config and (not config[name] or not all(v >= 1 for v in config[name])):
+            raise ValueError(f"--{name} must be a non-empty list of integers >= 1, got "
+                             f"{config[name]}")
+
+
+def _finite(config, name, positive=False):
+    value = config[name]
+    if not (math.isfinite(value) and value >= 0 and (value > 0 or not positive)):
+        raise ValueError(f"--{name} must be a finite number {'> 0' if positive else '>= 0'}, "
+                         f"got {value}")

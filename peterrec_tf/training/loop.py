@@ -14,6 +14,7 @@ import keras
 
 from peterrec_tf.training import multiworker_compat
 from peterrec_tf.training.checkpointing import TrainingState
+from peterrec_tf.training.finite import check_loss
 from peterrec_tf.training.progress import Progress
 from peterrec_tf.training.signals import StopRequest
 from peterrec_tf.training.strategy import for_strategy
@@ -24,19 +25,20 @@ class JobCallback(keras.callbacks.Callback):
     """Step counting, progress, TensorBoard, periodic evaluation and checkpoints, signals."""
 
     def __init__(self, state, progress, summaries, stop, checkpoint_every, eval_every=0,
-                 evaluate=None, log=print, chief=True, best=None):
+                 evaluate=None, log=print, chief=True, best=None, last_saved=None):
         super().__init__()
         self.best = best
         self.state, self.progress, self.summaries, self.stop = state, progress, summaries, stop
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.eval_every, self.evaluate = int(eval_every or 0), evaluate
         self.log = log if chief else (lambda *_: None)
-        self.last_saved = None
+        self.last_saved = last_saved
         self.validation = {}
 
     def on_train_batch_end(self, batch, logs=None):
         step = int(self.state.step.assign_add(1).numpy())
         logs = dict(logs or {})
+        check_loss(logs, step, self.last_saved)  # before anything could save this step
         if self.progress.due(step):
             self.log(self.progress.line(step, logs))
             self.summaries.scalars("train", logs, step)
@@ -74,7 +76,7 @@ def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_ev
     periodic validation; `callbacks` are extra Keras callbacks run after the job's own.
     """
     state = TrainingState(model, model_dir, keep_checkpoints, strategy, chief)
-    latest = state.restore()
+    latest = state.restore(log if chief else (lambda *_: None))
     start = state.current_step
     if latest and chief:
         log(f"resuming from {latest} (step {start}): skipping {start} batches of data")
@@ -91,7 +93,7 @@ def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_ev
     with StopRequest() as stop:
         callback = JobCallback(state, Progress(total_steps, start, batch_size, log_every),
                                summaries, stop, checkpoint_every, eval_every, evaluate, log, chief,
-                               best)
+                               best, start if latest else None)
         started = time.time()
         history = model.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
                             shuffle=False, callbacks=[callback, *callbacks])

@@ -6,7 +6,13 @@ import os
 #: Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
     "train_steps", "epochs", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-    "flagfile", "strategy", "eval_batch_size"})
+    "flagfile", "strategy", "eval_batch_size", "save_full_model"})
+#: Where things are, not what the job is: a run directory may be copied or moved, and
+#: data moved elsewhere is the same data when its fingerprint (`data_fingerprint`) is.
+PATHS = frozenset({"model_dir", "data_dir"})
+#: Evaluation-only settings: they change no trained weight, so they may change on resume
+#: unless a --select_metric chose weights by them.
+EVALUATION = frozenset({"ks", "num_candidates", "eval_ranking"})
 
 
 def write_json(path, payload):
@@ -26,22 +32,31 @@ def record_config(model_dir, config, name="flags.json", write=True):
     """Write the job's settings; refuse different ones for a model_dir that holds a run.
 
     A re-run with the same model_dir resumes, so it must be the same job: anything but
-    step counts and logging cadence (RESUMABLE_CHANGES) differing is an error.
+    step counts and logging cadence (RESUMABLE_CHANGES), paths (PATHS) and, without model
+    selection, evaluation settings differing is an error. A setting the stored file does
+    not have (written before it was recorded) is not compared.
     """
     path = os.path.join(model_dir, name)
     if os.path.exists(path):
         previous = read_json(path)
         current = json.loads(json.dumps(config, default=str))  # tuples -> lists, as stored
-        changed = sorted(k for k in set(previous) | set(current) if k not in RESUMABLE_CHANGES
-                         and previous.get(k) != current.get(k))
+        free = RESUMABLE_CHANGES | PATHS | (EVALUATION if not current.get("select_metric")
+                                            else frozenset())
+        changed = sorted(k for k in previous  # keys only in `current` are newer settings
+                         if k not in free and previous.get(k) != current.get(k))
         if changed:
-            details = "; ".join(f"--{k}: {previous.get(k)!r} -> {current.get(k)!r}"
+            details = "; ".join(f"{_label(k)}: {previous.get(k)!r} -> {current.get(k)!r}"
                                 for k in changed)
             raise ValueError(f"{model_dir} holds a run with other settings ({details}); use a "
                              "new --model_dir, or the same flags to resume")
     if write:
         os.makedirs(model_dir, exist_ok=True)
         write_json(path, config)
+
+
+def _label(key):
+    return ("the data (metadata.json fingerprint)" if key == "data_fingerprint"
+            else f"--{key}")
 
 
 def write_results(model_dir, results, name="results.json"):

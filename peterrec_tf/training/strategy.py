@@ -68,3 +68,12 @@ def for_strategy(dataset, strategy):
             tf.data.experimental.AutoShardPolicy.DATA)
         dataset = dataset.with_options(options)
     return dataset
+
+
+def check_batch_size(batch_size, strategy):
+    """The global batch must split evenly over the replicas (batches are drop-remainder
+    under a distribution strategy)."""
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ValueError(f"--batch_size={batch_size} must be divisible by the {replicas} "
+                         "replicas of the distribution strategy")

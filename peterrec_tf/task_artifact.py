@@ -1,0 +1,119 @@
+"""A fine-tuned task stored as only what it trained, over the backbone it was trained on.
+
+PeterRec's promise is that a task costs a few per cent of the parameters; at the paper's
+645K items a full model directory is ~1.3 GB, so a fine-tuned model directory holds, like
+a PEFT adapter, only:
+
+    DIR/task_model.json    the FineTuner's Keras config (architecture, method, framing)
+    DIR/task_weights.npz   the weights the task trained (patches, head, trained layer norms;
+                           FineLast its last blocks), by path relative to the model
+    DIR/config.json        ..., "backbone_dir" (the pre-trained model directory, absolute)
+                           and "backbone_fingerprint" (SHA-256 of its backbone weights)
+
+`model_dir.load_model_dir` reads such a directory like any other: it loads the backbone
+directory, refuses it when its fingerprint differs from the recorded one (another or a
+changed pre-training), builds the FineTuner and puts the task's weights in. Every frozen
+weight is checked bit-equal to the backbone's when the task is saved, so what is not
+stored is exactly what the backbone holds.
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+TASK_MODEL_FILE = "task_model.json"
+TASK_WEIGHTS_FILE = "task_weights.npz"
+
+
+def relative_path(weight):
+    """'backbone/block_0_1/mp_1/down_0_kernel' or 'target_embeddings/embeddings': the
+    weight's path without the enclosing model's (instance-numbered) name."""
+    path = weight.path
+    if "backbone/" in path:
+        return path[path.index("backbone/"):]
+    return path.split("/", 1)[1] if "/" in path else path
+
+
+def backbone_fingerprint(backbone):
+    """SHA-256 over the paths, shapes and bytes of a backbone's pre-trained (non-patch)
+    weights: equal exactly when two backbones hold the same pre-training."""
+    digest = hashlib.sha256()
+    for weight in sorted(backbone.backbone_weights(), key=relative_path):
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{relative_path(weight)}|{value.shape}|{value.dtype}\n".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def stores_task_only(model):
+    """Whether a fine-tuned model can be stored as its task alone (every method but
+    fineall, which changes the whole backbone)."""
+    return model.task != "pretrain" and model.method != "fineall"
+
+
+def save_task(directory, model, backbone_dir, backbone):
+    """Write `model`'s task files into `directory` (the caller writes config.json and the
+    vocabularies); returns the config entries that name the backbone. `backbone` is the
+    pre-trained backbone the model was built from (loaded from `backbone_dir`)."""
+    import keras
+
+    trained = {id(w) for w in model.trainable_weights}
+    source = {relative_path(w): w for w in backbone.backbone_weights()}
+    stored, changed = {}, []
+    for weight in model.weights:
+        path = relative_path(weight)
+        if id(weight) in trained or path not in source:
+            stored[path] = weight.numpy()
+        elif not np.array_equal(weight.numpy(), source[path].numpy()):
+            changed.append(path)
+    if changed:
+        raise ValueError(f"frozen weights differ from {backbone_dir}'s backbone: {changed[:5]}: "
+                         "the task cannot be stored over it")
+    config = keras.saving.serialize_keras_object(model)
+    with open(os.path.join(directory, TASK_MODEL_FILE), "w", encoding="utf-8") as handle:
+        json.dump(config, handle)
+    with open(os.path.join(directory, TASK_WEIGHTS_FILE), "wb") as handle:
+        np.savez(handle, **{path.replace("/", "|"): value for path, value in stored.items()})
+    return {"backbone_dir": os.path.abspath(backbone_dir),
+            "backbone_fingerprint": backbone_fingerprint(backbone),
+            "task_weights": len(stored)}
+
+
+def load_task(directory, config, backbone_dir=None):
+    """The FineTuner of a task-only directory, over the backbone of `backbone_dir`
+    (default: the one recorded in config.json)."""
+    import keras
+
+    from peterrec_tf.model_dir import load_model_dir
+
+    backbone_dir = backbone_dir or config.get("backbone_dir")
+    if not backbone_dir or not os.path.isdir(backbone_dir):
+        raise FileNotFoundError(
+            f"{directory} holds a task over the backbone of {backbone_dir!r}, which is not "
+            "there: give its pre-trained model directory (--backbone_dir)")
+    source, _, _ = load_model_dir(backbone_dir)
+    found = backbone_fingerprint(source.backbone)
+    if found != config.get("backbone_fingerprint"):
+        raise ValueError(
+            f"{backbone_dir}'s backbone (fingerprint {found[:12]}) is not the one {directory} "
+            f"was fine-tuned on ({str(config.get('backbone_fingerprint'))[:12]}): use that "
+            "pre-trained model directory")
+    with open(os.path.join(directory, TASK_MODEL_FILE), encoding="utf-8") as handle:
+        model = keras.saving.deserialize_keras_object(json.load(handle))
+    model.build()
+    model.backbone.copy_backbone_weights_from(source.backbone)
+    with np.load(os.path.join(directory, TASK_WEIGHTS_FILE)) as stored:
+        values = {key.replace("|", "/"): stored[key] for key in stored.files}
+    weights = {relative_path(w): w for w in model.weights}
+    missing = sorted(set(values) - set(weights))
+    if missing:
+        raise ValueError(f"{directory}/{TASK_WEIGHTS_FILE}: weights {missing[:5]} have no place "
+                         "in the task model")
+    for path, value in values.items():
+        if tuple(weights[path].shape) != value.shape:
+            raise ValueError(f"{directory}/{TASK_WEIGHTS_FILE}: {path} has shape {value.shape}, "
+                             f"the model expects {tuple(weights[path].shape)}")
+        weights[path].assign(value)
+    return model
