@@ -90,7 +90,7 @@ def main():
         return run
 
     base = measure(1000, "local")
-    local = [measure(int(n), "local") for n in args.sizes.split(",")]
+    local = [measure(int(n), "local") for n in args.sizes.split(",") if n]
     if args.beam_events:
         measure(args.beam_events, "DirectRunner", ["--direct_num_workers=1"])
     if len(local) >= 2:
