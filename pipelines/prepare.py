@@ -284,9 +284,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    from absl import flags
+    from absl import app, flags
 
     define_flags()
     # flags this command does not define are Beam pipeline options (--runner=...)
