@@ -1,10 +1,11 @@
 """Data preparation as an Apache Beam pipeline: `prepare --runner=DirectRunner|FlinkRunner|
 SparkRunner|DataflowRunner [Beam pipeline options]`.
 
-Formats: `interactions`, `peterrec_pretrain_csv`, `peterrec_finetune_csv`. The pipeline
-writes the same shards, vocabularies and metadata.json as the local path, record for
-record (tests/test_pipelines_beam.py), because both call `pipelines.canonical` and the
-formats' own line rules:
+Formats: `interactions`, `peterrec_pretrain_csv`, `peterrec_finetune_csv`,
+`movielens_100k` (every task; u.data through the pipeline, the small u.user and u.item
+read by the driver). The pipeline writes the same shards, vocabularies and metadata.json
+as the local path, byte for byte (tests/test_pipelines_beam.py), because both call
+`pipelines.canonical` and the formats' own line rules:
 
 1. The driver cuts the input into newline-aligned byte ranges and counts the lines
    before each (`canonical.plan_chunks`), so workers know every line's number.
@@ -19,8 +20,10 @@ formats' own line rules:
 5. Records (leave-last-out, or fine-tuning instances with their split), each with a key;
    per split the sorted keys give a record's rank, rank mod shards its shard; each shard is
    grouped, sorted by rank and written by one worker into the temporary directory.
-6. Summaries (counts, bad lines, OOV, longest record) go into one report; the driver then
-   writes vocab/, metadata.json and moves the directory into place (`canonical.publish`).
+6. Summaries (counts, bad lines, OOV, duplicates, longest record, what training covers,
+   test targets) go into one report; the driver then writes vocab/, metadata.json (with
+   each shard's records, bytes and SHA-256, and the quality shares) and moves the
+   directory into place (`canonical.publish`).
 
 The output directory (and so the temporary one beside it) must be on a filesystem that
 the workers and the driver share. Bad lines are raised (or counted with
