@@ -100,10 +100,10 @@ def training_side(vocab, batch, objective, length, steps):
     """Examples/second one Keras training step consumes at the default model size."""
     import keras
 
-    from peterrec_tf.models import Backbone, GRecEncoder, NextItNet
+    from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
     keras.utils.set_random_seed(0)
     causal = objective == "next_item"
-    task = NextItNet if causal else GRecEncoder
+    task = NextItNet if causal else GRecPretrainer
     model = task(Backbone(vocab, 64, (1, 4) * 4, 3, causal=causal))
     model.compile(optimizer="adam")
     rng = np.random.RandomState(0)

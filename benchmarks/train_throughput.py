@@ -222,7 +222,7 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     import keras
 
     from pipelines import inputs
-    from peterrec_tf.models import Backbone, GRecEncoder, NextItNet, build_finetuner
+    from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 
     keras.utils.set_random_seed(0)
     if kind == "peterrec":
@@ -235,7 +235,7 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
         causal = kind != "masked"
         backbone = Backbone(vocab, channels, dilations, 3, causal=causal)
         head, sampled = ("full", 0) if kind == "next_full" else ("dot", int(0.2 * vocab))
-        model = (NextItNet if causal else GRecEncoder)(backbone, head=head, num_sampled=sampled)
+        model = (NextItNet if causal else GRecPretrainer)(backbone, head=head, num_sampled=sampled)
         objective = "masked_item" if kind == "masked" else "next_item"
         data = inputs.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", batch, objective,
                                        max_len=seq_len - (1 if causal else 0), repeat=True,
@@ -259,7 +259,7 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     # end of the last warm-up step to the end of the last step
     from peterrec_tf.training import loop
     with tempfile.TemporaryDirectory() as model_dir:
-        loop.train(model, lambda: data, warm_up + steps, model_dir, batch,
+        loop.train(model, lambda: data, warm_up + steps, model_dir, batch_size=batch,
                    checkpoint_every=10 ** 9, log_every=10 ** 9, log=lambda *_: None,
                    callbacks=[clock])
     return steps * batch / (clock.stopped - clock.started)

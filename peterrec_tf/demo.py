@@ -25,10 +25,10 @@ DEFAULT_SHARED = os.path.join(os.path.dirname(REPO_ROOT), "shared")
 
 def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_steps=400,
              log=print):
-    from peterrec_tf.evaluate import run_evaluate
+    from peterrec_tf.jobs.evaluation import run_evaluate
     from peterrec_tf.export import export
-    from peterrec_tf.finetune import run_finetune
-    from peterrec_tf.pretrain import run_pretrain
+    from peterrec_tf.jobs.finetuning import run_finetune
+    from peterrec_tf.jobs.pretraining import run_pretrain
     from pipelines.prepare import prepare
 
     quiet = lambda *_: None  # noqa: E731
@@ -81,7 +81,7 @@ def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_
     prefix = os.path.join(shared, "tf1_checkpoints", "nextitnet_causal",
                           "model_nextitnet_transfer_pretrain.ckpt")
     if os.path.exists(prefix + ".index"):
-        from peterrec_tf.convert_tf1 import convert_checkpoint
+        from peterrec_tf.conversion.driver import convert_checkpoint
         from peterrec_tf.model_dir import load_model_dir
         from peterrec_tf.tf1_oracle import run_oracle
 

@@ -8,54 +8,7 @@ recommendation; accuracy for classification. Prints and writes JSON (--output).
 Only reads --model_dir (so takes no lock on it); a corrupt or short split is an error.
 """
 
-import json
-import os
-
-
-def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
-                 num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print,
-                 backbone_dir=None):
-    from pipelines import inputs
-    from peterrec_tf.model_dir import load_model_dir, model_framing
-    from peterrec_tf.training import evaluation
-    from peterrec_tf.training.flags import check_values
-    from peterrec_tf.training.results import write_json
-
-    ks = [int(k) for k in ks]
-    check_values({"ks": ks, "num_candidates": num_candidates, "batch_size": batch_size,
-                 "max_len": max_len})
-    meta = inputs.read_metadata(data_dir)
-    inputs.check_candidates(data_dir, meta, ranking, num_candidates)
-    model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
-    if model.backbone.vocab_size != meta["num_items"]:
-        raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
-                         f"{meta['num_items']}: not the same vocabulary")
-    data_vocab = os.path.join(data_dir, "vocab", "items.txt")
-    if "items" in vocabs and os.path.exists(data_vocab) and \
-            vocabs["items"] != inputs.load_vocab(data_vocab):
-        raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
-                         "other items")
-    task = meta["task"]
-    if model.task == "pretrain" and task != "pretrain":
-        raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
-    if model.task != "pretrain":
-        expected = "classify" if model.task == "classify" else "item_rec"
-        if task != expected:
-            raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")
-        size = meta.get("num_targets") or meta.get("num_classes")
-        if size != model.num_outputs:
-            raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
-    dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
-                                  framing=model_framing(model, config), max_len=max_len)
-    with inputs.reading(data_dir, (split,)):
-        results = evaluation.evaluate(model, dataset, task, ks)
-    inputs.check_count(data_dir, split, results["examples"], "scored")
-    results.update(model_dir=model_dir, data_dir=data_dir, split=split,
-                   ranking=ranking if task != "classify" else None)
-    log(json.dumps(results, indent=2))
-    if output:
-        write_json(output, results)
-    return results
+from peterrec_tf.jobs.evaluation import run_evaluate  # noqa: F401
 
 
 def define_flags():
@@ -64,7 +17,9 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "A model directory (pretrain, finetune or convert_tf1 output).")
     flags.DEFINE_string("data_dir", None, "A prepared dataset with the same item vocabulary.")
     flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split to evaluate.")
-    flags.DEFINE_enum("ranking", "sampled", ["sampled", "full"], "sampled: true item + "
+    from pipelines.inputs import RANKINGS
+
+    flags.DEFINE_enum("ranking", "sampled", list(RANKINGS), "sampled: true item + "
                       "(num_candidates-1) sampled negatives with a fixed seed (the paper's protocol); "
                       "full: against every item.")
     flags.DEFINE_list("ks", ["5", "10"], "Cut-offs k for HR@k, MRR@k, NDCG@k.")

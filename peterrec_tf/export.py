@@ -59,7 +59,7 @@ class ExportError(ValueError):
 class ServedTask:
     """One task of an export: its Keras model and where each of its weights is stored."""
     name: str
-    model: keras.Model        # NextItNet / GRecEncoder / FineTuner (never tracked itself)
+    model: keras.Model        # NextItNet / GRecPretrainer / FineTuner (never tracked itself)
     kind: str                 # pretrain | item_rec | classify
     framing: object           # pipelines.framing.Framing with a length
     outputs_vocab: list
@@ -212,6 +212,12 @@ def _stored_weights(name, directory, model, shared):
     """[(Keras variable, tf.Variable)] for every weight of `model`: frozen backbone weights
     map to the variables in `shared` (added when first seen, refused when a later task's
     differs by one bit), what the task trained to task-owned copies."""
+    from peterrec_tf.training.finite import NonFiniteError, check_finite
+
+    try:
+        check_finite(model.weights, f"in {directory}: a diverged model is never exported")
+    except NonFiniteError as error:
+        raise ExportError(str(error)) from error
     finetuned = model.task != "pretrain"
     patch_ids = {id(w) for p in model.backbone.patches for w in p.weights}
     pairs = []

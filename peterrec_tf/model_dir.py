@@ -3,7 +3,7 @@
 Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
 `evaluate`, `export`):
 
-    DIR/model.keras        the Keras model (NextItNet / GRecEncoder / FineTuner), or for a
+    DIR/model.keras        the Keras model (NextItNet / GRecPretrainer / FineTuner), or for a
                            task stored alone over its backbone (`task_artifact`):
     DIR/task_model.json, DIR/task_weights.npz and config.json's backbone_dir/fingerprint
     DIR/config.json        {"kind": "pretrain"|"finetune", "task": ..., ...}
@@ -58,7 +58,13 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
         config.setdefault("method", model.method)
     config["backbone"] = {k: v for k, v in model.backbone.get_config().items()
                           if k not in ("name", "trainable", "dtype")}
-    for key, tokens in (vocabs or {}).items():
+    vocabs = dict(vocabs or {})
+    shared_items = os.path.join(task_over[0], VOCAB_FILES["items"]) if task_over else None
+    if shared_items and vocabs.get("items") is not None and os.path.exists(shared_items) \
+            and read_lines(shared_items) == list(vocabs["items"]):
+        del vocabs["items"]  # a task stored alone reads its backbone's (645K items: ~5 MB)
+        config["items_vocab_of_backbone"] = True
+    for key, tokens in vocabs.items():
         if tokens is None:
             continue
         if key not in VOCAB_FILES:
@@ -108,6 +114,8 @@ def load_model_dir(directory, compile=False, backbone_dir=None):
     vocabs = {}
     for key, name in VOCAB_FILES.items():
         path = os.path.join(directory, name)
+        if key == "items" and config.get("items_vocab_of_backbone"):
+            path = os.path.join(backbone_dir or config["backbone_dir"], name)
         if os.path.exists(path):
             vocabs[key] = read_lines(path)
     return model, config, vocabs

@@ -26,6 +26,7 @@ AUTOTUNE = tf.data.AUTOTUNE
 
 SUPPORTED_VERSION = 1
 WINDOWS = ("last", "all")
+RANKINGS = ("sampled", "full")
 
 
 def read_metadata(data_dir):
@@ -423,7 +424,7 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
     task = meta["task"]
     if task == "pretrain" and split == "train":
         raise ValueError("pre-training evaluation uses the validation or test split")
-    if ranking not in ("sampled", "full"):
+    if ranking not in RANKINGS:
         raise ValueError(f"ranking must be sampled or full, got {ranking!r}")
     framing = task_framing(meta, framing, max_len)
     dataset = _records(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,

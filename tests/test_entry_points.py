@@ -36,3 +36,19 @@ def test_a_user_set_log_level_is_respected():
     done = run("peterrec_tf.evaluate", "--model_dir=/nonexistent", "--data_dir=/nonexistent",
                env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})
     assert done.returncode == 2 and "oneDNN" in done.stderr
+
+
+@pytest.mark.parametrize("module", ["peterrec_tf.pretrain", "peterrec_tf.finetune"])
+def test_every_job_setting_is_a_flag_and_every_flag_a_setting(module):
+    """The settings are read off the job's `run_*` signature (jobs.skeleton.job_settings):
+    the flags the entry point defines must be exactly those, so neither list can drift."""
+    code = (f"import json, {module} as m; from absl import flags; m.define_flags(); "
+            "owned = flags.FLAGS.flags_by_module_dict(); "
+            f"names = [f.name for mod in ('{module}', 'peterrec_tf.training.flags') "
+            "for f in owned.get(mod, [])]; print(json.dumps([sorted(names), list(m.SETTINGS)]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    import json
+    defined, settings = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(defined) == sorted(settings)

@@ -18,8 +18,8 @@ import tensorflow as tf
 
 from conftest import FINETUNE_CSV, FINETUNED, PRETRAIN_CSV, REPO_ROOT, needs_checkpoints
 from peterrec_tf.export import ExportError, export
-from peterrec_tf.model_dir import save_model_dir
-from peterrec_tf.models import Backbone, GRecEncoder, NextItNet, build_finetuner
+from peterrec_tf.model_dir import load_model_dir, save_model_dir
+from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 from peterrec_tf.serving import GrpcClient, RestClient, ServingError
 from serving_server import SessionModel, replay_warmup, start_rest_server, start_server
 
@@ -66,7 +66,7 @@ def dirs(tmp_path_factory):
     other.build()
     save("other", build_finetuner(other, "peterrec", "classify", 3, loss="ce"), {"labels": ["a", "b", "c"]})
     grec_backbone = Backbone(len(VOCAB), channels=8, dilations=(1, 2), causal=False)
-    grec = GRecEncoder(grec_backbone)
+    grec = GRecPretrainer(grec_backbone)
     grec.build()
     save("grec", grec, {})
     return out
@@ -500,3 +500,15 @@ def test_converted_release_checkpoint_serves_the_releases_answers(name, family, 
     targets = release_token_order(FINETUNE_CSV, targets=True)
     assert [[t.decode() for t in row] for row in served["top_k_items"]] == \
         [[targets[i] for i in row] for row in expected_ids]
+
+
+def test_non_finite_weights_are_never_exported(dirs, tmp_path):
+    directory = tmp_path / "diverged"
+    shutil.copytree(dirs["rec"], directory)
+    model, _, _ = load_model_dir(str(directory))
+    weight = model.backbone.patches[0].weights[0]
+    weight.assign(np.full(weight.shape, np.nan, "float32"))
+    model.save(str(directory / "model.keras"))  # as a diverged run would have, bypassing the guard
+    with pytest.raises(ExportError, match="holds NaN or Inf .* never exported"):
+        export([("rec", str(directory))], str(tmp_path / "sm"), "nan", **quiet)
+    assert not os.path.exists(tmp_path / "sm" / "nan" / "1")

@@ -45,7 +45,7 @@ def run(tmp_path_factory):
     data = str(root / "syn")
     prepare("synthetic", data, max_len=12, seed=0, num_users=80, num_items=40, num_clusters=4,
             min_len=5, max_len_generated=15, num_targets=12, log=quiet)
-    from peterrec_tf.pretrain import run_pretrain
+    from peterrec_tf.jobs.pretraining import run_pretrain
 
     model_dir = str(root / "pre")
     run_pretrain(os.path.join(data, "pretrain"), model_dir, train_steps=4, log=quiet, **MODEL)
@@ -103,7 +103,7 @@ def test_non_finite_scores_never_hit():
                                      {"channels": 0}, {"dilations": ()}, {"mask_rate": 1.5},
                                      {"checkpoint_every": 0}, {"ks": (0,)}])
 def test_bad_settings_are_refused_before_anything_is_written(run, tmp_path, setting):
-    from peterrec_tf.pretrain import run_pretrain
+    from peterrec_tf.jobs.pretraining import run_pretrain
 
     model_dir = str(tmp_path / "never")
     name = next(iter(setting))
@@ -125,7 +125,7 @@ def test_a_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_
             .repeat()
 
     with pytest.raises(NonFiniteError, match="loss is nan at step 3.*step 2"):
-        loop.train(model, make_dataset, 6, str(tmp_path), 4, checkpoint_every=1, log=quiet)
+        loop.train(model, make_dataset, 6, str(tmp_path), batch_size=4, checkpoint_every=1, log=quiet)
     state = TrainingState(model, str(tmp_path))
     assert state.manager.latest_checkpoint.endswith("ckpt-2")
     state.restore(quiet)
@@ -181,7 +181,7 @@ def test_a_checkpoint_that_fails_to_restore_falls_back_to_the_previous_one(tmp_p
 
 
 def test_a_copied_run_directory_resumes(run, tmp_path):
-    from peterrec_tf.pretrain import run_pretrain
+    from peterrec_tf.jobs.pretraining import run_pretrain
 
     copy = str(tmp_path / "copied")
     shutil.copytree(run["model_dir"], copy)
@@ -209,7 +209,7 @@ def test_the_resume_comparison_ignores_paths_and_evaluation_only_settings(tmp_pa
 # --- one job per directory ------------------------------------------------------------------
 
 def test_a_second_job_on_a_model_dir_in_use_is_refused(run):
-    from peterrec_tf.pretrain import run_pretrain
+    from peterrec_tf.jobs.pretraining import run_pretrain
 
     flags = os.path.join(run["model_dir"], "flags.json")
     before = open(flags).read()
@@ -244,7 +244,7 @@ def test_metadata_records_every_shard(run):
 
 
 def test_a_truncated_shard_is_an_error_naming_it(run, tmp_path):
-    from peterrec_tf.evaluate import run_evaluate
+    from peterrec_tf.jobs.evaluation import run_evaluate
 
     data = copy_dataset(run["pretrain"], str(tmp_path / "data"))
     shard = inputs.shard_files(data, "test")[0]
@@ -277,7 +277,7 @@ def cut_points(shard):
 
 
 def test_old_preparations_without_shard_records_are_still_verified_by_count(run, tmp_path):
-    from peterrec_tf.evaluate import run_evaluate
+    from peterrec_tf.jobs.evaluation import run_evaluate
 
     data = copy_dataset(run["pretrain"], str(tmp_path / "old"))
     path = os.path.join(data, "metadata.json")
@@ -298,7 +298,7 @@ def test_old_preparations_without_shard_records_are_still_verified_by_count(run,
 
 
 def test_data_loss_during_training_names_the_shard(run, tmp_path):
-    from peterrec_tf.finetune import run_finetune
+    from peterrec_tf.jobs.finetuning import run_finetune
 
     data = copy_dataset(run["coldrec"], str(tmp_path / "old"))
     path = os.path.join(data, "metadata.json")
@@ -315,7 +315,7 @@ def test_data_loss_during_training_names_the_shard(run, tmp_path):
 # --- validate first, then touch disk --------------------------------------------------------
 
 def test_finetune_candidates_beyond_the_targets_are_refused_before_training(run, tmp_path):
-    from peterrec_tf.finetune import run_finetune
+    from peterrec_tf.jobs.finetuning import run_finetune
 
     model_dir = str(tmp_path / "ft")
     with pytest.raises(ValueError, match="--num_candidates: 50 candidates need"):
@@ -325,8 +325,8 @@ def test_finetune_candidates_beyond_the_targets_are_refused_before_training(run,
 
 
 def test_vocabularies_are_compared_by_size_and_content(run, tmp_path):
-    from peterrec_tf.evaluate import run_evaluate
-    from peterrec_tf.finetune import run_finetune
+    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.finetuning import run_finetune
 
     data = copy_dataset(run["pretrain"], str(tmp_path / "other-vocab"))
     vocab = os.path.join(data, "vocab", "items.txt")

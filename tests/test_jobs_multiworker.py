@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO_ROOT
 from peterrec_tf.model_dir import load_model_dir
-from peterrec_tf.pretrain import run_pretrain
+from peterrec_tf.jobs.pretraining import run_pretrain
 from pipelines.prepare import prepare
 
 pytestmark = [

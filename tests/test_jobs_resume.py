@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from peterrec_tf.finetune import run_finetune
+from peterrec_tf.jobs.finetuning import run_finetune
 from peterrec_tf.model_dir import load_model_dir
-from peterrec_tf.pretrain import run_pretrain
+from peterrec_tf.jobs.pretraining import run_pretrain
 from pipelines.prepare import prepare
 
 quiet = {"log": lambda *_: None}

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from peterrec_tf.layers import INSERTIONS
 from peterrec_tf.models import (
-    METHODS, Backbone, FineTuner, GRecEncoder, NextItNet, build_finetuner, parameter_report)
+    METHODS, Backbone, FineTuner, GRecPretrainer, NextItNet, build_finetuner, parameter_report)
 
 VOCAB = 30
 
@@ -158,7 +158,7 @@ def test_keras_file_round_trip(kind, tmp_path, rng):
     if kind.startswith("nextitnet"):
         model = NextItNet(tiny_backbone(True), head=kind.split("_")[1])
     elif kind == "grec":
-        model = GRecEncoder(tiny_backbone(False), head="dot")
+        model = GRecPretrainer(tiny_backbone(False), head="dot")
     elif kind == "finetune_rec":
         model = build_finetuner(tiny_backbone(False), "peterrec", "item_rec", 9, insertion="e",
                                 patch_config={"up_initializer": "glorot_uniform"})
@@ -195,7 +195,7 @@ def test_pretrainers_learn_planted_transitions(rng):
 
 def test_masked_objective_uses_only_weighted_positions(rng):
     backbone = tiny_backbone(False)
-    model = GRecEncoder(backbone)
+    model = GRecPretrainer(backbone)
     ids = rng.randint(1, VOCAB, (4, 10))
     logits = model(ids)
     weights = np.zeros((4, 10), "float32")
@@ -305,7 +305,7 @@ def test_fused_softmax_trains_what_tf_ops_do(head, sampled, causal, jit, rng):
     `tf.nn.sampled_softmax_loss` (same seed): with the kept positions gathered and padded
     to a multiple of FUSED_ROWS_MULTIPLE rows, and inlined in an XLA-compiled step (every
     position, weights zeroing the rest)."""
-    model = (NextItNet if causal else GRecEncoder)(
+    model = (NextItNet if causal else GRecPretrainer)(
         tiny_backbone(causal), head=head, num_sampled=sampled)
     model.build()
     model.head.bias.assign(rng.normal(0, 0.5, model.head.bias.shape))  # not the zero init
@@ -336,3 +336,14 @@ def test_fused_softmax_trains_what_tf_ops_do(head, sampled, causal, jit, rng):
     zero = model.compute_loss(x, labels, model(x, training=True), np.zeros_like(weights),
                               training=True)
     assert float(zero) == 0.0
+
+
+def test_model_files_saved_under_the_old_grec_name_still_load(tmp_path):
+    from peterrec_tf.models import GRecEncoder, GRecPretrainer
+    old = GRecEncoder(Backbone(30, channels=8, dilations=(1,), causal=False))
+    old.build()
+    old.save(str(tmp_path / "old.keras"))
+    loaded = keras.saving.load_model(str(tmp_path / "old.keras"))
+    assert isinstance(loaded, GRecPretrainer)
+    ids = np.arange(1, 7, dtype="int32")[None, :]
+    np.testing.assert_array_equal(loaded.next_item_logits(ids), old.next_item_logits(ids))

@@ -335,8 +335,8 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
 
     `methods` (keys such as `fineall`, `peterrec_b`; default all) restricts the main runs.
     """
-    from peterrec_tf.finetune import run_finetune
-    from peterrec_tf.pretrain import run_pretrain
+    from peterrec_tf.jobs.finetuning import run_finetune
+    from peterrec_tf.jobs.pretraining import run_pretrain
 
     if patch_preset not in PATCH_PRESETS:
         raise ValueError(f"--patch_preset must be one of {sorted(PATCH_PRESETS)}, got {patch_preset!r}")

@@ -2,13 +2,14 @@
 
 from peterrec_tf.models.backbone import RELEASE_DILATIONS, Backbone
 from peterrec_tf.models.finetuner import POOLINGS, FineTuner, default_pooling, pool_hidden
-from peterrec_tf.models.pretrainer import GRecEncoder, NextItNet, SequencePretrainer, pretrainer_for
+from peterrec_tf.models.pretrainer import (GRecEncoder, GRecPretrainer, NextItNet,
+                                          SequencePretrainer, pretrainer_for)
 from peterrec_tf.models.report import format_report, parameter_report
-from peterrec_tf.models.transfer import METHODS, apply_transfer_method
+from peterrec_tf.models.transfer_methods import METHODS, apply_transfer_method
 from peterrec_tf.models.factory import build_finetuner
 
 __all__ = [
-    "Backbone", "FineTuner", "GRecEncoder", "METHODS", "NextItNet", "POOLINGS",
+    "Backbone", "FineTuner", "GRecEncoder", "GRecPretrainer", "METHODS", "NextItNet", "POOLINGS",
     "RELEASE_DILATIONS", "SequencePretrainer", "apply_transfer_method", "build_finetuner",
     "default_pooling", "format_report", "parameter_report", "pool_hidden", "pretrainer_for",
 ]

@@ -8,7 +8,7 @@ from pipelines.framing import Framing
 
 from peterrec_tf.models.backbone import WrapsBackbone
 from peterrec_tf.models.replica_losses import scale_for_replicas
-from peterrec_tf.models.transfer import apply_transfer_method, check_method
+from peterrec_tf.models.transfer_methods import apply_transfer_method, check_method
 
 POOLINGS = ("last", "first_last", "sum", "mean")
 TASKS = ("item_rec", "classify")

@@ -204,14 +204,20 @@ class NextItNet(SequencePretrainer):
 
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
-class GRecEncoder(SequencePretrainer):
+class GRecPretrainer(SequencePretrainer):
     """Masked-item pre-training on a non-causal backbone: labels are the original ids,
     weights mark the masked positions."""
 
     requires_causal = False
 
 
+@keras.saving.register_keras_serializable(package="peterrec_tf")
+class GRecEncoder(GRecPretrainer):
+    """GRecPretrainer's former name (it is a pre-training task, not an encoder), kept so that
+    model files saved under it still load."""
+
+
 def pretrainer_for(backbone, **kwargs):
-    """NextItNet for a causal backbone, GRecEncoder otherwise."""
-    cls = NextItNet if backbone.causal else GRecEncoder
+    """NextItNet for a causal backbone, GRecPretrainer otherwise."""
+    cls = NextItNet if backbone.causal else GRecPretrainer
     return cls(backbone, **kwargs)

@@ -65,7 +65,7 @@ class JobCallback(keras.callbacks.Callback):
             self.last_saved = step
 
 
-def train(model, make_dataset, total_steps, model_dir, batch_size, checkpoint_every=500,
+def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint_every=500,
           keep_checkpoints=3, log_every=50, eval_every=0, evaluate=None, log=print, chief=True,
           strategy=None, best=None, callbacks=()):
     """Train the compiled `model` up to `total_steps`, resuming from model_dir's checkpoint.

@@ -1,0 +1,55 @@
+"""The evaluation job as a library function (the command line is `peterrec_tf.evaluate`).
+
+`run_evaluate(model_dir, data_dir, split="test", ...)`: ranking metrics (HR@k, MRR@k,
+NDCG@k) for pre-trained models (next item) and item recommendation, accuracy for
+classification, of any saved model directory on any split of a prepared dataset.
+"""
+
+import json
+import os
+
+
+def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
+                 num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print,
+                 backbone_dir=None):
+    from pipelines import inputs
+    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.training import evaluation
+    from peterrec_tf.training.flags import check_values
+    from peterrec_tf.training.results import write_json
+
+    ks = [int(k) for k in ks]
+    check_values({"ks": ks, "num_candidates": num_candidates, "batch_size": batch_size,
+                 "max_len": max_len})
+    meta = inputs.read_metadata(data_dir)
+    inputs.check_candidates(data_dir, meta, ranking, num_candidates)
+    model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
+    if model.backbone.vocab_size != meta["num_items"]:
+        raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
+                         f"{meta['num_items']}: not the same vocabulary")
+    data_vocab = os.path.join(data_dir, "vocab", "items.txt")
+    if "items" in vocabs and os.path.exists(data_vocab) and \
+            vocabs["items"] != inputs.load_vocab(data_vocab):
+        raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
+                         "other items")
+    task = meta["task"]
+    if model.task == "pretrain" and task != "pretrain":
+        raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
+    if model.task != "pretrain":
+        expected = "classify" if model.task == "classify" else "item_rec"
+        if task != expected:
+            raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")
+        size = meta.get("num_targets") or meta.get("num_classes")
+        if size != model.num_outputs:
+            raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
+    dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
+                                  framing=model_framing(model, config), max_len=max_len)
+    with inputs.reading(data_dir, (split,)):
+        results = evaluation.evaluate(model, dataset, task, ks)
+    inputs.check_count(data_dir, split, results["examples"], "scored")
+    results.update(model_dir=model_dir, data_dir=data_dir, split=split,
+                   ranking=ranking if task != "classify" else None)
+    log(json.dumps(results, indent=2))
+    if output:
+        write_json(output, results)
+    return results

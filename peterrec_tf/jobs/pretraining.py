@@ -1,0 +1,104 @@
+"""The pre-training job as a library function (the command line is `peterrec_tf.pretrain`).
+
+`run_pretrain(data_dir=..., model_dir=..., **settings)`: NextItNet (next item) or GRec
+(masked item) pre-training of a universal user encoder; the same names as the flags.
+"""
+
+import os
+
+from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
+
+OBJECTIVES = ("next_item", "masked_item")
+HEADS = ("full", "dot")
+
+
+def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, channels=64,
+                 dilations=(1, 4, 1, 4, 1, 4, 1, 4), kernel_size=3, head="full", num_sampled=-1,
+                 batch_size=32, epochs=10.0, train_steps=0, learning_rate=1e-3, seed=0,
+                 deterministic=False, strategy="default", mixed_precision=False,
+                 checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
+                 eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
+                 num_candidates=100, train_windows="all", select_metric="",
+                 jit_compile=True, log=print):
+    """Run the pre-training job; returns the results dict also written to results.json."""
+    from pipelines import inputs
+    from peterrec_tf.model_dir import save_model_dir
+    from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
+    from peterrec_tf.training import best as selection
+    from peterrec_tf.training.flags import check_values, total_steps as count_steps
+    from peterrec_tf.training.xla_policy import use_xla, xla_plan
+    from peterrec_tf.training.optimizer import FusedAdam
+
+    # everything is checked before anything is written (flags.json included)
+    config = {k: v for k, v in locals().items() if k in SETTINGS}
+    config["dilations"] = [int(d) for d in dilations]
+    config["ks"] = [int(k) for k in ks]
+    check_values(config)
+    if objective not in OBJECTIVES:
+        raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
+    if head not in HEADS:
+        raise ValueError(f"--head must be full or dot, got {head!r}")
+    if head == "full" and num_sampled > 0:
+        raise ValueError("--num_sampled needs --head=dot (the full head has no sampled softmax)")
+    selection.check_selection(select_metric, eval_every, strategy,
+                              [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
+    meta = inputs.read_metadata(data_dir)
+    if meta["task"] != "pretrain":
+        raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "
+                         "dataset (the pretrain/ folder of a preparation)")
+    config["data_fingerprint"] = meta.get("fingerprint")
+    vocab_size = meta["num_items"]
+    if head == "dot" and num_sampled < 0:
+        num_sampled = max(1, int(0.2 * vocab_size))  # the release's choice
+    num_sampled = max(0, num_sampled) if head == "dot" else 0
+    if num_sampled >= vocab_size:
+        raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
+    inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
+    max_len = max_len or meta["max_len"]
+    if train_windows not in inputs.WINDOWS:
+        raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
+    settings = TrainingSettings.of(config)
+
+    def prepare(strategy_, precision):
+        examples = (inputs.count_windows(data_dir, "train", max_len, objective)
+                    if train_windows == "all" else meta["splits"]["train"])
+        steps = count_steps(train_steps, epochs, examples, batch_size)
+        with strategy_.scope():
+            backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
+                                causal=objective == "next_item")
+            cls = NextItNet if objective == "next_item" else GRecPretrainer
+            model = cls(backbone, head=head, num_sampled=num_sampled,
+                        framing=inputs.task_framing(meta, None, max_len))
+            model.build()
+            plan = xla_plan(objective, num_sampled, channels)
+            xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
+            model.compile(optimizer=FusedAdam(learning_rate), xla_plan=plan if xla else ())
+        log(f"pre-training {cls.__name__} ({objective}, head {head}"
+            + (f", sampled softmax {num_sampled}" if num_sampled else "")
+            + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
+            f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
+            + (f"XLA: {' + '.join(plan)}, " if xla else "")
+            + f"{strategy_.num_replicas_in_sync} replicas)")
+
+        def make_dataset():
+            return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
+                                           mask_rate=mask_rate, shuffle=True, seed=seed,
+                                           repeat=True, windows=train_windows,
+                                           drop_remainder=strategy_.num_replicas_in_sync > 1)
+
+        def save():
+            vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
+            save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
+                                              "data_dir": os.path.abspath(data_dir)},
+                           {"items": vocab})
+
+        evaluate_split = split_evaluator(model, data_dir, "pretrain", config["ks"],
+                                         eval_batch_size, eval_ranking, num_candidates, seed,
+                                         model.framing)
+        return Built(model, steps, make_dataset, evaluate_split, save,
+                     test_label=f"test ({eval_ranking} ranking)")
+
+    return train_job("pretrain", config, settings, prepare, log)
+
+
+SETTINGS = job_settings(run_pretrain)
