@@ -28,7 +28,8 @@ FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
-            skip_bad_lines=False, overwrite=False, log=print, max_oov_share=0.05, **options):
+            skip_bad_lines=False, overwrite=False, log=print, max_oov_share=0.05, runner="local",
+            beam_args=(), **options):
     """Prepare `input` in `format` into `output_dir`; returns the datasets index.
 
     `options` are format specific (see `define_flags`). Re-running with the same inputs
@@ -36,6 +37,8 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     `overwrite`. One preparation per `output_dir` at a time (a lock file beside it,
     taken before the input is read, which also proves the location writable).
     OOV and unseen-test-target shares above `max_oov_share` are warned about.
+    `runner` is "local" or a Beam runner (`beam_args`: its pipeline options); it is not
+    part of the fingerprint, since every runner writes the same records.
     """
     if format not in FORMATS:
         raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
@@ -53,7 +56,8 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     with exclusive_lock(parent, f".{name}.lock", owner=output_dir):
         _remove_stale_temporaries(output_dir, log)
         return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
-                        skip_bad_lines, overwrite, log, max_oov_share, options)
+                        skip_bad_lines, overwrite, log, max_oov_share, options, runner,
+                        beam_args)
 
 
 def _remove_stale_temporaries(output_dir, log):
@@ -72,26 +76,31 @@ def _remove_stale_temporaries(output_dir, log):
 def _warn(datasets, max_oov_share, log):
     """Record each dataset's OOV / unseen-target shares; warn above `max_oov_share`."""
     for dataset in datasets:
-        shares = quality(dataset)
-        where = dataset.name or "dataset"
-        warnings = []
-        if dataset.stats.get("duplicate_interactions"):
-            warnings.append(f"{where}: {dataset.stats['duplicate_interactions']} duplicate "
-                            "(user, item, time) rows kept")
-        limit = f"over --max_oov_share={max_oov_share}"
-        if shares["oov_share"] > max_oov_share:
-            warnings.append(f"{where}: {shares['oov_share']:.1%} of item occurrences are not "
-                            f"in the vocabulary (mapped to id 0), {limit}")
-        if shares.get("unseen_test_target_share", 0) > max_oov_share:
-            warnings.append(f"{where}: {shares['unseen_test_target_share']:.1%} of test targets "
-                            f"({shares['unseen_test_targets']}) never occur in training, {limit}")
-        dataset.stats.update(shares, warnings=warnings)
-        for warning in warnings:
-            log(f"warning: {warning}")
+        _note_quality(dataset.name or "dataset", dataset.stats, quality(dataset),
+                      max_oov_share, log)
+
+
+def _note_quality(where, stats, shares, max_oov_share, log):
+    """Put `shares` (dataset.quality's) and the warnings they call for into `stats`; the
+    streaming paths compute the shares as they write and call this too."""
+    warnings = []
+    if stats.get("duplicate_interactions"):
+        warnings.append(f"{where}: {stats['duplicate_interactions']} duplicate "
+                        "(user, item, time) rows kept")
+    limit = f"over --max_oov_share={max_oov_share}"
+    if shares["oov_share"] > max_oov_share:
+        warnings.append(f"{where}: {shares['oov_share']:.1%} of item occurrences are not "
+                        f"in the vocabulary (mapped to id 0), {limit}")
+    if shares.get("unseen_test_target_share", 0) > max_oov_share:
+        warnings.append(f"{where}: {shares['unseen_test_target_share']:.1%} of test targets "
+                        f"({shares['unseen_test_targets']}) never occur in training, {limit}")
+    stats.update(shares, warnings=warnings)
+    for warning in warnings:
+        log(f"warning: {warning}")
 
 
 def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
-             overwrite, log, max_oov_share, options):
+             overwrite, log, max_oov_share, options, runner="local", beam_args=()):
     checksums = {}
     if input and os.path.isfile(input):
         checksums[os.path.basename(input)] = file_checksum(input)
@@ -128,15 +137,25 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     bad = BadLines(skip_bad_lines)
     start = time.time()
     log(f"reading {input or 'synthetic generator'} as {format}")
+    common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
+              "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
+              "source_checksums": checksums, "vocab_source": vocab,
+              "vocab_source_checksum": vocab_checksum, "options": options}
+    from pipelines import streaming
+    if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
+        index = streaming.prepare(
+            format, output_dir, input, items, bad, num_shards, seed, common, options, runner,
+            beam_args, log=log, quality=lambda where, stats, shares: _note_quality(
+                where, stats, shares, max_oov_share, log))
+        if bad.count:
+            log(f"  skipped {bad.count} bad lines, e.g. {bad.examples[:3]}")
+        log(f"prepared in {time.time() - start:.1f}s (fingerprint {fingerprint})")
+        return index
     datasets = _read(format, input, items, bad, seed, options)
     for dataset in datasets:
         dataset.stats.update(bad.summary())
     _warn(datasets, max_oov_share, log)
     log(f"read in {time.time() - start:.1f}s; writing {len(datasets)} dataset(s)")
-    common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
-              "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
-              "source_checksums": checksums, "vocab_source": vocab,
-              "vocab_source_checksum": vocab_checksum, "options": options}
     index = writer.write_all(output_dir, datasets, num_shards, common, log=log)
     if bad.count:
         log(f"  skipped {bad.count} bad lines, e.g. {bad.examples[:3]}")
@@ -215,6 +234,10 @@ def define_flags():
     flags.DEFINE_integer("synthetic_min_len", 10, "synthetic: shortest sequence.")
     flags.DEFINE_integer("synthetic_max_len", 40, "synthetic: longest sequence.")
     flags.DEFINE_integer("synthetic_targets", 100, "synthetic: target-domain items (coldrec).")
+    flags.DEFINE_string("runner", "local", "local (in memory; interaction logs in compact "
+                        "arrays), or a Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
+                        "DataflowRunner, ... (formats interactions, peterrec_*_csv). Flags this "
+                        "command does not know are passed to Beam as pipeline options.")
     flags.mark_flags_as_required(["format", "output_dir"])
 
 
@@ -243,12 +266,17 @@ def options_from_flags(values):
 def main(argv):
     from absl import flags
 
-    del argv
     values = flags.FLAGS
+    beam_args = argv[1:]
+    if beam_args and values.runner == "local":
+        print(f"error: unknown flags {beam_args} (Beam pipeline options need a Beam --runner)",
+              file=sys.stderr)
+        return 2
     try:
         prepare(values.format, values.output_dir, values.input, values.max_len, values.num_shards,
                 values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
-                max_oov_share=values.max_oov_share, **options_from_flags(values))
+                max_oov_share=values.max_oov_share, runner=values.runner, beam_args=beam_args,
+                **options_from_flags(values))
     except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -256,7 +284,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from absl import app, flags
 
     define_flags()
-    app.run(main)
+    # flags this command does not define are Beam pipeline options (--runner=...)
+    app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))

@@ -18,7 +18,9 @@ def encode(item_ids, user_id, target=None, label=None):
         feature[TARGET] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(target)]))
     if label is not None:
         feature[LABEL] = tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)]))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # deterministic: map entries by key, so equal records are equal bytes on every path
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(
+        deterministic=True)
 
 
 def feature_spec(task, split):

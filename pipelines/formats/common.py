@@ -31,12 +31,21 @@ def read_lines(path):
     return found
 
 
-def check_item_tokens(tokens, path, number, bad):
-    """Release CSV items are non-negative integer ids; anything else is a bad line."""
+def item_tokens_error(tokens):
+    """Release CSV items are non-negative integer ids; the message for the first that is
+    not, else None."""
     for token in tokens:
         if not token.isdigit():
-            bad.report(path, number, f"expected integer item ids separated by ',', got {token!r}")
-            return False
+            return f"expected integer item ids separated by ',', got {token!r}"
+    return None
+
+
+def check_item_tokens(tokens, path, number, bad):
+    """Release CSV items are non-negative integer ids; anything else is a bad line."""
+    message = item_tokens_error(tokens)
+    if message:
+        bad.report(path, number, message)
+        return False
     return True
 
 

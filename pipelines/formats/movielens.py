@@ -24,23 +24,39 @@ GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
 
 def _skip_header(lines):
     """Drop a first line whose first field is not a number (a column header)."""
-    first = lines[0][1].replace("\t", "|").split("|")[0]
-    return lines[1:] if not first.isdigit() else lines
+    return lines[1:] if is_header(lines[0][1]) else lines
+
+
+def is_header(line):
+    """A first line whose first field is not a number is a column header."""
+    return not line.replace("\t", "|").split("|")[0].isdigit()
+
+
+def parse_rating_line(line):
+    """One stripped line of u.data: (user, (time, movie id, movie)) or a bad-line message.
+    Every path (in memory, Beam) uses this."""
+    fields = line.split("\t")
+    if len(fields) != 4:
+        return f"expected 4 tab-separated fields (user item rating time), got {len(fields)}"
+    if not all(f.isdigit() for f in fields):
+        return f"expected integers, got {fields}"
+    user, item, _, stamp = fields
+    return user, (int(stamp), int(item), item)
+
+
+def order_ratings(events):
+    """A user's (time, movie id, movie) events by time, ties by movie id."""
+    return sorted(events)
 
 
 def _ratings(path, bad):
     events = collections.defaultdict(list)
     for number, line in _skip_header(read_lines(path)):
-        fields = line.split("\t")
-        if len(fields) != 4:
-            bad.report(path, number, f"expected 4 tab-separated fields (user item rating time), "
-                       f"got {len(fields)}")
+        parsed = parse_rating_line(line)
+        if isinstance(parsed, str):
+            bad.report(path, number, parsed)
             continue
-        if not all(f.isdigit() for f in fields):
-            bad.report(path, number, f"expected integers, got {fields}")
-            continue
-        user, item, _, stamp = fields
-        events[user].append((int(stamp), int(item), item))
+        events[parsed[0]].append(parsed[1])
     return events
 
 
@@ -90,7 +106,7 @@ def read_movielens(directory, items, bad, seed, target_genres=("Comedy",), max_t
     sources, firsts = [], {}
     targets = Vocabulary()
     for user in sorted(events, key=int):
-        ordered = sorted(events[user])  # by time, ties by movie id
+        ordered = order_ratings(events[user])  # by time, ties by movie id
         in_target = [g & target_genres != set() for g in (genres.get(m, set()) for _, _, m in ordered)]
         source = [m for (_, _, m), t in zip(ordered, in_target) if not t]
         sources.append((user, items.ids(source)))

@@ -1,0 +1,48 @@
+"""Paper-shaped interaction logs for tests and benchmarks (no data needed).
+
+Shaped like the paper's pre-training data: Zipf item popularity over a large catalogue
+(645K items at paper scale), histories of about `history` events per user, and rows not
+ordered by user or time (users are written in blocks whose rows are shuffled together).
+Timestamps are integers with repeats inside a user's history, so the tie rule (file
+order) matters. Generated block by block: memory does not grow with the log.
+"""
+
+import numpy as np
+
+HEADER = "user\titem\ttimestamp\n"
+
+
+def zipf_cdf(num_items, exponent=1.0):
+    weights = 1.0 / np.arange(1, num_items + 1, dtype=np.float64) ** exponent
+    cdf = np.cumsum(weights)
+    return cdf / cdf[-1]
+
+
+def write_paper_log(path, events, num_items=645_000, history=100, seed=0, block_users=20_000,
+                    exponent=1.0):
+    """Write about `events` rows (user, item, timestamp) to `path` (TSV with a header);
+    returns the number of rows written."""
+    rng = np.random.RandomState(seed)
+    cdf = zipf_cdf(num_items, exponent)
+    item_of_rank = rng.permutation(num_items)
+    num_users = max(1, int(round(events / history)))
+    written = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(HEADER)
+        for first in range(0, num_users, block_users):
+            users = np.arange(first, min(first + block_users, num_users))
+            lengths = np.maximum(1, rng.poisson(history, size=len(users)))
+            user_col = np.repeat(users, lengths)
+            ranks = np.searchsorted(cdf, rng.rand(len(user_col)))
+            item_col = item_of_rank[np.minimum(ranks, num_items - 1)]
+            gaps = rng.choice([0, 1, 60, 3600], size=len(user_col), p=[0.2, 0.3, 0.3, 0.2])
+            starts = np.repeat(rng.randint(1_500_000_000, 1_600_000_000, size=len(users)),
+                               lengths)
+            total = np.cumsum(gaps)
+            begins = np.cumsum(lengths) - lengths  # each user's first row
+            stamps = starts + total - np.repeat(total[begins] - gaps[begins], lengths)
+            order = rng.permutation(len(user_col))
+            handle.write("".join(f"u{u}\ti{i}\t{t}\n" for u, i, t in zip(
+                user_col[order].tolist(), item_col[order].tolist(), stamps[order].tolist())))
+            written += len(user_col)
+    return written
