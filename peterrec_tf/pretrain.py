@@ -31,8 +31,10 @@ def define_flags():
     flags.DEFINE_integer("kernel_size", 3, "Convolution kernel size k.")
     flags.DEFINE_enum("head", "full", list(HEADS), "full: 1x1 conv on relu(h) with a full "
                       "softmax; dot: h @ W^T + b, trained with a sampled softmax.")
-    flags.DEFINE_integer("num_sampled", -1, "dot head: sampled-softmax negatives (-1 = 20%% of "
-                         "the vocabulary, like the release; 0 = full softmax).")
+    flags.DEFINE_integer("num_sampled", -1, "dot head: sampled-softmax negatives. -1: the "
+                         "release's 20%% of the vocabulary, at most 8,192 (beyond that the "
+                         "head outweighs the residual stack; 645K items would sample 129K); "
+                         "-2: the release's 20%% unbounded (parity); 0: full softmax.")
     flags.DEFINE_enum("eval_ranking", "full", list(RANKINGS), "Next-item evaluation "
                       "against every item, or the true item + (num_candidates-1) sampled ones.")
     flags.DEFINE_integer("num_candidates", 100, "Candidates per example for sampled ranking.")

@@ -179,3 +179,11 @@ def test_sampled_softmax_pretraining_compiles_the_blocks_and_the_fused_loss(data
     model, _, _ = load_model_dir(str(tmp_path / "dot"))  # saved without the runtime settings
     assert getattr(model.backbone, "_xla_blocks", None) is None
     assert not model.fused_softmax
+
+
+def test_default_sampled_softmax_is_the_releases_rule_bounded():
+    from peterrec_tf.jobs.pretraining import MAX_DEFAULT_SAMPLED, default_num_sampled
+    assert default_num_sampled(-1, 1_683) == 336 == default_num_sampled(-2, 1_683)  # 20%
+    assert default_num_sampled(-1, 645_000) == MAX_DEFAULT_SAMPLED == 8_192
+    assert default_num_sampled(-2, 645_000) == 129_000  # the release's rule, for parity
+    assert default_num_sampled(500, 645_000) == 500 and default_num_sampled(0, 10) == 0
