@@ -84,3 +84,19 @@ def test_sample_weights_and_accuracy():
     accuracy.update_state(np.array([1, 0, 2]), np.array([[0.1, 0.9, 0], [0.2, 0.1, 0.7],
                                                           [0, 0.3, 0.6]], "float32"))
     assert float(accuracy.result()) == pytest.approx(2 / 3)
+
+
+def test_long_evaluations_report_progress_with_the_time_left():
+    import tensorflow as tf
+    from peterrec_tf.training.evaluation import evaluate
+
+    class Scores:
+        task = "pretrain"
+
+    data = tf.data.Dataset.from_tensor_slices(
+        (tf.zeros((40, 3), tf.int32), tf.ones(40, tf.int32))).batch(8)
+    lines = []
+    results = evaluate(Scores(), data, "pretrain", (5,), scorer=lambda x: tf.random.uniform(
+        (tf.shape(x)[0], 20)), total=40, log=lines.append, every_seconds=0.0, label="test")
+    assert results["examples"] == 40 and len(lines) == 5
+    assert lines[0].startswith("  test: 8 examples of 40, ") and "s left" in lines[0]

@@ -45,7 +45,8 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
                                   framing=model_framing(model, config), max_len=max_len)
     with inputs.reading(data_dir, (split,)):
-        results = evaluation.evaluate(model, dataset, task, ks)
+        results = evaluation.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),
+                                      log=log, label=f"{split} ({ranking} ranking)")
     inputs.check_count(data_dir, split, results["examples"], "scored")
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None)

@@ -153,7 +153,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                            task_over=(pretrained, backbone) if alone else None)
 
         evaluate_split = split_evaluator(model, data_dir, task, config["ks"], eval_batch_size,
-                                         eval_ranking, num_candidates, seed, framing)
+                                         eval_ranking, num_candidates, seed, framing, log)
         return Built(model, steps, make_dataset, evaluate_split, save,
                      report={"parameters": report})
 

@@ -109,7 +109,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
 
         evaluate_split = split_evaluator(model, data_dir, "pretrain", config["ks"],
                                          eval_batch_size, eval_ranking, num_candidates, seed,
-                                         model.framing)
+                                         model.framing, log)
         return Built(model, steps, make_dataset, evaluate_split, save,
                      test_label=f"test ({eval_ranking} ranking)")
 

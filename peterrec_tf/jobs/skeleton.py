@@ -64,17 +64,20 @@ class Built:
 
 
 def split_evaluator(model, data_dir, task, ks, batch_size, ranking, num_candidates, seed,
-                    framing):
-    """split -> metrics of `model` on that split, checked to have scored every example."""
+                    framing, log=None):
+    """split -> metrics of `model` on that split, checked to have scored every example
+    (progress with the time left every 30 s through `log`)."""
     from pipelines import inputs
     from peterrec_tf.training import evaluation
 
     scorer = evaluation.score_function(model)
+    splits = inputs.read_metadata(data_dir)["splits"]
 
     def evaluate_split(split):
         data = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates,
                                    seed=seed, framing=framing)
-        scores = evaluation.evaluate(model, data, task, ks, scorer)
+        scores = evaluation.evaluate(model, data, task, ks, scorer, total=splits.get(split),
+                                     log=log, label=f"{split} ({ranking} ranking)")
         inputs.check_count(data_dir, split, scores["examples"], "scored")
         return scores
     return evaluate_split
