@@ -26,7 +26,7 @@ DEFAULT_SHARED = os.path.join(os.path.dirname(REPO_ROOT), "shared")
 def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_steps=400,
              log=print):
     from peterrec_tf.jobs.evaluation import run_evaluate
-    from peterrec_tf.export import export
+    from peterrec_tf.serving.saved_model import export
     from peterrec_tf.jobs.finetuning import run_finetune
     from peterrec_tf.jobs.pretraining import run_pretrain
     from pipelines.prepare import prepare

@@ -352,7 +352,7 @@ def test_fineall_checkpoint_converts_with_parity(fineall_checkpoints, family, po
 def test_converted_fineall_model_evaluates_finetunes_and_exports_alone(fineall_checkpoints,
                                                                        tmp_path):
     from peterrec_tf.jobs.evaluation import run_evaluate
-    from peterrec_tf.export import export
+    from peterrec_tf.serving.saved_model import export
     from peterrec_tf.jobs.finetuning import run_finetune
     from pipelines.prepare import prepare
 
@@ -381,7 +381,7 @@ def test_exported_fineall_checkpoint_serves_the_releases_answers(fineall_checkpo
                                                                  tmp_path):
     """Raw demo users (and right-padded shorter ones) to the exported signature: the
     FineAll graph's top-5 and scores, the graph fed as its loader feeds it."""
-    from peterrec_tf.export import export
+    from peterrec_tf.serving.saved_model import export
     from release_loaders import demo_sources
     from serving_server import SessionModel
     out = str(tmp_path / "converted")

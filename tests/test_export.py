@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FINETUNE_CSV, FINETUNED, PRETRAIN_CSV, REPO_ROOT, needs_checkpoints
-from peterrec_tf.export import ExportError, export
+from peterrec_tf.serving.saved_model import ExportError, export
 from peterrec_tf.model_dir import load_model_dir, save_model_dir
 from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 from peterrec_tf.serving import GrpcClient, RestClient, ServingError
@@ -109,7 +109,7 @@ def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
     assert sorted(os.listdir(assets)) == ["cls_outputs.txt", "items.txt", "rec_outputs.txt"]
     assert open(os.path.join(assets, "items.txt")).read().split("\n")[:-1] == VOCAB
 
-    import peterrec_tf.export as module
+    import peterrec_tf.serving.saved_model as module
 
     def fail(*_):
         raise OSError("disk full")

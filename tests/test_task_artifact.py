@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from peterrec_tf.export import export
+from peterrec_tf.serving.saved_model import export
 from peterrec_tf.model_dir import load_model_dir, save_model_dir
 from peterrec_tf.models import Backbone, NextItNet, build_finetuner
 from peterrec_tf.task_artifact import TASK_WEIGHTS_FILE, backbone_fingerprint
