@@ -1,36 +1,11 @@
-"""Export model directories as SavedModels for TensorFlow Serving.
+"""Export model directories as SavedModels for TensorFlow Serving (the command).
 
     python -m peterrec_tf.export --model_dir=runs/coldrec [--model_name=peterrec] \
         [--export_base=saved_models] [--version=N] [--k=10] [--max_len=N]
     python -m peterrec_tf.export --tasks=coldrec=runs/coldrec,gender=runs/gender ...
 
-Writes `EXPORT_BASE/MODEL_NAME/VERSION/` (under a temporary name, renamed when complete,
-because Serving watches the base directory), with signatures per task:
-  `<task>`                 input `items` (string [B, L])
-  `<task>_ids`             input `item_ids` (int64 [B, L])
-  `<task>_top_k`           inputs `items` and `k` (int32 [B], one k per history; ranking)
-  `<task>_user_embedding`  input `items`: output `user_embedding` [B, C]
-and `serving_default` = the first task's `<task>`. Item-ranking and pre-trained tasks
-answer `top_k_ids` (int64 [B, k]), `top_k_items` (string [B, k]) and `scores` (float
-[B, k]) with k = --k, or each row's own k in `<task>_top_k` (columns past a row's k, up
-to the batch's largest, hold id 0, "" and -inf). Classification tasks answer
-`probabilities` [B, classes], `class_ids` [B] and `class_names` [B]. Every input has a
-batch dimension, so Serving's request batching (--enable_batching) can merge requests.
-
-Histories are the user's items oldest first, padded with "" / id 0 on either side. Unknown
-tokens and ids outside [1, V) are dropped like padding, so they never select a wrong
-embedding row. The graph then frames what is left with the model's own `Framing`
-(`pipelines.framing`, recorded in the model's config: the last `max_len` items, padded,
-with the [TCL] tokens of its family), exactly as the training input pipeline does. A
-ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
-(`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`).
-
-The SavedModel is a `tf.Module` over the Keras task models: each signature calls the
-model's own methods (one forward pass in the code base), with the model's variables
-replaced, through `keras.StatelessScope`, by the module's plain `tf.Variable`s, so each
-weight is stored once (Keras 3's `model.export` writes every variable twice:
-keras-team/keras#23553): the frozen backbone once, as non-trainable variables shared by
-every task, plus each task's patches, trained layer norms and head.
+The library, its signatures and guarantees are `peterrec_tf.serving.saved_model`; this
+module defines the flags and maps them onto `export(...)`; exit 2 on a usage error.
 """
 
 import os
