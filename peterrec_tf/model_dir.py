@@ -3,9 +3,10 @@
 Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
 `evaluate`, `export`):
 
-    DIR/model.keras        the Keras model (NextItNet / GRecPretrainer / FineTuner), or for a
-                           task stored alone over its backbone (`task_artifact`):
-    DIR/task_model.json, DIR/task_weights.npz and config.json's backbone_dir/fingerprint
+    DIR/model.keras        the Keras model (NextItNet / GRecPretrainer / FineTuner); a task
+                           stored alone over its backbone (`task_artifact`) has instead
+                           task_model.json, task_weights.npz and config.json's
+                           backbone_dir / backbone_fingerprint
     DIR/config.json        {"kind": "pretrain"|"finetune", "task": ..., ...}
     DIR/vocab.txt          optional: line i = item token of id i (id 0 = <UNK>)
     DIR/target_vocab.txt   optional: item-rec targets, line i = token of target id i
@@ -18,12 +19,11 @@ import tempfile
 
 import keras
 
+from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines
+
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 VOCAB_FILES = {"items": "vocab.txt", "targets": "target_vocab.txt", "labels": "labels.txt"}
-
-
-from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines  # noqa: E402
 
 
 def model_kind(model):
