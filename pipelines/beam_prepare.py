@@ -314,13 +314,9 @@ def build_movielens(pipeline, path, tmp, items, bad, num_shards, seed, max_len, 
         occupations))
     if target_genres:
         cold = with_history | "WithTargets" >> beam.Filter(lambda u: len(u[3]) > 0)
-        targets = (cold
-                   | "TargetFirstSeen" >> beam.FlatMap(lambda u: first_occurrences(u[1], u[3]))
-                   | "TargetEarliest" >> beam.CombinePerKey(min)
-                   | "TargetAllFirst" >> beam.combiners.ToList()
-                   | "Targets" >> beam.Map(vocabulary_tokens, Vocabulary().tokens))
-        target_index = targets | "TargetIndex" >> beam.Map(
-            lambda ts: {t: i for i, t in enumerate(ts)})
+        targets, target_index = first_seen_vocabulary(
+            cold | "TargetFirstSeen" >> beam.FlatMap(lambda u: first_occurrences(u[1], u[3])),
+            Vocabulary().tokens, "Target")
         cold_assignment = (cold
                            | "ColdUsers" >> beam.Map(lambda u: u[0])
                            | "AllColdUsers" >> beam.combiners.ToList()
@@ -502,6 +498,19 @@ def bad_stage(parsed, header_number, keep):
             "bad_first": bad_lines | "BadFirst" >> beam.combiners.Top.Smallest(keep)}
 
 
+def first_seen_vocabulary(occurrences, reserved, label=""):
+    """(tokens, token -> id index) from (token, first-appearance key) pairs: ids in order of
+    first appearance after `reserved`, by one `min` combiner per token and a sort."""
+    import apache_beam as beam
+
+    tokens = (occurrences
+              | f"{label}Earliest" >> beam.CombinePerKey(min)
+              | f"{label}AllFirst" >> beam.combiners.ToList()
+              | f"{label}Vocabulary" >> beam.Map(vocabulary_tokens, reserved))
+    index = tokens | f"{label}Index" >> beam.Map(lambda ts: {t: i for i, t in enumerate(ts)})
+    return tokens, index
+
+
 def vocabulary_stage(pipeline, sequences, items):
     """Item ids from (user, key, tokens) sequences: (index side input, report parts)."""
     import apache_beam as beam
@@ -509,13 +518,11 @@ def vocabulary_stage(pipeline, sequences, items):
 
     if items.frozen:
         tokens = pipeline | "GivenVocab" >> beam.Create([items.tokens])
+        index = tokens | "Index" >> beam.Map(lambda ts: {t: i for i, t in enumerate(ts)})
     else:
-        tokens = (sequences
-                  | "FirstSeen" >> beam.FlatMap(lambda s: first_occurrences(s[1], s[2]))
-                  | "Earliest" >> beam.CombinePerKey(min)
-                  | "AllFirst" >> beam.combiners.ToList()
-                  | "Vocabulary" >> beam.Map(vocabulary_tokens, items.tokens))
-    index = tokens | "Index" >> beam.Map(lambda ts: {t: i for i, t in enumerate(ts)})
+        tokens, index = first_seen_vocabulary(
+            sequences | "FirstSeen" >> beam.FlatMap(lambda s: first_occurrences(s[1], s[2])),
+            items.tokens)
     oov = (sequences
            | "OOV" >> beam.FlatMap(lambda s, ix: oov_occurrences(s[1], s[2], ix),
                                    ix=AsSingleton(index))
@@ -557,13 +564,10 @@ def build(pipeline, format, path, tmp, items, bad, num_shards, seed, max_len, op
         parts["duplicates"] = duplicates
 
     if format == "peterrec_finetune_csv":
-        target_tokens = (parsed.rows
-                         | "TargetFirstSeen" >> beam.FlatMap(lambda r: first_occurrences(r[0], r[2]))
-                         | "TargetEarliest" >> beam.CombinePerKey(min)
-                         | "TargetAllFirst" >> beam.combiners.ToList()
-                         | "Targets" >> beam.Map(vocabulary_tokens, Vocabulary().tokens))
-        target_index = target_tokens | "TargetIndex" >> beam.Map(
-            lambda ts: {t: i for i, t in enumerate(ts)})
+        target_tokens, target_index = first_seen_vocabulary(
+            parsed.rows | "TargetFirstSeen" >> beam.FlatMap(
+                lambda r: first_occurrences(r[0], r[2])),
+            Vocabulary().tokens, "Target")
         assignment = (parsed.rows
                       | "Instances" >> beam.Map(lambda r: (r[0], len(r[2])))
                       | "AllInstances" >> beam.combiners.ToList()
