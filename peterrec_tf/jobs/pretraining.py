@@ -16,6 +16,11 @@ HEADS = ("full", "dot")
 #: position) stays below the 8-block residual stack's (~96 C^2: equal at N = 48 C, 12,288
 #: for C = 256). `--num_sampled=-2` keeps the release's unbounded rule for parity.
 MAX_DEFAULT_SAMPLED = 8192
+#: The largest `[positions, items]` float32 logits tensor a full-softmax training step may
+#: form. Its gradient and the softmax take as much again; at the paper's 645K items and
+#: batches of 32 x 100 positions it would be 8.3 GB, which is refused (not chunked: a full
+#: softmax at that size is ~3 TFLOP a step, hours per thousand steps on a CPU).
+MAX_FULL_SOFTMAX_BYTES = 4 * 2 ** 30
 
 
 def default_num_sampled(num_sampled, vocab_size):
@@ -70,6 +75,15 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
     inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
     max_len = max_len or meta["max_len"]
+    logits_bytes = batch_size * max_len * vocab_size * 4
+    if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
+        raise ValueError(
+            f"a full softmax over {vocab_size:,} items for batches of {batch_size} x {max_len} "
+            f"positions forms [{batch_size * max_len:,}, {vocab_size:,}] logits "
+            f"({logits_bytes / 1e9:.1f} GB, about three times that with the softmax and its "
+            f"gradient; the limit is {MAX_FULL_SOFTMAX_BYTES / 1e9:.1f} GB): use --head=dot "
+            "with the bounded sampled softmax (--num_sampled=-1, the default) or a smaller "
+            "--batch_size / --max_len")
     if train_windows not in inputs.WINDOWS:
         raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
     settings = TrainingSettings.of(config)
