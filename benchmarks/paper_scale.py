@@ -12,7 +12,8 @@ steady rates leave out start-up and the first step's tracing:
             (every one of `--items` ids exists in the model, seen in the log or not)
   pretrain  `peterrec_tf.pretrain`: dot head with the bounded sampled softmax, the paper's
             256 channels, blocks (1,4) x 4 (conv dilations 1,2,4,8 x 4: 16 layers),
-            kernel 3, batch 32, `--train_steps` steps
+            kernel 3, batch 32, `--train_steps` steps; then the masked-item (GRec)
+            objective at the paper's batch 128 for `--masked_steps`
   evaluate  `peterrec_tf.evaluate --ranking=full`: every test user against the whole
             catalogue, in vocabulary slices (`training/chunked_ranking.py`)
   finetune  two PeterRec tasks (patches C/4 and C/8) on a ColdRec-shaped target set
@@ -210,6 +211,9 @@ def main(argv=None):
     parser.add_argument("--history", type=int, default=100, help="Events per user (mean).")
     parser.add_argument("--batch_size", type=int, default=32, help="Pre-training batch.")
     parser.add_argument("--train_steps", type=int, default=40)
+    parser.add_argument("--masked_steps", type=int, default=10,
+                        help="Steps of masked-item (GRec) pre-training; 0 skips the stage.")
+    parser.add_argument("--masked_batch_size", type=int, default=128)
     parser.add_argument("--finetune_batch_size", type=int, default=512)
     parser.add_argument("--finetune_steps", type=int, default=12)
     parser.add_argument("--num_targets", type=int, default=20_000,
@@ -287,6 +291,21 @@ def run_chain(args, log=print):
         f"{args.batch_size}", stage, seqs, "seq/s",
         f"{PAPER_USERS / seqs / 3600:.1f} h per epoch of 1.55M users" if seqs else None)
     stages["pretrain"] = {"results": results, "seq_per_s": seqs}
+    if args.masked_steps:  # GRec's masked-item pre-training, the paper's batch 128
+        masked_dir = os.path.join(work, "models", "pretrained_masked")
+        stage = run_stage("pretrain masked", python(
+            "-m", "peterrec_tf.pretrain", f"--data_dir={pre_data}", f"--model_dir={masked_dir}",
+            "--objective=masked_item", "--head=dot", f"--channels={args.channels}",
+            f"--dilations={args.dilations}", "--kernel_size=3",
+            f"--batch_size={args.masked_batch_size}", f"--train_steps={args.masked_steps}",
+            f"--log_every={max(1, args.masked_steps // 5)}",
+            f"--checkpoint_every={args.masked_steps}", "--eval_ranking=sampled", "--seed=0"), log)
+        masked = steady_rate(stage["lines"], STEP_LINE, args.masked_batch_size)
+        row(f"pre-train (masked, GRec, sampled softmax of {sampled:,})",
+            f"{args.items:,} items x {args.channels} ch, {args.masked_steps} steps of "
+            f"{args.masked_batch_size}", stage, masked, "seq/s",
+            f"{PAPER_USERS / masked / 3600:.1f} h per epoch of 1.55M users" if masked else None)
+        stages["pretrain_masked"] = {"seq_per_s": masked}
 
     # evaluate (full ranking over the catalogue, in slices)
     stage = run_stage("evaluate", python(

@@ -10,6 +10,8 @@ from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, spl
 
 OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot")
+#: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
+OPTIMIZERS = ("adam", "lazy_adam")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
 #: paper's 645K items 20% is 129K candidates a step, nearly a full softmax (the 366K-item
 #: probe of issue 14 ran at 9 sequences/s); with 8,192 the head's matmul (2 C N FLOPs a
@@ -39,7 +41,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
                  eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
                  num_candidates=100, train_windows="all", select_metric="",
-                 jit_compile=True, log=print):
+                 jit_compile=True, optimizer="adam", log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
     from peterrec_tf.model_dir import save_model_dir
@@ -47,7 +49,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla, xla_plan
-    from peterrec_tf.training.optimizer import FusedAdam
+    from peterrec_tf.training.optimizer import OPTIMIZERS as OPTIMIZER_CLASSES
 
     # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in SETTINGS}
@@ -56,6 +58,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     check_values(config)
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if head not in HEADS:
         raise ValueError(f"--head must be full or dot, got {head!r}")
     if head == "full" and num_sampled > 0:
@@ -101,7 +105,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
             model.build()
             plan = xla_plan(objective, num_sampled, channels)
             xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
-            model.compile(optimizer=FusedAdam(learning_rate), xla_plan=plan if xla else ())
+            model.compile(optimizer=OPTIMIZER_CLASSES[optimizer](learning_rate),
+                          xla_plan=plan if xla else ())
         log(f"pre-training {cls.__name__} ({objective}, head {head}"
             + (f", sampled softmax {num_sampled}" if num_sampled else "")
             + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
