@@ -211,6 +211,8 @@ def main(argv=None):
     parser.add_argument("--history", type=int, default=100, help="Events per user (mean).")
     parser.add_argument("--batch_size", type=int, default=32, help="Pre-training batch.")
     parser.add_argument("--train_steps", type=int, default=40)
+    parser.add_argument("--lazy_steps", type=int, default=40,
+                        help="Steps of the same pre-training with --optimizer=lazy_adam; 0 skips.")
     parser.add_argument("--masked_steps", type=int, default=10,
                         help="Steps of masked-item (GRec) pre-training; 0 skips the stage.")
     parser.add_argument("--masked_batch_size", type=int, default=128)
@@ -291,6 +293,22 @@ def run_chain(args, log=print):
         f"{args.batch_size}", stage, seqs, "seq/s",
         f"{PAPER_USERS / seqs / 3600:.1f} h per epoch of 1.55M users" if seqs else None)
     stages["pretrain"] = {"results": results, "seq_per_s": seqs}
+    if args.lazy_steps:  # the same job with --optimizer=lazy_adam, side by side
+        lazy_dir = os.path.join(work, "models", "pretrained_lazy")
+        stage = run_stage("pretrain lazy_adam", python(
+            "-m", "peterrec_tf.pretrain", f"--data_dir={pre_data}", f"--model_dir={lazy_dir}",
+            "--head=dot", f"--channels={args.channels}", f"--dilations={args.dilations}",
+            "--kernel_size=3", f"--batch_size={args.batch_size}",
+            f"--train_steps={args.lazy_steps}", f"--log_every={max(1, args.lazy_steps // 8)}",
+            f"--checkpoint_every={args.lazy_steps}", "--eval_ranking=sampled", "--seed=0",
+            "--optimizer=lazy_adam"), log)
+        lazy = steady_rate(stage["lines"], STEP_LINE, args.batch_size)
+        row(f"pre-train (causal, --optimizer=lazy_adam; {lazy / seqs:.2f}x adam)"
+            if lazy and seqs else "pre-train (causal, --optimizer=lazy_adam)",
+            f"{args.items:,} items x {args.channels} ch, {args.lazy_steps} steps of "
+            f"{args.batch_size}", stage, lazy, "seq/s",
+            f"{PAPER_USERS / lazy / 3600:.1f} h per epoch of 1.55M users" if lazy else None)
+        stages["pretrain_lazy"] = {"seq_per_s": lazy}
     if args.masked_steps:  # GRec's masked-item pre-training, the paper's batch 128
         masked_dir = os.path.join(work, "models", "pretrained_masked")
         stage = run_stage("pretrain masked", python(

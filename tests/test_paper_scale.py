@@ -17,12 +17,13 @@ def test_the_chain_runs_and_reports_every_stage(tmp_path):
         [sys.executable, "benchmarks/paper_scale.py", "--scale=0.0005", "--items=3000",
          "--channels=16", "--dilations=1,2", "--train_steps=8", "--finetune_steps=4",
          "--num_targets=150", "--masked_steps=3", "--masked_batch_size=16",
+         "--lazy_steps=4",
          "--serve_repeats=10", "--batch_repeats=2",
          f"--work_dir={work}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     run = json.load(open(work / "paper_scale.json"))
     stages = [row["stage"].split(" (")[0].split(":")[0] for row in run["rows"]]
-    assert stages == ["prepare", "pre-train", "pre-train", "evaluate", "fine-tune PeterRec patch C*0.25",
+    assert stages == ["prepare", "pre-train", "pre-train", "pre-train", "evaluate", "fine-tune PeterRec patch C*0.25",
                       "fine-tune PeterRec patch C*0.125", "export next", "export tasks",
                       "serve next", "serve tasks"]
     for row in run["rows"]:
