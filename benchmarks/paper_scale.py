@@ -240,6 +240,7 @@ def main(argv=None):
 
 def run_chain(args, log=print):
     from pipelines.paper_log import write_paper_log
+    found = provenance()  # the code the stages run, taken before they start
     work = args.work_dir
     shutil.rmtree(work, ignore_errors=True)
     os.makedirs(work)
@@ -410,11 +411,11 @@ def run_chain(args, log=print):
             f"{'%d items' % args.items if name == 'next' else 'the targets'}", stage)
     stages["serve"] = served
 
-    table = render(rows, args, provenance())
+    table = render(rows, args, found)
     print(table)
     output = args.output or os.path.join(work, "paper_scale.json")
     with open(output, "w", encoding="utf-8") as handle:
-        json.dump({"provenance": provenance(), "arguments": vars(args), "rows": rows,
+        json.dump({"provenance": found, "arguments": vars(args), "rows": rows,
                    "stages": stages}, handle, indent=2, default=str)
     log(f"wrote {output}")
     if args.write_notes:
