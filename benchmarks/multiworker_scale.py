@@ -16,8 +16,9 @@ What it does
    and MEASURES per run: the median step time (chief's progress line per step; steps after
    the first, which traces), the peak RSS per worker (os.wait4), and the max |difference|
    of the final weights (the chief's last checkpoint) and of the loss against 1 worker.
-   Before a run, N x (1 worker's peak RSS) is compared with MemAvailable; a run that would
-   not fit is done at --reduced_items instead (with its own 1-worker reference), and says so.
+   Before a run, N x (1 worker's peak RSS) is compared with 75% of MemAvailable; a run that
+   would not fit is done at the largest item count items/2^k that fits (or --reduced_items),
+   with its own 1-worker reference at that size, and says so.
 4. Prints per-step FLOPs (ANALYTIC: the matmuls of the conv stack and of the sampled
    softmax, x3 for training) and collective bytes per worker (ANALYTIC from the measured
    gradient structure and what CollectiveAllReduce does: dense tensors are ring
@@ -177,6 +178,21 @@ def mem_available():
     return 0
 
 
+def items_that_fit(args, workers, peak_one, base=1.0 * GIB):
+    """The largest of items, items/2, items/4, ... whose estimated peak RSS (TensorFlow's
+    `base` plus the rest of 1 worker's measured peak, scaled by the item count) times
+    `workers` fits in 75% of MemAvailable now (or --reduced_items when given)."""
+    if args.reduced_items and workers * peak_one > 0.75 * mem_available():
+        return args.reduced_items
+    items = args.items
+    while items > 1000:
+        estimate = base + max(0.0, peak_one - base) * items / args.items
+        if workers * estimate <= 0.75 * mem_available():
+            return items
+        items //= 2
+    raise SystemExit(f"error: {workers} workers do not fit in memory at any item count")
+
+
 def run_cluster(args, data, workers, model_dir):
     from peterrec_tf.training.local_cluster import run_local_cluster
 
@@ -251,9 +267,11 @@ def project(args, probe_result, measured_one, flops):
     structure = probe_result["structure"]
     fwd_bwd = {int(b): t for b, t in probe_result["fwd_bwd_seconds"].items()}
     # what does not shrink with the per-worker batch: the dense Adam update over every
-    # parameter (measured in the probe); the rest of the measured 1-worker step is scaled
-    # by the probe's forward+backward time at the smaller per-worker batch
-    fixed = min(probe_result["adam_update_seconds"], measured_one)
+    # parameter. The measured 1-worker step is split in the proportion the probe measured
+    # (its Adam update vs its forward+backward at the full batch, same process), and the
+    # scalable part follows the probe's forward+backward time at the per-worker batch
+    adam = probe_result["adam_update_seconds"]
+    fixed = measured_one * adam / (adam + fwd_bwd[args.batch_size])
     scalable = measured_one - fixed
     bandwidth = args.bandwidth_gbit * 1e9 / 8
     collectives = 1 + 3 * len(structure["sparse"])  # dense packed in one; slices: 3 each
@@ -307,7 +325,7 @@ def main():
     parser.add_argument("--workers", default="1,2,4")
     parser.add_argument("--reduced_items", type=int, default=0,
                         help="item count for worker counts whose memory does not fit "
-                        "(default: --items / 4)")
+                        "(default: the largest of --items / 2^k that fits)")
     parser.add_argument("--bandwidth_gbit", type=float, default=10.0,
                         help="assumed network bandwidth per host for the projection")
     parser.add_argument("--latency_s", type=float, default=50e-6,
@@ -373,17 +391,19 @@ def main():
     peak_one = None
     for count in workers:
         items, run_data = args.items, data
-        if peak_one is not None and count * peak_one > 0.85 * mem_available():
-            items = args.reduced_items or args.items // 4
-            print(f"{count} workers x {peak_one / GIB:.1f} GiB (1 worker's peak RSS) does not "
-                  f"fit in {mem_available() / GIB:.1f} GiB available: run at {items:,} items "
-                  "instead", flush=True)
-            run_data = data_for(items)
-            if items not in references:
-                reference = run_cluster(args, run_data, 1, os.path.join(
-                    args.workdir, f"run_{items}_1"))
-                references[items] = reference
-                runs.append(dict(reference, items=items, max_abs_diff=0.0, loss_diff=0.0))
+        if peak_one is not None:
+            items = items_that_fit(args, count, peak_one)
+            if items != args.items:
+                print(f"{count} workers x {peak_one / GIB:.1f} GiB (1 worker's peak RSS at "
+                      f"{args.items:,} items) do not fit in 75% of the "
+                      f"{mem_available() / GIB:.1f} GiB available: run at {items:,} items "
+                      "instead, with a 1-worker reference at that size", flush=True)
+                run_data = data_for(items)
+                if items not in references:
+                    references[items] = run_cluster(args, run_data, 1, os.path.join(
+                        args.workdir, f"run_{items}_1"))
+                    runs.append(dict(references[items], items=items, max_abs_diff=0.0,
+                                     loss_diff=0.0))
         result = run_cluster(args, run_data, count,
                              os.path.join(args.workdir, f"run_{items}_{count}"))
         if count == 1 and items == args.items:
@@ -399,7 +419,10 @@ def main():
         runs.append(result)
         print(f"  {count} worker(s), {items:,} items: median step "
               f"{result['median_step_seconds']:.2f} s, max |dw| {result['max_abs_diff']:.2e}, "
+              f"peak RSS {max(result['peak_rss_bytes']) / GIB:.1f} GiB, "
               f"wall {result['wall_seconds']:.0f} s", flush=True)
+
+    from peterrec_tf.jobs.pretraining import default_num_sampled
 
     positions = args.batch_size * args.seq_len
     flops = train_flops(positions, structure["kept"], args.channels, args.kernel_size,
@@ -426,7 +449,11 @@ def main():
               "max |w - 1w|", "peak RSS/worker", "sent/worker/step*")
     print(" | ".join(header))
     for r in runs:
-        comm = collective_bytes(structure, r["workers"])["total"] if r["items"] == args.items \
+        # the collective bytes do not depend on the item count while the sampled softmax
+        # draws as many candidates (rows = positions + candidates, not items)
+        same_rows = default_num_sampled(args.num_sampled, r["items"] + 1) == \
+            structure["num_sampled"]
+        comm = collective_bytes(structure, r["workers"])["total"] if same_rows \
             else float("nan")
         print(" | ".join([str(r["workers"]), f"{r['items']:,}",
                           str(args.batch_size // r["workers"]),
@@ -445,7 +472,7 @@ def main():
     print(f"PROJECTED time per epoch of the paper's data ({PAPER_SEQUENCES:,} sequences of "
           f"{args.seq_len}): one host = one worker like this machine's 1-worker run "
           f"(measured step {references[args.items]['median_step_seconds']:.2f} s, of which "
-          f"{fixed:.2f} s, the dense Adam update measured in the probe, does not shrink with the "
+          f"{fixed:.2f} s, the dense Adam update's share in the probe, does not shrink with the "
           "per-worker batch; the rest scales as the probe's forward+backward), network {args.bandwidth_gbit:g} Gbit/s per host and {args.latency_s * 1e6:.0f} "
           "us per collective hop (ASSUMED)")
     print("hosts | global batch 32 (same results as 1 worker): step s | epoch || "
