@@ -77,7 +77,7 @@ def run_local_cluster(command, num_workers, env=None, cwd=None, timeout=600):
             if time.monotonic() - started > timeout:
                 raise TimeoutError(f"the {num_workers}-worker cluster did not finish in "
                                    f"{timeout} s")
-            for index in list(pending):
+            for index in sorted(pending):
                 pid, status, rusage = os.wait4(processes[index].pid, os.WNOHANG)
                 if pid == 0:
                     continue
@@ -87,6 +87,7 @@ def run_local_cluster(command, num_workers, env=None, cwd=None, timeout=600):
                 if processes[index].returncode != 0:
                     _stop(processes, pending)  # the others would wait in a collective
                     pending.clear()
+                    break
             time.sleep(0.05)
     except BaseException:
         _stop(processes, range(num_workers))
