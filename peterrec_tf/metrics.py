@@ -68,7 +68,12 @@ class RankingMetric(keras.metrics.Mean):
         self.k = int(k)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        gains = ranking_gains(true_ranks(y_true, y_pred), self.k, self.kind)
+        return self.update_ranks(true_ranks(y_true, y_pred), sample_weight=sample_weight)
+
+    def update_ranks(self, ranks, sample_weight=None):
+        """Add examples by the 0-based ranks of their true items (`true_ranks`, or the
+        chunked ranking of a large catalogue)."""
+        gains = ranking_gains(ranks, self.k, self.kind)
         return super().update_state(gains, sample_weight=sample_weight)
 
     def get_config(self):

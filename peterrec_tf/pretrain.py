@@ -9,7 +9,8 @@ tensorboard/, flags.json and results.json into --model_dir.  From Python:
 same names as the flags).
 """
 
-from peterrec_tf.jobs.pretraining import HEADS, OBJECTIVES, SETTINGS, run_pretrain  # noqa: F401
+from peterrec_tf.jobs.pretraining import (  # noqa: F401
+    HEADS, OBJECTIVES, OPTIMIZERS, SETTINGS, run_pretrain)
 from peterrec_tf.training.flags import define_common_flags
 
 
@@ -35,6 +36,11 @@ def define_flags():
                          "release's 20%% of the vocabulary, at most 8,192 (beyond that the "
                          "head outweighs the residual stack; 645K items would sample 129K); "
                          "-2: the release's 20%% unbounded (parity); 0: full softmax.")
+    flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam: Adam over every "
+                      "parameter each step (the release's optimizer, fused kernel); "
+                      "lazy_adam: the embedding's and the sampled softmax's rows are updated "
+                      "only when a batch touches them (much faster at hundreds of thousands "
+                      "of items, not the release's trajectory; other weights as adam).")
     flags.DEFINE_enum("eval_ranking", "full", list(RANKINGS), "Next-item evaluation "
                       "against every item, or the true item + (num_candidates-1) sampled ones.")
     flags.DEFINE_integer("num_candidates", 100, "Candidates per example for sampled ranking.")

@@ -100,6 +100,8 @@ def load_task(directory, config, backbone_dir=None):
             f"{backbone_dir}'s backbone (fingerprint {found[:12]}) is not the one {directory} "
             f"was fine-tuned on ({str(config.get('backbone_fingerprint'))[:12]}): use that "
             "pre-trained model directory")
+    from peterrec_tf.training import optimizer  # noqa: F401  registers the stored compile
+    # config's FusedAdam: a process that only loads (export, evaluate) imports nothing else
     with open(os.path.join(directory, TASK_MODEL_FILE), encoding="utf-8") as handle:
         model = keras.saving.deserialize_keras_object(json.load(handle))
     model.build()

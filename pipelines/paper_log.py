@@ -18,10 +18,16 @@ def zipf_cdf(num_items, exponent=1.0):
     return cdf / cdf[-1]
 
 
+def item_token(item, prefix="i"):
+    """The log's token of catalogue item `item` (0-based): `i17`, or `18` with prefix ""
+    (plain positive integers, what the release's CSV formats accept)."""
+    return f"i{item}" if prefix else str(item + 1)
+
+
 def write_paper_log(path, events, num_items=645_000, history=100, seed=0, block_users=20_000,
-                    exponent=1.0):
+                    exponent=1.0, prefix="i"):
     """Write about `events` rows (user, item, timestamp) to `path` (TSV with a header);
-    returns the number of rows written."""
+    returns the number of rows written. Items are `item_token(i, prefix)`."""
     rng = np.random.RandomState(seed)
     cdf = zipf_cdf(num_items, exponent)
     item_of_rank = rng.permutation(num_items)
@@ -42,7 +48,9 @@ def write_paper_log(path, events, num_items=645_000, history=100, seed=0, block_
             begins = np.cumsum(lengths) - lengths  # each user's first row
             stamps = starts + total - np.repeat(total[begins] - gaps[begins], lengths)
             order = rng.permutation(len(user_col))
-            handle.write("".join(f"u{u}\ti{i}\t{t}\n" for u, i, t in zip(
+            if not prefix:
+                item_col = item_col + 1
+            handle.write("".join(f"u{u}\t{prefix}{i}\t{t}\n" for u, i, t in zip(
                 user_col[order].tolist(), item_col[order].tolist(), stamps[order].tolist())))
             written += len(user_col)
     return written

@@ -111,6 +111,17 @@ def test_old_results_format_is_not_resumed(tiny, tmp_path):
         run(data, str(out), repo_dir=str(repo), **SMALL)
 
 
+def test_models_without_a_results_file_are_not_resumed(tiny, tmp_path):
+    """Trained models left in WORK with no results.json (deleted, or from before it was
+    written) come from code no session recorded: refused, never resumed into a report."""
+    data, repo = tiny
+    out = tmp_path / "report"
+    (out / "models" / "pre_next_item_0").mkdir(parents=True)
+    with pytest.raises(ValueError, match="results.json is missing"):
+        run(data, str(out), repo_dir=str(repo), **SMALL)
+    assert not (out / "results.json").exists()
+
+
 def test_popularity_baseline_matches_a_hand_computation():
     # targets 1..5; training counts: 3 -> 4 times, 1 -> 2, 5 -> 1, others 0
     train = [3, 3, 1, 3, 5, 1, 3]

@@ -205,6 +205,28 @@ def test_signatures_equal_the_keras_models(exported, dirs):
     assert nxt["top_k_items"][0, 0].decode() == VOCAB[nxt["top_k_ids"][0, 0]]
 
 
+def test_large_catalogue_served_in_slices_answers_as_whole_rows(exported, dirs, tmp_path,
+                                                                monkeypatch):
+    """A catalogue above `chunked_ranking.DEFAULT_CHUNK` ids is ranked slice by slice in
+    the export (top-k per slice, merged): the same answers as the whole-row export."""
+    from peterrec_tf.training import chunked_ranking
+    monkeypatch.setattr(chunked_ranking, "DEFAULT_CHUNK", 7)  # 40 ids: 6 slices
+    sliced = SessionModel(export([("next", dirs["pre"])], str(tmp_path), "sliced", k=5,
+                                 **quiet)["path"])
+    whole = exported["single_session"]
+    rng = np.random.RandomState(4)
+    for batch, length in ((1, 5), (3, 12), (0, 4)):
+        tokens = as_tokens(rng.randint(1, len(VOCAB), (batch, length))).reshape(batch, length)
+        for name, inputs in (("serving_default", {"items": tokens}),
+                             ("next_top_k", {"items": tokens,
+                                             "k": np.arange(batch, dtype=np.int32) * 13})):
+            a, b = sliced.run(name, inputs), whole.run(name, inputs)
+            np.testing.assert_array_equal(a["top_k_ids"], b["top_k_ids"])
+            np.testing.assert_array_equal(a["top_k_items"], b["top_k_items"])
+            np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+            assert len(a["top_k_ids"]) == batch
+
+
 def test_grec_encoder_export_predicts_the_masked_next_item(dirs, tmp_path):
     report = export([("grec", dirs["grec"])], str(tmp_path), "grec", k=3, **quiet)
     ids = np.random.RandomState(2).randint(1, len(VOCAB), (2, 6))

@@ -442,3 +442,25 @@ def test_the_commands_fail_with_one_line_and_exit_2(run, tmp_path):
     assert not os.path.exists(tmp_path / "b")
     assert f"is in use by pid {os.getpid()}" in done["locked"][0][1]
     assert f"error: {shard}: " in done["shard"][0][1]
+
+
+def test_a_full_softmax_that_cannot_fit_is_refused_before_anything_is_written(tmp_path):
+    """At a catalogue of 400K items a full softmax over batches of 32 x 100 positions would
+    form 5 GB of logits: refused with what to do instead, nothing written. The bounded
+    sampled softmax (the dot head's default) is the way through."""
+    from pipelines.paper_log import write_paper_log
+    from pipelines.vocab import UNK, write_tokens
+    from peterrec_tf.jobs.pretraining import run_pretrain
+    catalogue = str(tmp_path / "catalogue.txt")
+    write_tokens(catalogue, [UNK] + [str(i + 1) for i in range(400_000)])
+    log_path = str(tmp_path / "events.tsv")
+    write_paper_log(log_path, 3_000, num_items=400_000, history=100, prefix="")
+    prepare("interactions", str(tmp_path / "data"), input=log_path, vocab=catalogue,
+            max_len=100, log=lambda *_: None)
+    data = str(tmp_path / "data")
+    for head, sampled in (("full", 0), ("dot", 0)):
+        model_dir = tmp_path / f"model_{head}"
+        with pytest.raises(ValueError, match=r"full softmax over 400,001 items .* GB.*--head=dot"):
+            run_pretrain(data, str(model_dir), head=head, num_sampled=sampled, channels=8,
+                         dilations=(1,), train_steps=1, log=lambda *_: None)
+        assert not model_dir.exists()

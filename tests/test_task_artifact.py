@@ -97,3 +97,25 @@ def test_task_directories_export_over_one_backbone(setup, tmp_path):
                     str(tmp_path / "sm"), "tasks", **quiet)
     assert report["variables_bytes"] <= 1.1 * report["weight_bytes"] + 20_000
     assert report["weight_bytes"] < 0.6 * report["separate_full_models_bytes"]
+
+
+def test_a_trained_task_exports_from_a_fresh_process(setup, tmp_path):
+    """A task saved by a job is compiled (FusedAdam in its stored compile config): the
+    export command, a process that imports no training code, must still load it."""
+    import subprocess
+    import sys
+    from conftest import REPO_ROOT
+    from peterrec_tf.training.optimizer import FusedAdam
+    root, pre, _ = setup
+    loaded, _, _ = load_model_dir(str(root / "pre"))
+    model = build_finetuner(loaded.backbone, "peterrec", "classify", 2, loss="ce")
+    model.compile(optimizer=FusedAdam(1e-3))
+    save_model_dir(str(tmp_path / "task"), model, {"max_len": 10}, {"items": VOCAB},
+                   task_over=(str(root / "pre"), loaded.backbone))
+    done = subprocess.run(
+        [sys.executable, "-m", "peterrec_tf.export", f"--tasks=t={tmp_path / 'task'}",
+         f"--export_base={tmp_path / 'sm'}", "--max_len=10"],
+        cwd=REPO_ROOT, env=dict(os.environ, PYTHONPATH=REPO_ROOT), capture_output=True,
+        text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert os.path.isdir(tmp_path / "sm" / "peterrec" / "1" / "variables")

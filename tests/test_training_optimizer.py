@@ -70,3 +70,41 @@ def test_fused_adam_round_trips_its_config():
     optimizer = FusedAdam(0.01, beta_1=0.8)
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(optimizer))
     assert isinstance(again, FusedAdam) and again.get_config() == optimizer.get_config()
+
+
+def lazy_trajectory(optimizer, ids_per_step, rng_seed=5):
+    """Rows of a table trained by `optimizer` on sparse gradients of the given ids."""
+    from peterrec_tf.training.optimizer import LazyAdam  # noqa: F401
+    rng = np.random.RandomState(rng_seed)
+    table = keras.Variable(rng.randn(20, 3).astype("float32"))
+    optimizer.build([table])
+    for ids in ids_per_step:
+        with tf.GradientTape() as tape:
+            rows = tf.gather(table.value, tf.constant(ids))
+            loss = tf.reduce_sum(tf.sin(rows * rng.randn(len(ids), 3).astype("float32")))
+        gradient = tape.gradient(loss, table.value)
+        assert isinstance(gradient, tf.IndexedSlices)
+        optimizer.apply([gradient], [table])
+    return table.numpy(), optimizer
+
+
+def test_lazy_adam_is_adam_on_rows_seen_and_leaves_the_others_alone():
+    from peterrec_tf.training.optimizer import LazyAdam
+    # every row in every step (one repeated): the same trajectory as FusedAdam
+    full = [list(range(20)) + [3, 3, 7] for _ in range(5)]
+    lazy, _ = lazy_trajectory(LazyAdam(0.05), full)
+    dense, _ = lazy_trajectory(FusedAdam(0.05), full)
+    np.testing.assert_allclose(lazy, dense, rtol=1e-5, atol=1e-6)
+    # rows 10..19 never seen: untouched, and their moments stay zero; FusedAdam moves rows
+    # seen earlier on every later step (momentum), LazyAdam only when they are seen again
+    start = np.random.RandomState(5).randn(20, 3).astype("float32")
+    steps = [[0, 1, 2, 2], [3, 4], [0, 5]]
+    lazy, optimizer = lazy_trajectory(LazyAdam(0.05), steps)
+    dense, _ = lazy_trajectory(FusedAdam(0.05), steps)
+    np.testing.assert_array_equal(lazy[6:], start[6:])
+    assert not optimizer._momentums[0].numpy()[6:].any()
+    assert np.abs(lazy[:6] - start[:6]).min() > 1e-4  # every seen row moved
+    assert np.abs(dense[1:3] - lazy[1:3]).max() > 1e-4  # Adam kept moving rows 1, 2
+    # its config round-trips, under its own name
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(optimizer))
+    assert type(again) is LazyAdam

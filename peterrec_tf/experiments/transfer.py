@@ -374,6 +374,12 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
     os.makedirs(os.path.join(output_dir, "per_example"), exist_ok=True)
     path = os.path.join(output_dir, "results.json")
     results = _load_results(path)
+    models = os.path.join(output_dir, "models")
+    if results is None and os.path.isdir(models) and os.listdir(models):
+        # they would be resumed as if this run had made them, from code no session recorded
+        raise ValueError(f"{models} holds trained models but {path} is missing: which commit "
+                         "and configuration made them is unknown; use a new --output_dir or "
+                         "remove it")
     if results is None:
         results = {"format": FORMAT, "provenance": state, "sessions": [], "pretraining": [],
                    "runs": [], "parameter_shares": {}}

@@ -7,6 +7,7 @@ classification, of any saved model directory on any split of a prepared dataset.
 
 import json
 import os
+import time
 
 
 def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
@@ -44,12 +45,15 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
             raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
     dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
                                   framing=model_framing(model, config), max_len=max_len)
+    started = time.monotonic()
     with inputs.reading(data_dir, (split,)):
         results = evaluation.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),
                                       log=log, label=f"{split} ({ranking} ranking)")
+    seconds = time.monotonic() - started
     inputs.check_count(data_dir, split, results["examples"], "scored")
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
-                   ranking=ranking if task != "classify" else None)
+                   ranking=ranking if task != "classify" else None, seconds=seconds,
+                   examples_per_second=results["examples"] / max(seconds, 1e-9))
     log(json.dumps(results, indent=2))
     if output:
         write_json(output, results)

@@ -10,12 +10,19 @@ from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, spl
 
 OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot")
+#: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
+OPTIMIZERS = ("adam", "lazy_adam")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
 #: paper's 645K items 20% is 129K candidates a step, nearly a full softmax (the 366K-item
 #: probe of issue 14 ran at 9 sequences/s); with 8,192 the head's matmul (2 C N FLOPs a
 #: position) stays below the 8-block residual stack's (~96 C^2: equal at N = 48 C, 12,288
 #: for C = 256). `--num_sampled=-2` keeps the release's unbounded rule for parity.
 MAX_DEFAULT_SAMPLED = 8192
+#: The largest `[positions, items]` float32 logits tensor a full-softmax training step may
+#: form. Its gradient and the softmax take as much again; at the paper's 645K items and
+#: batches of 32 x 100 positions it would be 8.3 GB, which is refused (not chunked: a full
+#: softmax at that size is ~3 TFLOP a step, hours per thousand steps on a CPU).
+MAX_FULL_SOFTMAX_BYTES = 4 * 2 ** 30
 
 
 def default_num_sampled(num_sampled, vocab_size):
@@ -34,7 +41,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
                  eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
                  num_candidates=100, train_windows="all", select_metric="",
-                 jit_compile=True, log=print):
+                 jit_compile=True, optimizer="adam", log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
     from peterrec_tf.model_dir import save_model_dir
@@ -42,7 +49,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla, xla_plan
-    from peterrec_tf.training.optimizer import FusedAdam
+    from peterrec_tf.training.optimizer import OPTIMIZERS as OPTIMIZER_CLASSES
 
     # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in SETTINGS}
@@ -51,6 +58,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     check_values(config)
     if objective not in OBJECTIVES:
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     if head not in HEADS:
         raise ValueError(f"--head must be full or dot, got {head!r}")
     if head == "full" and num_sampled > 0:
@@ -70,6 +79,15 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
     inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
     max_len = max_len or meta["max_len"]
+    logits_bytes = batch_size * max_len * vocab_size * 4
+    if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
+        raise ValueError(
+            f"a full softmax over {vocab_size:,} items for batches of {batch_size} x {max_len} "
+            f"positions forms [{batch_size * max_len:,}, {vocab_size:,}] logits "
+            f"({logits_bytes / 1e9:.1f} GB, about three times that with the softmax and its "
+            f"gradient; the limit is {MAX_FULL_SOFTMAX_BYTES / 1e9:.1f} GB): use --head=dot "
+            "with the bounded sampled softmax (--num_sampled=-1, the default) or a smaller "
+            "--batch_size / --max_len")
     if train_windows not in inputs.WINDOWS:
         raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
     settings = TrainingSettings.of(config)
@@ -87,7 +105,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
             model.build()
             plan = xla_plan(objective, num_sampled, channels)
             xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
-            model.compile(optimizer=FusedAdam(learning_rate), xla_plan=plan if xla else ())
+            model.compile(optimizer=OPTIMIZER_CLASSES[optimizer](learning_rate),
+                          xla_plan=plan if xla else ())
         log(f"pre-training {cls.__name__} ({objective}, head {head}"
             + (f", sampled softmax {num_sampled}" if num_sampled else "")
             + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "

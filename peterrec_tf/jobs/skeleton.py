@@ -70,14 +70,17 @@ def split_evaluator(model, data_dir, task, ks, batch_size, ranking, num_candidat
     from pipelines import inputs
     from peterrec_tf.training import evaluation
 
-    scorer = evaluation.score_function(model)
     splits = inputs.read_metadata(data_dir)["splits"]
+    # traced once, reused by every periodic validation and the test
+    scorer = evaluation.score_function(model) if task == "classify" else None
+    ranker = evaluation.rank_function(model) if task != "classify" else None
 
     def evaluate_split(split):
         data = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates,
                                    seed=seed, framing=framing)
-        scores = evaluation.evaluate(model, data, task, ks, scorer, total=splits.get(split),
-                                     log=log, label=f"{split} ({ranking} ranking)")
+        scores = evaluation.evaluate(model, data, task, ks, scorer, ranker=ranker,
+                                     total=splits.get(split), log=log,
+                                     label=f"{split} ({ranking} ranking)")
         inputs.check_count(data_dir, split, scores["examples"], "scored")
         return scores
     return evaluate_split

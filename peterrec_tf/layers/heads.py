@@ -23,6 +23,16 @@ class FullSoftmaxHead(keras.layers.Layer):
     def call(self, hidden):
         return ops.matmul(ops.relu(hidden), self.kernel) + self.bias
 
+    def logits_range(self, hidden, start, stop):
+        """Logits `[B, stop-start]` of ids start..stop-1 for `hidden` `[B, C]`: one slice
+        of the vocabulary, so a catalogue of 645K items is scored without a `[B, V]` tensor."""
+        return ops.matmul(ops.relu(hidden), self.kernel[:, start:stop]) + self.bias[start:stop]
+
+    def logits_at(self, hidden, ids):
+        """Logits `[B, K]` of the ids `[B, K]` (each row its own candidates) for `hidden` `[B, C]`."""
+        columns = ops.take(self.kernel, ids, axis=1)  # [C, B, K]
+        return ops.einsum("bc,cbk->bk", ops.relu(hidden), columns) + ops.take(self.bias, ids)
+
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.vocab_size)
 
@@ -55,6 +65,16 @@ class DotProductHead(keras.layers.Layer):
 
     def call(self, hidden):
         return ops.matmul(hidden, ops.transpose(self.kernel)) + self.bias
+
+    def logits_range(self, hidden, start, stop):
+        """Logits `[B, stop-start]` of ids start..stop-1 (see `FullSoftmaxHead.logits_range`)."""
+        return (ops.matmul(hidden, ops.transpose(self.kernel[start:stop]))
+                + self.bias[start:stop])
+
+    def logits_at(self, hidden, ids):
+        """Logits `[B, K]` of the ids `[B, K]` for `hidden` `[B, C]`."""
+        rows = ops.take(self.kernel, ids, axis=0)  # [B, K, C]
+        return ops.einsum("bc,bkc->bk", hidden, rows) + ops.take(self.bias, ids)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.vocab_size)

@@ -42,6 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.vocab import write_tokens
+from peterrec_tf.training import chunked_ranking
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 REPORT_FILE = "export_report.json"
@@ -65,6 +66,11 @@ class ServedTask:
     def scope(self):
         """Run the model on the export's variables instead of its own."""
         return keras.StatelessScope(state_mapping=self.weights)
+
+    @property
+    def num_scores(self):
+        """Width of the task's score row: the catalogue (pretrain) or its outputs."""
+        return self.model.head.vocab_size if self.kind == "pretrain" else self.model.num_outputs
 
 
 def _backbone_path(weight):
@@ -142,25 +148,34 @@ class ServingModule(tf.Module):
         return scores[:tf.shape(item_ids)[0]]
 
     def outputs(self, item_ids, task, k):
-        scores = self.scores(item_ids, task)
         if task.kind == "classify":
+            scores = self.scores(item_ids, task)
             probabilities = tf.nn.softmax(scores, axis=-1)
             class_ids = tf.argmax(probabilities, axis=-1)
             names = self.output_tables[task.name].lookup(class_ids)
             return {"probabilities": probabilities, "class_ids": class_ids, "class_names": names}
-        size = tf.shape(scores)[1]
-        answerable = np.ones(int(scores.shape[1]), dtype=bool)
-        answerable[[0, *task.blocked_outputs]] = False  # id 0 (and padding tokens) is no answer
-        scores = tf.where(tf.constant(answerable)[None, :], scores, -np.inf)
         if k is None:
-            k = tf.fill(tf.shape(scores)[:1], self.default_k)
+            k = tf.fill(tf.shape(item_ids)[:1], self.default_k)
         else:
-            tf.debugging.assert_equal(tf.shape(k)[0], tf.shape(scores)[0], message=(
+            tf.debugging.assert_equal(tf.shape(k)[0], tf.shape(item_ids)[0], message=(
                 "k must hold one value per history (its length must equal the batch's)"))
         # one k per history (Serving's batching needs a batch dimension on every input):
         # the batch's largest k is computed, each row's columns beyond its own k are blanked
-        k = tf.clip_by_value(tf.cast(k, tf.int32), 0, size - 1 - len(task.blocked_outputs))
-        top_scores, top_ids = tf.math.top_k(scores, tf.reduce_max(tf.concat([k, [0]], 0)))
+        blocked = [0, *task.blocked_outputs]  # id 0 (and padding tokens) is no answer
+        k = tf.clip_by_value(tf.cast(k, tf.int32), 0, task.num_scores - len(blocked))
+        largest = tf.reduce_max(tf.concat([k, [0]], 0))
+        if task.kind == "pretrain" and task.num_scores > chunked_ranking.DEFAULT_CHUNK:
+            # a large catalogue: top-k per vocabulary slice, merged; never a [B, V] row
+            hidden = self.user_vector(item_ids, task)
+            with task.scope():
+                top_scores, top_ids = chunked_ranking.top_k_in_chunks(
+                    task.model.head, hidden, largest, blocked, chunked_ranking.DEFAULT_CHUNK)
+        else:
+            scores = self.scores(item_ids, task)
+            answerable = np.ones(int(scores.shape[1]), dtype=bool)
+            answerable[blocked] = False
+            scores = tf.where(tf.constant(answerable)[None, :], scores, -np.inf)
+            top_scores, top_ids = tf.math.top_k(scores, largest)
         keep = tf.range(tf.shape(top_ids)[1])[None, :] < k[:, None]
         top_ids = tf.where(keep, top_ids, 0)
         tokens = tf.where(keep, self.output_tables[task.name].lookup(tf.cast(top_ids, tf.int64)), "")

@@ -1,0 +1,87 @@
+"""Ranking a large catalogue in vocabulary slices: the same ranks, metrics and top-k lists
+as scoring whole rows, non-finite scores handled the same way."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from peterrec_tf.metrics import MISS_RANK, true_ranks
+from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
+from peterrec_tf.training import chunked_ranking, evaluation
+
+VOCAB = 53  # not a multiple of the chunk sizes below: the last slice is short
+
+
+def pretrainer(head, causal=True):
+    keras.utils.set_random_seed(3)
+    cls = NextItNet if causal else GRecPretrainer
+    model = cls(Backbone(VOCAB, channels=8, dilations=(1, 2), causal=causal), head=head)
+    model.build()
+    return model
+
+
+@pytest.mark.parametrize("head,causal", [("full", True), ("dot", True), ("full", False)])
+@pytest.mark.parametrize("chunk", [1, 7, 16, 53, 1000])
+def test_chunked_ranks_equal_whole_row_ranks(head, causal, chunk, rng):
+    model = pretrainer(head, causal)
+    x = rng.randint(0, VOCAB, (9, 6)).astype("int32")
+    y = rng.randint(1, VOCAB, 9).astype("int32")
+    logits = model.next_item_logits(x)
+    np.testing.assert_array_equal(
+        chunked_ranking.next_item_ranks(model, x, y, chunk).numpy(),
+        true_ranks(y, logits).numpy())
+    candidates = np.stack([y, *rng.randint(1, VOCAB, (20, 9))], axis=1).astype("int32")
+    np.testing.assert_array_equal(
+        chunked_ranking.next_item_ranks(model, x, candidates, chunk).numpy(),
+        true_ranks(candidates, logits).numpy())
+
+
+def test_non_finite_logits_rank_as_in_whole_rows(rng):
+    model = pretrainer("dot")
+    bias = model.head.bias.numpy()
+    bias[5], bias[40] = np.nan, np.inf  # a NaN competitor, a +inf one
+    model.head.bias.assign(bias)
+    x = rng.randint(1, VOCAB, (4, 6)).astype("int32")
+    y = np.array([2, 5, 40, 11], "int32")  # rows 1 and 2: the true item's score is not finite
+    ranks = chunked_ranking.next_item_ranks(model, x, y, 8).numpy()
+    np.testing.assert_array_equal(ranks, true_ranks(y, model.next_item_logits(x)).numpy())
+    assert ranks[1] == ranks[2] == MISS_RANK and ranks[0] >= 2 and ranks[3] >= 2
+
+
+def test_evaluate_in_slices_gives_the_same_metrics(rng):
+    model = pretrainer("full")
+    x = rng.randint(0, VOCAB, (50, 6)).astype("int32")
+    y = rng.randint(1, VOCAB, 50).astype("int32")
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+    whole = evaluation.evaluate(model, data, "pretrain", ks=(1, 5, 10))
+    sliced = evaluation.evaluate(model, data, "pretrain", ks=(1, 5, 10), chunk_size=10)
+    assert sliced == pytest.approx(whole, abs=1e-7) and whole["examples"] == 50
+    assert 0 < whole["hr@10"] < 1  # not a degenerate comparison
+
+
+@pytest.mark.parametrize("head", ["full", "dot"])
+def test_top_k_merged_from_slices_equals_top_k_of_the_row(head, rng):
+    model = pretrainer(head)
+    # ties across slices: ids 3, 20 and 44 score exactly alike (equal weights)
+    kernel = model.head.kernel.numpy()
+    if head == "full":
+        kernel[:, 20] = kernel[:, 44] = kernel[:, 3]
+    else:
+        kernel[20] = kernel[44] = kernel[3]
+    model.head.kernel.assign(kernel)
+    bias = model.head.bias.numpy()
+    bias[20] = bias[44] = bias[3] = 5.0  # and they lead every row
+    model.head.bias.assign(bias)
+    hidden = model.user_embedding(rng.randint(1, VOCAB, (6, 5)).astype("int32"))
+    blocked = (0, 20, 31)
+    logits = model.head(hidden[:, None, :])[:, 0, :].numpy()
+    logits[:, list(blocked)] = -np.inf
+    for k in (1, 2, 5, 12):
+        expected_scores, expected_ids = tf.math.top_k(logits, k)
+        for chunk in (4, 11, 53):
+            scores, ids = chunked_ranking.top_k_in_chunks(model.head, hidden, tf.constant(k),
+                                                          blocked, chunk)
+            np.testing.assert_array_equal(ids.numpy(), expected_ids.numpy())
+            np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), rtol=1e-6)
+    assert (expected_ids.numpy()[:, :2] == [3, 44]).all()  # the tie, lower id first, 20 blocked
