@@ -362,13 +362,16 @@ def run_chain(args, log=print):
             f"--log_every={every}", f"--checkpoint_every={args.finetune_steps}", "--seed=0",
             f"--num_candidates={min(100, ft_meta['num_targets'] - 1)}"), log)
         rate = steady_rate(stage["lines"], STEP_LINE, args.finetune_batch_size)
-        size = directory_bytes(task_dir)
-        row(f"fine-tune PeterRec patch C*{ratio:g} (task dir {size / 1e6:.1f} MB)",
+        size = directory_bytes(task_dir)  # with checkpoints/ (patches, head, Adam slots)
+        files = sum(os.path.getsize(os.path.join(task_dir, f)) for f in os.listdir(task_dir)
+                    if os.path.isfile(os.path.join(task_dir, f)))
+        row(f"fine-tune PeterRec patch C*{ratio:g} (task files {files / 1e6:.1f} MB, "
+            f"whole directory with checkpoints {size / 1e6:.1f} MB)",
             f"{ft_meta['num_targets']:,} targets, {args.finetune_steps} steps of "
             f"{args.finetune_batch_size}", stage, rate, "examples/s",
             f"{PAPER_TARGET_INSTANCES / rate / 3600:.1f} h per epoch of 3.8M instances"
             if rate else None)
-        tasks[name] = {"dir": task_dir, "bytes": size, "examples_per_s": rate,
+        tasks[name] = {"dir": task_dir, "bytes": size, "file_bytes": files, "examples_per_s": rate,
                        "results": json.load(open(os.path.join(task_dir, "results.json")))}
     stages["finetune"] = tasks
 

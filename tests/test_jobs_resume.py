@@ -73,3 +73,40 @@ def test_interrupted_runs_resume_to_the_same_weights(tmp_path, op_determinism):
                         **quiet)["training"]["resumed_from"] == 4
     for a, b in zip(weights_of(ft_full), weights_of(ft_stopped)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_task_checkpoints_leave_out_the_frozen_backbone_and_older_ones_still_resume(tmp_path):
+    """A PeterRec run's checkpoints hold its patches, head, trained layer norms and their
+    Adam slots, not the frozen backbone it rebuilds from --pretrained (at 645K items that
+    was 670 MB a checkpoint beside a 3 MB task). A checkpoint of the older layout (the
+    whole model) still restores."""
+    from peterrec_tf.models import Backbone, build_finetuner
+    from peterrec_tf.training.checkpointing import TrainingState
+    from peterrec_tf.training.optimizer import FusedAdam
+    data = str(tmp_path / "syn")
+    prepare("synthetic", data, max_len=12, seed=0, num_users=120, num_items=300,
+            num_clusters=4, num_targets=20, **quiet)
+    pre = str(tmp_path / "pre")
+    run_pretrain(os.path.join(data, "pretrain"), pre, train_steps=4, seed=0, **TINY, **quiet)
+    task = str(tmp_path / "task")
+    run_finetune(pre, os.path.join(data, "coldrec"), task, train_steps=4, seed=0,
+                 batch_size=32, checkpoint_every=2, num_candidates=10, **quiet)
+    latest = tf.train.latest_checkpoint(os.path.join(task, "checkpoints"))
+    names = [name for name, _ in tf.train.list_variables(latest)]
+    assert not any("item_embedding" in n or "dilated_conv" in n for n in names), names
+    assert any("mp_" in n or "patch" in n for n in names) and any("target_emb" in n for n in names)
+    # an older checkpoint (tf.train.Checkpoint(model=...)) of a run in progress resumes
+    model, _, _ = load_model_dir(task)
+    model.compile(optimizer=FusedAdam(1e-3))
+    model.optimizer.build(model.trainable_variables)
+    old = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                              step=tf.Variable(7, dtype=tf.int64))
+    old_dir = tmp_path / "old" / "checkpoints"
+    tf.train.CheckpointManager(old, str(old_dir), max_to_keep=1).save(checkpoint_number=7)
+    expected = [w.numpy() for w in model.weights]
+    for w in model.trainable_weights:
+        w.assign(np.zeros(w.shape, "float32"))
+    state = TrainingState(model, str(tmp_path / "old"))
+    assert state.restore(log=lambda *_: None).endswith("ckpt-7") and state.current_step == 7
+    for got, want in zip(model.weights, expected):
+        np.testing.assert_array_equal(got.numpy(), want)

@@ -12,6 +12,8 @@ import os
 
 import tensorflow as tf
 
+from peterrec_tf.training.checkpointing import changing_variables
+
 
 class BestWeights:
     """The best validation so far by `metric` (higher is better) and its weights."""
@@ -19,7 +21,9 @@ class BestWeights:
     def __init__(self, model, model_dir, metric, chief=True):
         self.model, self.metric, self.chief = model, metric, chief
         self.directory = os.path.join(model_dir, "best")
-        self.checkpoint = tf.train.Checkpoint(model=model)
+        tracked = changing_variables(model)  # a task's own weights, not its frozen backbone
+        self.checkpoint = (tf.train.Checkpoint(model=model) if tracked is model
+                           else tf.train.Checkpoint(variables=tracked))
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
         self.record = None
         path = os.path.join(self.directory, "best.json")

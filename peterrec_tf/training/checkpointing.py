@@ -14,6 +14,28 @@ from peterrec_tf.training.finite import check_finite
 RESTORE_ERRORS = (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError)
 
 
+def changing_variables(model):
+    """What a checkpoint of `model` must hold: the model itself, or, when part of it is a
+    frozen pre-trained backbone (PeterRec, FineCLS, FineLast), every variable but the
+    frozen ones, keyed by path. A fine-tuning run rebuilds the frozen part from
+    `--pretrained` before restoring, so checkpointing it again would copy the backbone
+    into every task's `checkpoints/` (670 MB a checkpoint at 645K items, for a task whose
+    own files are 3 MB)."""
+    backbone = getattr(model, "backbone", None)
+    if backbone is None or getattr(model, "task", "pretrain") == "pretrain":
+        return model
+    trainable = {id(v) for v in model.trainable_variables}
+    frozen = {id(w) for w in backbone.backbone_weights() if id(w) not in trainable}
+    if not frozen:
+        return model
+    from peterrec_tf.task_artifact import relative_path  # paths without the model's name
+    tracked = {relative_path(v).replace("/", "|"): getattr(v, "value", v)
+               for v in model.variables if id(v) not in frozen}
+    if len(tracked) != len(model.variables) - len(frozen):
+        raise ValueError("two variables of the model share a path: cannot checkpoint them")
+    return tracked
+
+
 class TrainingState:
     """What a resumed run needs: the model's variables, the optimizer's slots and the step.
 
@@ -28,7 +50,16 @@ class TrainingState:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         with (strategy or tf.distribute.get_strategy()).scope():
             model.optimizer.build(model.trainable_variables)
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+        tracked = changing_variables(model)
+        if tracked is model:
+            self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                                  step=self.step)
+            self.legacy = None
+        else:
+            self.checkpoint = tf.train.Checkpoint(variables=tracked, optimizer=model.optimizer,
+                                                  step=self.step)
+            # checkpoints written before the frozen backbone was left out hold the model
+            self.legacy = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                               step=self.step)
         self.directory = os.path.join(model_dir, "checkpoints")
         self.keep = keep
@@ -50,7 +81,7 @@ class TrainingState:
         failures = []
         for path in reversed(self.manager.checkpoints):
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._restore(path)
             except RESTORE_ERRORS as error:
                 reason = getattr(error, "message", str(error)).strip().splitlines()[0]
                 failures.append(f"{path}: {reason}")
@@ -62,6 +93,14 @@ class TrainingState:
             raise ValueError("no checkpoint in " + self.directory + " restores: "
                              + "; ".join(failures) + ". Move the directory aside to start over")
         return None
+
+    def _restore(self, path):
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except RESTORE_ERRORS:
+            if self.legacy is None or not _holds_model(path):
+                raise
+            self.legacy.restore(path).assert_existing_objects_matched()
 
     def save(self):
         """Checkpoint at the current step (numbered by it); returns the chief's path.
@@ -78,3 +117,11 @@ class TrainingState:
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         return None
+
+
+def _holds_model(path):
+    """True for a checkpoint of the older layout (the whole model under `model/`)."""
+    try:
+        return any(name.startswith("model/") for name, _ in tf.train.list_variables(path))
+    except RESTORE_ERRORS:
+        return False
