@@ -231,8 +231,12 @@ def main(argv=None):
     if args.serve:
         spec = json.loads(args.serve)
         print("SERVE " + json.dumps(serve_measurements(spec["exports"], spec["history"],
-                                                       spec["repeats"], spec["batch_repeats"])))
-        return 0
+                                                       spec["repeats"], spec["batch_repeats"])),
+              flush=True)
+        # gRPC's and TensorFlow's threads can abort the interpreter's teardown ("terminate
+        # called ... exception not rethrown", seen once): the measurement is out, leave now
+        sys.stderr.flush()
+        os._exit(0)
     if not 0 < args.scale <= 1:
         parser.error(f"--scale must be in (0, 1], got {args.scale}")
     return run_chain(args)
