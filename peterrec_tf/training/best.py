@@ -12,7 +12,7 @@ import os
 
 import tensorflow as tf
 
-from peterrec_tf.training.checkpointing import changing_variables
+from peterrec_tf.training.checkpointing import checkpoints_of, restore
 
 
 class BestWeights:
@@ -21,9 +21,8 @@ class BestWeights:
     def __init__(self, model, model_dir, metric, chief=True):
         self.model, self.metric, self.chief = model, metric, chief
         self.directory = os.path.join(model_dir, "best")
-        tracked = changing_variables(model)  # a task's own weights, not its frozen backbone
-        self.checkpoint = (tf.train.Checkpoint(model=model) if tracked is model
-                           else tf.train.Checkpoint(variables=tracked))
+        # a task's own weights, not its frozen backbone (older best/ holds the whole model)
+        self.checkpoint, self.legacy = checkpoints_of(model)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
         self.record = None
         path = os.path.join(self.directory, "best.json")
@@ -56,7 +55,7 @@ class BestWeights:
         latest = self.manager.latest_checkpoint
         if latest is None:
             return None
-        self.checkpoint.restore(latest).expect_partial()
+        restore(self.checkpoint, self.legacy, latest).expect_partial()
         return self.record
 
 

@@ -36,6 +36,24 @@ def changing_variables(model):
     return tracked
 
 
+def checkpoints_of(model, **extra):
+    """(checkpoint, legacy): a `tf.train.Checkpoint` of what `model` changes (plus `extra`
+    objects), and, when that leaves out a frozen backbone, one of the older layout (the
+    whole model) that checkpoints written before still need; else legacy is None."""
+    tracked = changing_variables(model)
+    if tracked is model:
+        return tf.train.Checkpoint(model=model, **extra), None
+    return (tf.train.Checkpoint(variables=tracked, **extra),
+            tf.train.Checkpoint(model=model, **extra))
+
+
+def restore(checkpoint, legacy, path):
+    """Restore `path` with the layout that wrote it; returns TF's restore status."""
+    if legacy is not None and _holds_model(path):
+        return legacy.restore(path)
+    return checkpoint.restore(path)
+
+
 class TrainingState:
     """What a resumed run needs: the model's variables, the optimizer's slots and the step.
 
@@ -50,17 +68,8 @@ class TrainingState:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         with (strategy or tf.distribute.get_strategy()).scope():
             model.optimizer.build(model.trainable_variables)
-        tracked = changing_variables(model)
-        if tracked is model:
-            self.checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                                  step=self.step)
-            self.legacy = None
-        else:
-            self.checkpoint = tf.train.Checkpoint(variables=tracked, optimizer=model.optimizer,
-                                                  step=self.step)
-            # checkpoints written before the frozen backbone was left out hold the model
-            self.legacy = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                              step=self.step)
+        self.checkpoint, self.legacy = checkpoints_of(model, optimizer=model.optimizer,
+                                                      step=self.step)
         self.directory = os.path.join(model_dir, "checkpoints")
         self.keep = keep
         self.chief = chief
@@ -81,7 +90,7 @@ class TrainingState:
         failures = []
         for path in reversed(self.manager.checkpoints):
             try:
-                self._restore(path)
+                restore(self.checkpoint, self.legacy, path).assert_existing_objects_matched()
             except RESTORE_ERRORS as error:
                 reason = getattr(error, "message", str(error)).strip().splitlines()[0]
                 failures.append(f"{path}: {reason}")
@@ -93,14 +102,6 @@ class TrainingState:
             raise ValueError("no checkpoint in " + self.directory + " restores: "
                              + "; ".join(failures) + ". Move the directory aside to start over")
         return None
-
-    def _restore(self, path):
-        try:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        except RESTORE_ERRORS:
-            if self.legacy is None or not _holds_model(path):
-                raise
-            self.legacy.restore(path).assert_existing_objects_matched()
 
     def save(self):
         """Checkpoint at the current step (numbered by it); returns the chief's path.
