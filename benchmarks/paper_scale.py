@@ -19,10 +19,13 @@ steady rates leave out start-up and the first step's tracing:
   finetune  two PeterRec tasks (patches C/4 and C/8) on a ColdRec-shaped target set
             (release CSV format), batch 512, `--finetune_steps` steps; task-only
             directories over the one backbone
-  export    the next-item model alone, and both tasks in one SavedModel
+  export    the next-item model alone (float32 scan, and again with the int8 candidate
+            index: `--next_item_index=int8`), and both tasks in one SavedModel
   serve     each export loaded with the TF1 session loader (what Serving does): latency
             of one user (p50/p99) and of batches of 256, in-process (`tf.saved_model.load`)
-            and through the test gRPC server (`tests/serving_server.py`)
+            and through the test gRPC server (`tests/serving_server.py`); then the two
+            next-item exports called alternately on the same histories (latency side by
+            side, ids compared on every call, how often the index's certificate held)
 
 The table (stage, size, time, rate, peak RSS, projection to the paper's full data on
 this machine) is printed, written as JSON with the run's provenance to `--output`, and
@@ -186,6 +189,49 @@ def serve_measurements(exports, history, repeats, batch_repeats, seed=0):
     return results
 
 
+def compare_next_item(plain_path, indexed_path, pretrained, vocab_path, history, repeats,
+                      seed=1):
+    """The float32 and the int8-index next-item exports called alternately (which goes
+    first alternates too) on the same one-user histories, in-process: p50/p99 of each, the
+    ids compared on every call, and on how many histories the index's certificate held
+    (the rest were scored over the whole catalogue, inside the measured calls)."""
+    import numpy as np
+    import tensorflow as tf
+    from pipelines.vocab import read_tokens
+    from peterrec_tf.model_dir import load_model_dir
+    from peterrec_tf.serving.candidate_index import Int8CandidateIndex
+
+    rng = np.random.RandomState(seed)
+    tokens = np.array(read_tokens(vocab_path)[1:], dtype=object)
+    histories = tokens[rng.randint(0, len(tokens), (repeats, 1, history))].astype(bytes)
+    loaded = tf.saved_model.load(plain_path)
+    plain = loaded.signatures["serving_default"]
+    embed = loaded.signatures["next_user_embedding"]
+    indexed = tf.saved_model.load(indexed_path).signatures["serving_default"]
+    for function in (plain, indexed) * 3:
+        function(items=tf.constant(histories[0]))
+    times = {"plain": [], "int8": []}
+    same = 0
+    for i, one in enumerate(histories):
+        answers = {}
+        for name in (("plain", "int8") if i % 2 == 0 else ("int8", "plain")):
+            function = plain if name == "plain" else indexed
+            started = time.perf_counter()
+            answers[name] = function(items=tf.constant(one))["top_k_ids"].numpy()
+            times[name].append((time.perf_counter() - started) * 1000)
+        same += int(np.array_equal(answers["plain"], answers["int8"]))
+    model, _, _ = load_model_dir(pretrained)
+    bias = tf.Variable(model.head.bias.numpy())
+    index = Int8CandidateIndex(model.head, {"kernel": model.head.kernel.numpy()}, bias, [0])
+    k = tf.constant(10)
+    proven = sum(bool(index.candidate_top_k(model.head, embed(items=tf.constant(one))[
+        "user_embedding"], k)[2]) for one in histories)
+    return {name: {"p50_ms": statistics.median(values), "p99_ms": percentile(values, 0.99),
+                   "calls": len(values)} for name, values in times.items()} | {
+        "same_ids": same, "certified": proven, "histories": len(histories),
+        "histories_are": "uniformly random item tokens"}
+
+
 # ---- the chain ---------------------------------------------------------------------------
 def provenance():
     found = {"python": platform.python_version(), "machine": f"{os.cpu_count()} cores, "
@@ -230,9 +276,12 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.serve:
         spec = json.loads(args.serve)
-        print("SERVE " + json.dumps(serve_measurements(spec["exports"], spec["history"],
-                                                       spec["repeats"], spec["batch_repeats"])),
-              flush=True)
+        measured = serve_measurements(spec["exports"], spec["history"], spec["repeats"],
+                                      spec["batch_repeats"])
+        if spec.get("compare"):
+            measured["compare"] = compare_next_item(**spec["compare"], history=spec["history"],
+                                                    repeats=spec["repeats"])
+        print("SERVE " + json.dumps(measured), flush=True)
         # gRPC's and TensorFlow's threads can abort the interpreter's teardown ("terminate
         # called ... exception not rethrown", seen once): the measurement is out, leave now
         sys.stderr.flush()
@@ -384,6 +433,8 @@ def run_chain(args, log=print):
     exports = {}
     for name, command in (
             ("next", ["--model_dir=" + pre_dir, "--task_name=next", "--model_name=next"]),
+            ("next_int8", ["--model_dir=" + pre_dir, "--task_name=next",
+                           "--model_name=next_int8", "--next_item_index=int8"]),
             ("tasks", ["--tasks=" + ",".join(f"{n}={t['dir']}" for n, t in tasks.items()),
                        f"--backbone_dir={pre_dir}", "--model_name=tasks"])):
         stage = run_stage(f"export {name}", python(
@@ -392,18 +443,25 @@ def run_chain(args, log=print):
         path = os.path.join(base, name, "1")
         report = json.load(open(os.path.join(path, "assets.extra", "export_report.json")))
         ratio = report["variables_to_weights_ratio"]
+        index = report.get("next_item_index")
         row(f"export {name} ({report['variables_bytes'] / 1e6:,.0f} MB variables, "
-            f"{ratio:.3f}x weights)", ", ".join(report["tasks"]), stage)
+            f"{ratio:.3f}x weights"
+            + (f"; of which int8 index {index['bytes'] / 1e6:,.0f} MB" if index else "") + ")",
+            ", ".join(report["tasks"]), stage)
         exports[name] = {"path": path, "report": report}
     stages["export"] = exports
 
     # serve
     vocab_of = {"next": os.path.join(pre_data, "vocab", "items.txt"),
+                "next_int8": os.path.join(pre_data, "vocab", "items.txt"),
                 "tasks": os.path.join(ft_data, "vocab", "items.txt")}
     spec = {"exports": {name: (e["path"], "serving_default", vocab_of[name])
                         for name, e in exports.items()},
             "history": args.history, "repeats": args.serve_repeats,
-            "batch_repeats": args.batch_repeats}
+            "batch_repeats": args.batch_repeats,
+            "compare": {"plain_path": exports["next"]["path"],
+                        "indexed_path": exports["next_int8"]["path"], "pretrained": pre_dir,
+                        "vocab_path": vocab_of["next"]}}
     stage = run_stage("serve", python(os.path.abspath(__file__), "--serve", json.dumps(spec)), log)
     served = json.loads(next(text for _, text in stage["lines"] if text.startswith("SERVE "))[6:])
     for name in exports:
@@ -415,7 +473,15 @@ def run_chain(args, log=print):
             f"256 users p50 {entry['in_process_256']['p50_ms']:.0f} ms in-process, "
             f"{entry['grpc_256']['p50_ms']:.0f} ms gRPC",
             f"top-{exports[name]['report']['default_k']} of "
-            f"{'%d items' % args.items if name == 'next' else 'the targets'}", stage)
+            f"{'%d items' % args.items if name.startswith('next') else 'the targets'}", stage)
+    both = served["compare"]
+    row(f"next item, float32 vs --next_item_index=int8 called alternately in-process: 1 user "
+        f"p50/p99 {both['plain']['p50_ms']:.1f}/{both['plain']['p99_ms']:.1f} vs "
+        f"{both['int8']['p50_ms']:.1f}/{both['int8']['p99_ms']:.1f} ms "
+        f"({both['plain']['p50_ms'] / both['int8']['p50_ms']:.2f}x at p50); same ids on "
+        f"{both['same_ids']}/{both['histories']} requests; certificate held on "
+        f"{both['certified']}/{both['histories']} ({both['histories_are']}; the rest scored "
+        "exactly over the whole catalogue)", f"top-10 of {args.items} items", stage)
     stages["serve"] = served
 
     table = render(rows, args, found)

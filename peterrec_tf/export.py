@@ -61,6 +61,13 @@ def define_flags():
     flags.DEFINE_string("backbone_dir", None, "For tasks stored alone (finetune's default): "
                         "their pre-trained model directory when it is no longer where they "
                         "recorded it; refused unless its backbone fingerprint matches.")
+    flags.DEFINE_enum("next_item_index", "none", ["none", "int8"], "Next-item tasks (a "
+                      "pre-trained model): 'none' scores the whole catalogue in float32 per "
+                      "request; 'int8' adds an int8 copy of the head (+25% of its bytes) from "
+                      "which candidates are picked, re-scored in float32 and proven to be the "
+                      "exact top k (else the whole catalogue is scored): ~3x faster for one "
+                      "user at 645K items, but it needs XLA where it is served "
+                      "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
     flags.DEFINE_integer("num_versions", 2, "models.config version policy: Serving keeps the "
                          "latest NUM_VERSIONS versions of each model loaded.")
 
@@ -87,7 +94,8 @@ def main(argv):
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
     return run_guarded(export, dirs, v.export_base, v.model_name, v.version, v.k,
                        max_len=v.max_len, serving_base_path=v.serving_base_path,
-                       num_versions=v.num_versions, backbone_dir=v.backbone_dir)[1]
+                       num_versions=v.num_versions, backbone_dir=v.backbone_dir,
+                       next_item_index=v.next_item_index)[1]
 
 
 if __name__ == "__main__":

@@ -227,6 +227,36 @@ def test_large_catalogue_served_in_slices_answers_as_whole_rows(exported, dirs, 
             assert len(a["top_k_ids"]) == batch
 
 
+def test_int8_next_item_index_answers_as_the_float32_export(exported, dirs, tmp_path, monkeypatch):
+    """`--next_item_index=int8`: XLA-compiled candidates, loaded through the TF1 session
+    path as Serving does, answer the same ids as the plain export for one user (the index),
+    batches above MAX_BATCH and k above the candidates (the exact path); the report counts
+    the index's bytes apart from the weights; a task-only export refuses the option."""
+    from peterrec_tf.serving import candidate_index
+    monkeypatch.setattr(candidate_index, "CANDIDATES", 8)  # 40 ids: the index really selects
+    report = export([("next", dirs["pre"])], str(tmp_path), "indexed", k=5,
+                    next_item_index="int8", **quiet)
+    index = report["next_item_index"]
+    assert index["kind"] == "int8" and index["candidates"] == 8
+    assert index["bytes"] == len(VOCAB) * 8 + 3 * 4 * len(VOCAB)  # int8 rows + 3 floats a row
+    # the index is stored once, beside weights stored once (a few KB of checkpoint keys)
+    extra = report["variables_bytes"] - exported["single"]["variables_bytes"]
+    assert index["bytes"] <= extra <= index["bytes"] + 4096, extra
+    indexed, whole = SessionModel(report["path"]), exported["single_session"]
+    rng = np.random.RandomState(5)
+    for batch, length in ((1, 5), (2, 12), (candidate_index.MAX_BATCH + 2, 7), (0, 3)):
+        tokens = as_tokens(rng.randint(1, len(VOCAB), (batch, length))).reshape(batch, length)
+        for name, inputs in (("serving_default", {"items": tokens}),
+                             ("next_top_k", {"items": tokens,
+                                             "k": (np.arange(batch, dtype=np.int32) * 7) % 12})):
+            a, b = indexed.run(name, inputs), whole.run(name, inputs)
+            np.testing.assert_array_equal(a["top_k_ids"], b["top_k_ids"])
+            np.testing.assert_array_equal(a["top_k_items"], b["top_k_items"])
+            np.testing.assert_allclose(a["scores"], b["scores"], atol=1e-5)
+    with pytest.raises(ExportError, match="none of the tasks is one"):
+        export([("rec", dirs["rec"])], str(tmp_path), "no_next", next_item_index="int8", **quiet)
+
+
 def test_grec_encoder_export_predicts_the_masked_next_item(dirs, tmp_path):
     report = export([("grec", dirs["grec"])], str(tmp_path), "grec", k=3, **quiet)
     ids = np.random.RandomState(2).randint(1, len(VOCAB), (2, 6))

@@ -24,8 +24,8 @@ def test_the_chain_runs_and_reports_every_stage(tmp_path):
     run = json.load(open(work / "paper_scale.json"))
     stages = [row["stage"].split(" (")[0].split(":")[0] for row in run["rows"]]
     assert stages == ["prepare", "pre-train", "pre-train", "pre-train", "evaluate", "fine-tune PeterRec patch C*0.25",
-                      "fine-tune PeterRec patch C*0.125", "export next", "export tasks",
-                      "serve next", "serve tasks"]
+                      "fine-tune PeterRec patch C*0.125", "export next", "export next_int8",
+                      "export tasks", "serve next", "serve next_int8", "serve tasks", "next item, float32 vs --next_item_index=int8 called alternately in-process"]
     for row in run["rows"]:
         assert row["seconds"] > 0 and row["peak_rss_gb"] > 0.1, row
         if row["rate"] is not None:
@@ -37,13 +37,18 @@ def test_the_chain_runs_and_reports_every_stage(tmp_path):
     assert run["stages"]["evaluate"]["examples"] == meta["splits"]["test"] > 0
     assert 0 <= run["stages"]["evaluate"]["hr@10"] <= 1
     for name, export in run["stages"]["export"].items():
-        assert export["report"]["variables_to_weights_ratio"] <= 1.1, name
+        ratio = export["report"].get("variables_to_weights_and_index_ratio",
+                                     export["report"]["variables_to_weights_ratio"])
+        assert ratio <= 1.1, name
     # task directories hold only the task: far smaller than the pre-trained directory
     pre_bytes = sum(os.path.getsize(os.path.join(r, f))
                     for r, _, fs in os.walk(work / "models" / "pretrained") for f in fs)
     for name, task in run["stages"]["finetune"].items():
         assert task["file_bytes"] < 0.2 * pre_bytes, name
         assert task["bytes"] < 0.5 * pre_bytes, name  # checkpoints hold no frozen backbone
+    both = run["stages"]["serve"]["compare"]
+    assert both["same_ids"] == both["histories"] == 10  # the index answers as the float32 scan
+    assert 0 <= both["certified"] <= both["histories"]
     served = run["stages"]["serve"]["next"]
     assert all(1 <= i <= 3000 for i in served["answer"])
     for kind in ("in_process_1", "grpc_1", "in_process_256", "grpc_256"):

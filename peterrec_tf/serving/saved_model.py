@@ -45,6 +45,8 @@ from pipelines.vocab import write_tokens
 from peterrec_tf.training import chunked_ranking
 
 WARMUP_FILE = "tf_serving_warmup_requests"
+#: --next_item_index choices: none (float32 scan) or int8 (candidate_index).
+NEXT_ITEM_INDEXES = ("none", "int8")
 REPORT_FILE = "export_report.json"
 
 
@@ -62,6 +64,7 @@ class ServedTask:
     outputs_vocab: list
     weights: list             # [(Keras variable of `model`, tf.Variable the export stores)]
     blocked_outputs: list     # output ids a ranking never returns (besides id 0)
+    index: object = None      # candidate_index.Int8CandidateIndex of a next-item task, or None
 
     def scope(self):
         """Run the model on the export's variables instead of its own."""
@@ -89,6 +92,7 @@ class ServingModule(tf.Module):
         super().__init__(name="peterrec_serving")
         self.tasks = tasks  # plain objects: their Keras models are not saved, only ...
         self.task_variables = [[stored for _, stored in t.weights] for t in tasks]  # ... these
+        self.indexes = [t.index for t in tasks if t.index is not None]  # and their int8 copies
         self.item_tokens = list(items_vocab)
         self.default_k = int(default_k)
         self.vocab_size = tasks[0].model.backbone.vocab_size
@@ -138,6 +142,19 @@ class ServingModule(tf.Module):
         with task.scope():
             return task.model.user_embedding(ids)[:tf.shape(item_ids)[0]]
 
+    def compiled_user_vector(self, item_ids, task):
+        """`user_vector` with the backbone XLA-compiled for batches of up to
+        `candidate_index.MAX_BATCH` histories (an export with the int8 index is served with
+        XLA anyway; one compilation per batch size, so larger batches run uncompiled)."""
+        from peterrec_tf.serving.candidate_index import MAX_BATCH
+
+        ids = self.framed(item_ids, task)
+        with task.scope():
+            compiled = tf.function(task.model.user_embedding, jit_compile=True)
+            hidden = tf.cond(tf.shape(ids)[0] <= MAX_BATCH, lambda: compiled(ids),
+                             lambda: task.model.user_embedding(ids))
+        return hidden[:tf.shape(item_ids)[0]]
+
     def scores(self, item_ids, task):
         ids = self.framed(item_ids, task)
         with task.scope():
@@ -164,7 +181,15 @@ class ServingModule(tf.Module):
         blocked = [0, *task.blocked_outputs]  # id 0 (and padding tokens) is no answer
         k = tf.clip_by_value(tf.cast(k, tf.int32), 0, task.num_scores - len(blocked))
         largest = tf.reduce_max(tf.concat([k, [0]], 0))
-        if task.kind == "pretrain" and task.num_scores > chunked_ranking.DEFAULT_CHUNK:
+        if task.index is not None:
+            # int8 candidates, re-scored exactly, or the whole catalogue when not proven
+            hidden = self.compiled_user_vector(item_ids, task)
+            with task.scope():
+                top_scores, top_ids = task.index.top_k(
+                    task.model.head, hidden, largest,
+                    lambda: chunked_ranking.top_k_in_chunks(
+                        task.model.head, hidden, largest, blocked, chunked_ranking.DEFAULT_CHUNK))
+        elif task.kind == "pretrain" and task.num_scores > chunked_ranking.DEFAULT_CHUNK:
             # a large catalogue: top-k per vocabulary slice, merged; never a [B, V] row
             hidden = self.user_vector(item_ids, task)
             with task.scope():
@@ -263,13 +288,17 @@ def _stored_weights(name, directory, model, shared):
 
 
 def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None,
-                         backbone_dir=None):
+                         backbone_dir=None, next_item_index="none"):
     """(ServingModule, parameter reports, bytes of the separate full models) over
     [(task name, model dir), ...]. The frozen backbone is stored once and must be the same
     architecture and bit-identical across tasks; `max_len` overrides the models' own
     history length; `backbone_dir` is where tasks stored alone find their backbone when
-    it moved."""
+    it moved; `next_item_index="int8"` adds `candidate_index.Int8CandidateIndex` to
+    every next-item task (see there: exact answers, needs XLA where served)."""
     from peterrec_tf.model_dir import load_model_dir, model_framing
+
+    if next_item_index not in NEXT_ITEM_INDEXES:
+        raise ExportError(f"next_item_index must be one of {NEXT_ITEM_INDEXES}, got {next_item_index!r}")
     from peterrec_tf.models import parameter_report
 
     shared, tasks, items_vocab, reports = {}, [], None, {}
@@ -310,11 +339,24 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
             outputs = items_vocab
         padding = set(config.get("padding_tokens", []))
         blocked = [i for i, token in enumerate(outputs) if i > 0 and token in padding]
-        tasks.append(ServedTask(name, model, kind, framing, outputs,
-                                _stored_weights(name, directory, model, shared),
-                                blocked if kind != "classify" else []))
+        weights = _stored_weights(name, directory, model, shared)
+        index = None
+        if next_item_index == "int8" and kind == "pretrain":
+            from peterrec_tf.serving.candidate_index import Int8CandidateIndex
+
+            stored = {id(w): s for w, s in weights}
+            index = Int8CandidateIndex(
+                model.head, {"kernel": model.head.kernel.numpy()}, stored[id(model.head.bias)],
+                [0, *blocked], name=f"{name}_next_item_index")
+            log(f"  {name}: int8 candidate index over {index.vocab_size:,} items "
+                f"({index.nbytes:,} bytes beside the head's float32 weights)")
+        tasks.append(ServedTask(name, model, kind, framing, outputs, weights,
+                                blocked if kind != "classify" else [], index))
         reports[name] = parameter_report(model)
         full_model_bytes += sum(int(np.prod(w.shape)) * 4 for w in model.weights)
+    if next_item_index != "none" and not any(t.index is not None for t in tasks):
+        raise ExportError(f"--next_item_index={next_item_index} indexes next-item (pre-trained "
+                          "model) tasks, and none of the tasks is one")
     module = ServingModule(tasks, items_vocab, default_k, asset_dir)
     return module, reports, full_model_bytes
 
@@ -391,7 +433,8 @@ def write_models_config(export_base, num_versions=2, serving_base_path=None):
 
 
 def export(model_dirs, export_base="saved_models", model_name="peterrec", version=None, k=10,
-           log=print, max_len=None, serving_base_path=None, num_versions=2, backbone_dir=None):
+           log=print, max_len=None, serving_base_path=None, num_versions=2, backbone_dir=None,
+           next_item_index="none"):
     """Export [(task, dir), ...] to EXPORT_BASE/MODEL_NAME/VERSION; returns the report dict
     (also written to `assets.extra/export_report.json`) with the version's `path`."""
     if not model_dirs:
@@ -416,7 +459,7 @@ def export(model_dirs, export_base="saved_models", model_name="peterrec", versio
                           "padding a request carries and on what Serving batches it with")
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="peterrec-export-assets-") as asset_dir:
         return _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-                       serving_base_path, num_versions, backbone_dir)
+                       serving_base_path, num_versions, backbone_dir, next_item_index)
 
 
 class _sigterm_as_exit:
@@ -441,12 +484,12 @@ class _sigterm_as_exit:
 
 
 def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-            serving_base_path, num_versions, backbone_dir):
+            serving_base_path, num_versions, backbone_dir, next_item_index="none"):
     names = [name for name, _ in model_dirs]
     from pipelines.locking import exclusive_lock
 
     module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len,
-                                                       backbone_dir)
+                                                       backbone_dir, next_item_index)
     model_base = os.path.join(export_base, model_name)
     with exclusive_lock(model_base):  # one export into a model's versions at a time
         for name in sorted(os.listdir(model_base)):
@@ -489,7 +532,16 @@ def _write_version(module, reports, full_bytes, model_dirs, names, model_base, e
             "weight_bytes": weight_bytes,
             "separate_full_models_bytes": full_bytes,
         }
+        index_bytes = sum(index.nbytes for index in module.indexes)
+        report["next_item_index"] = ({"kind": "int8", "bytes": index_bytes,
+                                      "candidates": module.indexes[0].candidates,
+                                      "needs": "XLA (tensorflow_model_server "
+                                               "--xla_cpu_compilation_enabled=true)"}
+                                     if module.indexes else None)
         report["variables_to_weights_ratio"] = report["variables_bytes"] / max(1, weight_bytes)
+        # what the variables hold beyond the model's weights and a deliberate index
+        report["variables_to_weights_and_index_ratio"] = (
+            report["variables_bytes"] / max(1, weight_bytes + index_bytes))
         report["saving_vs_separate_models"] = 1 - weight_bytes / max(1, full_bytes)
         report["export_bytes"] = directory_bytes(tmp)  # before the report itself
         with open(os.path.join(extra, REPORT_FILE), "w", encoding="utf-8") as handle:
@@ -506,8 +558,12 @@ def _write_version(module, reports, full_bytes, model_dirs, names, model_base, e
         raise
     config_path = write_models_config(export_base, num_versions, serving_base_path)
     log(f"exported {len(model_dirs)} task(s) to {final}: signatures {', '.join(report['signatures'])}")
+    if index_bytes:
+        log(f"  int8 next-item index: {index_bytes:,} bytes; serve with XLA enabled "
+            "(tensorflow_model_server --xla_cpu_compilation_enabled=true)")
     log(f"  variables/ {report['variables_bytes']:,} bytes for {weight_bytes:,} bytes of weights "
-        f"({report['variables_to_weights_ratio']:.3f}x); {len(model_dirs)} separate full models "
+        f"({report['variables_to_weights_ratio']:.3f}x{' with the index' if index_bytes else ''}); "
+        f"{len(model_dirs)} separate full models "
         f"hold {full_bytes:,} bytes of weights ({100 * report['saving_vs_separate_models']:.1f}% "
         f"saved); whole export {report['export_bytes']:,} bytes")
     for name in names:
