@@ -154,3 +154,20 @@ def test_non_finite_queries_large_batches_and_large_k_take_the_exact_path(monkey
     assert len(calls) == 2  # eager: each call above ran the exact branch once
     values, ids = index.top_k(head, one, tf.constant(0), exact_for(one, tf.constant(0)))
     assert ids.shape == (1, 0) and len(calls) == 2
+
+
+def test_top_k_by_blocks_leaves_out_nothing_above_its_kth_value():
+    """Picking among the blocks of largest maxima: same values as tf.math.top_k, ids of
+    equal values possibly others, padding never returned as a real id."""
+    from peterrec_tf.serving.candidate_index import top_k_by_blocks
+    rng = np.random.default_rng(6)
+    values = rng.standard_normal((3, 10_007)).astype("float32")
+    values[1, :5000] = np.round(values[1, :5000])  # many ties
+    values[2, 9000:] = -np.inf
+    for k in (1, 17, 100):
+        top, ids = top_k_by_blocks(tf.constant(values), k, block=16)
+        want, _ = tf.math.top_k(values, k)
+        np.testing.assert_array_equal(top.numpy(), want.numpy())
+        np.testing.assert_array_equal(np.take_along_axis(values, ids.numpy(), 1), top.numpy())
+        assert ids.numpy().max() < values.shape[1]
+        assert all(len(set(row)) == k for row in ids.numpy())
