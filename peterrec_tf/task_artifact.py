@@ -17,6 +17,7 @@ weight is checked bit-equal to the backbone's when the task is saved, so what is
 stored is exactly what the backbone holds.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -45,6 +46,47 @@ def backbone_fingerprint(backbone):
         digest.update(f"{relative_path(weight)}|{value.shape}|{value.dtype}\n".encode())
         digest.update(value.tobytes())
     return digest.hexdigest()
+
+
+#: {(real path, model file's mtime and size): (backbone, fingerprint)} while
+#: `sharing_backbones()` is active; None otherwise (a long-lived process keeps nothing).
+_shared_sources = None
+
+
+@contextlib.contextmanager
+def sharing_backbones():
+    """Within this block, tasks over the same pre-trained directory load it (and hash its
+    backbone) once: an export of N tasks at 645K items otherwise reads the 1.3 GB directory
+    N times, each load a transient copy of embedding and head. Only the backbone is kept,
+    not the pre-training head."""
+    global _shared_sources
+    outer = _shared_sources
+    if outer is None:
+        _shared_sources = {}
+    try:
+        yield
+    finally:
+        _shared_sources = outer
+
+
+def _source_backbone(backbone_dir):
+    """(backbone, fingerprint) of a pre-trained directory, shared within `sharing_backbones`."""
+    from peterrec_tf.model_dir import load_model_dir
+
+    key = None
+    if _shared_sources is not None:
+        stat = [(entry.name, entry.stat().st_mtime_ns, entry.stat().st_size)
+                for entry in sorted(os.scandir(backbone_dir), key=lambda e: e.name)
+                if entry.is_file()]
+        key = (os.path.realpath(backbone_dir), tuple(stat))
+        if key in _shared_sources:
+            return _shared_sources[key]
+    source, _, _ = load_model_dir(backbone_dir)
+    found = (source.backbone, backbone_fingerprint(source.backbone))
+    del source  # the head (as large as the embedding at 645K items) is not needed
+    if key is not None:
+        _shared_sources[key] = found
+    return found
 
 
 def stores_task_only(model):
@@ -86,15 +128,12 @@ def load_task(directory, config, backbone_dir=None):
     (default: the one recorded in config.json)."""
     import keras
 
-    from peterrec_tf.model_dir import load_model_dir
-
     backbone_dir = backbone_dir or config.get("backbone_dir")
     if not backbone_dir or not os.path.isdir(backbone_dir):
         raise FileNotFoundError(
             f"{directory} holds a task over the backbone of {backbone_dir!r}, which is not "
             "there: give its pre-trained model directory (--backbone_dir)")
-    source, _, _ = load_model_dir(backbone_dir)
-    found = backbone_fingerprint(source.backbone)
+    source_backbone, found = _source_backbone(backbone_dir)
     if found != config.get("backbone_fingerprint"):
         raise ValueError(
             f"{backbone_dir}'s backbone (fingerprint {found[:12]}) is not the one {directory} "
@@ -105,7 +144,7 @@ def load_task(directory, config, backbone_dir=None):
     with open(os.path.join(directory, TASK_MODEL_FILE), encoding="utf-8") as handle:
         model = keras.saving.deserialize_keras_object(json.load(handle))
     model.build()
-    model.backbone.copy_backbone_weights_from(source.backbone)
+    model.backbone.copy_backbone_weights_from(source_backbone)
     with np.load(os.path.join(directory, TASK_WEIGHTS_FILE)) as stored:
         values = {key.replace("|", "/"): stored[key] for key in stored.files}
     weights = {relative_path(w): w for w in model.weights}

@@ -119,3 +119,25 @@ def test_a_trained_task_exports_from_a_fresh_process(setup, tmp_path):
         text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert os.path.isdir(tmp_path / "sm" / "peterrec" / "1" / "variables")
+
+
+def test_an_export_of_several_tasks_loads_their_backbone_once(setup, tmp_path, monkeypatch):
+    """At 645K items each load of the pre-trained directory is 1.3 GB: N tasks over it load
+    it once per export (and each process that loads one task still loads it itself)."""
+    import peterrec_tf.model_dir as model_dir
+    root, pre, models = setup
+    calls = []
+    real = model_dir.load_model_dir
+
+    def counting(directory, *args, **kwargs):
+        calls.append(os.path.realpath(directory))
+        return real(directory, *args, **kwargs)
+    monkeypatch.setattr(model_dir, "load_model_dir", counting)
+    report = export([("rec", str(root / "rec")), ("gender", str(root / "gender"))],
+                    str(tmp_path / "sm"), "tasks", **quiet)
+    assert calls.count(os.path.realpath(root / "pre")) == 1, calls
+    assert sorted(report["tasks"]) == ["gender", "rec"]
+    calls.clear()
+    for _ in range(2):  # outside an export nothing is kept between loads
+        model_dir.load_model_dir(str(root / "rec"))
+    assert calls.count(os.path.realpath(root / "pre")) == 2, calls

@@ -301,10 +301,14 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         raise ExportError(f"next_item_index must be one of {NEXT_ITEM_INDEXES}, got {next_item_index!r}")
     from peterrec_tf.models import parameter_report
 
+    from peterrec_tf.task_artifact import sharing_backbones
+
     shared, tasks, items_vocab, reports = {}, [], None, {}
     full_model_bytes = 0
-    for name, directory in model_dirs:
-        model, config, vocabs = load_model_dir(directory, backbone_dir=backbone_dir)
+    with sharing_backbones():  # N tasks over one pre-trained directory load it once
+        loaded = [(name, directory, *load_model_dir(directory, backbone_dir=backbone_dir))
+                  for name, directory in model_dirs]
+    for name, directory, model, config, vocabs in loaded:
         if "items" not in vocabs:
             raise ExportError(f"{directory} has no vocab.txt: the export needs the item tokens")
         if items_vocab is None:
