@@ -39,6 +39,35 @@ def test_causal_backbone_never_looks_ahead(rng):
         assert np.abs(out[:, t] - base[:, t]).max() > 1e-6
 
 
+@pytest.mark.parametrize("insertion", [None, "b", "d"])
+def test_last_position_computes_only_its_context_with_the_same_numbers(insertion, rng):
+    """`Backbone.last_position` runs each block on the positions the last state depends
+    on: equal to the whole sequence's last state for histories shorter than, equal to and
+    longer than the receptive field; a slice one position too short changes it."""
+    keras.utils.set_random_seed(5)
+    backbone = Backbone(VOCAB, channels=8, dilations=(1, 4, 1, 2), kernel_size=3,
+                        causal=True, insertion=insertion)
+    backbone.build()
+    perturb_layer_norms(backbone, rng)
+    field = backbone.receptive_field  # 1 + 2 * 3 * (1 + 4 + 1 + 2) = 49
+    for length in (1, 7, field - 1, field, field + 30):
+        ids = rng.randint(1, VOCAB, (3, length))
+        whole = backbone(ids)[:, -1, :].numpy()
+        np.testing.assert_allclose(backbone.last_position(ids).numpy(), whole, atol=1e-6, rtol=1e-6)
+    # the first block's slice one position short: the last state sees a zero instead
+    ids = rng.randint(1, VOCAB, (3, field + 30))
+    hidden = backbone.item_embedding(ids)[:, -(field - 1):, :]
+    for block in backbone.blocks:
+        hidden = block(hidden)
+    assert np.abs(hidden[:, -1].numpy() - backbone(ids)[:, -1].numpy()).max() > 1e-4
+    # NextItNet's user embedding is this state
+    model = NextItNet(backbone)
+    model.build()
+    ids = rng.randint(1, VOCAB, (2, 60))
+    np.testing.assert_allclose(model.user_embedding(ids).numpy(),
+                               backbone(ids)[:, -1, :].numpy(), atol=1e-6, rtol=1e-6)
+
+
 def test_non_causal_backbone_sees_the_future(rng):
     backbone = tiny_backbone(causal=False)
     ids = rng.randint(1, VOCAB, (2, 20))

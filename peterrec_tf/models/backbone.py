@@ -76,6 +76,26 @@ class Backbone(keras.Model):
             hidden = block(hidden)
         return hidden
 
+    def last_position(self, item_ids):
+        """`self(item_ids)[:, -1, :]`, the hidden state `[B, C]` from which the next item
+        is predicted, computing each causal block only on the positions that state depends
+        on: a block at rate d widens the context by (kernel - 1) * 3d positions, so with
+        the paper's rates and histories of 100 the top blocks run on 25, 31, 55, ... of
+        them (about 30% fewer multiply-adds, the same numbers). A non-causal backbone sees
+        the whole sequence from every position: it runs whole."""
+        if not self.causal:
+            return self(item_ids)[:, -1, :]
+        needs, need = [], 1
+        for block in reversed(self.blocks):
+            need += (self.kernel_size - 1) * 3 * block.dilation
+            needs.append(need)
+        hidden = self.item_embedding(item_ids)
+        for block, need in zip(self.blocks, reversed(needs)):
+            # outputs near the slice's start see zero padding instead of earlier positions;
+            # the next block keeps only the last ones, whose whole context is in the slice
+            hidden = block(hidden[:, -need:, :])
+        return hidden[:, -1, :]
+
     def compile_blocks_with_xla(self, enabled=True):
         """Run the residual stack (and its gradient) as one XLA-compiled function.
 

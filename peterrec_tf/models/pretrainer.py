@@ -95,7 +95,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         if not self.backbone.causal:
             item_ids = ops.concatenate(
                 [item_ids, ops.zeros_like(item_ids[:, :1])], axis=1)
-        return self.backbone(item_ids)[:, -1, :]
+        return self.backbone.last_position(item_ids)
 
     def next_item_logits(self, item_ids):
         """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`."""
