@@ -1,7 +1,8 @@
 """multi_worker at the paper's model size: equality with one worker, cost per step, projection.
 
     python benchmarks/multiworker_scale.py [--quick] [--workers=1,2,4] [--steps=8]
-        [--items=645000] [--channels=256] [--bandwidth_gbit=10] [--gpu_tflops=100]
+        [--items=645000] [--channels=256] [--optimizer=adam|lazy_adam]
+        [--bandwidth_gbit=10] [--gpu_tflops=100]
 
 What it does
 1. Prepares a synthetic pre-training set with the paper's item count (every item in the
@@ -9,8 +10,10 @@ What it does
 2. A probe process (one process, the cluster's code path: no XLA, TF's sampled softmax)
    builds the model and MEASURES: which gradients are dense and which are `IndexedSlices`
    and how many rows they carry at each per-worker batch; the forward+backward time at
-   per-worker batches 32, 16, ..., 1; and the time of Keras' Adam update on dense gradients
-   (what `FusedAdam` runs under a distribution strategy).
+   per-worker batches 32, 16, ..., 1; and the time of the --optimizer's update on the
+   gradients as they come (`FusedAdam`: the fused kernel on the densified gradients;
+   `LazyAdam`: the rows of the IndexedSlices only), which is what each worker runs after
+   the all-reduce under the strategy.
 3. Runs `python -m peterrec_tf.pretrain --strategy=multi_worker` as 1, 2, 4 local worker
    processes (TF_CONFIG on 127.0.0.1 ports) for --steps steps from the same seed and data,
    and MEASURES per run: the median step time (chief's progress line per step; steps after
@@ -48,6 +51,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 PAPER_SEQUENCES = 1_550_000
 PROJECT_HOSTS = (1, 2, 4, 8, 16, 32)
 GIB = 1024 ** 3
+OPTIMIZER_UPDATE = {"adam": "dense Adam update (FusedAdam)",
+                    "lazy_adam": "row-wise Adam update (LazyAdam)"}
 SAME = {"max_abs_diff": 0.0, "max_in": "-", "p9999_abs_diff": 0.0, "share_above_1e-4": 0.0,
         "loss_diff": 0.0}
 
@@ -80,7 +85,7 @@ def collective_bytes(structure, workers):
 
 # ------------------------------------------------------------------ the probe process
 def probe(args):
-    """Measured in one process: gradient structure, forward+backward times, Adam update."""
+    """Measured in one process: gradient structure, forward+backward times, the update."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -88,6 +93,7 @@ def probe(args):
     from pipelines import inputs
     from peterrec_tf.jobs.pretraining import default_num_sampled
     from peterrec_tf.models import Backbone, NextItNet
+    from peterrec_tf.training.optimizer import OPTIMIZERS
 
     data_dir = os.path.join(args.data, "pretrain")
     meta = inputs.read_metadata(data_dir)
@@ -140,25 +146,27 @@ def probe(args):
             "fixed_rows": by_batch[batches[-1]] - per_sequence * batches[-1],
             "rows_by_workers": {str(args.batch_size // b): r for b, r in by_batch.items()}})
 
-    # Keras' Adam on dense gradients: FusedAdam's path under a distribution strategy
-    dense_grads = [tf.convert_to_tensor(g) for g in grads]
-    optimizer = keras.optimizers.Adam(1e-3)
+    # the job's optimizer on the gradients as they come (IndexedSlices kept): what every
+    # worker runs after the all-reduce under the strategy
+    optimizer = OPTIMIZERS[args.optimizer](1e-3)
     optimizer.build(variables)
 
     @tf.function
     def update(grads):
         optimizer.apply(grads, variables)
 
-    update(dense_grads)
+    update(grads)
     times = []
     for _ in range(args.probe_repeats):
         started = time.perf_counter()
-        update(dense_grads)
-        _ = variables[0].numpy().flat[:1]
+        update(grads)
+        # a scalar to wait on: reading a weight here would time a copy of it (the item
+        # embedding, 660 MB, once a gather has put it in copy-on-read mode)
+        _ = optimizer.iterations.numpy()
         times.append(time.perf_counter() - started)
     params = sum(int(np.prod(v.shape)) for v in variables)
     print(json.dumps({"structure": structure, "fwd_bwd_seconds": fwd_bwd,
-                      "adam_update_seconds": statistics.median(times), "parameters": params}))
+                      "update_seconds": statistics.median(times), "parameters": params}))
 
 
 # ------------------------------------------------------------------ cluster runs
@@ -207,7 +215,7 @@ def run_cluster(args, data, workers, model_dir):
                f"--train_steps={args.steps}", "--checkpoint_every=1000000", "--log_every=1",
                "--keep_checkpoints=1", "--eval_ranking=sampled", "--num_candidates=100",
                "--eval_batch_size=64", "--jit_compile=false", "--seed=0",
-               "--learning_rate=0.001"]
+               "--learning_rate=0.001", f"--optimizer={args.optimizer}"]
     env = dict(os.environ, PYTHONPATH=REPO, TF_CPP_MIN_LOG_LEVEL="2")
     started = time.time()
     runs = run_local_cluster(command, workers, env=env, cwd=REPO, timeout=args.timeout)
@@ -279,12 +287,14 @@ def project(args, probe_result, measured_one, flops):
     """Rows of the projection (all PROJECTED) from the measured 1-worker step and probe."""
     structure = probe_result["structure"]
     fwd_bwd = {int(b): t for b, t in probe_result["fwd_bwd_seconds"].items()}
-    # what does not shrink with the per-worker batch: the dense Adam update over every
-    # parameter. The measured 1-worker step is split in the proportion the probe measured
-    # (its Adam update vs its forward+backward at the full batch, same process), and the
-    # scalable part follows the probe's forward+backward time at the per-worker batch
-    adam = probe_result["adam_update_seconds"]
-    fixed = measured_one * adam / (adam + fwd_bwd[args.batch_size])
+    # what does not shrink with the per-worker batch: the optimizer's update (every worker
+    # applies the all-reduced gradient of the global batch: all parameters for adam, the
+    # rows the global batch touches for lazy_adam). The measured 1-worker step is split in
+    # the proportion the probe measured (its update vs its forward+backward at the full
+    # batch, same process), and the scalable part follows the probe's forward+backward
+    # time at the per-worker batch
+    update = probe_result["update_seconds"]
+    fixed = measured_one * update / (update + fwd_bwd[args.batch_size])
     scalable = measured_one - fixed
     bandwidth = args.bandwidth_gbit * 1e9 / 8
     collectives = 1 + 3 * len(structure["sparse"])  # dense packed in one; slices: 3 each
@@ -304,12 +314,23 @@ def project(args, probe_result, measured_one, flops):
             + latency
         weak_epoch = math.ceil(PAPER_SEQUENCES / (args.batch_size * hosts)) * weak_step
         rows.append((hosts, step, epoch, weak_step, weak_epoch))
-    # one GPU: matmul FLOPs at the assumed sustained rate + the dense Adam update as a
+    # one GPU: matmul FLOPs at the assumed sustained rate + the Adam update as a
     # memory-bound pass (read param, m, v, grad; write param, m, v: 28 bytes a parameter)
+    # over the parameters it updates
     gpu_step = (flops["total"] / (args.gpu_tflops * 1e12)
-                + 28 * probe_result["parameters"] / (args.gpu_bandwidth_tbs * 1e12))
+                + 28 * updated_parameters(args, probe_result) / (args.gpu_bandwidth_tbs * 1e12))
     gpu_epoch = math.ceil(PAPER_SEQUENCES / args.batch_size) * gpu_step
     return rows, fixed, gpu_step, gpu_epoch
+
+
+def updated_parameters(args, probe_result):
+    """Parameters the update reads and writes a step: all of them for adam; for lazy_adam
+    the dense gradients' and the rows of the IndexedSlices at the global batch."""
+    if args.optimizer != "lazy_adam":
+        return probe_result["parameters"]
+    structure = probe_result["structure"]
+    return (sum(g["bytes"] for g in structure["dense"])
+            + sum(g["rows_by_workers"]["1"] * g["row_bytes"] for g in structure["sparse"])) / 4
 
 
 def _weak_comm(structure, hosts, batch):
@@ -333,6 +354,9 @@ def main():
     parser.add_argument("--seq_len", type=int, default=100)
     parser.add_argument("--num_sampled", type=int, default=-1,
                         help="-1: the job's default, 20%% of the items capped at 8,192")
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "lazy_adam"),
+                        help="the jobs' --optimizer: adam (the release's, every parameter "
+                        "each step) or lazy_adam (the rows a batch touches)")
     parser.add_argument("--users", type=int, default=400)
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--workers", default="1,2,4")
@@ -348,7 +372,7 @@ def main():
                         "dense TF32 peak; 100 is ~20%%)")
     parser.add_argument("--gpu_bandwidth_tbs", type=float, default=2.4,
                         help="assumed sustained memory bandwidth of the GPU (H200: 4.8 TB/s "
-                        "peak) for the dense Adam update")
+                        "peak) for the Adam update")
     parser.add_argument("--probe_repeats", type=int, default=3)
     parser.add_argument("--timeout", type=int, default=1800, help="per cluster run, seconds")
     parser.add_argument("--workdir", default="/tmp/multiworker_scale")
@@ -376,6 +400,8 @@ def main():
           f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPU cores, "
           f"MemAvailable {mem_available() / GIB:.1f} GiB")
     print("command: " + " ".join([os.path.relpath(sys.argv[0], REPO)] + sys.argv[1:]))
+    print(f"optimizer: --optimizer={args.optimizer}, the {OPTIMIZER_UPDATE[args.optimizer]}, "
+          "run by every worker under the strategy")
 
     def data_for(items):
         started = time.time()
@@ -389,7 +415,8 @@ def main():
         [sys.executable, os.path.abspath(__file__), "--probe", f"--data={data}",
          f"--channels={args.channels}", "--dilations=" + ",".join(map(str, args.dilations)),
          f"--kernel_size={args.kernel_size}", f"--batch_size={args.batch_size}",
-         f"--num_sampled={args.num_sampled}", f"--probe_repeats={args.probe_repeats}"],
+         f"--num_sampled={args.num_sampled}", f"--probe_repeats={args.probe_repeats}",
+         f"--optimizer={args.optimizer}"],
         capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO))
     if probe_out.returncode != 0:
         raise SystemExit(f"probe failed:\n{probe_out.stderr[-3000:]}")
@@ -397,7 +424,8 @@ def main():
     structure = probe_result["structure"]
     print(f"probe: {probe_result['parameters']:,} parameters; forward+backward (measured) "
           + ", ".join(f"batch {b}: {t:.3f} s" for b, t in probe_result["fwd_bwd_seconds"].items())
-          + f"; Keras Adam dense update (measured) {probe_result['adam_update_seconds']:.3f} s",
+          + f"; {OPTIMIZER_UPDATE[args.optimizer]} (measured) "
+          f"{probe_result['update_seconds']:.3f} s",
           flush=True)
 
     runs, references = [], {}
@@ -445,8 +473,9 @@ def main():
           f"{args.seq_len} positions ({structure['kept']} with a label in the probe's batch)")
     print(f"Per-step FLOPs (ANALYTIC, matmuls x3): conv stack {flops['conv_stack'] / 1e9:.1f} G, "
           f"sampled softmax {flops['sampled_softmax'] / 1e9:.1f} G, total "
-          f"{flops['total'] / 1e9:.1f} GFLOP; the dense Adam update adds ~"
-          f"{10 * probe_result['parameters'] / 1e9:.1f} GFLOP over "
+          f"{flops['total'] / 1e9:.1f} GFLOP; the {OPTIMIZER_UPDATE[args.optimizer]} adds ~"
+          f"{10 * updated_parameters(args, probe_result) / 1e9:.2f} GFLOP over "
+          f"{updated_parameters(args, probe_result):,.0f} of the "
           f"{probe_result['parameters']:,} parameters (memory-bound)")
     print("Gradients (MEASURED in the probe): dense "
           f"{fmt_bytes(sum(g['bytes'] for g in structure['dense']))} in "
@@ -491,7 +520,8 @@ def main():
     print(f"PROJECTED time per epoch of the paper's data ({PAPER_SEQUENCES:,} sequences of "
           f"{args.seq_len}): one host = one worker like this machine's 1-worker run "
           f"(measured step {references[args.items]['median_step_seconds']:.2f} s, of which "
-          f"{fixed:.2f} s, the dense Adam update's share in the probe, does not shrink with the "
+          f"{fixed:.2f} s, the {OPTIMIZER_UPDATE[args.optimizer]}'s share in the probe, does "
+          "not shrink with the "
           "per-worker batch; the rest scales as the probe's forward+backward), network "
           f"{args.bandwidth_gbit:g} Gbit/s per host and {args.latency_s * 1e6:.0f} "
           "us per collective hop (ASSUMED)")
@@ -501,7 +531,8 @@ def main():
         same = f"{step:.2f} | {fmt_duration(epoch)}" if step is not None else "- | -"
         print(f"{hosts} | {same} || {weak_step:.2f} | {fmt_duration(weak_epoch)}")
     print(f"one GPU (PROJECTED, ASSUMED {args.gpu_tflops:g} TFLOP/s sustained matmul and "
-          f"{args.gpu_bandwidth_tbs:g} TB/s for the dense Adam update; sampler, input and "
+          f"{args.gpu_bandwidth_tbs:g} TB/s for the {OPTIMIZER_UPDATE[args.optimizer]}; "
+          "sampler, input and "
           f"launch overheads ignored, so a lower bound): {gpu_step * 1e3:.1f} ms a step, "
           f"{fmt_duration(gpu_epoch)} an epoch ({steps_epoch:,} steps of {args.batch_size})")
 

@@ -1,10 +1,17 @@
 """FusedAdam: the trajectory of Keras' Adam on dense gradients, in and out of XLA, and of
-TF1's Adam on sparse ones (duplicate ids summed before squaring)."""
+TF1's Adam on sparse ones (duplicate ids summed before squaring); LazyAdam; both under
+tf.distribute strategies (the one-process update, untouched rows kept)."""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
+from conftest import REPO_ROOT
 from peterrec_tf.training.optimizer import FusedAdam
 
 
@@ -108,3 +115,61 @@ def test_lazy_adam_is_adam_on_rows_seen_and_leaves_the_others_alone():
     # its config round-trips, under its own name
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(optimizer))
     assert type(again) is LazyAdam
+
+
+@pytest.fixture(scope="module")
+def under_strategy(tmp_path_factory):
+    """tests/optimizer_under_strategy.py's records (its own process: two logical CPUs)."""
+    out = str(tmp_path_factory.mktemp("strategy") / "records.npz")
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2")
+    env.pop("TF_CONFIG", None)
+    done = subprocess.run([sys.executable, os.path.join(REPO_ROOT, "tests",
+                                                        "optimizer_under_strategy.py"), out],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = np.load(out)
+    return lambda key: records[key]
+
+
+@pytest.mark.parametrize("optimizer", ["fused", "lazy"])
+@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
+def test_adam_under_a_strategy_is_the_one_process_update(under_strategy, optimizer, strategy):
+    """Two replicas each computing half of every batch (MirroredStrategy on two logical
+    CPUs), and the collective path of MultiWorkerMirroredStrategy: every replica's copy of
+    the weights and of the moments follows the one-process trajectory, and the update ran
+    as FusedAdam's/LazyAdam's own (Keras' dense Adam formula was never called)."""
+    if strategy == "mirrored":
+        assert under_strategy("replicas/mirrored") == 2
+    assert under_strategy(f"{optimizer}/{strategy}/fallback_calls") == 0
+    for key in ("table", "m", "v", "dense"):
+        # [step, replica, ...] for the table and its moments; [replica, ...] (final) for dense
+        axis = 0 if key == "dense" else 1
+        expected = np.take(under_strategy(f"{optimizer}/one/{key}"), 0, axis=axis)
+        got = under_strategy(f"{optimizer}/{strategy}/{key}")
+        for replica in range(got.shape[axis]):
+            np.testing.assert_allclose(np.take(got, replica, axis=axis), expected, rtol=1e-5,
+                                       atol=1e-6, err_msg=f"{key}, replica {replica}")
+    # the steps move the table (the comparison is not of untrained weights)
+    table = under_strategy(f"{optimizer}/{strategy}/table")
+    assert np.abs(table[-1] - table[0]).max() > 1e-2
+
+
+def test_lazy_adam_under_a_strategy_leaves_untouched_rows_and_moments_bit_unchanged(
+        under_strategy):
+    """Each step, under MirroredStrategy (2 replicas), every row no replica's half of the
+    batch looked up keeps its weights and both moments bit for bit (rows 0-7 seen in step 1
+    are not decayed in step 2); seen rows move. FusedAdam on the same steps does move
+    rows seen earlier (momentum), so the check can tell the two apart."""
+    rows, steps = int(under_strategy("rows")), under_strategy("steps").tolist()
+    lazy = {k: under_strategy(f"lazy/mirrored/{k}") for k in ("table", "m", "v")}
+    fused = under_strategy("fused/mirrored/table")
+    for step, ids in enumerate(steps, start=1):
+        untouched = sorted(set(range(rows)) - set(ids))
+        seen = sorted(set(ids))
+        for key, values in lazy.items():  # [step, replica, row, column]
+            np.testing.assert_array_equal(values[step][:, untouched],
+                                          values[step - 1][:, untouched],
+                                          err_msg=f"{key}, step {step}")
+            assert (values[step][:, seen] != values[step - 1][:, seen]).any(axis=-1).all()
+        if step > 1:
+            assert np.abs(fused[step][:, untouched] - fused[step - 1][:, untouched]).max() > 1e-4
