@@ -171,3 +171,12 @@ def test_top_k_by_blocks_leaves_out_nothing_above_its_kth_value():
         np.testing.assert_array_equal(np.take_along_axis(values, ids.numpy(), 1), top.numpy())
         assert ids.numpy().max() < values.shape[1]
         assert all(len(set(row)) == k for row in ids.numpy())
+
+
+def test_a_head_computing_below_float32_is_refused():
+    """Its own ranking rounds logits to bfloat16: a proof about float32 logits would not be
+    a proof about what the model answers."""
+    head = DotProductHead(100, dtype="mixed_bfloat16")
+    head.build((None, 8))
+    with pytest.raises(ValueError, match="computes in bfloat16"):
+        Int8CandidateIndex(head, {"kernel": head.kernel.numpy()}, tf.Variable(head.bias.numpy()), [0])

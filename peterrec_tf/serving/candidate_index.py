@@ -90,6 +90,11 @@ class Int8CandidateIndex(tf.Module):
 
     def __init__(self, head, values, bias, blocked, name="next_item_index"):
         super().__init__(name=name)
+        if head.compute_dtype != "float32":
+            raise ValueError(
+                f"the int8 index proves its answers against float32 logits; this head computes "
+                f"in {head.compute_dtype} (trained with --mixed_precision), so its own ranking "
+                "may order near-ties otherwise: export it without --next_item_index")
         rows = head_rows(head, values)
         quantized, scale, residual, norm = quantize_rows(rows)
         self.vocab_size = int(rows.shape[0])
