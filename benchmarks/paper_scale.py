@@ -222,7 +222,7 @@ def compare_next_item(plain_path, indexed_path, pretrained, vocab_path, history,
         same += int(np.array_equal(answers["plain"], answers["int8"]))
     model, _, _ = load_model_dir(pretrained)
     bias = tf.Variable(model.head.bias.numpy())
-    index = Int8CandidateIndex(model.head, {"kernel": model.head.kernel.numpy()}, bias, [0])
+    index = Int8CandidateIndex(model.head, bias, [0])
     k = tf.constant(10)
     proven = sum(bool(index.candidate_top_k(model.head, embed(items=tf.constant(one))[
         "user_embedding"], k)[2]) for one in histories)

@@ -24,7 +24,7 @@ def make_head(kind, vocab, channels, rng, scale=0.1):
 
 def index_of(head, blocked=(0,)):
     bias = tf.Variable(head.bias.numpy())
-    return Int8CandidateIndex(head, {"kernel": head.kernel.numpy()}, bias, blocked)
+    return Int8CandidateIndex(head, bias, blocked)
 
 
 def whole_row_top_k(head, hidden, k, blocked):
@@ -179,4 +179,4 @@ def test_a_head_computing_below_float32_is_refused():
     head = DotProductHead(100, dtype="mixed_bfloat16")
     head.build((None, 8))
     with pytest.raises(ValueError, match="computes in bfloat16"):
-        Int8CandidateIndex(head, {"kernel": head.kernel.numpy()}, tf.Variable(head.bias.numpy()), [0])
+        Int8CandidateIndex(head, tf.Variable(head.bias.numpy()), [0])

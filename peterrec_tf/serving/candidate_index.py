@@ -31,8 +31,6 @@ That and its size (+25% of the head's bytes) are why it is opt-in
 import numpy as np
 import tensorflow as tf
 
-from peterrec_tf.training import chunked_ranking
-
 #: Rows re-scored exactly per history.
 CANDIDATES = 512
 #: Larger batches are scored exactly in one pass (one matrix product beats B int8 scans).
@@ -46,10 +44,10 @@ BUILD_ROWS = 65_536
 ROUNDING_MARGIN = 2.0 ** -14
 
 
-def head_rows(head, values):
-    """The head's weight matrix as `[V, C]` float32 rows from `values` {weight path: array}:
-    `dot` heads store `[V, C]`, `full` heads `[C, V]` (and score `relu(h)`)."""
-    kernel = values["kernel"]
+def head_rows(head):
+    """The head's weight matrix as `[V, C]` float32 rows: `dot` heads store `[V, C]`,
+    `full` heads `[C, V]` (and score `relu(h)`)."""
+    kernel = head.kernel.numpy()
     return np.ascontiguousarray(kernel if kernel.shape[0] == head.vocab_size else kernel.T,
                                 dtype=np.float32)
 
@@ -82,20 +80,19 @@ def quantize_rows(rows):
 class Int8CandidateIndex(tf.Module):
     """int8 rows of a next-item head + per-row bounds; `top_k` answers exactly.
 
-    `head` is the task's Keras head (`FullSoftmaxHead` or `DotProductHead`), `values` its
-    weights as arrays {"kernel", "bias"}, `bias` the tf.Variable the export stores for
-    the head's bias (read here, not copied), `blocked` ids never answered (id 0, padding
-    tokens).
+    `head` is the task's Keras head (`FullSoftmaxHead` or `DotProductHead`), `bias` the
+    tf.Variable the export stores for the head's bias (read here, not copied), `blocked`
+    ids never answered (id 0, padding tokens).
     """
 
-    def __init__(self, head, values, bias, blocked, name="next_item_index"):
+    def __init__(self, head, bias, blocked, name="next_item_index"):
         super().__init__(name=name)
         if head.compute_dtype != "float32":
             raise ValueError(
                 f"the int8 index proves its answers against float32 logits; this head computes "
                 f"in {head.compute_dtype} (trained with --mixed_precision), so its own ranking "
                 "may order near-ties otherwise: export it without --next_item_index")
-        rows = head_rows(head, values)
+        rows = head_rows(head)
         quantized, scale, residual, norm = quantize_rows(rows)
         self.vocab_size = int(rows.shape[0])
         self.channels = int(rows.shape[1])
@@ -202,7 +199,3 @@ def quantize_query(query):
     return (tf.cast(rounded, tf.int8), query_scale, tf.norm(query),
             tf.norm(query - rounded * query_scale))
 
-
-def exact_top_k(head, hidden, k, blocked):
-    """The float32 answer over the whole catalogue (the index's fallback)."""
-    return chunked_ranking.top_k_in_chunks(head, hidden, k, blocked, chunked_ranking.DEFAULT_CHUNK)

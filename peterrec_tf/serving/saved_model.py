@@ -350,9 +350,8 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
 
             stored = {id(w): s for w, s in weights}
             try:
-                index = Int8CandidateIndex(
-                    model.head, {"kernel": model.head.kernel.numpy()},
-                    stored[id(model.head.bias)], [0, *blocked], name=f"{name}_next_item_index")
+                index = Int8CandidateIndex(model.head, stored[id(model.head.bias)],
+                                           [0, *blocked], name=f"{name}_next_item_index")
             except ValueError as error:
                 raise ExportError(f"{directory}: {error}") from error
             log(f"  {name}: int8 candidate index over {index.vocab_size:,} items "
