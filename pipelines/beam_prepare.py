@@ -372,9 +372,7 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
                             "not found: --input must be the ml-100k directory")
     path = os.path.join(directory, "u.data")
     canonical.first_nonblank_line(path)  # "file is empty"
-    with open(path, "rb") as handle:
-        first = handle.readline().decode("utf-8", errors="replace").strip()
-    header_number = 1 if movielens.is_header(first) else 0
+    header_number = 1 if movielens.is_header(canonical.first_line(path)) else 0
     later = _Recorder() if bad.skip else bad
     users = movielens._users(os.path.join(directory, "u.user"), later)
     genres = movielens._movie_genres(os.path.join(directory, "u.item"), later)
@@ -400,6 +398,13 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
             bad.report(*each)
     vocab = Vocabulary(report["tokens"], frozen=items.frozen)
     names = ["pretrain", *ML_TASKS] + (["coldrec"] if target_genres else [])
+    for name in names:
+        canonical.check_not_empty(
+            directory, name, {split: report["counts"].get(f"{name}/{split}", 0)
+                              for split in SPLITS},
+            {"users": report["users"], "users_too_short": report["too_short"],
+             "min_length": options.get("min_length", 3), "skipped_bad_lines": bad.count}
+            if name == "pretrain" else {"skipped_bad_lines": bad.count})
     labels = {"gender": ["M", "F"], "age": [f"{10 * b}-{10 * b + 9}" for b in brackets],
               "occupation": occupations}
     index = {}
@@ -663,6 +668,13 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
                              report["last"], report["bad_count"])
     if format == "interactions" and not report["users"]:
         raise DataError(path, None, "no interaction rows after the header")
+    canonical.check_not_empty(
+        path, "item_rec" if format == "peterrec_finetune_csv" else "pretrain",
+        {split: report["counts"].get(split, 0) for split in SPLITS},
+        {"split_by": options.get("split_by", "user"), "skipped_bad_lines": bad.count}
+        if format == "peterrec_finetune_csv" else
+        {"users": report["users"], "users_too_short": report["too_short"],
+         "min_length": options.get("min_length", 3), "skipped_bad_lines": bad.count})
     vocab = Vocabulary(report["tokens"], frozen=items.frozen)
     os.makedirs(os.path.join(tmp, "vocab"))
     vocab.save(os.path.join(tmp, "vocab", "items.txt"))

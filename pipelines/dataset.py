@@ -45,12 +45,23 @@ def leave_last_out(user_sequences, min_length=3):
     return splits, {"users_too_short": dropped, "min_length": min_length}
 
 
+def split_sizes(count, fractions=(0.70, 0.03, 0.27)):
+    """(train, validation, test) sizes `split_users` gives `count` users."""
+    n_train = int(round(fractions[0] * count))
+    n_valid = max(1, int(round(fractions[1] * count))) if count > 2 else 0
+    return n_train, n_valid, count - n_train - n_valid
+
+
+def smallest_full_split(fractions=(0.70, 0.03, 0.27)):
+    """The fewest users for which `split_users` gives every split at least one."""
+    return next(n for n in range(1, 1000) if min(split_sizes(n, fractions)) > 0)
+
+
 def split_users(users, seed, fractions=(0.70, 0.03, 0.27)):
     """{user: split}, random by a seeded permutation (the paper's 70/3/27)."""
     users = sorted(set(users))
     order = np.random.RandomState(seed).permutation(len(users))
-    n_train = int(round(fractions[0] * len(users)))
-    n_valid = max(1, int(round(fractions[1] * len(users)))) if len(users) > 2 else 0
+    n_train, n_valid, _ = split_sizes(len(users), fractions)
     assignment = {}
     for rank, index in enumerate(order):
         split = "train" if rank < n_train else "validation" if rank < n_train + n_valid else "test"

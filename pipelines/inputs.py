@@ -52,7 +52,7 @@ def shard_files(data_dir, split):
     """The split's shard paths. When metadata.json lists the shards (preparations since
     the fault-injection work), each must be there with its recorded size: a missing,
     extra, truncated or grown shard is a `DataError` naming it (a stat, no reading)."""
-    files = sorted(glob.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord.gz")))
+    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), f"{split}-*-of-*.tfrecord.gz")))
     recorded = {name: info for name, info in read_metadata(data_dir).get("shards", {}).items()
                 if name.startswith(f"{split}-")}
     if recorded:

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 
-from pipelines import writer
+from pipelines import canonical, writer
 from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
 from pipelines.locking import exclusive_lock
@@ -53,21 +53,49 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     parent, name = os.path.split(os.path.abspath(output_dir))
     if os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise ValueError(f"cannot write --output_dir {output_dir}: {parent} is not writable")
-    with exclusive_lock(parent, f".{name}.lock", owner=output_dir):
-        _remove_stale_temporaries(output_dir, log)
-        return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
-                        skip_bad_lines, overwrite, log, max_oov_share, options, runner,
-                        beam_args)
+    try:
+        with exclusive_lock(parent, f".{name}.lock", owner=output_dir):
+            _remove_stale_temporaries(output_dir, log)
+            return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
+                            skip_bad_lines, overwrite, log, max_oov_share, options, runner,
+                            beam_args)
+    except Exception as error:
+        fault = filesystem_fault(error, output_dir)
+        if fault is None:
+            raise
+        raise fault from error
+
+
+def filesystem_fault(error, output_dir):
+    """A `DataError` naming the path and the reason for an operating-system error (a full
+    disk, a read-only or unwritable location, an unreadable input) or a TensorFlow file
+    error (shards are written by tf.io), else None. Every writer removes its temporary
+    directory on the way out, so nothing partial is published; the path of a file inside
+    that temporary directory is reported as `output_dir` (the name the user gave)."""
+    if isinstance(error, OSError):
+        path, reason = error.filename, error.strerror or str(error)
+    else:
+        tf = sys.modules.get("tensorflow")
+        if tf is None or not isinstance(error, tf.errors.OpError):
+            return None
+        path, reason = None, error.message
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    if path is None or os.path.abspath(str(path)).startswith(
+            os.path.join(parent, f".{name}.tmp-")):
+        path = output_dir
+    return DataError(path, None, f"{reason} (nothing was published; an earlier preparation "
+                     "there is unchanged)")
 
 
 def _remove_stale_temporaries(output_dir, log):
     """Delete `.<name>.tmp-*` left by killed preparations of `output_dir` (and superseded
     `.<name>.old-*` when the output exists). Only called under the output's lock, so no
-    running job owns them."""
+    running job owns them. The output's own name is escaped: `DATA/x*` must not match
+    the temporaries of `DATA/xyz`."""
     parent, name = os.path.split(os.path.abspath(output_dir))
-    stale = glob.glob(os.path.join(parent, f".{name}.tmp-*"))
+    stale = glob.glob(os.path.join(glob.escape(parent), glob.escape(f".{name}.tmp-") + "*"))
     if os.path.isdir(output_dir):
-        stale += glob.glob(os.path.join(parent, f".{name}.old-*"))
+        stale += glob.glob(os.path.join(glob.escape(parent), glob.escape(f".{name}.old-") + "*"))
     for path in sorted(stale):
         log(f"removing {path}, left by an interrupted preparation")
         shutil.rmtree(path, ignore_errors=True)
@@ -154,6 +182,9 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     datasets = _read(format, input, items, bad, seed, options)
     for dataset in datasets:
         dataset.stats.update(bad.summary())
+        canonical.check_not_empty(
+            input, dataset.name or dataset.task,
+            {split: len(records) for split, records in dataset.splits.items()}, dataset.stats)
     _warn(datasets, max_oov_share, log)
     log(f"read in {time.time() - start:.1f}s; writing {len(datasets)} dataset(s)")
     index = writer.write_all(output_dir, datasets, num_shards, common, log=log)

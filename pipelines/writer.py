@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-from pipelines import schema
+from pipelines import canonical, schema
 from pipelines.dataset import SPLITS, file_checksum
 
 FORMAT_VERSION = 1
@@ -115,13 +115,7 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
             with open(os.path.join(tmp, "datasets.json"), "w", encoding="utf-8") as handle:
                 json.dump({"fingerprint": common["fingerprint"], "datasets": index}, handle,
                           indent=2, sort_keys=True)
-        old = None
-        if os.path.exists(output_dir):  # an earlier preparation (checked by the caller)
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
-            os.replace(output_dir, os.path.join(old, "previous"))
-        os.replace(tmp, output_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        canonical.publish(tmp, output_dir)  # an earlier preparation was checked by the caller
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
