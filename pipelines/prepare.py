@@ -69,15 +69,23 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
 def filesystem_fault(error, output_dir):
     """A `DataError` naming the path and the reason for an operating-system error (a full
     disk, a read-only or unwritable location, an unreadable input) or a TensorFlow file
-    error (shards are written by tf.io), else None. Every writer removes its temporary
-    directory on the way out, so nothing partial is published; the path of a file inside
-    that temporary directory is reported as `output_dir` (the name the user gave)."""
+    error (shards are written by tf.io), also as the cause of a Beam runner's error; None
+    for anything else (a ValueError, DataError included, already says what is wrong).
+    Every writer removes its temporary directory on the way out, so nothing partial is
+    published; a path inside that directory is reported as `output_dir` (the name the
+    user gave)."""
+    if isinstance(error, ValueError):
+        return None
+    tf = sys.modules.get("tensorflow")
+    kinds = (OSError,) if tf is None else (OSError, tf.errors.OpError)
+    while error is not None and not isinstance(error, kinds):
+        # a Beam runner raises a RuntimeError while handling the worker's error
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
     if isinstance(error, OSError):
         path, reason = error.filename, error.strerror or str(error)
     else:
-        tf = sys.modules.get("tensorflow")
-        if tf is None or not isinstance(error, tf.errors.OpError):
-            return None
         path, reason = None, error.message
     parent, name = os.path.split(os.path.abspath(output_dir))
     if path is None or os.path.abspath(str(path)).startswith(
