@@ -156,7 +156,8 @@ _DECIMAL_LINES_RE = re.compile(rf"(?:{_DECIMAL}\n)*{_DECIMAL}\Z")
 _NON_FINITE_RE = re.compile(r"[+-]?(?:nan|inf|infinity)\Z", re.IGNORECASE)
 # characters a line may not hold: C0 controls but tab, DEL, and U+FEFF (a byte order mark
 # anywhere but the start of the file: files concatenated?)
-_FORBIDDEN_RE = re.compile("[\x00-\x08\x0a-\x1f\x7f\ufeff]")
+_ASCII_ALLOWED = bytes(range(0x20, 0x7f)) + b"\t\n"  # what an ASCII chunk may hold
+_FORBIDDEN_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f\ufeff]")  # not \n: never in a line
 
 
 def is_ascii_integer(text):
@@ -406,14 +407,21 @@ def parse_interaction_chunk(lines, delimiter, width, columns):
     chunk goes row by row."""
     texts = [text for _, text in lines]
     blob = "\n".join(texts)
-    if (texts and all(texts) and '"' not in blob and not _FORBIDDEN_RE.search(blob)
+    ascii_text = blob.isascii()
+    # with no forbidden character, ASCII whitespace is a space, a tab or a line end
+    spaces = not ascii_text or " " in blob or (delimiter != "\t" and "\t" in blob)
+    forbidden = (blob.encode("ascii").translate(None, _ASCII_ALLOWED) if ascii_text
+                 else _FORBIDDEN_RE.search(blob))
+    if (texts and all(texts) and '"' not in blob and not forbidden
             and _rows_of_width(delimiter, width).fullmatch(blob)
-            and not _edge_whitespace(delimiter).search(blob)):
+            and not (spaces and _edge_whitespace(delimiter).search(blob))):
         fields = blob.replace("\n", delimiter).split(delimiter)
         u, i, t = columns
         users, items, stamp_texts = fields[u::width], fields[i::width], fields[t::width]
-        if (_DECIMAL_LINES_RE.match("\n".join(stamp_texts)) and "" not in users
-                and "" not in items and (blob.isascii() or not any(
+        digits = "".join(stamp_texts)  # integer stamps, the common case: one C-level test
+        if ((ascii_text and digits.isdigit() and "" not in stamp_texts
+             or _DECIMAL_LINES_RE.match("\n".join(stamp_texts))) and "" not in users
+                and "" not in items and (ascii_text or not any(
                     map(_non_ascii_digit, users + items)))):
             stamps = list(map(float, stamp_texts))
             if np.isfinite(np.asarray(stamps, dtype=np.float64)).all():

@@ -51,6 +51,10 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
     parent, name = os.path.split(os.path.abspath(output_dir))
+    above = next(p for p in _parents(parent) if os.path.exists(p))
+    if not os.path.isdir(above):
+        raise DataError(above, None, f"not a directory: cannot create --output_dir {output_dir} "
+                        "under it")
     if os.path.isdir(parent) and not os.access(parent, os.W_OK):
         raise ValueError(f"cannot write --output_dir {output_dir}: {parent} is not writable")
     try:
@@ -64,6 +68,16 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         if fault is None:
             raise
         raise fault from error
+
+
+def _parents(path):
+    """`path` and every directory above it, nearest first."""
+    while True:
+        yield path
+        up = os.path.dirname(path)
+        if up == path:
+            return
+        path = up
 
 
 def filesystem_fault(error, output_dir):

@@ -405,7 +405,7 @@ def test_a_one_field_header_hints_at_the_delimiter(tmp_path):
 
 def test_an_unwritable_output_is_refused_before_the_input_is_read(tmp_path):
     blocker = write(tmp_path / "file", "")
-    with pytest.raises(OSError):  # not DataError: the missing input is never looked at
+    with pytest.raises(DataError, match="file: not a directory"):  # the input is never read
         prepare("interactions", os.path.join(blocker, "out"), str(tmp_path / "missing.csv"),
                 log=quiet)
 

@@ -360,3 +360,27 @@ def test_a_full_disk_in_a_beam_worker_is_one_line(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=f"{out}: No space left on device"):
         prepare("peterrec_pretrain_csv", out, seq, **BEAM, **quiet)
     assert sorted(os.listdir(tmp_path)) == ["seq.csv"]
+
+
+def test_the_fast_chunk_parser_equals_the_row_parser_on_mutated_lines():
+    """`parse_interaction_chunk` splits clean chunks with str.split; on any chunk it must
+    give exactly what the row parser (`split_delimited`) gives."""
+    import random
+    rng = random.Random(0)
+    noise = ['"', " ", "\t", ",", "\r", "\x00", "\ufeff", "\u0663", "\uff13", "\u00a0", "_",
+             "e", ".", "-", ""]
+    for trial in range(400):
+        delimiter = ",\t"[trial % 2]
+        lines = []
+        for number in range(2, 2 + rng.randint(1, 5)):
+            fields = [f"u{rng.randint(0, 9)}", f"i{rng.randint(0, 9)}", str(rng.randint(0, 99))]
+            text = delimiter.join(fields)
+            if rng.random() < 0.3:
+                at = rng.randint(0, len(text))
+                text = text[:at] + rng.choice(noise) + text[at:]
+            lines.append((number, text))
+        numbers, users, items, stamps, bad = canonical.parse_interaction_chunk(
+            lines, delimiter, 3, (0, 1, 2))
+        rows = list(canonical.parse_interaction_rows(lines, delimiter, 3, (0, 1, 2)))
+        assert bad == [r for r in rows if len(r) == 3], lines
+        assert list(zip(numbers, users, items, stamps)) == [r for r in rows if len(r) == 4], lines

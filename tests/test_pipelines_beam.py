@@ -212,6 +212,9 @@ def test_cli_passes_pipeline_options_to_beam(tmp_path):
     ["u1\ta\t1", "u2\t\t2", "u1\tc\tnan"],  # an empty item
     ["u1\ta\t1", '"u\t2"\tb\t2', "u1\tc\t3"],  # quoted delimiter: csv rules
     ["u1\ta\t1", "", "u1\tc\tx"],  # blank line, bad time
+    ["u1\ta\t1", " u2\tb\t2", "u1\tc \t3", "u1\tc\t3 "],  # whitespace around a field
+    ["u1\ta\t1", "u2\tb\t\u0663", "u1\t\uff13\t3", "u1\tc\t1_0"],  # non-ASCII digits
+    ["u1\ta\t1", 'u2\t"b\t2', "u1\tc\t3\x00", "u1\tc\r\t3"],  # open quote, controls
 ])
 def test_chunk_parser_equals_the_row_parser(texts):
     lines = list(enumerate(texts, 2))
