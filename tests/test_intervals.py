@@ -147,3 +147,5 @@ def test_unstored_paired_difference_takes_a_bounded_user_term():
     seed_se = np.std([0.1, 0.18, 0.26], ddof=1) / np.sqrt(3)
     assert d["ci95"][1] - d["difference"] == pytest.approx(1.959964 * np.hypot(user_se, seed_se),
                                                            abs=1e-5)
+    first = list(d["ci95"])
+    assert reinterval.reinterval(results)["main"][1]["vs_scratch"]["ci95"] == first  # idempotent
