@@ -149,3 +149,10 @@ def test_unstored_paired_difference_takes_a_bounded_user_term():
                                                            abs=1e-5)
     first = list(d["ci95"])
     assert reinterval.reinterval(results)["main"][1]["vs_scratch"]["ci95"] == first  # idempotent
+
+
+@pytest.mark.parametrize("report", ["transfer_synthetic", "transfer_ml100k"])
+def test_committed_reports_are_what_the_reinterval_command_writes(report):
+    """Every interval in results.json's summary and every table in results.md is what
+    `python -m peterrec_tf.experiments.reinterval` computes from the stored runs now."""
+    assert reinterval.main(["reinterval", "--check", os.path.join(REPORTS, report)]) == 0
