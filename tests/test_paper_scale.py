@@ -35,7 +35,22 @@ def test_the_chain_runs_and_reports_every_stage(tmp_path):
     assert config["backbone"]["vocab_size"] == 3001
     meta = json.load(open(work / "data" / "pretrain" / "metadata.json"))
     assert run["stages"]["evaluate"]["examples"] == meta["splits"]["test"] > 0
-    assert 0 <= run["stages"]["evaluate"]["hr@10"] <= 1
+    evaluated, tested = run["stages"]["evaluate"], meta["splits"]["test"]
+    for k in (5, 10):  # per-example means: hits are whole, and MRR <= NDCG <= HR per example
+        hits = evaluated[f"hr@{k}"] * tested
+        assert abs(hits - round(hits)) < 1e-6 * tested, (k, hits)
+        assert evaluated[f"mrr@{k}"] <= evaluated[f"ndcg@{k}"] + 1e-9 <= evaluated[f"hr@{k}"] + 2e-9
+    # the same model and split in other batches (7 users, not 256): the same figures
+    again_file = tmp_path / "evaluate_again.json"
+    subprocess.run([sys.executable, "-m", "peterrec_tf.evaluate",
+                    f"--model_dir={work / 'models' / 'pretrained'}",
+                    f"--data_dir={work / 'data' / 'pretrain'}", "--split=test", "--ranking=full",
+                    "--batch_size=7", f"--output={again_file}"], cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=600)
+    again = json.load(open(again_file))
+    assert again["examples"] == evaluated["examples"]
+    for name in ("hr@5", "hr@10", "mrr@5", "mrr@10", "ndcg@5", "ndcg@10"):
+        assert abs(again[name] - evaluated[name]) <= 1e-6, name
     for name, export in run["stages"]["export"].items():
         ratio = export["report"].get("variables_to_weights_and_index_ratio",
                                      export["report"]["variables_to_weights_ratio"])
