@@ -19,7 +19,8 @@ def test_the_chain_runs_and_reports_every_stage(tmp_path):
          "--num_targets=150", "--masked_steps=3", "--masked_batch_size=16",
          "--lazy_steps=4",
          "--serve_repeats=10", "--batch_repeats=2",
-         f"--work_dir={work}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+         f"--work_dir={work}"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900,
+        env=dict(os.environ, PETERREC_BENCHMARK_RESULTS=str(tmp_path / "results")))
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     run = json.load(open(work / "paper_scale.json"))
     stages = [row["stage"].split(" (")[0].split(":")[0] for row in run["rows"]]
@@ -69,3 +70,9 @@ def test_the_chain_runs_and_reports_every_stage(tmp_path):
     for kind in ("in_process_1", "grpc_1", "in_process_256", "grpc_256"):
         assert 0 < served[kind]["p50_ms"] <= served[kind]["p99_ms"]
     assert "| stage | size |" in done.stdout and run["provenance"]["commit"]
+    # the kept raw output: provenance and every timing the percentiles came from
+    [raw_file] = os.listdir(tmp_path / "results")
+    raw = json.load(open(tmp_path / "results" / raw_file))
+    assert raw["benchmark"] == "paper_scale" and raw["provenance"]["commit"]
+    samples = raw["raw"]["stages"]["serve"]["next"]["in_process_1"]["samples_ms"]
+    assert len(samples) == 10 and max(samples) >= served["in_process_1"]["p99_ms"]
