@@ -10,7 +10,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT, SHARED
+from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT, SHARED, needs_shared
 from pipelines import canonical, inputs, streaming
 from pipelines.errors import DataError
 from pipelines.paper_log import write_paper_log
@@ -80,8 +80,7 @@ def test_demo_csvs_beam_equals_local(tmp_path, small_chunks):
 ML100K = os.path.join(SHARED, "data", "ml-100k")
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ML100K, "u.data")),
-                    reason=f"MovieLens-100K is not at {ML100K}")
+@needs_shared(os.path.join(ML100K, "u.data"), "MovieLens-100K")
 @pytest.mark.parametrize("genres", ["Comedy", ""])
 def test_movielens_every_task_beam_equals_local(tmp_path, monkeypatch, genres):
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 1 << 16)  # u.data in ~30 chunks
