@@ -68,6 +68,10 @@ def define_flags():
                       "exact top k (else the whole catalogue is scored): ~3x faster for one "
                       "user at 645K items, but it needs XLA where it is served "
                       "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
+    flags.DEFINE_boolean("exclude_history", False, "Ranking signatures never return an item "
+                         "of the request's own history (every item it sends, not only the "
+                         "most recent max_len); recorded in the export report. <task>_top_k_"
+                         "exclude also takes a per-request `exclude` list either way.")
     flags.DEFINE_integer("num_versions", 2, "models.config version policy: Serving keeps the "
                          "latest NUM_VERSIONS versions of each model loaded.")
 
@@ -95,7 +99,8 @@ def main(argv):
     return run_guarded(export, dirs, v.export_base, v.model_name, v.version, v.k,
                        max_len=v.max_len, serving_base_path=v.serving_base_path,
                        num_versions=v.num_versions, backbone_dir=v.backbone_dir,
-                       next_item_index=v.next_item_index)[1]
+                       next_item_index=v.next_item_index,
+                       exclude_history=v.exclude_history)[1]
 
 
 if __name__ == "__main__":

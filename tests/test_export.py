@@ -564,3 +564,161 @@ def test_non_finite_weights_are_never_exported(dirs, tmp_path):
     with pytest.raises(ExportError, match="holds NaN or Inf .* never exported"):
         export([("rec", str(directory))], str(tmp_path / "sm"), "nan", **quiet)
     assert not os.path.exists(tmp_path / "sm" / "nan" / "1")
+
+
+# ---- --exclude_history, the `exclude` list, and what signatures accept ------------------
+
+ITEM_TARGETS = VOCAB[:12]  # an item-rec task whose targets are items: <UNK>, item1..item11
+
+
+def hand_masked_top_k(scores, rows_excluded, k, blocked=(0,)):
+    """What a ranking with exclusion must answer: the scores with every blocked and every
+    excluded id at -inf, top k by score, the lower id first among equals (ids of -inf
+    rows are not answers)."""
+    answers = []
+    for row, excluded in zip(scores, rows_excluded):
+        row = np.array(row, np.float64)
+        row[list(blocked) + [i for i in excluded if 0 <= i < len(row)]] = -np.inf
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))
+        answers.append([i for i in order if np.isfinite(row[i])][:k])
+    return answers
+
+
+@pytest.fixture(scope="module")
+def excluding(dirs):
+    rng = np.random.RandomState(11)
+    rec = build_finetuner(dirs["backbone"], "peterrec", "item_rec", len(ITEM_TARGETS))
+    randomise_task_weights(rec, rng)
+    save_model_dir(str(dirs["root"] / "rec_items"), rec, {"max_len": MAX_LEN},
+                   {"items": VOCAB, "targets": ITEM_TARGETS})
+    dirs["models"]["rec_items"] = rec
+    base = str(dirs["root"] / "saved_models_excluding")
+    report = export([("next", dirs["pre"]), ("items", str(dirs["root"] / "rec_items"))], base,
+                    "excluding", k=5, exclude_history=True, **quiet)
+    return {"report": report, "session": SessionModel(report["path"]), "base": base}
+
+
+def test_exclude_history_answers_as_hand_masked_logits(excluding, dirs, exported):
+    """Under --exclude_history no returned id is in the request's history (all of it, also
+    beyond max_len), k answers still come back from a long history, and the answers equal
+    masking the logits by hand; `<task>_top_k_exclude` also drops the request's own list;
+    an item-rec task over target tokens that are items excludes them by token."""
+    session, models = excluding["session"], dirs["models"]
+    assert excluding["report"]["exclude_history"] is True
+    assert exported["single"]["exclude_history"] is False
+    rng = np.random.RandomState(12)
+    for batch, length in ((1, 3), (3, 30), (2, 36)):  # 36 of 39 items: few answers left
+        ids = np.stack([rng.permutation(np.arange(1, len(VOCAB)))[:length] for _ in range(batch)])
+        tokens = as_tokens(ids)
+        logits = models["pre"].next_item_logits(training_input(ids, finetuned=False)).numpy()
+        for k in (5, 20):
+            expected = hand_masked_top_k(logits, ids, k)
+            out = session.run("next_top_k", {"items": tokens, "k": np.full(batch, k, np.int32)})
+            for row in range(batch):
+                got = [i for i in out["top_k_ids"][row] if i]
+                assert got == expected[row]  # same ids, same order
+                assert not set(got) & set(ids[row])
+                assert len(got) == min(k, len(VOCAB) - 1 - length)  # k whenever k are left
+                answered = len(got)
+                assert (out["top_k_items"][row, answered:] == b"").all()
+                np.testing.assert_allclose(out["scores"][row, :answered],
+                                           logits[row, got], atol=1e-5)
+        # the per-request list: excluded on top of the history, "" and unknown tokens ignored
+        extra = rng.randint(1, len(VOCAB), (batch, 4))
+        asked = np.concatenate([np.full((batch, 1), b""), as_tokens(extra),
+                                np.full((batch, 1), b"nope")], axis=1)
+        out = session.run("next_top_k_exclude", {"items": tokens, "k": np.full(batch, 6, np.int32),
+                                                 "exclude": asked})
+        expected = hand_masked_top_k(logits, np.concatenate([ids, extra], axis=1), 6)
+        assert [[i for i in row if i] for row in out["top_k_ids"]] == expected
+        # item-rec targets that are items: excluded by token
+        scores = models["rec_items"](training_input(ids)).numpy()
+        out = session.run("items_top_k", {"items": tokens, "k": np.full(batch, 11, np.int32)})
+        expected = hand_masked_top_k(scores, ids, 11)
+        assert [[i for i in row if i] for row in out["top_k_ids"]] == expected
+    # without --exclude_history, only the request's own list is excluded
+    plain = exported["single_session"].run("next_top_k_exclude", {
+        "items": as_tokens([[1, 2]]), "k": np.array([5], np.int32),
+        "exclude": np.array([[b"", b"item7"]])})
+    logits = models["pre"].next_item_logits(training_input([[1, 2]], finetuned=False)).numpy()
+    assert list(plain["top_k_ids"][0]) == hand_masked_top_k(logits, [[7]], 5)[0]
+
+
+def test_exclusion_is_the_same_in_slices_and_with_the_int8_index(excluding, dirs, tmp_path,
+                                                                  monkeypatch):
+    """The sliced ranking of a large catalogue and the int8 index exclude the history as
+    the whole-row ranking does (same ids, same order)."""
+    from peterrec_tf.serving import candidate_index
+    from peterrec_tf.training import chunked_ranking
+    monkeypatch.setattr(chunked_ranking, "DEFAULT_CHUNK", 7)
+    monkeypatch.setattr(candidate_index, "CANDIDATES", 8)
+    sliced = SessionModel(export([("next", dirs["pre"])], str(tmp_path), "sliced", k=5,
+                                 exclude_history=True, **quiet)["path"])
+    indexed = SessionModel(export([("next", dirs["pre"])], str(tmp_path), "indexed", k=5,
+                                  exclude_history=True, next_item_index="int8", **quiet)["path"])
+    rng = np.random.RandomState(13)
+    for batch, length in ((1, 4), (2, 20), (1, 35)):
+        ids = np.stack([rng.permutation(np.arange(1, len(VOCAB)))[:length] for _ in range(batch)])
+        inputs = {"items": as_tokens(ids), "k": np.full(batch, 6, np.int32)}
+        whole = excluding["session"].run("next_top_k", inputs)
+        for other in (sliced, indexed):
+            out = other.run("next_top_k", inputs)
+            np.testing.assert_array_equal(out["top_k_ids"], whole["top_k_ids"])
+            np.testing.assert_allclose(out["scores"], whole["scores"], atol=1e-5)
+
+
+def test_int8_index_returns_the_float32_ids_in_the_float32_order_on_near_ties(tmp_path,
+                                                                             monkeypatch):
+    """A head of near-equal rows (groups differing by ~1e-7): the int8 index re-scores with
+    the float32 export's own hidden state and product, so ids and order are those of the
+    float32 export for every history and batch size it serves."""
+    from peterrec_tf.serving import candidate_index
+    monkeypatch.setattr(candidate_index, "CANDIDATES", 64)
+    vocab = ["<UNK>"] + [f"x{i}" for i in range(1, 400)]
+    for head in ("dot", "full"):
+        keras.utils.set_random_seed(1)
+        model = NextItNet(Backbone(len(vocab), channels=16, dilations=(1, 2), causal=True),
+                          head=head)
+        model.build()
+        rng = np.random.RandomState(2)
+        kernel = model.head.kernel.numpy()
+        rows = kernel if head == "dot" else kernel.T
+        groups = np.repeat(rng.randn(len(vocab) // 8 + 1, rows.shape[1]) * 0.1, 8, axis=0)
+        near = (groups[:len(vocab)] + rng.randn(*rows.shape) * 1e-7).astype("float32")
+        model.head.kernel.assign(near if head == "dot" else near.T)
+        directory = str(tmp_path / head)
+        save_model_dir(directory, model, {"max_len": 10}, {"items": vocab})
+        plain = SessionModel(export([("next", directory)], str(tmp_path / "sm"), f"p{head}", k=10,
+                                    **quiet)["path"])
+        indexed = SessionModel(export([("next", directory)], str(tmp_path / "sm"), f"i{head}",
+                                      k=10, next_item_index="int8", **quiet)["path"])
+        for batch in (1, 2, 4, 1, 3, 1, 1, 2):
+            tokens = np.array([[vocab[i] for i in row] for row in
+                               rng.randint(1, len(vocab), (batch, 8))]).astype(bytes)
+            a = indexed.run("serving_default", {"items": tokens})
+            b = plain.run("serving_default", {"items": tokens})
+            np.testing.assert_array_equal(a["top_k_ids"], b["top_k_ids"])
+            np.testing.assert_array_equal(a["scores"], b["scores"])
+
+
+def test_signatures_refuse_inputs_of_the_wrong_rank_as_serving_runs_them(excluding):
+    """Fed to the C++ session as tensorflow_model_server feeds it (no Python shape check),
+    a 1-D `items` is INVALID_ARGUMENT, not B one-item histories; so is a 2-D `k` and a
+    1-D `exclude`; a wrong dtype is refused too."""
+    session = excluding["session"]
+    good = session.run_in_cxx("next", {"items": np.array([[b"item1", b"item2"]])})
+    assert good["top_k_ids"].shape == (1, 5)
+    cases = [("next", {"items": np.array([b"item1", b"item2"])}, "histories: a matrix"),
+             ("next_ids", {"item_ids": np.array([1, 2], np.int64)}, "histories: a matrix"),
+             ("next_user_embedding", {"items": np.array([b"item1"])}, "histories: a matrix"),
+             ("next_top_k", {"items": np.array([[b"item1"]]), "k": np.array([[3]], np.int32)},
+              "one value per history"),
+             ("next_top_k_exclude", {"items": np.array([[b"item1"]]), "k": np.array([3], np.int32),
+                                     "exclude": np.array([b"item2"])}, "exclude: one row"),
+             ("next_top_k_exclude", {"items": np.array([[b"item1"]] * 2), "k": np.array([3, 3], np.int32),
+                                     "exclude": np.array([[b"item2"]])}, "one row per history")]
+    for name, inputs, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            session.run_in_cxx(name, inputs)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        session.run_in_cxx("next", {"items": np.array([[1, 2]], np.int64)})
