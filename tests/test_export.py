@@ -722,3 +722,86 @@ def test_signatures_refuse_inputs_of_the_wrong_rank_as_serving_runs_them(excludi
             session.run_in_cxx(name, inputs)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
         session.run_in_cxx("next", {"items": np.array([[1, 2]], np.int64)})
+
+
+# ---- item embeddings for an external index, and the on-device model ---------------------
+
+def exact_inner_product_top_k(directory, users, k):
+    """What an exact ANN index over the exported rows answers: the largest
+    [query(user) | 1] . [embeddings | bias], blocked ids removed, lower id first on ties."""
+    info = json.load(open(os.path.join(directory, "item_embeddings.json")))
+    rows = np.load(os.path.join(directory, "embeddings.npy"))
+    bias = np.load(os.path.join(directory, "bias.npy"))
+    query = np.maximum(users, 0) if info["query"] == "relu(user_embedding)" else users
+    augmented = np.concatenate([rows, bias[:, None]], axis=1).astype(np.float64)
+    scores = np.concatenate([query, np.ones((len(query), 1))], axis=1) @ augmented.T
+    scores[:, info["blocked"]] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_item_embeddings_reproduce_the_served_ranking_per_head_kind(dirs, tmp_path):
+    """full head (relu(h) . W[:, i] + b), dot head (h . W[i] + b) and item recommendation
+    (u . E[i]): the exported rows with the served user embedding rank as the export."""
+    from peterrec_tf.serving.item_embeddings import write_item_embeddings
+    keras.utils.set_random_seed(5)
+    dot = NextItNet(Backbone(len(VOCAB), channels=8, dilations=(1, 2), causal=True), head="dot")
+    dot.build()
+    save_model_dir(str(tmp_path / "dot"), dot, {"max_len": MAX_LEN}, {"items": VOCAB})
+    rec = build_finetuner(dirs["backbone"], "peterrec", "item_rec", len(TARGETS))
+    randomise_task_weights(rec, np.random.RandomState(6))
+    save_model_dir(str(tmp_path / "rec"), rec, {"max_len": MAX_LEN}, {"items": VOCAB, "targets": TARGETS})
+    rng = np.random.RandomState(7)
+    for kind, directory, outputs, query in (("full", dirs["pre"], VOCAB, "relu(user_embedding)"),
+                                            ("dot", str(tmp_path / "dot"), VOCAB, "user_embedding"),
+                                            ("item_rec", str(tmp_path / "rec"), TARGETS, "user_embedding")):
+        out = tmp_path / f"emb_{kind}"
+        write_item_embeddings(directory, str(out), log=lambda *_: None)
+        info = json.load(open(out / "item_embeddings.json"))
+        assert info["query"] == query and info["blocked"] == [0]
+        rows = np.load(out / "embeddings.npy")
+        assert rows.dtype == np.float32 and rows.shape == (len(outputs), 8)
+        assert open(out / "vocab.tsv").read().split("\n")[:-1] == outputs
+        config = open(out / "projector_config.pbtxt").read()
+        assert 'metadata_path: "vocab.tsv"' in config and "item_embeddings" in config
+        served = SessionModel(export([("t", directory)], str(tmp_path / "sm"), f"m{kind}",
+                                     k=len(outputs) - 1, **quiet)["path"])
+        tokens = as_tokens(rng.randint(1, len(VOCAB), (5, 9)))
+        users = served.run("t_user_embedding", {"items": tokens})["user_embedding"]
+        ranked = served.run("t", {"items": tokens})["top_k_ids"]
+        k = min(10, len(outputs) - 1)
+        np.testing.assert_array_equal(exact_inner_product_top_k(str(out), users, k), ranked[:, :k])
+    with pytest.raises(ValueError, match="not empty"):
+        write_item_embeddings(dirs["pre"], str(tmp_path / "emb_full"), log=lambda *_: None)
+    with pytest.raises(ValueError, match="classification"):
+        write_item_embeddings(dirs["cls"], str(tmp_path / "emb_cls"), log=lambda *_: None)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
+    """The on-device model (int32 ids in, top-k ids and scores out), run by the LiteRT
+    interpreter: float32 gives the SavedModel's ids and scores; dynamic-range int8 too on
+    this tiny head (too small to be quantized: the recall of a real one is measured by
+    benchmarks/litert_recall.py); --exclude_history drops the history's items."""
+    from peterrec_tf.serving.litert import run_litert, write_litert
+    rng = np.random.RandomState(8)
+    paths = {}
+    for quantize in ("none", "dynamic_int8"):
+        paths[quantize] = str(tmp_path / f"next_{quantize}.tflite")
+        info = write_litert(dirs["pre"], paths[quantize], k=5, quantize=quantize, log=lambda *_: None)
+        assert info["inputs"]["item_ids"]["shape"] == [1, MAX_LEN]
+        assert open(paths[quantize] + ".vocab.txt").read().split("\n")[:-1] == VOCAB
+    write_litert(dirs["pre"], str(tmp_path / "excluding.tflite"), k=5, exclude_history=True,
+                 log=lambda *_: None)
+    for length in (1, 5, MAX_LEN):
+        ids = rng.randint(1, len(VOCAB), (1, length))
+        padded = np.concatenate([np.zeros((1, MAX_LEN - length), np.int32), ids], axis=1)
+        served = exported["single_session"].run("serving_default", {"items": as_tokens(ids)})
+        for quantize, path in paths.items():
+            top, scores = run_litert(path, padded)
+            np.testing.assert_array_equal(top, served["top_k_ids"])
+            np.testing.assert_allclose(scores, served["scores"], atol=1e-5)
+        top, _ = run_litert(str(tmp_path / "excluding.tflite"), padded)
+        logits = dirs["models"]["pre"].next_item_logits(training_input(ids, finetuned=False)).numpy()
+        assert list(top[0]) == hand_masked_top_k(logits, ids, 5)[0]
+    with pytest.raises(ValueError, match="classification"):
+        write_litert(dirs["cls"], str(tmp_path / "cls.tflite"), log=lambda *_: None)
