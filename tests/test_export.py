@@ -95,13 +95,40 @@ def training_input(ids, finetuned=True):
 def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
     base = exported["base"]
     assert sorted(os.listdir(os.path.join(base, "tasks"))) == ["1"]
-    config = open(os.path.join(base, "models.config")).read()
-    assert 'name: "tasks"' in config and 'name: "pretrained"' in config
-    assert f'base_path: "{os.path.abspath(base)}/tasks"' in config
-    assert "model_version_policy { latest { num_versions: 2 } }" in config
-    again = export([("next", dirs["pre"])], base, "pretrained", serving_base_path="/models", **quiet)
+    entries = models_config(base)
+    assert sorted(entries) == ["pretrained", "tasks"]
+    assert entries["tasks"].base_path == f"{os.path.abspath(base)}/tasks"
+    assert entries["tasks"].model_platform == "tensorflow"
+    assert entries["tasks"].model_version_policy.latest.num_versions == 2
+    # an entry edited by hand (another base path, labels) survives a later export
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(open(os.path.join(base, "models.config")).read(), config)
+    [tasks] = [c for c in config.model_config_list.config if c.name == "tasks"]
+    tasks.version_labels["stable"] = 1
+    config.model_config_list.config.add(name="elsewhere", base_path="/srv/elsewhere",
+                                        model_platform="tensorflow")
+    with open(os.path.join(base, "models.config"), "w") as handle:
+        handle.write(text_format.MessageToString(config))
+    again = export([("next", dirs["pre"])], base, "pretrained", serving_base_path="/models",
+                   num_versions=3, **quiet)
     assert again["version"] == 2 and os.path.isdir(os.path.join(base, "pretrained", "2"))
-    assert 'base_path: "/models/pretrained"' in open(os.path.join(base, "models.config")).read()
+    entries = models_config(base)
+    assert entries["pretrained"].base_path == "/models/pretrained"
+    assert entries["pretrained"].model_version_policy.latest.num_versions == 3
+    assert entries["tasks"].base_path == f"{os.path.abspath(base)}/tasks"  # not this call's
+    assert dict(entries["tasks"].version_labels) == {"stable": 1}
+    assert entries["elsewhere"].base_path == "/srv/elsewhere"
+    # without --serving_base_path, the recorded one stays (it is where the server sees it)
+    export([("next", dirs["pre"])], base, "pretrained", **quiet)
+    assert models_config(base)["pretrained"].base_path == "/models/pretrained"
+    with open(os.path.join(base, "models.config"), "a") as handle:
+        handle.write("model_config_list { bogus: 1 }\n")
+    with pytest.raises(ExportError, match="not a ModelServerConfig"):
+        export([("next", dirs["pre"])], base, "pretrained", **quiet)
+    with open(os.path.join(base, "models.config"), "w") as handle:
+        handle.write(text_format.MessageToString(config))
     with pytest.raises(ExportError, match="immutable"):
         export([("next", dirs["pre"])], base, "pretrained", version=2, **quiet)
     # vocabularies are assets stored once, not graph constants
@@ -116,9 +143,18 @@ def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
     monkeypatch.setattr(module, "write_warmup", fail)
     with pytest.raises(OSError, match="disk full"):
         export([("next", dirs["pre"])], base, "pretrained", **quiet)
-    assert sorted(os.listdir(os.path.join(base, "pretrained"))) == ["1", "2"]  # nothing half-written
+    assert sorted(os.listdir(os.path.join(base, "pretrained"))) == ["1", "2", "3"]  # nothing half-written
     export_base = os.path.join(base, "pretrained")
     assert all(oct(os.stat(os.path.join(export_base, v)).st_mode)[-3:] == "755" for v in ("1", "2"))
+
+
+def models_config(base):
+    """{name: ModelConfig} of EXPORT_BASE/models.config, parsed as Serving parses it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(open(os.path.join(base, "models.config")).read(), config)
+    return {entry.name: entry for entry in config.model_config_list.config}
 
 
 def test_saved_model_cli_lists_signatures_dtypes_shapes(exported):
