@@ -32,6 +32,10 @@ def define_flags():
     flags.DEFINE_string("backbone_dir", None, "For a task stored alone (finetune's default): "
                         "its pre-trained model directory, when it is no longer where the task "
                         "recorded it; refused unless its backbone fingerprint matches.")
+    flags.DEFINE_boolean("exclude_history", False, "Rank as an export with --exclude_history "
+                         "serves: items of the user's history (the most recent max_len, as "
+                         "the dataset frames it) are no competitors; the true item always "
+                         "counts, even when it is in the history. Recorded in the results.")
     flags.mark_flags_as_required(["model_dir", "data_dir"])
 
 
@@ -44,7 +48,7 @@ def main(argv):
 
     return run_guarded(run_evaluate, v.model_dir, v.data_dir, v.split, v.ranking, v.ks,
                        v.num_candidates, v.batch_size, v.seed, v.max_len, v.output,
-                       backbone_dir=v.backbone_dir)[1]
+                       backbone_dir=v.backbone_dir, exclude_history=v.exclude_history)[1]
 
 
 if __name__ == "__main__":
