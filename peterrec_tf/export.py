@@ -116,6 +116,14 @@ def export_artifacts(v):
         written.append(v.litert)
     print(f"wrote {', '.join(written)}")
     return 0
+def export_checked(dirs, export_base, *args, **kwargs):
+    """`export`, with --export_base checked writable before any model is loaded and a
+    write that fails later (a full disk) reported as one line naming the place."""
+    from peterrec_tf.filesystem import check_writable, write_faults_reported
+
+    check_writable(export_base, "--export_base")
+    with write_faults_reported(export_base):
+        return export(dirs, export_base, *args, **kwargs)
 
 
 def main(argv):
@@ -140,7 +148,7 @@ def main(argv):
         return export_artifacts(v)
     dirs = parse_tasks(v.tasks) if v.tasks else [
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
-    return run_guarded(export, dirs, v.export_base, v.model_name, v.version, v.k,
+    return run_guarded(export_checked, dirs, v.export_base, v.model_name, v.version, v.k,
                        max_len=v.max_len, serving_base_path=v.serving_base_path,
                        num_versions=v.num_versions, backbone_dir=v.backbone_dir,
                        next_item_index=v.next_item_index,

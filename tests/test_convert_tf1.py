@@ -416,7 +416,7 @@ def test_converted_fineall_model_evaluates_finetunes_and_exports_alone(fineall_c
     assert 0 <= results["hr@5"] <= 1
     tuned = str(tmp_path / "tuned")
     run_finetune(out, data, tuned, method="fineall", train_steps=2, batch_size=8,
-                 eval_batch_size=64, num_candidates=10, jit_compile=False, **quiet)
+                 eval_batch_size=64, num_candidates=11, jit_compile=False, **quiet)
     model, config, _ = load_model_dir(tuned)
     assert model.method == "fineall" and model.framing.kind == "release_plain"
     assert config["max_len"] == 9

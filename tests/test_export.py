@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import FINETUNE_CSV, FINETUNED, PRETRAIN_CSV, REPO_ROOT, needs_checkpoints
 from peterrec_tf.serving.saved_model import ExportError, export
-from peterrec_tf.model_dir import load_model_dir, save_model_dir
+from peterrec_tf.model_dir import config_checksum, load_model_dir, save_model_dir
 from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 from peterrec_tf.serving import GrpcClient, RestClient, ServingError
 from serving_server import SessionModel, replay_warmup, start_rest_server, start_server
@@ -337,6 +337,7 @@ def test_padding_tokens_are_never_recommended(dirs, tmp_path):
     shutil.copytree(dirs["pre"], directory)
     config = json.load(open(directory / "config.json"))
     config["padding_tokens"] = ["item3", "item7"]
+    config["config_sha256"] = config_checksum(config)  # config.json is verified when read
     json.dump(config, open(directory / "config.json", "w"))
     report = export([("next", str(directory))], str(tmp_path / "sm"), "zero", k=len(VOCAB), **quiet)
     served = SessionModel(report["path"]).run("next", {"items": as_tokens([[1, 2, 3]])})

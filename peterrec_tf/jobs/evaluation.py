@@ -18,6 +18,8 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     user's history (as the dataset holds it: the most recent max_len items) is no
     competitor, except the true item itself."""
     from pipelines import inputs
+    from peterrec_tf.jobs.checks import check_ranking, check_split_records
+    from peterrec_tf.filesystem import check_output_file, write_faults_reported
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.training import evaluation
     from peterrec_tf.training.flags import check_values
@@ -26,8 +28,11 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     ks = [int(k) for k in ks]
     check_values({"ks": ks, "num_candidates": num_candidates, "batch_size": batch_size,
                  "max_len": max_len})
+    if output:  # found before the evaluation, not after it
+        check_output_file(output, "--output")
     meta = inputs.read_metadata(data_dir)
-    inputs.check_candidates(data_dir, meta, ranking, num_candidates)
+    check_split_records(data_dir, meta, (split,))
+    check_ranking(data_dir, meta, ranking, num_candidates, ks)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
@@ -73,5 +78,6 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
                    examples_per_second=results["examples"] / max(seconds, 1e-9))
     log(json.dumps(results, indent=2))
     if output:
-        write_json(output, results)
+        with write_faults_reported(output):
+            write_json(output, results)
     return results

@@ -46,6 +46,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     import keras
 
     from pipelines import inputs
+    from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
     from peterrec_tf.task_artifact import stores_task_only
@@ -98,7 +99,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     if task == "item_rec" and loss != "ce" and num_negatives and num_outputs < 3:
         raise ValueError(f"{data_dir}: --loss={loss} samples negatives and needs at least 2 "
                          f"real targets, the data has {num_outputs - 1}")
-    inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
+    check_split_records(data_dir, meta, ("train", "validation", "test"))
+    check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     # a further fine-tuning keeps its source's framing (a converted release model's family)
     framing = inputs.task_framing(meta, source.framing if source.task != "pretrain" else None,
                                   max_len)

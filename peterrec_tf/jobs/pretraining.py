@@ -44,7 +44,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  jit_compile=True, optimizer="adam", log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
+    from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.model_dir import save_model_dir
+    from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
+                                           keep_replaced_backbone)
     from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
@@ -77,7 +80,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     num_sampled = max(0, num_sampled) if head == "dot" else 0
     if num_sampled >= vocab_size:
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
-    inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
+    check_split_records(data_dir, meta, ("train", "validation", "test"))
+    check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     max_len = max_len or meta["max_len"]
     logits_bytes = batch_size * max_len * vocab_size * 4
     if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
@@ -122,8 +126,12 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
 
         def save():
             vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
+            # a finished model this run replaces stays loadable for the tasks over it
+            keep_replaced_backbone(model_dir, model.backbone, log)
             save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
-                                              "data_dir": os.path.abspath(data_dir)},
+                                              "data_dir": os.path.abspath(data_dir),
+                                              PRETRAINED_FINGERPRINT:
+                                                  backbone_fingerprint(model.backbone)},
                            {"items": vocab})
 
         evaluate_split = split_evaluator(model, data_dir, "pretrain", config["ks"],

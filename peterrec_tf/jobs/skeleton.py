@@ -91,6 +91,7 @@ def train_job(kind, config, settings, prepare, log=print):
     to results.json. Nothing is written before the lock is held and flags.json recorded."""
     from pipelines import inputs
     from pipelines.locking import exclusive_lock
+    from peterrec_tf.filesystem import check_writable, write_faults_reported
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import loop, reproducibility, results, strategy as dist
 
@@ -98,7 +99,10 @@ def train_job(kind, config, settings, prepare, log=print):
     precision = dist.set_precision(settings.mixed_precision)
     strategy = dist.make_strategy(settings.strategy)
     dist.check_batch_size(settings.batch_size, strategy)
-    with (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
+    if chief:  # a read-only or missing place is found before any work
+        check_writable(settings.model_dir, "--model_dir")
+    with write_faults_reported(settings.model_dir), \
+            (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
             inputs.reading(settings.data_dir):
         results.record_config(settings.model_dir, config, write=chief)
         # after the strategy: creating one may draw from Python's generator, which seeds

@@ -16,11 +16,16 @@ EVALUATION = frozenset({"ks", "num_candidates", "eval_ranking"})
 
 
 def write_json(path, payload):
-    """Atomic JSON write (temporary file + rename)."""
+    """Atomic JSON write (temporary file + rename; the temporary removed on failure)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: no temporary left beside the file
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_json(path):
