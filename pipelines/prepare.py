@@ -105,8 +105,8 @@ def filesystem_fault(error, output_dir):
     if path is None or os.path.abspath(str(path)).startswith(
             os.path.join(parent, f".{name}.tmp-")):
         path = output_dir
-    return DataError(path, None, f"{reason} (nothing was published; an earlier preparation "
-                     "there is unchanged)")
+    return DataError(path, None, f"{reason} (nothing was published; any earlier "
+                     "preparation there is unchanged)")
 
 
 def _remove_stale_temporaries(output_dir, log):

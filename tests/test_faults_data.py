@@ -9,6 +9,7 @@ seconds."""
 import errno
 import importlib.util
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -365,7 +366,6 @@ def test_a_full_disk_in_a_beam_worker_is_one_line(tmp_path, monkeypatch):
 def test_the_fast_chunk_parser_equals_the_row_parser_on_mutated_lines():
     """`parse_interaction_chunk` splits clean chunks with str.split; on any chunk it must
     give exactly what the row parser (`split_delimited`) gives."""
-    import random
     rng = random.Random(0)
     noise = ['"', " ", "\t", ",", "\r", "\x00", "\ufeff", "\u0663", "\uff13", "\u00a0", "_",
              "e", ".", "-", ""]
