@@ -27,7 +27,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 #: where outputs go (PETERREC_BENCHMARK_RESULTS overrides it, e.g. for a smoke run)
-RESULTS_DIR = os.environ.get("PETERREC_BENCHMARK_RESULTS") or os.path.join(REPO, "benchmarks", "results")
+RESULTS_DIR = (os.environ.get("PETERREC_BENCHMARK_RESULTS")
+               or os.path.join(REPO, "benchmarks", "results"))
 
 
 def _provenance():
