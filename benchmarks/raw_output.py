@@ -119,9 +119,9 @@ def find(benchmark, tag=None, results_dir=RESULTS_DIR):
     for path in glob.glob(os.path.join(glob.escape(results_dir), f"{benchmark}_*.json")):
         with open(path, encoding="utf-8") as handle:
             payload = json.load(handle)
-        if payload.get("benchmark") != benchmark or (tag is not None
-                                                      and payload.get("tag") != tag):
-            continue
+        if (not isinstance(payload, dict) or payload.get("benchmark") != benchmark
+                or "provenance" not in payload or (tag is not None and payload.get("tag") != tag)):
+            continue  # another writer's file, or another tag
         payload["path"] = os.path.relpath(path, REPO)
         found.append(payload)
     return sorted(found, key=lambda p: (p["provenance"].get("finished_utc") or "", p["path"]))
