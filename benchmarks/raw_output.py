@@ -27,7 +27,8 @@ if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
 #: where outputs go (PETERREC_BENCHMARK_RESULTS overrides it, e.g. for a smoke run)
-RESULTS_DIR = os.environ.get("PETERREC_BENCHMARK_RESULTS") or os.path.join(REPO, "benchmarks", "results")
+RESULTS_DIR = (os.environ.get("PETERREC_BENCHMARK_RESULTS")
+               or os.path.join(REPO, "benchmarks", "results"))
 
 
 def _provenance():
@@ -118,9 +119,9 @@ def find(benchmark, tag=None, results_dir=RESULTS_DIR):
     for path in glob.glob(os.path.join(glob.escape(results_dir), f"{benchmark}_*.json")):
         with open(path, encoding="utf-8") as handle:
             payload = json.load(handle)
-        if payload.get("benchmark") != benchmark or (tag is not None
-                                                      and payload.get("tag") != tag):
-            continue
+        if (not isinstance(payload, dict) or payload.get("benchmark") != benchmark
+                or "provenance" not in payload or (tag is not None and payload.get("tag") != tag)):
+            continue  # another writer's file, or another tag
         payload["path"] = os.path.relpath(path, REPO)
         found.append(payload)
     return sorted(found, key=lambda p: (p["provenance"].get("finished_utc") or "", p["path"]))

@@ -408,8 +408,9 @@ def run(args):
     print(f"wrote {output}")
     sys.path.insert(0, REPO_ROOT)
     from benchmarks.raw_output import Run  # stdlib only: runs in RecBole's environment too
-    print("raw output: " + Run("recbole_reference", tag=f"seed{args.seed}",
-                               note="one RecBole process; load averages read after it").write(summary, report))
+    kept = Run("recbole_reference", tag=f"seed{args.seed}",
+               note="one RecBole process; load averages read after it")
+    print("raw output: " + kept.write(summary, report))
     return report
 
 

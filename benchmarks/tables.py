@@ -165,7 +165,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.list:
         for name, (renderer, command) in sorted(TABLES.items()):
-            print(f"{name}: {'has a raw output' if renderer() is not None else 'MISSING: ' + command}")
+            found = renderer() is not None
+            print(f"{name}: {'has a raw output' if found else 'MISSING: ' + command}")
         for section, what, command in PENDING:
             print(f"not yet generated ({section}): {what}\n    {command}")
         return 0
