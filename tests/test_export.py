@@ -495,6 +495,10 @@ def test_grpc_client_end_to_end(exported):
 
 
 def test_grpc_client_retries_while_the_server_starts_within_its_deadline(exported):
+    """The channel's service config retries UNAVAILABLE while the server starts; a server
+    that never comes ends the call at its deadline (the signature is run once first: its
+    first run, graph optimisation included, is not what this test times)."""
+    exported["multi_session"].run("cls", {"items": np.array([[b"item2"]])})
     port = free_port()
     holder = {}
     timer = threading.Timer(0.5, lambda: holder.update(
@@ -507,8 +511,11 @@ def test_grpc_client_retries_while_the_server_starts_within_its_deadline(exporte
         timer.join()
         holder["server"].stop(0)
     started = time.monotonic()
-    with pytest.raises(ServingError, match="UNAVAILABLE.*attempt"):
+    # gRPC answers the deadline when its retries run into it, UNAVAILABLE when they run out
+    with pytest.raises(ServingError, match="DEADLINE_EXCEEDED|UNAVAILABLE.*attempts"):
         GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=0.5, retries=50).predict([["item1"]])
+    with pytest.raises(ServingError, match="UNAVAILABLE.*up to 2 attempts"):
+        GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=10, retries=1).predict([["item1"]])
     assert time.monotonic() - started < 1.5  # the deadline bounds the retries
 
 
@@ -558,6 +565,14 @@ def test_command_line(dirs, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trainable share" in done.stdout
     assert os.path.isdir(tmp_path / "cli" / "7" / "variables")
+    done = run_command(f"--model_dir={dirs['pre']}", f"--item_embeddings={tmp_path / 'emb'}",
+                       f"--litert={tmp_path / 'pre.tflite'}", "--k=3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"wrote {tmp_path / 'emb'}, {tmp_path / 'pre.tflite'}"
+    assert os.path.exists(tmp_path / "emb" / "embeddings.npy") and os.path.exists(tmp_path / "pre.tflite")
+    done = run_command(f"--model_dir={dirs['pre']}", f"--item_embeddings={tmp_path / 'emb'}")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "not empty" in done.stderr and "Traceback" not in done.stderr
 
 
 @needs_checkpoints
@@ -842,3 +857,28 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
         assert list(top[0]) == hand_masked_top_k(logits, ids, 5)[0]
     with pytest.raises(ValueError, match="classification"):
         write_litert(dirs["cls"], str(tmp_path / "cls.tflite"), log=lambda *_: None)
+
+
+def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):
+    """The retry policies are the libraries' (gRPC service config, urllib3 Retry): only
+    UNAVAILABLE / 503 and refused connections; the gRPC client sends `exclude` lists with a
+    leading "" (never an empty tensor, and Serving's batching pads with it)."""
+    from peterrec_tf.serving.client import grpc_service_config, rest_retry
+    policy = json.loads(grpc_service_config(9))["methodConfig"][0]["retryPolicy"]
+    assert policy["maxAttempts"] == 5 and policy["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert "retryPolicy" not in json.loads(grpc_service_config(0))["methodConfig"][0]
+    retry = rest_retry(3)
+    assert retry.is_retry("POST", 503) and not retry.is_retry("POST", 500)
+    assert not retry.is_retry("POST", 400)
+    server, port = start_server({"excluding": {1: excluding["session"]}})
+    try:
+        with GrpcClient(f"127.0.0.1:{port}", "excluding", timeout=10) as client:
+            out = client.predict_excluding([["item1", "item2"], ["item3"]],
+                                           [["item5", "item6"], []], k=4,
+                                           signature="next_top_k_exclude")
+            assert out["top_k_ids"].shape == (2, 4)
+            assert not {5, 6, 1, 2} & set(out["top_k_ids"][0]) and 3 not in out["top_k_ids"][1]
+            with pytest.raises(ValueError, match="one list per history"):
+                client.predict_excluding([["item1"]], [], k=2, signature="next_top_k_exclude")
+    finally:
+        server.stop(0)

@@ -83,8 +83,11 @@ def write_item_embeddings(model_dir, out_dir, backbone_dir=None, log=print):
     padding = set(config.get("padding_tokens", []))
     blocked = [0] + [i for i, token in enumerate(tokens) if i > 0 and token in padding]
     parent = os.path.dirname(out_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(out_dir)}-", dir=parent)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix=f".tmp-{os.path.basename(out_dir)}-", dir=parent)
+    except OSError as error:
+        raise ValueError(f"{out_dir}: cannot write here ({error.strerror or error})") from error
     try:
         np.save(os.path.join(tmp, "embeddings.npy"), rows)
         np.save(os.path.join(tmp, "bias.npy"), bias)
@@ -102,6 +105,9 @@ def write_item_embeddings(model_dir, out_dir, backbone_dir=None, log=print):
         if os.path.isdir(out_dir):
             os.rmdir(out_dir)  # empty (checked above)
         os.rename(tmp, out_dir)
+    except OSError as error:  # a full or failing disk: one line, nothing left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ValueError(f"{out_dir}: {error.strerror or error}") from error
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -118,13 +118,12 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     if quantize == "dynamic_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    from pipelines.vocab import write_tokens
-
-    write_tokens(path + ".vocab.txt", items)
-    if outputs_vocab is not items:
-        write_tokens(path + ".outputs.txt", outputs_vocab)
+    try:
+        _write_files(path, flatbuffer, items, outputs_vocab)
+    except OSError as error:  # unwritable or full: one line, no half-written model
+        if os.path.exists(path + ".tmp"):
+            os.remove(path + ".tmp")
+        raise ValueError(f"{path}: {error.strerror or error}") from error
     info = {"model_dir": os.path.abspath(model_dir), "task": model.task, "k": k,
             "quantize": quantize, "exclude_history": bool(exclude_history),
             "inputs": {"item_ids": {"dtype": "int32", "shape": [1, framing.length],
@@ -138,12 +137,22 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
             "framing": framing.get_config(), "blocked": blocked, "bytes": len(flatbuffer)}
     with open(path + ".json", "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
-    with open(path + ".tmp", "wb") as handle:
-        handle.write(flatbuffer)
-    os.replace(path + ".tmp", path)
     log(f"wrote {path} ({len(flatbuffer):,} bytes, {quantize}, top {k} of {outputs:,} outputs "
         f"from int32 item ids [1, {framing.length}]; vocabularies and {os.path.basename(path)}.json beside it)")
     return info
+
+
+def _write_files(path, flatbuffer, items, outputs_vocab):
+    """The vocabularies beside FILE, then FILE itself (under a temporary name, renamed)."""
+    from pipelines.vocab import write_tokens
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_tokens(path + ".vocab.txt", items)
+    if outputs_vocab is not items:
+        write_tokens(path + ".outputs.txt", outputs_vocab)
+    with open(path + ".tmp", "wb") as handle:
+        handle.write(flatbuffer)
+    os.replace(path + ".tmp", path)
 
 
 def run_litert(path, item_ids):

@@ -125,7 +125,7 @@ class ServingModule(tf.Module):
             default_value=0)
         self.output_tables = {}
         self.output_id_tables = {}  # token -> output id, for a request's `exclude` list
-        self.item_to_output = {}    # item id -> output id (-1: none), for its history
+        self.outputs_by_token = {}  # task -> whether its outputs are another vocabulary
         for task in tasks:
             name = "items" if task.outputs_vocab == self.item_tokens else f"{task.name}_outputs"
             self.output_tables[task.name] = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
@@ -137,8 +137,13 @@ class ServingModule(tf.Module):
                     tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
                         self.assets[name], tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
                         tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
-                self.item_to_output[task.name] = item_to_output_ids(self.item_tokens,
-                                                                    task.outputs_vocab)
+                self.outputs_by_token[task.name] = item_to_output_ids(
+                    self.item_tokens, task.outputs_vocab) is not None
+        # id -> item token, for a history's items as another vocabulary's ids (by token:
+        # two asset-backed lookups instead of a [V] constant copied into every signature)
+        self.item_token_table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.assets["items"], tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
 
     def _asset(self, asset_dir, name, tokens):
         if name not in self.assets:
@@ -186,11 +191,11 @@ class ServingModule(tf.Module):
         if self.exclude_history:
             ids = tf.cast(item_ids, tf.int64)
             known = (ids > 0) & (ids < self.vocab_size)
-            table = self.item_to_output[task.name]
-            if table is None:  # the outputs are the items
+            if not self.outputs_by_token[task.name]:  # the outputs are the items
                 parts.append(tf.where(known, ids, -1))
-            else:
-                mapped = tf.gather(tf.constant(table, tf.int64), tf.where(known, ids, 0))
+            else:  # item id -> token -> output id (-1 when no output has that token)
+                tokens = self.item_token_table.lookup(tf.where(known, ids, 0))
+                mapped = self.output_id_tables[task.name].lookup(tokens)
                 parts.append(tf.where(known, mapped, -1))
         if exclude is not None:
             ids = self.output_id_tables[task.name].lookup(exclude)
