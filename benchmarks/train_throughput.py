@@ -17,10 +17,11 @@ their ratio are printed per row. No assertion: this prints figures.
 
 `--history_len=9` measures something else: next-item pre-training on short histories (a
 median of about 9 real items in `--seq_len`-wide windows), this project against itself:
-the XLA plan the `pretrain` job chooses by default (`xla_policy.xla_plan` on the measured
-share of target positions), `--nojit_compile` (TF's own ops) and the step compiled whole
-(the head on the target rows only, `SequencePretrainer._compact_loss_sum`), alternated in
-one process; raw samples, commit, load average and command go to
+`--nojit_compile` (TF's own ops), the fused softmax alone in XLA, the residual stack and
+the fused softmax in XLA, and the step compiled whole (the head on the target rows only,
+`SequencePretrainer._compact_loss_sum`), alternated in one process; the row names the one
+the `pretrain` job chooses by default (`xla_policy.xla_plan` on the measured share of
+target positions); raw samples, commit, load average and command go to
 `benchmarks/results/train_throughput_short_<commit>.json`.
 """
 
@@ -320,7 +321,8 @@ def short_history_rows(args):
     from peterrec_tf.training.xla_policy import target_fill, xla_plan
 
     dilations = (1, 4, 1, 4, 1, 4, 1, 4)
-    sides = {"default": None, "nojit_compile": (), "whole_step": ("step", "softmax")}
+    sides = {"nojit_compile": (), "softmax": ("softmax",), "blocks+softmax": ("blocks", "softmax"),
+             "whole_step": ("step", "softmax")}
     record = dict(provenance.collect(vars(args)), load_average_before=os.getloadavg(),
                   rows=[])
     with tempfile.TemporaryDirectory() as root:
@@ -333,26 +335,26 @@ def short_history_rows(args):
             real = [int(w) for _, _, weights in data.take(32)
                     for w in weights.numpy().sum(axis=1)]
             for channels in [int(c) for c in args.channels.split(",")]:
-                sides["default"] = xla_plan("next_item", 0, channels, fill=fill)
+                default = xla_plan("next_item", 0, channels, fill=fill)
+                default_side = next(k for k, v in sides.items() if v == default)
                 samples = {side: [] for side in sides}
                 for _ in range(args.repeats):  # alternate the sides
                     for side, plan in sides.items():
                         samples[side].append(run_keras("next_full", prepared, vocab, channels,
                                                        dilations, 32, args.steps, args.seq_len,
-                                                       plan=tuple(plan)))
+                                                       plan=plan))
                 medians = {side: statistics.median(v) for side, v in samples.items()}
                 row = {"vocab": vocab, "channels": channels, "batch": 32,
                        "seq_len": args.seq_len, "median_real_items": statistics.median(real),
-                       "fill": fill, "default_plan": list(sides["default"]),
+                       "fill": fill, "default_plan": list(default), "default_side": default_side,
                        "samples_seq_per_s": samples, "medians": medians,
-                       "default_over_nojit": medians["default"] / medians["nojit_compile"],
+                       "default_over_nojit": medians[default_side] / medians["nojit_compile"],
                        "load_average_after": os.getloadavg()}
                 record["rows"].append(row)
                 print(f"short histories (median {row['median_real_items']} of {args.seq_len}, "
-                      f"fill {fill:.2f}) V={vocab} C={channels}: default "
-                      f"{'+'.join(sides['default'])} {medians['default']:,.0f} seq/s, "
-                      f"nojit {medians['nojit_compile']:,.0f}, whole step "
-                      f"{medians['whole_step']:,.0f}; default/nojit "
+                      f"fill {fill:.2f}) V={vocab} C={channels}: "
+                      + ", ".join(f"{side} {m:,.0f}" for side, m in medians.items())
+                      + f" seq/s; the default ({default_side}) / nojit "
                       f"{row['default_over_nojit']:.2f}", flush=True)
     out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     os.makedirs(out_dir, exist_ok=True)
