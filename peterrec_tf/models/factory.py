@@ -13,13 +13,15 @@ def build_finetuner(
     patch_config=None,
     from_scratch=False,
     seed=None,
+    regularisation=None,
     **finetuner_kwargs,
 ):
     """A FineTuner whose backbone copies `pretrained_backbone` (never modifies it).
 
     `peterrec` grafts patches (`insertion`, default b causal / d non-causal); the other
     methods fine-tune a plain copy.  `from_scratch=True` keeps the architecture but not
-    the weights: the paper's PeterZero / FineZero baselines.
+    the weights: the paper's PeterZero / FineZero baselines. `regularisation`
+    ({"dropout", "embedding_dropout"}) is the fine-tuning backbone's (none by default).
     """
     source = pretrained_backbone
     if from_scratch:
@@ -29,10 +31,9 @@ def build_finetuner(
         source = Backbone(**pretrained_backbone.architecture())
         source.build()
     if method == "peterrec":
-        backbone = source.with_patches(insertion, patch_config)
+        backbone = source.with_patches(insertion, patch_config, regularisation=regularisation)
     else:
-        backbone = Backbone(source.vocab_size, source.channels, source.dilations,
-                            source.kernel_size, source.causal)
+        backbone = Backbone(**source.architecture(), **(regularisation or {}))
         backbone.build()
         backbone.copy_backbone_weights_from(source)
     model = FineTuner(backbone, task=task, num_outputs=num_outputs, method=method,

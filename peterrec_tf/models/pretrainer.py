@@ -11,11 +11,27 @@ from peterrec_tf.models.replica_losses import scale_for_replicas, weighted_mean
 
 from peterrec_tf.layers.heads import DotProductHead, make_head
 from peterrec_tf.layers.fused_softmax import (
-    draw_candidates, fused_sampled_softmax_sum, fused_softmax_sum)
+    draw_candidates, fused_sampled_softmax_sum, fused_softmax_sum, smoothed_cross_entropy)
 
 # with the fused softmax losses the kept positions are padded to a multiple of this, so
 # that XLA compiles a few row counts instead of one per batch
 FUSED_ROWS_MULTIPLE = 64
+
+
+#: at most this many static row counts for the head in an XLA-compiled step
+COMPACT_BUCKETS = 8
+
+
+def compact_sizes(rows):
+    """The static row counts the head may run on in an XLA-compiled step of `rows`
+    positions: multiples of a step (at least FUSED_ROWS_MULTIPLE, about `rows` /
+    COMPACT_BUCKETS) below `rows`, then `rows`; just `(rows,)` when `rows` is unknown
+    or small."""
+    if rows is None:
+        return ()
+    step = -(-rows // COMPACT_BUCKETS)
+    step = -(-step // FUSED_ROWS_MULTIPLE) * FUSED_ROWS_MULTIPLE
+    return tuple(range(step, rows, step)) + (rows,)
 
 
 def pad_rows(multiple, *tensors):
@@ -34,7 +50,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
     weight.  In training `call` returns the hidden states and `compute_loss` applies the
     head only at positions with weight > 0; with the `dot` head and `num_sampled > 0`
     that is a sampled softmax (log-uniform candidates, like the release), so the full
-    `[B, T, V]` logits are never formed in training.
+    `[B, T, V]` logits are never formed in training. `label_smoothing` e > 0 (full softmax
+    only) trains towards `1 - e` on the label and `e / V` on every item.
     """
 
     requires_causal = None
@@ -42,8 +59,14 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
     #: notion of model kind that evaluation, export and the model directory dispatch on.
     task = "pretrain"
 
-    def __init__(self, backbone, head="full", num_sampled=0, framing=None, **kwargs):
+    def __init__(self, backbone, head="full", num_sampled=0, framing=None, label_smoothing=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and num_sampled:
+            raise ValueError("label smoothing needs the full softmax (num_sampled=0): a sampled "
+                             "softmax has no distribution over every item to smooth towards")
         if self.requires_causal is not None and backbone.causal != self.requires_causal:
             kind = "causal" if self.requires_causal else "non-causal"
             raise ValueError(f"{type(self).__name__} needs a {kind} backbone")
@@ -56,6 +79,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.backbone = backbone
         self.head_kind = head
         self.num_sampled = int(num_sampled)
+        self.label_smoothing = float(label_smoothing)
         # histories as `next_item_logits` reads them: the last items, left-padded
         self.framing = Framing.from_config(framing or Framing("history"))
         self.head = make_head(head, backbone.vocab_size, name="head")
@@ -82,7 +106,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         super().compile(*args, **kwargs)
 
     def call(self, item_ids, training=None):
-        hidden = self.backbone(item_ids)
+        hidden = self.backbone(item_ids, training=training)
         if training:
             return hidden  # compute_loss applies the head where the loss needs it
         return self.head(hidden)
@@ -91,6 +115,12 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         """The hidden state `[B, C]` from which the next item after `item_ids` `[B, T]` is
         predicted. Causal: the last position.  Non-causal (GRec): a [MASK] (id 0) is
         appended and its position read, the encoder's way of asking for the next item.
+
+        `item_ids` must be framed ids, as `self.framing.frame` makes them from histories
+        (`[[oldest, ..., newest], ...]`): the most recent items, left-padded with 0, the
+        newest last. Nothing here re-frames them. With `Backbone(padding="masked")` (new
+        causal models) the width of the left padding does not change the answer; with
+        `padding="learned"` (converted release models) it does, as in the release.
         """
         if not self.backbone.causal:
             item_ids = ops.concatenate(
@@ -98,7 +128,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         return self.backbone.last_position(item_ids)
 
     def next_item_logits(self, item_ids):
-        """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`."""
+        """Logits `[B, V]` of the item after each framed history `item_ids` `[B, T]` (see
+        `user_embedding`: frame with `self.framing.frame(tf.ragged.constant(histories))`)."""
         return self.head(self.user_embedding(item_ids)[:, None, :])[:, 0, :]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -106,45 +137,67 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
 
         In training `y_pred` is the hidden states and the head runs only at the weighted
         positions (not at padding, nor at unmasked positions of the masked objective,
-        which the release computes and then discards); under XLA (`jit_compile`) it runs
-        at every position instead, since a data-dependent gather has no static shape.
-        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s, in both cases.
+        which the release computes and then discards).  Outside XLA they are gathered (and
+        padded to a multiple of FUSED_ROWS_MULTIPLE for the fused losses); in an
+        XLA-compiled step (`jit_compile`), where a gather needs a static size, they are
+        moved to the front and the head runs on the smallest of a few static row counts
+        that holds them all (`compact_sizes`, one branch of a `tf.switch_case` each), so
+        short histories in long windows cost what they contain there too.
+        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s, in all cases.
         """
         labels = tf.reshape(tf.cast(y, "int32"), [-1])
         if sample_weight is None:
             weights = tf.ones_like(labels, dtype="float32")
         else:
             weights = tf.reshape(tf.cast(sample_weight, "float32"), [-1])
-        if training:
-            hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
-            if self.jit_compile:
-                if self.num_sampled:
-                    raise ValueError("the sampled softmax cannot run under XLA (its candidate "
-                                     "sampler has no XLA kernel): compile with "
-                                     "jit_compile=False")
-                # static shapes, no data-dependent gather: the head runs at every position
-                # and the weights zero the padding/unmasked ones
-            else:
-                keep = tf.where(weights > 0)[:, 0]
-                hidden = tf.gather(hidden, keep)
-                labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
-                if self.fused_softmax:
-                    hidden, labels, weights = pad_rows(
-                        FUSED_ROWS_MULTIPLE, hidden, labels, weights)
-            if self.fused_softmax:
-                return self._finish_loss(self._fused_loss(hidden, labels, weights),
-                                         ops.sum(weights))
-            if self.num_sampled:
-                per_position = self._sampled_softmax(labels, hidden)
-            else:
-                logits = tf.cast(self.head(hidden), "float32")
-                per_position = keras.losses.sparse_categorical_crossentropy(
-                    labels, logits, from_logits=True)
-        else:
+        if not training:
             logits = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.vocab_size])
-            per_position = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True)
-        return self._finish_loss(ops.sum(per_position * weights), ops.sum(weights))
+            per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
+            return self._finish_loss(ops.sum(per_position * weights), ops.sum(weights))
+        hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
+        if self.jit_compile:
+            if self.num_sampled:
+                raise ValueError("the sampled softmax cannot run under XLA (its candidate "
+                                 "sampler has no XLA kernel): compile with "
+                                 "jit_compile=False")
+            return self._finish_loss(self._compact_loss_sum(hidden, labels, weights),
+                                     ops.sum(weights))
+        keep = tf.where(weights > 0)[:, 0]
+        hidden = tf.gather(hidden, keep)
+        labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
+        if self.fused_softmax:
+            hidden, labels, weights = pad_rows(FUSED_ROWS_MULTIPLE, hidden, labels, weights)
+        return self._finish_loss(self._loss_sum(hidden, labels, weights), ops.sum(weights))
+
+    def _loss_sum(self, hidden, labels, weights):
+        """`sum_i weights[i] * loss_i` of the head at the rows `hidden` `[N, C]`."""
+        if self.fused_softmax:
+            return self._fused_loss(hidden, labels, weights)
+        if self.num_sampled:
+            per_position = self._sampled_softmax(labels, hidden)
+        else:
+            logits = tf.cast(self.head(hidden), "float32")
+            per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
+        return ops.sum(per_position * weights)
+
+    def _compact_loss_sum(self, hidden, labels, weights):
+        """`_loss_sum` over the rows with weight > 0, at static row counts (for XLA): the
+        kept rows first, then the head on the first `size` rows, `size` the smallest of
+        `compact_sizes` that holds them (rows past the kept ones carry weight 0)."""
+        sizes = compact_sizes(hidden.shape[0])
+        if len(sizes) < 2:
+            return self._loss_sum(hidden, labels, weights)
+        kept = tf.cast(weights > 0, "int32")
+        order = tf.argsort(kept, direction="DESCENDING", stable=True)
+        branch = tf.reduce_sum(tf.cast(tf.reduce_sum(kept) > tf.constant(sizes[:-1]), "int32"))
+
+        # permuted outside the branches: inside, a gather's gradient would need the row
+        # count as a compile-time constant across the branch boundary; a slice's does not
+        hidden, labels, weights = (tf.gather(t, order) for t in (hidden, labels, weights))
+
+        def head_on_first(size):
+            return self._loss_sum(hidden[:size], labels[:size], weights[:size])
+        return tf.switch_case(branch, [lambda size=size: head_on_first(size) for size in sizes])
 
     def _finish_loss(self, weighted_sum, weight_sum):
         loss = weighted_mean(weighted_sum, weight_sum)
@@ -159,8 +212,10 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
                 hidden, labels, weights, kernel, bias,
                 draw_candidates(labels, self.num_sampled, self.backbone.vocab_size))
         if isinstance(self.head, DotProductHead):
-            return fused_softmax_sum(hidden, labels, weights, kernel, bias, vocab_major=True)
-        return fused_softmax_sum(tf.nn.relu(hidden), labels, weights, kernel, bias)
+            return fused_softmax_sum(hidden, labels, weights, kernel, bias, vocab_major=True,
+                                     label_smoothing=self.label_smoothing)
+        return fused_softmax_sum(tf.nn.relu(hidden), labels, weights, kernel, bias,
+                                 label_smoothing=self.label_smoothing)
 
     @property
     def fused_softmax(self):
@@ -193,6 +248,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             "head": self.head_kind,
             "num_sampled": self.num_sampled,
             "framing": self.framing.get_config(),
+            "label_smoothing": self.label_smoothing,
         }
 
 
