@@ -482,20 +482,20 @@ def write_report(_, directory, **parts):
 
 # --- the pipeline -----------------------------------------------------------------------
 
-def bad_stage(parsed, header_number, keep):
+def bad_stage(parsed, header_number, keep, label=""):
     """Bad-line reports that count (no trailing blank lines): their number and the first
-    `keep` by line, plus the last non-blank line."""
+    `keep` by line, plus the last non-blank line (`label`: one file's stage names)."""
     import apache_beam as beam
     from apache_beam.pvalue import AsSingleton
 
-    last = parsed.last | "LastLine" >> beam.CombineGlobally(
+    last = parsed.last | f"{label}LastLine" >> beam.CombineGlobally(
         lambda xs: max(list(xs) + [header_number]))
     bad_lines = (parsed.bad
-                 | "NotTrailing" >> beam.Filter(lambda r, end: not r[2] or r[0] < end,
-                                                end=AsSingleton(last)))
+                 | f"{label}NotTrailing" >> beam.Filter(lambda r, end: not r[2] or r[0] < end,
+                                                        end=AsSingleton(last)))
     return {"last": last,
-            "bad_count": bad_lines | "BadCount" >> beam.combiners.Count.Globally(),
-            "bad_first": bad_lines | "BadFirst" >> beam.combiners.Top.Smallest(keep)}
+            "bad_count": bad_lines | f"{label}BadCount" >> beam.combiners.Count.Globally(),
+            "bad_first": bad_lines | f"{label}BadFirst" >> beam.combiners.Top.Smallest(keep)}
 
 
 def first_seen_vocabulary(occurrences, reserved, label=""):
@@ -635,10 +635,16 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     returns the datasets index."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    if format not in FORMATS:
+    from pipelines.formats import TABLE_FORMATS, table_format, user_history
+
+    if format not in FORMATS + tuple(TABLE_FORMATS):
         raise ValueError(f"--runner={runner} supports --format in {FORMATS}; {format} is "
                          "prepared with --runner=local")
     pipeline_options = PipelineOptions(list(beam_args) + [f"--runner={runner}"])
+    if format in TABLE_FORMATS:
+        return user_history.prepare_beam(table_format(format), path, tmp, items, bad,
+                                         num_shards, seed, common, options, pipeline_options,
+                                         log, chunk_bytes, quality)
     if format == "movielens_100k":
         return prepare_movielens(path, tmp, items, bad, num_shards, seed, common, options,
                                  pipeline_options, log, quality)

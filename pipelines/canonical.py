@@ -155,35 +155,52 @@ def settle_reports(bad, path, reports, last_nonblank, total=None):
 
 # --- interaction logs ------------------------------------------------------------------
 
-def interactions_header(path, number, text, delimiter, user_col, item_col, time_col):
-    """(delimiter, number of fields, (user, item, time) column indices) from the header."""
+def table_header(path, number, text, delimiter, wanted, flag_names):
+    """(delimiter, number of fields, indices of the `wanted` columns) from a table's header
+    line; `flag_names` (e.g. "--user_col/--item_col") are named when a column is missing.
+    The delimiter defaults to tab for .tsv/.tab files or a header holding a tab, else comma."""
     import csv
     if delimiter is None:
         delimiter = "\t" if path.endswith((".tsv", ".tab")) or "\t" in text else ","
     header = next(csv.reader([text], delimiter=delimiter))
-    missing = [c for c in (user_col, item_col, time_col) if c not in header]
+    missing = [c for c in wanted if c not in header]
     if missing:
         hint = (f"; the header is one field: is the delimiter not {delimiter!r}? (set "
                 "--delimiter)" if len(header) == 1 else "")
         raise DataError(path, number, f"header {header} lacks column(s) {missing} "
-                        f"(set --user_col/--item_col/--time_col){hint}")
-    return delimiter, len(header), (header.index(user_col), header.index(item_col),
-                                    header.index(time_col))
+                        f"(set {flag_names}){hint}")
+    return delimiter, len(header), tuple(header.index(c) for c in wanted)
 
 
-def parse_interaction_rows(lines, delimiter, width, columns):
-    """For (number, text) lines: (number, user, item, stamp) or (number, message, blank)."""
+def interactions_header(path, number, text, delimiter, user_col, item_col, time_col):
+    """(delimiter, number of fields, (user, item, time) column indices) from the header."""
+    return table_header(path, number, text, delimiter, (user_col, item_col, time_col),
+                        "--user_col/--item_col/--time_col")
+
+
+def table_rows(lines, delimiter, width, expected="a user, item, timestamp row"):
+    """For (number, text) lines: (number, fields) of each row with `width` fields, or
+    (number, message, blank) for a blank line or a row of another width."""
     import csv
-    u, i, t = columns
     numbers = [number for number, _ in lines]
     for number, row in zip(numbers, csv.reader([text for _, text in lines],
                                                delimiter=delimiter)):
         if not row:
-            yield number, "blank line (expected a user, item, timestamp row)", True
-            continue
-        if len(row) != width:
+            yield number, f"blank line (expected {expected})", True
+        elif len(row) != width:
             yield number, f"expected {width} fields, got {len(row)}", False
+        else:
+            yield number, row
+
+
+def parse_interaction_rows(lines, delimiter, width, columns):
+    """For (number, text) lines: (number, user, item, stamp) or (number, message, blank)."""
+    u, i, t = columns
+    for parsed in table_rows(lines, delimiter, width):
+        if len(parsed) == 3:
+            yield parsed
             continue
+        number, row = parsed
         try:
             stamp = float(row[t])
         except ValueError:

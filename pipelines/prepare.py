@@ -20,11 +20,12 @@ import time
 from pipelines import writer
 from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
+from pipelines.formats import TABLE_FORMATS, table_format
 from pipelines.locking import exclusive_lock
 from pipelines.vocab import Vocabulary
 
 FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "interactions",
-           "synthetic")
+           "synthetic") + tuple(TABLE_FORMATS)
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
@@ -91,6 +92,12 @@ def _note_quality(where, stats, shares, max_oov_share, log):
     if shares["oov_share"] > max_oov_share:
         warnings.append(f"{where}: {shares['oov_share']:.1%} of item occurrences are not "
                         f"in the vocabulary (mapped to id 0), {limit}")
+    without, users = stats.get("users_without_history", 0), stats.get("users", 0)
+    if users and without / users > max_oov_share:
+        warnings.append(f"{where}: {without} of {users} users of the table "
+                        f"({without / users:.1%}; {stats.get('users_not_in_events', 0)} not in "
+                        "the event log at all) have no history and were dropped, "
+                        f"{limit}")
     if shares.get("unseen_test_target_share", 0) > max_oov_share:
         warnings.append(f"{where}: {shares['unseen_test_target_share']:.1%} of test targets "
                         f"({shares['unseen_test_targets']}) never occur in training, {limit}")
@@ -110,6 +117,11 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
                 checksums[name] = file_checksum(os.path.join(input, name))
     elif input:
         raise DataError(input, None, "not found")
+    events = options.get("events")
+    if events and not os.path.isfile(events):
+        raise DataError(events, None, "--events not found (expected the event log file)")
+    if events:
+        checksums["events:" + os.path.basename(events)] = file_checksum(events)
     if vocab and not os.path.isfile(vocab):
         raise DataError(vocab, None, "--vocab not found (expected PRETRAIN_DIR/vocab/items.txt)")
     vocab_checksum = file_checksum(vocab) if vocab else None
@@ -164,6 +176,8 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
 
 
 def _read(format, input, items, bad, seed, options):
+    if format in TABLE_FORMATS:
+        return table_format(format).read(input, items, bad, seed, options)
     if format == "peterrec_pretrain_csv":
         from pipelines.formats.peterrec_csv import read_pretrain
         return read_pretrain(input, items, bad, seed, options.get("zero_is_padding", False),
@@ -228,6 +242,8 @@ def define_flags():
     flags.DEFINE_string("time_col", "timestamp", "interactions: timestamp column name (numeric).")
     flags.DEFINE_string("delimiter", None, "interactions: field delimiter (default: tab for "
                         ".tsv or tab-containing headers, else comma).")
+    from pipelines.formats import user_history
+    user_history.define_flags(flags)
     flags.DEFINE_integer("synthetic_users", 2000, "synthetic: number of users.")
     flags.DEFINE_integer("synthetic_items", 500, "synthetic: number of items.")
     flags.DEFINE_integer("synthetic_clusters", 10, "synthetic: latent item clusters.")
@@ -244,6 +260,9 @@ def define_flags():
 def options_from_flags(values):
     """The format-specific options of `prepare` from parsed flags (only the relevant ones,
     so an unrelated flag does not change the fingerprint)."""
+    if values.format in TABLE_FORMATS:
+        from pipelines.formats import user_history
+        return user_history.options_from_flags(values)
     extra = {} if values.min_seq_len == 3 else {"min_length": values.min_seq_len}
     csv = {"zero_is_padding": True} if values.zero_is_padding else {}
     if values.format == "peterrec_pretrain_csv":
