@@ -36,7 +36,7 @@ import os
 
 import numpy as np
 
-from pipelines import canonical, schema, writer
+from pipelines import canonical, fileio, schema, writer
 from pipelines.dataset import SPLITS, Record, leave_last_out, split_users
 from pipelines.errors import DataError
 from pipelines.vocab import Vocabulary
@@ -44,6 +44,9 @@ from pipelines.vocab import Vocabulary
 FORMATS = ("interactions", "peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k")
 ML_TASKS = ("gender", "age", "occupation")
 REPORT = ".beam_report.json"
+#: Records are ranked in buckets of 4096 lines' keys (`bucket_ranks`): one worker sorts a
+#: bucket, never a whole split.
+RECORD_BUCKET_SHIFT = canonical.POSITION_BITS + 12
 
 
 # --- worker functions (module level so every runner can pickle them) --------------------
@@ -163,15 +166,50 @@ def _dataset_and_split(place):
     return name, split
 
 
-def rank_table(pairs):
-    return {place: canonical.rank_keys(keys) for place, keys in pairs}
+def bucket_ranks(keyed, label, bucket_of):
+    """Rank (group, sort key, payload) elements within their group without gathering a
+    group on one worker: elements go to buckets (`bucket_of(sort key)`, ordered like the
+    keys), each bucket is sorted by one worker, and a small side table of bucket sizes
+    gives each bucket's offset. Returns ((group, rank, group size, sort key, payload)
+    elements, the {group: size} table)."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
+    bucketed = keyed | f"{label}Bucket" >> beam.Map(
+        lambda e: ((e[0], bucket_of(e[1])), (e[1], e[2])))
+    table = (bucketed
+             | f"{label}One" >> beam.Map(lambda kv: (kv[0], 1))
+             | f"{label}Sizes" >> beam.CombinePerKey(sum)
+             | f"{label}AllSizes" >> beam.combiners.ToList()
+             | f"{label}Offsets" >> beam.Map(bucket_offsets))
+    ranked = (bucketed
+              | f"{label}ByBucket" >> beam.GroupByKey()
+              | f"{label}Rank" >> beam.FlatMap(rank_bucket, AsSingleton(table)))
+    return ranked, table | f"{label}Totals" >> beam.Map(lambda t: t["totals"])
 
 
-def encode_record(keyed, ranks, num_shards):
-    place, key, record = keyed
-    keys = ranks[place]
-    rank = int(np.searchsorted(keys, key))
-    shards = canonical.shard_count(len(keys), num_shards)
+def bucket_offsets(sizes):
+    """{"offsets": {(group, bucket): elements in the group's earlier buckets},
+    "totals": {group: elements}} from ((group, bucket), size) pairs."""
+    offsets, totals = {}, {}
+    for (group, bucket), size in sorted(sizes):
+        offsets[(group, bucket)] = totals.get(group, 0)
+        totals[group] = totals.get(group, 0) + size
+    return {"offsets": offsets, "totals": totals}
+
+
+def rank_bucket(grouped, table):
+    (group, bucket), members = grouped
+    offset, total = table["offsets"][(group, bucket)], table["totals"][group]
+    for i, (key, payload) in enumerate(sorted(members, key=lambda m: m[0])):
+        yield group, offset + i, total, key, payload
+
+
+def encode_record(ranked, num_shards):
+    """A ranked (place, rank, records of the place, key, Record) -> its shard and bytes: rank
+    mod the place's shard count picks the shard (the writer's round-robin)."""
+    place, rank, total, _, record = ranked
+    shards = canonical.shard_count(total, num_shards)
     yield (place, rank % shards, shards), (rank, schema.encode(
         record.item_ids, record.user_id, record.target, record.label))
 
@@ -181,11 +219,10 @@ def write_shard(grouped, directory):
     (place, shard, shards), records = grouped
     name, split = _dataset_and_split(place)
     records = sorted(records, key=lambda r: r[0])
-    os.makedirs(os.path.join(directory, name), exist_ok=True)
-    path = os.path.join(directory, name, writer.shard_name(split, shard, shards))
-    with tf.io.TFRecordWriter(path, options="GZIP") as handle:
-        for _, serialized in records:
-            handle.write(serialized)
+    folder = fileio.join(directory, name) if name else directory
+    fileio.makedirs(folder)
+    fileio.write_tfrecords(fileio.join(folder, writer.shard_name(split, shard, shards)),
+                           [serialized for _, serialized in records])
     yield place, len(records)
 
 
@@ -444,10 +481,9 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
 
 
 def _read_report(tmp):
-    path = os.path.join(tmp, REPORT)
-    with open(path, encoding="utf-8") as handle:
-        report = json.load(handle)
-    os.remove(path)
+    path = fileio.join(tmp, REPORT)
+    report = json.loads(fileio.read_bytes(path))
+    fileio.delete(path)
     return report
 
 
@@ -456,7 +492,7 @@ def _split_counts(report, directory, num_shards, prefix=""):
     counts = {split: report["counts"].get(prefix + split, 0) for split in SPLITS}
     for split, count in counts.items():
         if not count:
-            canonical.ShardWriters(directory, split, 0, num_shards).close()
+            fileio.write_tfrecords(fileio.join(directory, writer.shard_name(split, 0, 1)), [])
     return counts
 
 
@@ -476,8 +512,7 @@ def _oov(report):
 
 
 def write_report(_, directory, **parts):
-    with open(os.path.join(directory, REPORT), "w", encoding="utf-8") as handle:
-        json.dump(parts, handle)
+    fileio.write_bytes(fileio.join(directory, REPORT), json.dumps(parts).encode("utf-8"))
 
 
 # --- the pipeline -----------------------------------------------------------------------
@@ -597,12 +632,7 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
     import apache_beam as beam
     from apache_beam.pvalue import AsSingleton
 
-    ranks = (records
-             | "Keys" >> beam.Map(lambda r: (r[0], r[1]))
-             | "KeysBySplit" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-             | "AllKeys" >> beam.combiners.ToList()
-             | "Ranks" >> beam.Map(rank_table))
-    parts["counts"] = ranks | "Counts" >> beam.Map(lambda t: {s: len(k) for s, k in t.items()})
+    ranked, parts["counts"] = bucket_ranks(records, "Keys", lambda key: key >> RECORD_BUCKET_SHIFT)
     parts["record_stats"] = (records
                              | "RecordStats" >> beam.Map(record_stats, max_len)
                              | "MergeStats" >> beam.CombinePerKey(canonical.merge_record_stats)
@@ -617,8 +647,8 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
                       | "TestTargets" >> beam.FlatMap(test_targets)
                       | "AllTestTargets" >> beam.combiners.ToList()
                       | "TestsByDataset" >> beam.Map(grouped_lists))
-    parts["written"] = (records
-                        | "Encode" >> beam.FlatMap(encode_record, AsSingleton(ranks), num_shards)
+    parts["written"] = (ranked
+                        | "Encode" >> beam.FlatMap(encode_record, num_shards)
                         | "ByShard" >> beam.GroupByKey()
                         | "Write" >> beam.FlatMap(write_shard, tmp)
                         | "Written" >> beam.CombinePerKey(sum)
@@ -670,15 +700,15 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     if format == "interactions" and not report["users"]:
         raise DataError(path, None, "no interaction rows after the header")
     vocab = Vocabulary(report["tokens"], frozen=items.frozen)
-    os.makedirs(os.path.join(tmp, "vocab"))
-    vocab.save(os.path.join(tmp, "vocab", "items.txt"))
+    fileio.makedirs(fileio.join(tmp, "vocab"))
+    vocab.save(fileio.join(tmp, "vocab", "items.txt"))
     counts = _split_counts(report, tmp, num_shards)
     oov = _oov(report)
     zero_is_padding = options.get("zero_is_padding", False)
     num_targets = None
     if format == "peterrec_finetune_csv":
         targets = Vocabulary(report["targets"])
-        targets.save(os.path.join(tmp, "vocab", "targets.txt"))
+        targets.save(fileio.join(tmp, "vocab", "targets.txt"))
         num_targets = len(targets)
         stats = dict(oov, sources_entirely_oov=report["entirely_oov"],
                      instances=sum(counts.values()), split_by=options.get("split_by", "user"),

@@ -13,7 +13,8 @@ paths cannot disagree about:
   ordered sequence) for interaction logs;
 - OOV summaries (`oov_summary`: most common first, ties by first occurrence);
 - splits (`pipelines.dataset.leave_last_out`, `split_users`), record order within a split
-  (by the record's key, `rank_keys`), shards (`shard_count`, record rank mod shards);
+  (by the record's key; Beam ranks the keys in buckets, `beam_prepare.bucket_ranks`),
+  shards (`shard_count`, record rank mod shards);
 - metadata.json (`dataset_metadata`, `RecordStats`) and the atomic move (`publish`).
 """
 
@@ -43,7 +44,8 @@ def record_key(line, position=0):
 def _open(path, opener=None):
     if opener is not None:
         return opener(path)
-    return open(path, "rb")
+    from pipelines import fileio
+    return fileio.open_read(path)  # a local file, or any scheme Beam's filesystems know
 
 
 def plan_chunks(path, chunk_bytes=CHUNK_BYTES, opener=None):
@@ -52,7 +54,8 @@ def plan_chunks(path, chunk_bytes=CHUNK_BYTES, opener=None):
     One sequential pass that only counts newlines (GB/s), so the workers of a Beam
     pipeline know the line number each range starts at.
     """
-    if not os.path.exists(path) and opener is None:
+    from pipelines import fileio
+    if opener is None and not fileio.exists(path):
         raise DataError(path, None, "file not found")
     if os.path.isdir(path):
         raise DataError(path, None, "is a directory, expected a file")
@@ -287,12 +290,6 @@ def shard_count(num_records, num_shards):
     return max(1, min(num_shards, num_records))
 
 
-def rank_keys(keys):
-    """Sorted int64 array of a split's record keys: a record's rank is its searchsorted
-    position, its shard the rank mod the split's shard count."""
-    return np.sort(np.asarray(keys, dtype=np.int64))
-
-
 class RecordStats:
     """The per-record parts of metadata.json, mergeable across workers: the longest record,
     records holding OOV, records longer than max_len, item occurrences, OOV occurrences."""
@@ -353,14 +350,14 @@ def quality_shares(task, record_stats, seen, test_targets):
 
 def shard_records(directory, counts, num_shards):
     """metadata.json's "shards": each written shard's records, bytes and SHA-256."""
-    from pipelines import writer
+    from pipelines import fileio, writer
     found = {}
     for split in SPLITS_ORDER:
         count = counts.get(split, 0)
         shards = shard_count(count, num_shards)
         for i in range(shards):
             name = writer.shard_name(split, i, shards)
-            found[name] = writer.shard_record(os.path.join(directory, name),
+            found[name] = writer.shard_record(fileio.join(directory, name),
                                               len(range(i, count, shards)))
     return found
 
@@ -401,8 +398,9 @@ def dataset_metadata(common, task, num_items, counts, record_stats, stats, num_t
 
 
 def write_metadata(directory, metadata):
-    with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle, indent=2, sort_keys=True)
+    from pipelines import fileio
+    fileio.write_bytes(fileio.join(directory, "metadata.json"),
+                       json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8"))
 
 
 class ShardWriters:

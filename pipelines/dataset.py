@@ -109,11 +109,9 @@ def by_instance_split(records, seed, fractions=(0.70, 0.03, 0.27)):
 
 
 def file_checksum(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a file (local, or any scheme Beam's filesystems know)."""
+    from pipelines import fileio
+    return fileio.sha256(path)
 
 
 def quality(dataset):

@@ -17,7 +17,7 @@ import shutil
 import sys
 import time
 
-from pipelines import writer
+from pipelines import fileio, writer
 from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
 from pipelines.formats import TABLE_FORMATS, table_format
@@ -49,6 +49,16 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
     if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
+    remote = [p for p in (output_dir, input, vocab, options.get("events")) if fileio.is_remote(p)]
+    if remote and runner == "local":
+        raise ValueError(f"{remote[0]}: paths with a scheme are read and written through "
+                         "Beam's filesystems; pass a Beam --runner (e.g. --runner=DirectRunner)")
+    if fileio.is_remote(output_dir):
+        # no lock and no stale-temporary sweep: an object store has no exclusive create, so
+        # one preparation per remote output at a time is the caller's to ensure
+        return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
+                        skip_bad_lines, overwrite, log, max_oov_share, options, runner,
+                        beam_args)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
     parent, name = os.path.split(os.path.abspath(output_dir))
@@ -109,7 +119,12 @@ def _note_quality(where, stats, shares, max_oov_share, log):
 def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
              overwrite, log, max_oov_share, options, runner="local", beam_args=()):
     checksums = {}
-    if input and os.path.isfile(input):
+    for path in (input, vocab, options.get("events")):
+        if fileio.is_remote(path) and not fileio.exists(path):
+            raise DataError(path, None, "not found")
+    if fileio.is_remote(input):
+        checksums[fileio.split(input)[1]] = file_checksum(input)
+    elif input and os.path.isfile(input):
         checksums[os.path.basename(input)] = file_checksum(input)
     elif input and os.path.isdir(input):
         for name in sorted(os.listdir(input)):
@@ -118,15 +133,17 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     elif input:
         raise DataError(input, None, "not found")
     events = options.get("events")
-    if events and not os.path.isfile(events):
+    if events and not fileio.isfile(events):
         raise DataError(events, None, "--events not found (expected the event log file)")
     if events:
-        checksums["events:" + os.path.basename(events)] = file_checksum(events)
-    if vocab and not os.path.isfile(vocab):
+        checksums["events:" + fileio.split(events)[1]] = file_checksum(events)
+    if vocab and not fileio.isfile(vocab):
         raise DataError(vocab, None, "--vocab not found (expected PRETRAIN_DIR/vocab/items.txt)")
     vocab_checksum = file_checksum(vocab) if vocab else None
+    # the event log is a source like --input: its checksum counts, not where it lies
+    recorded = {k: v for k, v in options.items() if k != "events"}
     settings = {"format": format, "max_len": max_len, "num_shards": num_shards, "seed": seed,
-                "skip_bad_lines": skip_bad_lines, "options": options}
+                "skip_bad_lines": skip_bad_lines, "options": recorded}
     if writer.FORMAT_VERSION != 1:  # version-1 fingerprints stay what they always were
         settings["format_version"] = writer.FORMAT_VERSION
     fingerprint = hashlib.sha256(json.dumps(
@@ -152,7 +169,9 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
               "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
               "source_checksums": checksums, "vocab_source": vocab,
-              "vocab_source_checksum": vocab_checksum, "options": options}
+              "vocab_source_checksum": vocab_checksum, "options": recorded}
+    if events:
+        common["events_source"] = events
     from pipelines import streaming
     if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
         index = streaming.prepare(

@@ -246,3 +246,4 @@ def test_command_line(logs, tmp_path):
     meta = json.load(open(os.path.join(out, "metadata.json")))
     assert meta["options"]["cutoff_time"] == 600.0 and meta["options"]["label_col"] == "tier"
     assert any(name.startswith("events:") for name in meta["source_checksums"])
+    assert meta["events_source"] == logs["events"] and "events" not in meta["options"]

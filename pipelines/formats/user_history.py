@@ -241,45 +241,6 @@ def join_user(grouped, format, cutoff, seed):
     yield user_hash(user, seed), user, line, value, history
 
 
-def bucket_ranks(keyed, label, bucket_of):
-    """Rank (group, sort key, payload) elements within their group without gathering a
-    group on one worker: elements go to buckets (`bucket_of(sort key)`, ordered like the
-    keys), each bucket is sorted by one worker, and a small side table of bucket sizes
-    gives each bucket's offset. Returns ((group, rank, group size, sort key, payload)
-    elements, the {group: size} table)."""
-    import apache_beam as beam
-    from apache_beam.pvalue import AsSingleton
-
-    bucketed = keyed | f"{label}Bucket" >> beam.Map(
-        lambda e: ((e[0], bucket_of(e[1])), (e[1], e[2])))
-    table = (bucketed
-             | f"{label}One" >> beam.Map(lambda kv: (kv[0], 1))
-             | f"{label}Sizes" >> beam.CombinePerKey(sum)
-             | f"{label}AllSizes" >> beam.combiners.ToList()
-             | f"{label}Offsets" >> beam.Map(bucket_offsets))
-    ranked = (bucketed
-              | f"{label}ByBucket" >> beam.GroupByKey()
-              | f"{label}Rank" >> beam.FlatMap(rank_bucket, AsSingleton(table)))
-    return ranked, table | f"{label}Totals" >> beam.Map(lambda t: t["totals"])
-
-
-def bucket_offsets(sizes):
-    """{"offsets": {(group, bucket): elements in the group's earlier buckets},
-    "totals": {group: elements}} from ((group, bucket), size) pairs."""
-    offsets, totals = {}, {}
-    for (group, bucket), size in sorted(sizes):
-        offsets[(group, bucket)] = totals.get(group, 0)
-        totals[group] = totals.get(group, 0) + size
-    return {"offsets": offsets, "totals": totals}
-
-
-def rank_bucket(grouped, table):
-    (group, bucket), members = grouped
-    offset, total = table["offsets"][(group, bucket)], table["totals"][group]
-    for i, (key, payload) in enumerate(sorted(members, key=lambda m: m[0])):
-        yield group, offset + i, total, key, payload
-
-
 def user_records(ranked, format, index, value_index):
     """Worker: a ranked user -> (split, key, Record) for each of its records."""
     _, rank, total, _, (user, line, value, history) = ranked
@@ -335,7 +296,7 @@ def build_beam(pipeline, format, path, events, tmp, items, bad, num_shards, seed
     value_index = parts["values"] | "ValueIndex" >> beam.Map(
         lambda ts: {t: i for i, t in enumerate(ts)})
     shift = HASH_BITS - RANK_BUCKET_BITS
-    ranked, _ = bucket_ranks(
+    ranked, _ = beam_prepare.bucket_ranks(
         joined.users | "ByHash" >> beam.Map(lambda u: ("users", (u[0], u[1]), u[1:])),
         "Users", lambda key: key[0] >> shift)
     records = ranked | "Records" >> beam.FlatMap(
@@ -346,9 +307,7 @@ def build_beam(pipeline, format, path, events, tmp, items, bad, num_shards, seed
 def prepare_beam(format, path, tmp, items, bad, num_shards, seed, common, options,
                  pipeline_options, log=print, chunk_bytes=None, quality=None):
     """Run the table format's pipeline, then write vocab/ and metadata.json into `tmp`."""
-    import os
-
-    from pipelines import beam_prepare
+    from pipelines import beam_prepare, fileio
 
     check_options(items, options, format.name)
     table_settings = format.table_settings(path, options)
@@ -372,8 +331,8 @@ def prepare_beam(format, path, tmp, items, bad, num_shards, seed, common, option
         raise DataError(events, None, "no interaction rows after the header")
     users = counters.get("users", 0)
     without = counters.get("users_without_history", 0)
-    os.makedirs(os.path.join(tmp, "vocab"))
-    items.save(os.path.join(tmp, "vocab", "items.txt"))
+    fileio.makedirs(fileio.join(tmp, "vocab"))
+    items.save(fileio.join(tmp, "vocab", "items.txt"))
     format.write_vocabulary(tmp, report["values"])
     counts = beam_prepare._split_counts(report, tmp, num_shards)
     stats = format.stats(beam_prepare._oov(report), {

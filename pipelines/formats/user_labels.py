@@ -9,9 +9,7 @@ ids follow the labels' first appearance in the table (`vocab/labels.txt`). A sec
 for a user, an empty user or label, or a row of another width is a bad line.
 """
 
-import os
-
-from pipelines import canonical
+from pipelines import canonical, fileio
 from pipelines.dataset import PreparedDataset, Record
 from pipelines.formats.user_history import UserTableFormat
 from pipelines.vocab import write_tokens
@@ -55,7 +53,7 @@ class UserLabels(UserTableFormat):
         yield canonical.record_key(line), Record(ids, user, label=index[label])
 
     def write_vocabulary(self, directory, tokens):
-        write_tokens(os.path.join(directory, "vocab", "labels.txt"), tokens)
+        write_tokens(fileio.join(directory, "vocab", "labels.txt"), tokens)
 
     def dataset(self, splits, items, tokens, stats):
         return PreparedDataset(self.task, splits, items, labels=list(tokens), stats=stats)

@@ -11,9 +11,7 @@ file order. Target ids follow first appearance in that order over the whole targ
 bounds the history only; the targets are taken as they are.
 """
 
-import os
-
-from pipelines import canonical
+from pipelines import canonical, fileio
 from pipelines.dataset import PreparedDataset, Record
 from pipelines.formats.user_history import UserTableFormat
 from pipelines.vocab import Vocabulary
@@ -53,7 +51,7 @@ class UserTargets(UserTableFormat):
             yield canonical.record_key(line, position), Record(ids, user, target=index[token])
 
     def write_vocabulary(self, directory, tokens):
-        Vocabulary(tokens).save(os.path.join(directory, "vocab", "targets.txt"))
+        Vocabulary(tokens).save(fileio.join(directory, "vocab", "targets.txt"))
 
     def dataset(self, splits, items, tokens, stats):
         return PreparedDataset(self.task, splits, items, targets=Vocabulary(tokens), stats=stats)
