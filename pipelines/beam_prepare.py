@@ -18,17 +18,20 @@ as the local path, byte for byte (tests/test_pipelines_beam.py), because both ca
    ((line, position), or (user's first line, position in the user's sequence)); sorting
    those keys gives the release's order of first appearance.
 5. Records (leave-last-out, or fine-tuning instances with their split), each with a key;
-   per split the sorted keys give a record's rank, rank mod shards its shard; each shard is
-   grouped, sorted by rank and written by one worker into the temporary directory.
+   a record's rank in its split comes from `bucket_ranks` (keys in buckets of 4096 lines,
+   each bucket sorted by one worker, offsets from a table of bucket sizes), rank mod
+   shards picks its shard; each shard is grouped, sorted by rank and written by one
+   worker into the temporary directory.
 6. Summaries (counts, bad lines, OOV, duplicates, longest record, what training covers,
    test targets) go into one report; the driver then writes vocab/, metadata.json (with
    each shard's records, bytes and SHA-256, and the quality shares) and moves the
    directory into place (`canonical.publish`).
 
-The output directory (and so the temporary one beside it) must be on a filesystem that
-the workers and the driver share. Bad lines are raised (or counted with
---skip_bad_lines) after the pipeline, the smallest line number first, as a front-to-back
-reader would.
+Files go through `pipelines.fileio`: a path with a scheme (`gs://`, `s3://`, `hdfs://`,
+any filesystem registered with Beam) is read and written through Beam's `FileSystems`,
+so the driver and the workers need no shared mount (MovieLens excepted: local only).
+Bad lines are raised (or counted with --skip_bad_lines) after the pipeline, the smallest
+line number first, as a front-to-back reader would.
 """
 
 import json
@@ -247,11 +250,17 @@ def test_targets(keyed):
         yield name, record.target
 
 
-def grouped_lists(pairs):
-    found = {}
-    for name, value in pairs:
-        found.setdefault(name, []).append(value)
-    return found
+def unseen_tests(grouped):
+    """((dataset, target id), {"seen", "tests"}) -> (dataset, (unseen tests, tests))."""
+    (name, target), parts = grouped
+    tests = sum(parts["tests"])
+    if tests:
+        yield name, (tests if target == 0 or not list(parts["seen"]) else 0, tests)
+
+
+def add_pairs(pairs):
+    pairs = list(pairs)
+    return sum(a for a, _ in pairs), sum(b for _, b in pairs)
 
 
 def user_duplicates(grouped):
@@ -502,8 +511,8 @@ def _record_stats(report, name, common):
 
 
 def _shares(report, name, task, record_stats):
-    return canonical.quality_shares(task, record_stats, set(report["seen"].get(name, [])),
-                                    report["tests"].get(name, []))
+    unseen, tests = report["tests"].get(name, (0, 0))
+    return canonical.quality_shares_of_counts(task, record_stats, unseen, tests)
 
 
 def _oov(report):
@@ -638,15 +647,22 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
                              | "MergeStats" >> beam.CombinePerKey(canonical.merge_record_stats)
                              | "AllStats" >> beam.combiners.ToList()
                              | "StatsByDataset" >> beam.Map(dict))
-    parts["seen"] = (records
-                     | "Seen" >> beam.FlatMap(seen_items)
-                     | "SeenOnce" >> beam.Distinct()
-                     | "AllSeen" >> beam.combiners.ToList()
-                     | "SeenByDataset" >> beam.Map(grouped_lists))
-    parts["tests"] = (records
-                      | "TestTargets" >> beam.FlatMap(test_targets)
-                      | "AllTestTargets" >> beam.combiners.ToList()
-                      | "TestsByDataset" >> beam.Map(grouped_lists))
+    # test targets never seen in training, counted per (dataset, target id): no worker
+    # holds the test split's targets
+    seen = (records
+            | "Seen" >> beam.FlatMap(seen_items)
+            | "SeenOnce" >> beam.Distinct()
+            | "SeenFlag" >> beam.Map(lambda key: (key, True)))
+    tests = (records
+             | "TestTargets" >> beam.FlatMap(test_targets)
+             | "TestOne" >> beam.Map(lambda key: (key, 1))
+             | "TestCount" >> beam.CombinePerKey(sum))
+    parts["tests"] = ({"seen": seen, "tests": tests}
+                      | "SeenOrNot" >> beam.CoGroupByKey()
+                      | "Unseen" >> beam.FlatMap(unseen_tests)
+                      | "UnseenSum" >> beam.CombinePerKey(add_pairs)
+                      | "AllUnseen" >> beam.combiners.ToList()
+                      | "UnseenByDataset" >> beam.Map(dict))
     parts["written"] = (ranked
                         | "Encode" >> beam.FlatMap(encode_record, num_shards)
                         | "ByShard" >> beam.GroupByKey()
@@ -676,6 +692,9 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
                                          num_shards, seed, common, options, pipeline_options,
                                          log, chunk_bytes, quality)
     if format == "movielens_100k":
+        if fileio.is_remote(path) or fileio.is_remote(tmp):
+            raise ValueError("--format=movielens_100k reads and writes local directories only "
+                             "(its small u.user/u.item are read by the driver)")
         return prepare_movielens(path, tmp, items, bad, num_shards, seed, common, options,
                                  pipeline_options, log, quality)
     if format == "peterrec_finetune_csv":

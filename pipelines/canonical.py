@@ -338,13 +338,19 @@ class Quality:
 
 def quality_shares(task, record_stats, seen, test_targets):
     """The shares `dataset.quality` gives, from streamed counts."""
+    unseen = sum(t == 0 or t not in seen for t in test_targets)
+    return quality_shares_of_counts(task, record_stats, unseen, len(test_targets))
+
+
+def quality_shares_of_counts(task, record_stats, unseen, tests):
+    """`quality_shares` from the number of unseen test targets and of test targets (what
+    the Beam pipeline counts per target id, without gathering the targets)."""
     occurrences, zeros = record_stats.occurrences, record_stats.zeros
     result = {"oov_share": round(zeros / occurrences, 6) if occurrences else 0.0}
-    if task == "classify" or not test_targets:
+    if task == "classify" or not tests:
         return result
-    unseen = sum(t == 0 or t not in seen for t in test_targets)
     result.update(unseen_test_targets=unseen,
-                  unseen_test_target_share=round(unseen / len(test_targets), 6))
+                  unseen_test_target_share=round(unseen / tests, 6))
     return result
 
 
