@@ -263,6 +263,7 @@ def define_flags():
                         ".tsv or tab-containing headers, else comma).")
     from pipelines.formats import user_history
     user_history.define_flags(flags)
+    flags.adopt_module_key_flags(user_history)  # --help lists them with this command's
     flags.DEFINE_integer("synthetic_users", 2000, "synthetic: number of users.")
     flags.DEFINE_integer("synthetic_items", 500, "synthetic: number of items.")
     flags.DEFINE_integer("synthetic_clusters", 10, "synthetic: latent item clusters.")

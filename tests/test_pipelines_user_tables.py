@@ -189,7 +189,10 @@ def test_checks_and_messages(logs, tmp_path):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
+    from pipelines import beam_prepare
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 256)  # many chunks on small files
+    # Beam ranks records in buckets of 4 lines' keys: many buckets, offsets that matter
+    monkeypatch.setattr(beam_prepare, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 2)
 
 
 def test_beam_equals_local(logs, tmp_path, small_chunks):
