@@ -233,7 +233,8 @@ def test_fine_tuning_reads_both_formats(logs, tmp_path):
                             batch_size=8, log_every=5, **quiet)
     assert 0.0 <= classify["test"]["accuracy"] <= 1.0 and classify["test"]["examples"] > 0
     recommend = run_finetune(model_dir, targeted, str(tmp_path / "rec"), train_steps=3,
-                             batch_size=8, log_every=5, num_candidates=5, **quiet)
+                             batch_size=8, log_every=5, num_candidates=10, ks=(1, 3),
+                             **quiet)
     assert recommend["test"]["examples"] == inputs.read_metadata(targeted)["splits"]["test"]
 
 
