@@ -67,8 +67,14 @@ class MemoryFileSystem(beam_filesystem.FileSystem):
         for source, destination in zip(sources, destinations):
             STORE[destination] = STORE[source]
 
+    renames_left = None  # a number: the rename after that many fails (an interruption)
+
     def rename(self, sources, destinations):
         for source, destination in zip(sources, destinations):
+            if MemoryFileSystem.renames_left is not None:
+                if MemoryFileSystem.renames_left == 0:
+                    raise beam_filesystem.BeamIOError("interrupted", {source: IOError()})
+                MemoryFileSystem.renames_left -= 1
             STORE[destination] = STORE.pop(source)
 
     def exists(self, path):
@@ -101,6 +107,7 @@ def bucket():
     STORE.clear()
     yield STORE
     STORE.clear()
+    MemoryFileSystem.renames_left = None
 
 
 def upload(local, remote):
@@ -202,3 +209,25 @@ def test_an_interrupted_publish_is_replaced_and_local_runs_refuse_schemes(bucket
         prepare("peterrec_pretrain_csv", "memtest://junk", remote_csv, **BEAM, **quiet)
     with pytest.raises(ValueError, match="Beam --runner"):
         prepare("peterrec_pretrain_csv", "memtest://out/x", remote_csv, **quiet)
+
+
+def test_a_publish_interrupted_midway_never_looks_finished(bucket, tmp_path):
+    from pipelines import writer
+    from test_pipelines_beam import assert_same_dataset
+    remote_csv = upload(PRETRAIN_CSV, "memtest://in/" + os.path.basename(PRETRAIN_CSV))
+    prepare("peterrec_pretrain_csv", "memtest://out/pre", remote_csv, **BEAM, **quiet)
+    MemoryFileSystem.renames_left = 3  # the old one deleted, three new files moved
+    with pytest.raises(Exception, match="interrupted"):
+        prepare("peterrec_pretrain_csv", "memtest://out/pre", remote_csv, max_len=7,
+                overwrite=True, **BEAM, **quiet)
+    MemoryFileSystem.renames_left = None
+    names = [p.rsplit("/", 1)[1] for p in fileio.list_files("memtest://out/pre")]
+    assert len(names) == 4 and fileio.INCOMPLETE in names  # three new shards, no marker
+    assert "metadata.json" not in names and "datasets.json" not in names
+    assert not [p for p in STORE if ".tmp-" in p]  # the temporary prefix is removed
+    assert writer.existing_fingerprint("memtest://out/pre") == ""
+    prepare("peterrec_pretrain_csv", "memtest://out/pre", remote_csv, max_len=7, **BEAM,
+            **quiet)  # replaces the half-published one, no --overwrite needed
+    local = str(tmp_path / "local")
+    prepare("peterrec_pretrain_csv", local, PRETRAIN_CSV, max_len=7, **quiet)
+    assert_same_dataset(local, download("memtest://out/pre", str(tmp_path / "got")))
