@@ -17,7 +17,8 @@ paths cannot disagree about:
   ordered sequence) for interaction logs;
 - OOV summaries (`oov_summary`: most common first, ties by first occurrence);
 - splits (`pipelines.dataset.leave_last_out`, `split_users`), record order within a split
-  (by the record's key, `rank_keys`), shards (`shard_count`, record rank mod shards);
+  (by the record's key; Beam ranks the keys in buckets, `beam_prepare.bucket_ranks`),
+  shards (`shard_count`, record rank mod shards);
 - metadata.json (`dataset_metadata`, `RecordStats`) and the atomic move (`publish`).
 """
 
@@ -48,7 +49,8 @@ def record_key(line, position=0):
 def _open(path, opener=None):
     if opener is not None:
         return opener(path)
-    return open(path, "rb")
+    from pipelines import fileio
+    return fileio.open_read(path)  # a local file, or any scheme Beam's filesystems know
 
 
 def plan_chunks(path, chunk_bytes=CHUNK_BYTES, opener=None):
@@ -57,7 +59,8 @@ def plan_chunks(path, chunk_bytes=CHUNK_BYTES, opener=None):
     One sequential pass that only counts newlines (GB/s), so the workers of a Beam
     pipeline know the line number each range starts at.
     """
-    if not os.path.exists(path) and opener is None:
+    from pipelines import fileio
+    if opener is None and not fileio.exists(path):
         raise DataError(path, None, "file not found")
     if os.path.isdir(path):
         raise DataError(path, None, "is a directory, expected a file")
@@ -319,8 +322,11 @@ def check_delimiter(delimiter):
                          f"line end, got {delimiter!r}")
 
 
-def interactions_header(path, number, text, delimiter, user_col, item_col, time_col):
-    """(delimiter, number of fields, (user, item, time) column indices) from the header."""
+def table_header(path, number, text, delimiter, wanted, flag_names):
+    """(delimiter, number of fields, indices of the `wanted` columns) from a table's header
+    line, read by the one dialect (`split_delimited`); `flag_names` (e.g.
+    "--user_col/--item_col") are named when a column is missing. The delimiter defaults to
+    tab for .tsv/.tab files or a header holding a tab, else comma."""
     if delimiter is None:
         delimiter = "\t" if path.endswith((".tsv", ".tab")) or "\t" in text else ","
     check_delimiter(delimiter)
@@ -328,18 +334,43 @@ def interactions_header(path, number, text, delimiter, user_col, item_col, time_
         header = split_delimited(text, delimiter)
     except LineError as error:
         raise DataError(path, number, f"header: {error}") from error
-    missing = [c for c in (user_col, item_col, time_col) if c not in header]
+    missing = [c for c in wanted if c not in header]
     if missing:
         hint = (f"; the header is one field: is the delimiter not {delimiter!r}? (set "
                 "--delimiter)" if len(header) == 1 else "")
         raise DataError(path, number, f"header {header} lacks column(s) {missing} "
-                        f"(set --user_col/--item_col/--time_col){hint}")
-    repeated = sorted({c for c in (user_col, item_col, time_col) if header.count(c) > 1})
+                        f"(set {flag_names}){hint}")
+    repeated = sorted({c for c in wanted if header.count(c) > 1})
     if repeated:
         raise DataError(path, number, f"header {header} names column(s) {repeated} more than "
                         "once")
-    return delimiter, len(header), (header.index(user_col), header.index(item_col),
-                                    header.index(time_col))
+    return delimiter, len(header), tuple(header.index(c) for c in wanted)
+
+
+def interactions_header(path, number, text, delimiter, user_col, item_col, time_col):
+    """(delimiter, number of fields, (user, item, time) column indices) from the header."""
+    return table_header(path, number, text, delimiter, (user_col, item_col, time_col),
+                        "--user_col/--item_col/--time_col")
+
+
+def table_row(number, text, delimiter, width, expected="a user, item, timestamp row"):
+    """One line of a table by the one dialect: (number, fields), or (number, message,
+    blank) for a blank line, a line the dialect refuses or a row of another width."""
+    if not text:
+        return number, f"blank line (expected {expected})", True
+    try:
+        row = split_delimited(text, delimiter)
+    except LineError as error:
+        return number, str(error), False
+    if len(row) != width:
+        return number, f"expected {width} fields, got {len(row)}", False
+    return number, row
+
+
+def table_rows(lines, delimiter, width, expected="a user, item, timestamp row"):
+    """`table_row` of each (number, text) line."""
+    for number, text in lines:
+        yield table_row(number, text, delimiter, width, expected)
 
 
 def _non_ascii_digit(value):
@@ -352,14 +383,10 @@ def _non_ascii_digit(value):
 def parse_interaction_row(number, text, delimiter, width, columns):
     """One line of an interaction log: (number, user, item, stamp), or (number, message,
     blank) for a bad line."""
-    if not text:
-        return number, "blank line (expected a user, item, timestamp row)", True
-    try:
-        row = split_delimited(text, delimiter)
-    except LineError as error:
-        return number, str(error), False
-    if len(row) != width:
-        return number, f"expected {width} fields, got {len(row)}", False
+    parsed = table_row(number, text, delimiter, width)
+    if len(parsed) == 3:
+        return parsed
+    row = parsed[1]
     u, i, t = columns
     message = decimal_error(row[t], "timestamp")
     if message:
@@ -467,12 +494,6 @@ def shard_count(num_records, num_shards):
     return max(1, min(num_shards, num_records))
 
 
-def rank_keys(keys):
-    """Sorted int64 array of a split's record keys: a record's rank is its searchsorted
-    position, its shard the rank mod the split's shard count."""
-    return np.sort(np.asarray(keys, dtype=np.int64))
-
-
 class RecordStats:
     """The per-record parts of metadata.json, mergeable across workers: the longest record,
     records holding OOV, records longer than max_len, item occurrences, OOV occurrences."""
@@ -521,26 +542,32 @@ class Quality:
 
 def quality_shares(task, record_stats, seen, test_targets):
     """The shares `dataset.quality` gives, from streamed counts."""
+    unseen = sum(t == 0 or t not in seen for t in test_targets)
+    return quality_shares_of_counts(task, record_stats, unseen, len(test_targets))
+
+
+def quality_shares_of_counts(task, record_stats, unseen, tests):
+    """`quality_shares` from the number of unseen test targets and of test targets (what
+    the Beam pipeline counts per target id, without gathering the targets)."""
     occurrences, zeros = record_stats.occurrences, record_stats.zeros
     result = {"oov_share": round(zeros / occurrences, 6) if occurrences else 0.0}
-    if task == "classify" or not test_targets:
+    if task == "classify" or not tests:
         return result
-    unseen = sum(t == 0 or t not in seen for t in test_targets)
     result.update(unseen_test_targets=unseen,
-                  unseen_test_target_share=round(unseen / len(test_targets), 6))
+                  unseen_test_target_share=round(unseen / tests, 6))
     return result
 
 
 def shard_records(directory, counts, num_shards):
     """metadata.json's "shards": each written shard's records, bytes and SHA-256."""
-    from pipelines import writer
+    from pipelines import fileio, writer
     found = {}
     for split in SPLITS_ORDER:
         count = counts.get(split, 0)
         shards = shard_count(count, num_shards)
         for i in range(shards):
             name = writer.shard_name(split, i, shards)
-            found[name] = writer.shard_record(os.path.join(directory, name),
+            found[name] = writer.shard_record(fileio.join(directory, name),
                                               len(range(i, count, shards)))
     return found
 
@@ -605,8 +632,9 @@ def check_not_empty(path, name, counts, stats):
 
 
 def write_metadata(directory, metadata):
-    with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
-        json.dump(metadata, handle, indent=2, sort_keys=True)
+    from pipelines import fileio
+    fileio.write_bytes(fileio.join(directory, "metadata.json"),
+                       json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8"))
 
 
 class ShardWriters:

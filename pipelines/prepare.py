@@ -17,14 +17,15 @@ import shutil
 import sys
 import time
 
-from pipelines import canonical, writer
+from pipelines import canonical, fileio, writer
 from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
+from pipelines.formats import TABLE_FORMATS, table_format
 from pipelines.locking import exclusive_lock
 from pipelines.vocab import Vocabulary
 
 FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "interactions",
-           "synthetic")
+           "synthetic") + tuple(TABLE_FORMATS)
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
@@ -48,6 +49,16 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
     if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
+    remote = [p for p in (output_dir, input, vocab, options.get("events")) if fileio.is_remote(p)]
+    if remote and runner == "local":
+        raise ValueError(f"{remote[0]}: paths with a scheme are read and written through "
+                         "Beam's filesystems; pass a Beam --runner (e.g. --runner=DirectRunner)")
+    if fileio.is_remote(output_dir):
+        # no lock and no stale-temporary sweep: an object store has no exclusive create, so
+        # one preparation per remote output at a time is the caller's to ensure
+        return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
+                        skip_bad_lines, overwrite, log, max_oov_share, options, runner,
+                        beam_args)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
     parent, name = os.path.split(os.path.abspath(output_dir))
@@ -141,6 +152,12 @@ def _note_quality(where, stats, shares, max_oov_share, log):
     if shares["oov_share"] > max_oov_share:
         warnings.append(f"{where}: {shares['oov_share']:.1%} of item occurrences are not "
                         f"in the vocabulary (mapped to id 0), {limit}")
+    without, users = stats.get("users_without_history", 0), stats.get("users", 0)
+    if users and without / users > max_oov_share:
+        warnings.append(f"{where}: {without} of {users} users of the table "
+                        f"({without / users:.1%}; {stats.get('users_not_in_events', 0)} not in "
+                        "the event log at all) have no history and were dropped, "
+                        f"{limit}")
     if shares.get("unseen_test_target_share", 0) > max_oov_share:
         warnings.append(f"{where}: {shares['unseen_test_target_share']:.1%} of test targets "
                         f"({shares['unseen_test_targets']}) never occur in training, {limit}")
@@ -152,7 +169,12 @@ def _note_quality(where, stats, shares, max_oov_share, log):
 def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
              overwrite, log, max_oov_share, options, runner="local", beam_args=()):
     checksums = {}
-    if input and os.path.isfile(input):
+    for path in (input, vocab, options.get("events")):
+        if fileio.is_remote(path) and not fileio.exists(path):
+            raise DataError(path, None, "not found")
+    if fileio.is_remote(input):
+        checksums[fileio.split(input)[1]] = file_checksum(input)
+    elif input and os.path.isfile(input):
         checksums[os.path.basename(input)] = file_checksum(input)
     elif input and os.path.isdir(input):
         for name in sorted(os.listdir(input)):
@@ -160,11 +182,18 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
                 checksums[name] = file_checksum(os.path.join(input, name))
     elif input:
         raise DataError(input, None, "not found")
-    if vocab and not os.path.isfile(vocab):
+    events = options.get("events")
+    if events and not fileio.isfile(events):
+        raise DataError(events, None, "--events not found (expected the event log file)")
+    if events:
+        checksums["events:" + fileio.split(events)[1]] = file_checksum(events)
+    if vocab and not fileio.isfile(vocab):
         raise DataError(vocab, None, "--vocab not found (expected PRETRAIN_DIR/vocab/items.txt)")
     vocab_checksum = file_checksum(vocab) if vocab else None
+    # the event log is a source like --input: its checksum counts, not where it lies
+    recorded = {k: v for k, v in options.items() if k != "events"}
     settings = {"format": format, "max_len": max_len, "num_shards": num_shards, "seed": seed,
-                "skip_bad_lines": skip_bad_lines, "options": options}
+                "skip_bad_lines": skip_bad_lines, "options": recorded}
     if writer.FORMAT_VERSION != 1:  # version-1 fingerprints stay what they always were
         settings["format_version"] = writer.FORMAT_VERSION
     fingerprint = hashlib.sha256(json.dumps(
@@ -190,7 +219,9 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
               "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
               "source_checksums": checksums, "vocab_source": vocab,
-              "vocab_source_checksum": vocab_checksum, "options": options}
+              "vocab_source_checksum": vocab_checksum, "options": recorded}
+    if events:
+        common["events_source"] = events
     from pipelines import streaming
     if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
         index = streaming.prepare(
@@ -217,6 +248,8 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
 
 
 def _read(format, input, items, bad, seed, options):
+    if format in TABLE_FORMATS:
+        return table_format(format).read(input, items, bad, seed, options)
     if format == "peterrec_pretrain_csv":
         from pipelines.formats.peterrec_csv import read_pretrain
         return read_pretrain(input, items, bad, seed, options.get("zero_is_padding", False),
@@ -281,6 +314,9 @@ def define_flags():
     flags.DEFINE_string("time_col", "timestamp", "interactions: timestamp column name (numeric).")
     flags.DEFINE_string("delimiter", None, "interactions: field delimiter (default: tab for "
                         ".tsv or tab-containing headers, else comma).")
+    from pipelines.formats import user_history
+    user_history.define_flags(flags)
+    flags.adopt_module_key_flags(user_history)  # --help lists them with this command's
     flags.DEFINE_integer("synthetic_users", 2000, "synthetic: number of users.")
     flags.DEFINE_integer("synthetic_items", 500, "synthetic: number of items.")
     flags.DEFINE_integer("synthetic_clusters", 10, "synthetic: latent item clusters.")
@@ -297,6 +333,9 @@ def define_flags():
 def options_from_flags(values):
     """The format-specific options of `prepare` from parsed flags (only the relevant ones,
     so an unrelated flag does not change the fingerprint)."""
+    if values.format in TABLE_FORMATS:
+        from pipelines.formats import user_history
+        return user_history.options_from_flags(values)
     extra = {} if values.min_seq_len == 3 else {"min_length": values.min_seq_len}
     csv = {"zero_is_padding": True} if values.zero_is_padding else {}
     if values.format == "peterrec_pretrain_csv":

@@ -87,7 +87,8 @@ def write_dataset(directory, dataset, num_shards, common):
 
 def shard_record(path, records):
     """What readers verify a shard against: record count, byte size, SHA-256."""
-    return {"records": records, "bytes": os.path.getsize(path), "sha256": file_checksum(path)}
+    from pipelines import fileio
+    return {"records": records, "bytes": fileio.size(path), "sha256": file_checksum(path)}
 
 
 def write_all(output_dir, datasets, num_shards, common, log=None):
@@ -124,17 +125,25 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
 
 def read_index(output_dir):
     """{name: {"task", "splits"}} of a finished preparation ("." for a single dataset)."""
-    path = os.path.join(output_dir, "datasets.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)["datasets"]
-    with open(os.path.join(output_dir, "metadata.json"), encoding="utf-8") as handle:
-        meta = json.load(handle)
+    from pipelines import fileio
+    path = fileio.join(output_dir, "datasets.json")
+    if fileio.exists(path):
+        return json.loads(fileio.read_bytes(path))["datasets"]
+    meta = json.loads(fileio.read_bytes(fileio.join(output_dir, "metadata.json")))
     return {".": {"task": meta["task"], "splits": meta["splits"]}}
 
 
 def existing_fingerprint(output_dir):
     """The fingerprint of a preparation already in `output_dir`, '' if empty, None if absent."""
+    from pipelines import fileio
+    if fileio.is_remote(output_dir):  # a prefix: "absent" and "empty" are the same
+        if fileio.exists(fileio.join(output_dir, fileio.INCOMPLETE)):
+            return ""  # a publish was interrupted: the next preparation replaces it
+        for name in ("metadata.json", "datasets.json"):
+            if fileio.exists(fileio.join(output_dir, name)):
+                return json.loads(fileio.read_bytes(fileio.join(output_dir, name))).get(
+                    "fingerprint", "")
+        return "unknown" if fileio.list_files(output_dir) else None
     if not os.path.exists(output_dir):
         return None
     for name in ("metadata.json", "datasets.json"):

@@ -51,7 +51,10 @@ def in_memory(monkeypatch):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
+    from pipelines import beam_prepare
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 4096)  # many chunks on small files
+    # Beam ranks records in buckets of 16 lines' keys: many buckets, offsets that matter
+    monkeypatch.setattr(beam_prepare, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 4)
 
 
 def test_demo_csvs_beam_equals_local(tmp_path, small_chunks):
