@@ -138,7 +138,8 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     with open(path + ".json", "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
     log(f"wrote {path} ({len(flatbuffer):,} bytes, {quantize}, top {k} of {outputs:,} outputs "
-        f"from int32 item ids [1, {framing.length}]; vocabularies and {os.path.basename(path)}.json beside it)")
+        f"from int32 item ids [1, {framing.length}]; vocabularies and "
+        f"{os.path.basename(path)}.json beside it)")
     return info
 
 
