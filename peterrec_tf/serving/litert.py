@@ -15,8 +15,8 @@ It is built from the same Keras model (its own `next_item_logits` / `call` on th
 framed with the model's `Framing`), so the float32 variant answers the SavedModel's ids.
 Id 0 and padding tokens are never ranked; with `exclude_history`, neither is an item of
 the history. `dynamic_int8` stores the weights as int8 (dynamic-range quantization:
-activations stay float), about a quarter of the size, ids measured against float32 by
-recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
+activations stay float; the converter leaves tensors under 1,024 elements in float32), a
+smaller file, ids measured against float32 by recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
 (output ids, when not the items) and `FILE.json` (shapes, k, framing, quantization).
 """
 
