@@ -82,8 +82,9 @@ def define_flags():
                         "(left-padded with 0), top-k ids and scores out (k = --k), the "
                         "vocabularies and FILE.tflite.json beside it.")
     flags.DEFINE_enum("litert_quantize", "none", ["none", "dynamic_int8"], "--litert weights: "
-                      "float32 (same ids as the SavedModel) or dynamic-range int8 (about a "
-                      "quarter of the size; ids measured against float32 in BUILD_NOTES).")
+                      "float32 (same ids as the SavedModel) or dynamic-range int8 (weights of "
+                      "1,024 elements or more stored as int8: a smaller file; ids measured "
+                      "against float32 in BUILD_NOTES).")
     flags.DEFINE_integer("num_versions", 2, "models.config version policy: Serving keeps the "
                          "latest NUM_VERSIONS versions of each model loaded.")
 

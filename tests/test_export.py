@@ -880,5 +880,8 @@ def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):
             assert not {5, 6, 1, 2} & set(out["top_k_ids"][0]) and 3 not in out["top_k_ids"][1]
             with pytest.raises(ValueError, match="one list per history"):
                 client.predict_excluding([["item1"]], [], k=2, signature="next_top_k_exclude")
+            # through the test server (the TF1 session loader) a 1-D history is refused too
+            with pytest.raises(ServingError, match="INVALID_ARGUMENT"):
+                client.call({"items": np.array([b"item1", b"item2"])}, "next")
     finally:
         server.stop(0)

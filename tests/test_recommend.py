@@ -65,8 +65,9 @@ def test_recommendations_are_the_served_ranking(setup, tmp_path, exclude_history
     lines = []
     result = run_recommend(setup["model_dir"], setup["data"], "test", 10, output,
                            exclude_history=exclude_history, batch_size=1000,
-                           log=lines.append)
+                           log=lines.append, every_seconds=0)
     assert result["users"] == setup["total"] and lines[-1].startswith("wrote") and output in lines[-1]
+    assert "users/s" in lines[0] and "s left" in lines[0]  # progress with its time left
     recs = read_lines(output)
     assert [r["user"] for r in recs] == setup["users"]
     expected = served(setup, exclude_history, 10)

@@ -32,10 +32,6 @@ import tempfile
 
 import numpy as np
 
-FILES = ("embeddings.npy", "bias.npy", "vocab.tsv", "item_embeddings.json",
-         "projector_config.pbtxt")
-
-
 def output_embeddings(model):
     """(rows `[N, C]` float32, bias `[N]` float32, query kind) of a next-item or item-rec
     model, per the table in the module docstring."""
@@ -70,8 +66,8 @@ def write_item_embeddings(model_dir, out_dir, backbone_dir=None, log=print):
     rows, bias, query = output_embeddings(model)
     tokens = vocabs.get("targets" if model.task == "item_rec" else "items")
     if tokens is None:
-        raise ValueError(f"{model_dir} has no {'target_vocab.txt' if model.task == 'item_rec' else 'vocab.txt'}: "
-                         "the rows would have no names")
+        name = "target_vocab.txt" if model.task == "item_rec" else "vocab.txt"
+        raise ValueError(f"{model_dir} has no {name}: the rows would have no names")
     if len(tokens) != rows.shape[0]:
         raise ValueError(f"{model_dir}: {len(tokens)} tokens for {rows.shape[0]} output rows")
     for line, token in enumerate(tokens, 1):

@@ -15,8 +15,8 @@ It is built from the same Keras model (its own `next_item_logits` / `call` on th
 framed with the model's `Framing`), so the float32 variant answers the SavedModel's ids.
 Id 0 and padding tokens are never ranked; with `exclude_history`, neither is an item of
 the history. `dynamic_int8` stores the weights as int8 (dynamic-range quantization:
-activations stay float), about a quarter of the size, ids measured against float32 by
-recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
+activations stay float; the converter leaves tensors under 1,024 elements in float32), a
+smaller file, ids measured against float32 by recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
 (output ids, when not the items) and `FILE.json` (shapes, k, framing, quantization).
 """
 
@@ -138,7 +138,8 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     with open(path + ".json", "w", encoding="utf-8") as handle:
         json.dump(info, handle, indent=2)
     log(f"wrote {path} ({len(flatbuffer):,} bytes, {quantize}, top {k} of {outputs:,} outputs "
-        f"from int32 item ids [1, {framing.length}]; vocabularies and {os.path.basename(path)}.json beside it)")
+        f"from int32 item ids [1, {framing.length}]; vocabularies and "
+        f"{os.path.basename(path)}.json beside it)")
     return info
 
 

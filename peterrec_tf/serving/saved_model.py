@@ -6,6 +6,8 @@ because Serving watches the base directory), with signatures per task:
   `<task>`                 input `items` (string [B, L])
   `<task>_ids`             input `item_ids` (int64 [B, L])
   `<task>_top_k`           inputs `items` and `k` (int32 [B], one k per history; ranking)
+  `<task>_top_k_exclude`   inputs `items`, `k` and `exclude` (string [B, X]: output tokens
+                           that history must not get, "" for none; ranking)
   `<task>_user_embedding`  input `items`: output `user_embedding` [B, C]
 and `serving_default` = the first task's `<task>`. Item-ranking and pre-trained tasks
 answer `top_k_ids` (int64 [B, k]), `top_k_items` (string [B, k]) and `scores` (float
@@ -20,7 +22,9 @@ embedding row. The graph then frames what is left with the model's own `Framing`
 (`pipelines.framing`, recorded in the model's config: the last `max_len` items, padded,
 with the [TCL] tokens of its family), exactly as the training input pipeline does. A
 ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
-(`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`).
+(`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`), and with
+`exclude_history` (`--exclude_history`, recorded in the export report) never an item of
+the request's own history. Inputs of the wrong rank are INVALID_ARGUMENT (`checked`).
 
 The SavedModel is a `tf.Module` over the Keras task models: each signature calls the
 model's own methods (one forward pass in the code base), with the model's variables
