@@ -1,7 +1,7 @@
 """The on-device (LiteRT) export, float32 and dynamic-range int8, against the SavedModel:
 same ids (float32), recall@k of int8 against float32, sizes.
 
-    python benchmarks/litert_recall.py [--histories=500] [--output=benchmarks/results/litert_recall_<commit>.json]
+    python benchmarks/litert_recall.py [--histories=500] [--output=RESULTS_DIR]
 
 Models: the release's pre-trained NextItNet (`../shared/tf1_checkpoints/nextitnet_causal`,
 converted; trained weights, so int8 rounding meets a real score distribution) with the
@@ -12,7 +12,6 @@ top-k id lists. No timing (latency on this shared machine would measure the load
 """
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -34,7 +33,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from conftest import PRETRAIN_CSV, PRETRAINED_PREFIX
-    from paper_scale import provenance
+    from raw_output import Run
     from peterrec_tf.convert_tf1 import convert_checkpoint
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.serving.litert import run_litert, write_litert
@@ -43,9 +42,7 @@ def main(argv=None):
     if not os.path.exists(PRETRAINED_PREFIX + ".index"):
         print(f"error: {PRETRAINED_PREFIX}: the release checkpoint is not there", file=sys.stderr)
         return 2
-    found = provenance()
-    output = args.output or os.path.join(REPO, "benchmarks", "results",
-                                         f"litert_recall_{found['commit']}.json")
+    run = Run("litert_recall")
     with tempfile.TemporaryDirectory(prefix="litert-recall-") as root:
         model_dir = os.path.join(root, "pre")
         convert_checkpoint(PRETRAINED_PREFIX, model_dir, vocab_csv=PRETRAIN_CSV, log=lambda _: None)
@@ -79,17 +76,12 @@ def main(argv=None):
     same_float = sum(r["none"] == r["saved_model"] for r in rows)
     recall = float(np.mean([len(set(r["dynamic_int8"]) & set(r["none"])) / args.k for r in rows]))
     same_int8 = sum(r["dynamic_int8"] == r["none"] for r in rows)
-    record = {**found, "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-              "model": "release nextitnet_causal (converted)", "items": len(items),
-              "history_length": length, "k": args.k, "histories": len(rows),
-              "float32_same_ids_as_saved_model": same_float,
-              f"int8_recall_at_{args.k}_vs_float32": recall,
-              "int8_same_ids_and_order_as_float32": same_int8,
-              "bytes": sizes, "rows": rows}
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1)
-    os.replace(output + ".tmp", output)
+    summary = {"model": "release nextitnet_causal (converted)", "items": len(items),
+               "history_length": length, "k": args.k, "histories": len(rows),
+               "float32_same_ids_as_saved_model": same_float,
+               f"int8_recall_at_{args.k}_vs_float32": recall,
+               "int8_same_ids_and_order_as_float32": same_int8, "bytes": sizes}
+    output = run.write(summary, rows, **({"results_dir": args.output} if args.output else {}))
     print(f"float32 LiteRT = SavedModel ids on {same_float}/{len(rows)} histories; int8 "
           f"recall@{args.k} vs float32 {recall:.4f} (same list on {same_int8}); sizes {sizes}")
     print(f"wrote {output}")

@@ -3,7 +3,7 @@ server (`tests/serving_server.py`: the TF1 session loader behind a real localhos
 PredictionService), with and without `--exclude_history`.
 
     python benchmarks/serving_latency.py [--requests=2000] [--items=23700] [--channels=64] \
-        [--history=50] [--output=benchmarks/results/serving_latency_<commit>.json]
+        [--history=50] [--output=RESULTS_DIR]
 
 A next-item model (the release's dilations, `full` head, random weights: latency does not
 depend on their values) is exported twice (plain, --exclude_history); each export answers
@@ -16,9 +16,7 @@ Measure on a quiet machine: a loaded one measures the load.
 """
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -34,21 +32,10 @@ WARMUP = 20
 
 
 def percentiles(times):
-    from paper_scale import percentile
+    from raw_output import percentile
 
-    return {"p50_ms": statistics.median(times), "p90_ms": percentile(times, 0.90),
-            "p99_ms": percentile(times, 0.99), "max_ms": max(times), "calls": len(times)}
-
-
-def machine():
-    model = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            model = next((line.split(":", 1)[1].strip() for line in handle
-                          if line.startswith("model name")), None)
-    except OSError:
-        pass
-    return {"cpus": os.cpu_count(), "cpu": model, "platform": platform.platform()}
+    return {"p50_ms": statistics.median(times), "p90_ms": percentile(times, 90),
+            "p99_ms": percentile(times, 99), "max_ms": max(times), "calls": len(times)}
 
 
 def build_exports(root, items, channels, history, log):
@@ -122,34 +109,32 @@ def main(argv=None):
     parser.add_argument("--channels", type=int, default=64)
     parser.add_argument("--history", type=int, default=50)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="default: benchmarks/results/"
-                        "serving_latency_<commit>.json")
+    parser.add_argument("--output", default=None, help="a results directory (default: "
+                        "benchmarks/results/, file serving_latency_<commit>.json)")
     args = parser.parse_args(argv)
     if args.requests < 1 or args.items < 12 or args.history < 1:
         parser.error("--requests and --history must be at least 1, --items at least 12")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from paper_scale import provenance
+    from raw_output import Run
 
-    found = provenance()
-    output = args.output or os.path.join(REPO, "benchmarks", "results",
-                                         f"serving_latency_{found['commit']}.json")
-    load_before = os.getloadavg()
+    run = Run("serving_latency", note="measure on a quiet machine: a loaded one measures "
+              "the load")
     with tempfile.TemporaryDirectory(prefix="serving-latency-") as root:
         paths, vocab = build_exports(root, args.items, args.channels, args.history, print)
         results = measure(paths, vocab, args.requests, args.history, args.seed, print)
-    record = {**found, "command": " ".join([os.path.relpath(sys.argv[0], REPO), *sys.argv[1:]]),
-              "machine": machine(), "load_average_before": load_before,
-              "load_average_after": os.getloadavg(),
-              "setup": {"items": args.items, "channels": args.channels, "history": args.history,
-                        "requests": args.requests, "warmup": WARMUP, "k": 10, "head": "full",
-                        "signature": "serving_default", "batch": 1},
-              "results": results}
-    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-    with open(output + ".tmp", "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=1)
-    os.replace(output + ".tmp", output)
-    print(f"wrote {output} (load average {load_before[0]:.1f} before, "
-          f"{record['load_average_after'][0]:.1f} after: quote it only from a quiet machine)")
+    setup = {"items": args.items, "channels": args.channels, "history": args.history,
+             "requests": args.requests, "warmup": WARMUP, "k": 10, "head": "full",
+             "signature": "serving_default", "batch": 1}
+    summary = {"setup": setup, "targets_p99_ms": TARGETS_MS,
+               "results": {mode: {way: {k: v for k, v in entry.items() if k != "times_ms"}
+                                  for way, entry in ways.items()}
+                           for mode, ways in results.items()}}
+    raw = {mode: {way: entry["times_ms"] for way, entry in ways.items()}
+           for mode, ways in results.items()}
+    path = run.write(summary, raw, **({"results_dir": args.output} if args.output else {}))
+    load = run.provenance["load"]
+    print(f"wrote {path} (load average {load['loadavg_before']} before, "
+          f"{load['loadavg_after']} after: quote it only from a quiet machine)")
     return 0
 
 
