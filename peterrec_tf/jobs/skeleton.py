@@ -101,6 +101,8 @@ def train_job(kind, config, settings, prepare, log=print):
     with (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
             inputs.reading(settings.data_dir):
         results.record_config(settings.model_dir, config, write=chief)
+        if chief:
+            results.write_flagfile(settings.model_dir, config, f"python -m peterrec_tf.{kind}")
         # after the strategy: creating one may draw from Python's generator, which seeds
         # the initialisers (and the workers must initialise identically to a single process)
         reproducibility.set_seed(settings.seed, settings.deterministic)
