@@ -92,7 +92,7 @@ def train_job(kind, config, settings, prepare, log=print):
     from pipelines import inputs
     from pipelines.locking import exclusive_lock
     from peterrec_tf.training import best as selection
-    from peterrec_tf.training import loop, reproducibility, results, strategy as dist
+    from peterrec_tf.training import loop, reproducibility, results, strategy as dist, summaries
 
     chief = dist.is_chief()
     precision = dist.set_precision(settings.mixed_precision)
@@ -126,6 +126,9 @@ def train_job(kind, config, settings, prepare, log=print):
             report["test"] = job.evaluate_split("test")
             log(f"{job.test_label}: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
+            if chief:
+                summaries.write_final(settings.model_dir, config, report["validation"],
+                                      report["test"], trained["steps"], settings.select_metric)
             if chief:
                 job.save()
         report["wall_seconds"] = time.time() - started
