@@ -110,7 +110,8 @@ def cli():
     """The command (`python -m peterrec_tf.export` and its console command)."""
     from pipelines.command import run_command
 
-    run_command(define_flags, main, __doc__)
+    run_command(define_flags, main, __doc__,
+                minimums={"k": 1, "version": 1, "max_len": 1, "num_versions": 1})
 
 
 if __name__ == "__main__":

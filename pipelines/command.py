@@ -42,13 +42,19 @@ def command_line(module, **flag_values):
     return " ".join([program] + [f"--{name}={value}" for name, value in flag_values.items()])
 
 
-def run_command(define_flags, main, doc=None, known_only=False):
-    """Define the flags, parse them and run `main` (see the module docstring); exits."""
+def run_command(define_flags, main, doc=None, known_only=False, minimums=None):
+    """Define the flags, parse them and run `main` (see the module docstring); exits.
+    `minimums` ({flag: smallest value}) become absl validators of those numeric flags
+    (None, an unset optional flag, passes): the command line is refused while parsing,
+    the library keeps its own checks for Python callers."""
     from absl import app, flags
 
     values = flags.FLAGS
     before = set(values)
     define_flags()
+    for name, low in (minimums or {}).items():
+        flags.register_validator(name, lambda value, low=low: value is None or value >= low,
+                                 message=f"--{name} must be >= {low}")
     program = sys.argv[0]
     for name in [name for name in values if name not in before] + list(ABSL_KEY_FLAGS):
         values.register_key_flag_for_module(program, values[name])

@@ -304,7 +304,8 @@ def cli():
     not define are Beam pipeline options (--runner=...)."""
     from pipelines.command import run_command
 
-    run_command(define_flags, main, __doc__, known_only=True)
+    run_command(define_flags, main, __doc__, known_only=True,
+                minimums={"max_len": 1, "num_shards": 1, "max_oov_share": 0})
 
 
 if __name__ == "__main__":
