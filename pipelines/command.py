@@ -66,7 +66,7 @@ def run_command(define_flags, main, doc=None, known_only=False, minimums=None):
         try:
             return values(argv, known_only=known_only)
         except flags.Error as error:
-            print(f"error: {error}", file=sys.stderr)
+            print(f"error: {flag_error_text(error)}", file=sys.stderr)
             sys.exit(2)
 
     def run_main(argv):
@@ -74,6 +74,15 @@ def run_command(define_flags, main, doc=None, known_only=False, minimums=None):
         return main(argv)
 
     app.run(run_main, flags_parser=parse)
+
+
+def flag_error_text(error):
+    """A validator's `flag --x=v: --x must be ...` as the jobs' own checks say it
+    (`--x must be ..., got v`), so both ways of starting a job refuse a value alike."""
+    import re
+
+    match = re.match(r"^flag --(\w+)=(.*?): (--\1 must .*)$", str(error), re.S)
+    return f"{match.group(3)}, got {match.group(2)}" if match else str(error)
 
 
 def quiet_logs(verbose):

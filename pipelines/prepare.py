@@ -272,6 +272,10 @@ def main(argv):
         print(f"error: unknown flags {beam_args} (Beam pipeline options need a Beam --runner)",
               file=sys.stderr)
         return 2
+    if values.runner != "local" and not values["verbosity"].present and not any(
+            arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
+        # Beam's workers (processes of their own) log at INFO unless told otherwise
+        beam_args = beam_args + ["--default_sdk_harness_log_level=WARNING"]
     try:
         index = prepare(
             values.format, values.output_dir, values.input, values.max_len, values.num_shards,
