@@ -92,12 +92,23 @@ def main(argv):
         return 2
     print(json.dumps({k: config[k] for k in ("kind", "framing", "backbone") if k in config},
                      indent=2))
-    print(f"wrote {values.output_dir}")
+    from pipelines.command import command_line, report_done
+
+    report_done(f"wrote {values.output_dir}",
+                command_line("peterrec_tf.export", model_dir=values.output_dir)
+                if config.get("kind") != "pretrain" else
+                command_line("peterrec_tf.finetune", pretrained=values.output_dir,
+                             data_dir="PREPARED_TASK_DIR", model_dir="runs/TASK"))
     return 0
 
 
-if __name__ == "__main__":
-    from absl import app
 
-    define_flags()
-    app.run(main)
+def cli():
+    """The command (`python -m peterrec_tf.convert_tf1` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)
+
+
+if __name__ == "__main__":
+    cli()

@@ -149,15 +149,28 @@ def main(argv):
         return export_artifacts(v)
     dirs = parse_tasks(v.tasks) if v.tasks else [
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
-    return run_guarded(export_checked, dirs, v.export_base, v.model_name, v.version, v.k,
-                       max_len=v.max_len, serving_base_path=v.serving_base_path,
-                       num_versions=v.num_versions, backbone_dir=v.backbone_dir,
-                       next_item_index=v.next_item_index,
-                       exclude_history=v.exclude_history)[1]
+    report, code = run_guarded(export_checked, dirs, v.export_base, v.model_name, v.version,
+                               v.k, max_len=v.max_len, serving_base_path=v.serving_base_path,
+                               num_versions=v.num_versions, backbone_dir=v.backbone_dir,
+                               next_item_index=v.next_item_index,
+                               exclude_history=v.exclude_history)
+    if not code:
+        from pipelines.command import report_done
+
+        report_done(f"wrote {report['path']} and {os.path.join(v.export_base, 'models.config')}",
+                    "tensorflow_model_server --port=8500 --rest_api_port=8501 "
+                    f"--model_config_file={os.path.abspath(os.path.join(v.export_base, 'models.config'))}")
+    return code
+
+
+
+def cli():
+    """The command (`python -m peterrec_tf.export` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__,
+                minimums={"k": 1, "version": 1, "max_len": 1, "num_versions": 1})
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    define_flags()
-    app.run(main)
+    cli()

@@ -189,12 +189,15 @@ def _without_optimizer(model):
     """Save the model without its optimizer's state. Keras stores a compiled model's Adam
     moments in `model.keras` (twice the weights again: a 645K-item model took 4.0 GB
     instead of 1.3 GB, and loading it peaked at 11 GB of memory); resuming reads
-    `checkpoints/`, and every job compiles a loaded model afresh, so nothing reads them."""
+    `checkpoints/`, and every job compiles a loaded model afresh, so nothing reads them.
+    A fresh optimizer of the same configuration stands in (no moments: its step count and
+    learning rate only), so that `keras.saving.load_model` compiles the model with it and
+    finds in the file exactly the variables that optimizer has."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         yield
         return
-    model.optimizer = None
+    model.optimizer = type(optimizer).from_config(optimizer.get_config())
     try:
         yield
     finally:

@@ -931,7 +931,6 @@ def _run_from_flags(v):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from pipelines.command import run_command
 
-    define_flags()
-    sys.exit(app.run(main))
+    run_command(define_flags, main, __doc__)

@@ -100,7 +100,7 @@ def train_job(kind, config, settings, prepare, log=print):
     from pipelines.locking import exclusive_lock
     from peterrec_tf.filesystem import check_writable, write_faults_reported
     from peterrec_tf.training import best as selection
-    from peterrec_tf.training import loop, reproducibility, results, strategy as dist
+    from peterrec_tf.training import loop, reproducibility, results, strategy as dist, summaries
 
     chief = dist.is_chief()
     precision = dist.set_precision(settings.mixed_precision)
@@ -112,6 +112,8 @@ def train_job(kind, config, settings, prepare, log=print):
             (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
             inputs.reading(settings.data_dir):
         results.record_config(settings.model_dir, config, write=chief)
+        if chief:
+            results.write_flagfile(settings.model_dir, config, f"python -m peterrec_tf.{kind}")
         # after the strategy: creating one may draw from Python's generator, which seeds
         # the initialisers (and the workers must initialise identically to a single process)
         reproducibility.set_seed(settings.seed, settings.deterministic)
@@ -139,6 +141,9 @@ def train_job(kind, config, settings, prepare, log=print):
             report["test"] = job.evaluate_split("test")
             log(f"{job.test_label}: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
+            if chief:
+                summaries.write_final(settings.model_dir, config, report["validation"],
+                                      report["test"], trained["steps"], settings.select_metric)
             if chief:
                 job.save()
         report["wall_seconds"] = time.time() - started
