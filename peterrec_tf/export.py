@@ -115,7 +115,12 @@ def export_artifacts(v):
         if code:
             return code
         written.append(v.litert)
-    print(f"wrote {', '.join(written)}")
+    from pipelines.command import report_done
+
+    report_done(f"wrote {', '.join(written)}",
+                "load embeddings.npy into your ANN index (tensorboard --logdir=DIR shows the "
+                "projector)" if v.item_embeddings else
+                f"run {v.litert} with the LiteRT interpreter (ids in, top-k ids and scores out)")
     return 0
 def export_checked(dirs, export_base, *args, **kwargs):
     """`export`, with --export_base checked writable before any model is loaded and a
