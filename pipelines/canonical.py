@@ -27,6 +27,7 @@ import tempfile
 
 import numpy as np
 
+from pipelines import metadata_checksum
 from pipelines.errors import DataError
 
 SPLITS_ORDER = ("train", "validation", "test")  # pipelines.dataset.SPLITS
@@ -384,6 +385,7 @@ def dataset_metadata(common, task, num_items, counts, record_stats, stats, num_t
 
 
 def write_metadata(directory, metadata):
+    metadata = metadata_checksum.sealed(directory, metadata)  # verified by every reader
     with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2, sort_keys=True)
 

@@ -80,7 +80,8 @@ def emptied(source, target, split):
     meta = json.load(open(path))
     meta["splits"][split] = 0
     meta["stats"].update(users=3, users_too_short=3, min_length=3)
-    meta.pop("shards", None)
+    for key in ("shards", "metadata_sha256", "vocab_sha256"):
+        meta.pop(key, None)
     json.dump(meta, open(path, "w"))
     for name in os.listdir(target):
         if name.startswith(f"{split}-"):
@@ -164,7 +165,9 @@ def test_advice_for_too_many_candidates_never_leads_to_a_trivial_metric(run):
     with pytest.raises(ValueError, match="k=10 is not below the 7 items ranked .full ranking"):
         check_ranking("D", meta, "full", 100, (5, 10))
     check_ranking("D", meta, "full", 100, (5, 6))
-    check_ranking("D", {"task": "classify"}, "sampled", 100, (50,))
+    check_ranking("D", {"task": "classify", "num_classes": 2}, "sampled", 100, (50,))
+    with pytest.raises(ValueError, match="D has 1 class.es.: accuracy would be 1.0"):
+        check_ranking("D", {"task": "classify", "num_classes": 1}, "sampled", 100, (5,))
 
 
 def test_select_metric_can_only_name_a_metric_that_is_not_trivial(run, tmp_path):
@@ -342,9 +345,6 @@ def test_pretraining_further_keeps_the_backbone_its_tasks_were_tuned_on(run, tmp
     assert json.load(open(os.path.join(again, "config.json")))["backbone_fingerprint"] == \
         backbone_fingerprint(model.backbone)
     evaluate(again, run["coldrec"])
-    result = command("peterrec_tf.export", f"--model_dir={task}",
-                     f"--export_base={tmp_path / 'sm'}")
-    assert result.returncode == 0, result.stderr[-2000:]
 
 
 # --- filesystem faults are one line ---------------------------------------------------------
@@ -454,3 +454,29 @@ def test_export_to_an_unwritable_or_full_place_is_one_line(run, tmp_path, monkey
     with pytest.raises(WriteFault, match="/full/disk/file: No space left on device"):
         export_checked([("task", run["task"])], str(base), "m", log=quiet)
     assert not [name for name in os.listdir(base / "m") if not name.startswith(".lock")]
+
+
+def test_a_preparation_is_verified_by_content(run, tmp_path):
+    from pipelines.errors import DataError
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    data = copy_dir(run["coldrec"], tmp_path / "cold")
+    path = os.path.join(data, "vocab", "targets.txt")
+    lines = open(path).read().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]  # same size, target ids swapped
+    open(path, "w").write("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=f"{path}: SHA-256 differs from metadata.json's record"):
+        run_finetune(run["pre"], data, str(tmp_path / "ft"), train_steps=1, log=quiet,
+                     **FINETUNE)
+    assert not os.path.exists(tmp_path / "ft")
+    data = copy_dir(run["pretrain"], tmp_path / "pre")
+    path = os.path.join(data, "metadata.json")
+    text = open(path).read()
+    meta = json.loads(text)
+    meta["max_len"] += 1  # valid JSON, another framing
+    json.dump(meta, open(path, "w"))
+    with pytest.raises(DataError, match=f"{path}: content differs from its recorded checksum"):
+        evaluate(run["pre"], data)
+    open(path, "w").write(text[:len(text) // 2])
+    with pytest.raises(DataError, match=f"{path}: not valid JSON"):
+        evaluate(run["pre"], data)

@@ -14,6 +14,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
                  num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print,
                  backbone_dir=None):
     from pipelines import inputs
+    from pipelines.metadata_checksum import read_data_vocab
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
     from peterrec_tf.model_dir import load_model_dir, model_framing
@@ -35,7 +36,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
                          f"{meta['num_items']}: not the same vocabulary")
     data_vocab = os.path.join(data_dir, "vocab", "items.txt")
     if "items" in vocabs and os.path.exists(data_vocab) and \
-            vocabs["items"] != inputs.load_vocab(data_vocab):
+            vocabs["items"] != read_data_vocab(data_dir, "items.txt", meta):
         raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
                          "other items")
     task = meta["task"]

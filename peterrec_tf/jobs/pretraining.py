@@ -44,6 +44,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  jit_compile=True, optimizer="adam", log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
+    from pipelines.metadata_checksum import read_data_vocab
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.model_dir import save_model_dir
     from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
@@ -125,7 +126,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                                            drop_remainder=strategy_.num_replicas_in_sync > 1)
 
         def save():
-            vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
+            vocab = read_data_vocab(data_dir, "items.txt", meta)
             # a finished model this run replaces stays loadable for the tasks over it
             keep_replaced_backbone(model_dir, model.backbone, log)
             save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
