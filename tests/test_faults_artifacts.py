@@ -64,6 +64,13 @@ def scores(results):
     return {k: v for k, v in results.items() if "@" in k or k == "examples"}
 
 
+def swap_two_ids(path):
+    """Two ids of a vocabulary file exchanged: same size, other meaning."""
+    lines = open(path).read().splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    open(path, "w").write("\n".join(lines) + "\n")
+
+
 def copy_dir(source, target):
     shutil.copytree(source, target)
     return str(target)
@@ -258,10 +265,8 @@ def test_every_file_of_a_model_directory_is_verified_by_content(run, tmp_path, w
 
     model_dir = copy_dir(run[which], tmp_path / which)
     path = os.path.join(model_dir, name)
-    if name.endswith(".txt"):  # two ids swapped: same size, other meaning
-        lines = open(path).read().splitlines()
-        lines[1], lines[2] = lines[2], lines[1]
-        open(path, "w").write("\n".join(lines) + "\n")
+    if name.endswith(".txt"):
+        swap_two_ids(path)
     elif name == "config.json":
         config = json.load(open(path))
         config["max_len"] = config["max_len"] + 1  # still valid JSON, another framing
@@ -288,18 +293,22 @@ def test_a_vocabulary_the_model_was_not_saved_with_is_refused(run, tmp_path):
 
 
 def test_the_backbones_vocabulary_a_task_shares_is_verified(run, tmp_path):
-    from peterrec_tf.model_dir import load_model_dir
+    from peterrec_tf.model_dir import config_checksum, file_checksum, load_model_dir
 
     root = tmp_path / "moved"
     pre = copy_dir(run["pre"], root / "pre")
     task = copy_dir(run["task"], root / "task")
-    config = json.load(open(os.path.join(task, "config.json")))
-    assert config["items_vocab_of_backbone"]
+    assert json.load(open(os.path.join(task, "config.json")))["items_vocab_of_backbone"]
     path = os.path.join(pre, "vocab.txt")
-    lines = open(path).read().splitlines()
-    lines[1], lines[2] = lines[2], lines[1]
-    open(path, "w").write("\n".join(lines) + "\n")
-    with pytest.raises(ValueError, match=f"{path}: SHA-256 differs"):
+    swap_two_ids(path)
+    with pytest.raises(ValueError, match=f"{path}: SHA-256 differs"):  # the backbone's record
+        load_model_dir(task, backbone_dir=pre)
+    config = json.load(open(os.path.join(pre, "config.json")))  # re-saved with that vocabulary
+    config["checksums"]["vocab.txt"] = file_checksum(path)
+    config["config_sha256"] = config_checksum(config)
+    json.dump(config, open(os.path.join(pre, "config.json"), "w"))
+    with pytest.raises(ValueError, match=f"{path}: differs from the item vocabulary {task} was "
+                                         "saved with"):  # the task's own record
         load_model_dir(task, backbone_dir=pre)
 
 
@@ -459,16 +468,21 @@ def test_export_to_an_unwritable_or_full_place_is_one_line(run, tmp_path, monkey
 def test_a_preparation_is_verified_by_content(run, tmp_path):
     from pipelines.errors import DataError
     from peterrec_tf.jobs.finetuning import run_finetune
+    from peterrec_tf.jobs.pretraining import run_pretrain
 
     data = copy_dir(run["coldrec"], tmp_path / "cold")
     path = os.path.join(data, "vocab", "targets.txt")
-    lines = open(path).read().splitlines()
-    lines[1], lines[2] = lines[2], lines[1]  # same size, target ids swapped
-    open(path, "w").write("\n".join(lines) + "\n")
+    swap_two_ids(path)
     with pytest.raises(DataError, match=f"{path}: SHA-256 differs from metadata.json's record"):
         run_finetune(run["pre"], data, str(tmp_path / "ft"), train_steps=1, log=quiet,
                      **FINETUNE)
     assert not os.path.exists(tmp_path / "ft")
+    data = copy_dir(run["pretrain"], tmp_path / "items")
+    path = os.path.join(data, "vocab", "items.txt")
+    swap_two_ids(path)
+    with pytest.raises(DataError, match=f"{path}: SHA-256 differs from metadata.json's record"):
+        run_pretrain(data, str(tmp_path / "p"), train_steps=1, log=quiet, **MODEL)
+    assert not os.path.exists(tmp_path / "p")
     data = copy_dir(run["pretrain"], tmp_path / "pre")
     path = os.path.join(data, "metadata.json")
     text = open(path).read()

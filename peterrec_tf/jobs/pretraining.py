@@ -83,6 +83,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
     check_split_records(data_dir, meta, ("train", "validation", "test"))
     check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
+    vocab = read_data_vocab(data_dir, "items.txt", meta)  # verified before any training
     max_len = max_len or meta["max_len"]
     logits_bytes = batch_size * max_len * vocab_size * 4
     if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
@@ -126,7 +127,6 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                                            drop_remainder=strategy_.num_replicas_in_sync > 1)
 
         def save():
-            vocab = read_data_vocab(data_dir, "items.txt", meta)
             # a finished model this run replaces stays loadable for the tasks over it
             keep_replaced_backbone(model_dir, model.backbone, log)
             save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
