@@ -11,6 +11,14 @@ Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
     DIR/vocab.txt          optional: line i = item token of id i (id 0 = <UNK>)
     DIR/target_vocab.txt   optional: item-rec targets, line i = token of target id i
     DIR/labels.txt         optional: classification classes, line i = class i
+    DIR/versions/FP/       a pre-trained directory trained further after tasks were stored
+                           over it keeps the replaced model here (`task_artifact`)
+
+config.json records the SHA-256 of every other file it was saved with (`checksums`;
+model.keras its size) and one of its own content (`config_sha256`); `load_model_dir`
+verifies them before reading anything, so a vocabulary with two ids swapped, a hand-edited
+config or a truncated task archive is an error naming the file. Directories saved before
+record neither and load as they are.
 """
 
 import contextlib

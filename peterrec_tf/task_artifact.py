@@ -14,7 +14,12 @@ a PEFT adapter, only:
 directory, refuses it when its fingerprint differs from the recorded one (another or a
 changed pre-training), builds the FineTuner and puts the task's weights in. Every frozen
 weight is checked bit-equal to the backbone's when the task is saved, so what is not
-stored is exactly what the backbone holds.
+stored is exactly what the backbone holds, and a task archive must fill exactly the weights
+the task declares (`declared_weights`: a missing head would keep its random initialisation).
+
+A pre-trained directory that tasks were stored over is never rewritten in place: `pretrain`
+re-run on it with more steps first keeps the finished model in `versions/<fingerprint>/`
+(`keep_replaced_backbone`), where `load_task_over` finds the backbone a task was tuned on.
 """
 
 import contextlib

@@ -32,6 +32,7 @@ import tempfile
 
 import numpy as np
 
+from pipelines import metadata_checksum
 from pipelines.errors import DataError
 
 SPLITS_ORDER = ("train", "validation", "test")  # pipelines.dataset.SPLITS
@@ -632,7 +633,8 @@ def check_not_empty(path, name, counts, stats):
 
 
 def write_metadata(directory, metadata):
-    from pipelines import fileio
+    from pipelines import fileio, metadata_checksum
+    metadata = metadata_checksum.sealed(directory, metadata)  # verified by every reader
     fileio.write_bytes(fileio.join(directory, "metadata.json"),
                        json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8"))
 

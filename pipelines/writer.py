@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-from pipelines import canonical, schema
+from pipelines import canonical, metadata_checksum, schema
 from pipelines.dataset import SPLITS, file_checksum
 
 FORMAT_VERSION = 1
@@ -80,6 +80,7 @@ def write_dataset(directory, dataset, num_shards, common):
         metadata["num_classes"] = len(dataset.labels)
     metadata["stats"]["sequences_longer_than_max_len"] = metadata["summary"][
         "records_longer_than_max_len"]
+    metadata = metadata_checksum.sealed(directory, metadata)  # verified by every reader
     with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2, sort_keys=True)
     return metadata

@@ -206,7 +206,7 @@ def make_subset(data_dir, out_dir, fraction, seed):
     (chosen by `seed`, all of a chosen user's instances); validation/test unchanged."""
     import tensorflow as tf
 
-    from pipelines import inputs, schema
+    from pipelines import inputs, metadata_checksum, schema
     from pipelines.writer import shard_name, shard_record
 
     if os.path.exists(os.path.join(out_dir, "metadata.json")):
@@ -240,6 +240,7 @@ def make_subset(data_dir, out_dir, fraction, seed):
     meta["fingerprint"] = f"{meta.get('fingerprint')}-users{fraction}-seed{seed}"
     meta["subset"] = {"of": os.path.abspath(data_dir), "fraction_of_train_users": fraction,
                       "users": len(keep), "of_users": len(users), "seed": seed}
+    meta = metadata_checksum.sealed(tmp, meta)  # its content changed: checksummed anew
     with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(meta, handle, indent=2, sort_keys=True)
     os.replace(tmp, out_dir)

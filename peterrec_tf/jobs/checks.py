@@ -45,8 +45,12 @@ def ranked_items(meta, ranking, num_candidates):
 
 def check_ranking(data_dir, meta, ranking, num_candidates, ks, flag="--ks"):
     """Refuse sampled candidates the data cannot supply and any k >= the items ranked
-    (HR@k would be 1.0 for every model); the advice given never leads into either."""
+    (HR@k would be 1.0 for every model); the advice given never leads into either.
+    Classification needs two classes at least (with one, accuracy is 1.0 for any model)."""
     if meta["task"] == "classify":
+        if meta.get("num_classes", 2) < 2:
+            raise ValueError(f"{data_dir} has {meta['num_classes']} class(es): accuracy would be "
+                             "1.0 for any model; prepare data with two classes at least")
         return
     universe = meta["num_items"] if meta["task"] == "pretrain" else meta["num_targets"]
     kind = "items" if meta["task"] == "pretrain" else "targets"

@@ -18,6 +18,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     user's history (as the dataset holds it: the most recent max_len items) is no
     competitor, except the true item itself."""
     from pipelines import inputs
+    from pipelines.metadata_checksum import read_data_vocab
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
     from peterrec_tf.model_dir import load_model_dir, model_framing
@@ -39,7 +40,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
                          f"{meta['num_items']}: not the same vocabulary")
     data_vocab = os.path.join(data_dir, "vocab", "items.txt")
     if "items" in vocabs and os.path.exists(data_vocab) and \
-            vocabs["items"] != inputs.load_vocab(data_vocab):
+            vocabs["items"] != read_data_vocab(data_dir, "items.txt", meta):
         raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
                          "other items")
     task = meta["task"]
