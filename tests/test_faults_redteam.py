@@ -1,0 +1,85 @@
+"""Fault cases found by trying the commands as a new user would (printf-made release CSVs,
+tiny flags), beyond the rows of tests/test_faults_data.py and test_faults_artifacts.py.
+
+Tiny models (8 channels, dilations 1,2, two steps, no XLA) on one small release-CSV
+preparation shared by the module.
+"""
+
+import os
+import random
+
+import pytest
+
+from pipelines.prepare import prepare
+
+MODEL = dict(channels=8, dilations=(1, 2), batch_size=8, eval_batch_size=64, log_every=100,
+             checkpoint_every=2, num_candidates=5, ks=(1, 3), eval_ranking="sampled",
+             jit_compile=False)
+FINETUNE = {k: v for k, v in MODEL.items() if k not in ("channels", "dilations")}
+
+
+def quiet(*_):
+    pass
+
+
+def release_lines(seed, users=30, finetune=False):
+    """Lines of a release pre-training CSV (items 1..40), or of a fine-tuning CSV
+    (targets 100..105 after ',,')."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(users):
+        items = ",".join(str(rng.randint(1, 40)) for _ in range(rng.randint(5, 10)))
+        lines.append(f"{items},,{rng.randint(100, 105)}" if finetune else items)
+    return lines
+
+
+def write(path, lines):
+    with open(path, "w") as handle:
+        handle.write("".join(f"{line}\n" for line in lines))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A release-CSV preparation (pre-training and fine-tuning), a pre-trained model (2
+    steps) and a task stored over it."""
+    from peterrec_tf.jobs.finetuning import run_finetune
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    root = tmp_path_factory.mktemp("redteam")
+    pre_csv = write(root / "pre.csv", release_lines(1))
+    ft_lines = release_lines(2, finetune=True)
+    ft_csv = write(root / "ft.csv", ft_lines)
+    data_pre, data_ft = str(root / "d_pre"), str(root / "d_ft")
+    prepare("peterrec_pretrain_csv", data_pre, input=pre_csv, log=quiet)
+    vocab = os.path.join(data_pre, "vocab", "items.txt")
+    prepare("peterrec_finetune_csv", data_ft, input=ft_csv, vocab=vocab, log=quiet)
+    pre, task = str(root / "pre"), str(root / "task")
+    run_pretrain(data_pre, pre, train_steps=2, log=quiet, **MODEL)
+    run_finetune(pre, data_ft, task, train_steps=2, log=quiet, **FINETUNE)
+    return {"root": root, "pre_csv": pre_csv, "ft_lines": ft_lines, "vocab": vocab,
+            "data_pre": data_pre, "data_ft": data_ft, "pre": pre, "task": task}
+
+
+def evaluate(model_dir, data_dir, **extra):
+    from peterrec_tf.jobs.evaluation import run_evaluate
+
+    return run_evaluate(model_dir, data_dir, num_candidates=5, ks=(1, 3), log=quiet, **extra)
+
+
+def test_a_task_evaluated_on_data_whose_target_ids_mean_other_items_is_refused(run, tmp_path):
+    """The same fine-tuning lines in another order, prepared again: as many targets, but
+    numbered by first appearance in another order, so target id i names another item than
+    the task's target_vocab.txt says (before: scored silently, rc 0)."""
+    lines = list(run["ft_lines"])
+    random.Random(5).shuffle(lines)
+    shuffled = str(tmp_path / "d_ft_shuffled")
+    prepare("peterrec_finetune_csv", shuffled, input=write(tmp_path / "ft.csv", lines),
+            vocab=run["vocab"], log=quiet)
+    targets = os.path.join(shuffled, "vocab", "targets.txt")
+    assert open(targets).read() != open(os.path.join(run["data_ft"], "vocab",
+                                                     "targets.txt")).read()
+    with pytest.raises(ValueError, match=f"{targets} differs from {run['task']}/"
+                                         "target_vocab.txt: target ids would mean other items"):
+        evaluate(run["task"], shuffled)
+    assert evaluate(run["task"], run["data_ft"])["examples"] > 0
