@@ -50,6 +50,11 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
+    for flag, path in (("--input", input), ("--vocab", vocab)):
+        if path and "://" not in path and "://" not in output_dir and _inside(path, output_dir):
+            raise DataError(path, None, f"{flag} lies inside --output_dir {output_dir}, whose "
+                            "contents a preparation replaces (it would be deleted); move it "
+                            "out or choose another --output_dir")
     parent, name = os.path.split(os.path.abspath(output_dir))
     above = next(p for p in _parents(parent) if os.path.exists(p))
     if not os.path.isdir(above):
@@ -68,6 +73,12 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         if fault is None:
             raise
         raise fault from error
+
+
+def _inside(path, directory):
+    """Whether `path` is `directory` or lies under it (symbolic links resolved)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
 
 
 def _parents(path):

@@ -83,3 +83,43 @@ def test_a_task_evaluated_on_data_whose_target_ids_mean_other_items_is_refused(r
                                          "target_vocab.txt: target ids would mean other items"):
         evaluate(run["task"], shuffled)
     assert evaluate(run["task"], run["data_ft"])["examples"] > 0
+
+
+def test_an_input_inside_the_output_dir_is_refused_even_with_overwrite(run, tmp_path):
+    """--input kept in the preparation it replaces: --overwrite deleted the user's own
+    file with the old preparation (lost work, rc 0)."""
+    output = str(tmp_path / "prep")
+    prepare("peterrec_pretrain_csv", output, input=run["pre_csv"], log=quiet)
+    kept = write(tmp_path / "prep" / "mine.csv", release_lines(3))
+    with pytest.raises(ValueError, match=f"{kept}: --input lies inside --output_dir {output}"):
+        prepare("peterrec_pretrain_csv", output, input=kept, overwrite=True, log=quiet)
+    assert os.path.exists(kept)
+    vocab = os.path.join(output, "vocab", "items.txt")
+    with pytest.raises(ValueError, match="--vocab lies inside --output_dir"):
+        prepare("peterrec_finetune_csv", output, input=write(tmp_path / "ft.csv",
+                                                             run["ft_lines"]),
+                vocab=vocab, overwrite=True, log=quiet)
+    assert os.path.exists(vocab)
+
+
+@pytest.mark.parametrize("where", ["same", "inside"])
+def test_a_model_dir_in_the_data_dir_is_refused_before_anything_is_written(run, tmp_path, where):
+    """--model_dir=--data_dir trained and saved the model among the shards (rc 0); preparing
+    that data again with --overwrite would then delete the model."""
+    import shutil
+
+    from peterrec_tf.jobs.finetuning import run_finetune
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    data = str(tmp_path / "data")
+    shutil.copytree(run["data_pre"], data)
+    before = sorted(os.listdir(data))
+    model_dir = data if where == "same" else os.path.join(data, "model")
+    message = f"--model_dir={model_dir} is {'inside ' if where == 'inside' else ''}--data_dir"
+    with pytest.raises(ValueError, match=message):
+        run_pretrain(data, model_dir, train_steps=2, log=quiet, **MODEL)
+    assert sorted(os.listdir(data)) == before
+    ft_data = str(tmp_path / "ft")
+    shutil.copytree(run["data_ft"], ft_data)
+    with pytest.raises(ValueError, match="--model_dir=.* is .*--data_dir"):
+        run_finetune(run["pre"], ft_data, ft_data, train_steps=2, log=quiet, **FINETUNE)
