@@ -193,6 +193,8 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
                          "pass --overwrite")
     try:
         items = Vocabulary.load(vocab) if vocab else Vocabulary()
+    except DataError:
+        raise
     except ValueError as error:
         raise DataError(vocab, None, str(error)) from error
     bad = BadLines(skip_bad_lines)

@@ -123,3 +123,26 @@ def test_a_model_dir_in_the_data_dir_is_refused_before_anything_is_written(run, 
     shutil.copytree(run["data_ft"], ft_data)
     with pytest.raises(ValueError, match="--model_dir=.* is .*--data_dir"):
         run_finetune(run["pre"], ft_data, ft_data, train_steps=2, log=quiet, **FINETUNE)
+
+
+@pytest.mark.parametrize("edit,line,message", [
+    (lambda t: [t[0] + "\r"] + t[1:], 1, "holds a carriage return"),
+    (lambda t: ["\ufeff" + t[0]] + t[1:], 1, "holds a byte order mark"),
+    (lambda t: t[:1] + [x + " " for x in t[1:]], 2, "has whitespace around the token"),
+    (lambda t: t[:5] + [""] + t[5:], 6, "is blank"),
+    (lambda t: t + [""], None, "is blank"),
+    (lambda t: [], 1, "must be <UNK> .*got an empty file")])
+def test_a_hand_edited_vocab_is_refused_with_its_line(run, tmp_path, edit, line, message):
+    """A --vocab saved with CRLF ends, a BOM, trailing spaces or a blank line: before, a
+    trailing space made every item out of vocabulary (100%, rc 0 with a warning) and a
+    blank line shifted every later id (rc 0); a CRLF or BOM file was 'line 1 must be
+    <UNK>' with the path twice."""
+    tokens = open(run["vocab"]).read().splitlines()
+    vocab = tmp_path / "vocab.txt"
+    with open(vocab, "w", newline="") as handle:
+        handle.write("".join(f"{t}\n" for t in edit(tokens)))
+    line = len(tokens) + 1 if line is None else line
+    with pytest.raises(ValueError, match=f"^{vocab}:{line}: {message}"):
+        prepare("peterrec_finetune_csv", str(tmp_path / "out"),
+                input=write(tmp_path / "ft.csv", run["ft_lines"]), vocab=str(vocab), log=quiet)
+    assert not os.path.exists(tmp_path / "out")
