@@ -146,3 +146,20 @@ def test_a_hand_edited_vocab_is_refused_with_its_line(run, tmp_path, edit, line,
         prepare("peterrec_finetune_csv", str(tmp_path / "out"),
                 input=write(tmp_path / "ft.csv", run["ft_lines"]), vocab=str(vocab), log=quiet)
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_checkpoints_copied_into_a_new_model_dir_are_refused(run, tmp_path):
+    """Checkpoints copied from another run (another dataset of the same size) into a fresh
+    --model_dir: before, 'resuming from ckpt-2' continued the foreign weights on data whose
+    ids mean other items, rc 0. A run records flags.json before its first checkpoint, so
+    checkpoints without it are not this directory's."""
+    import shutil
+
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    model_dir = tmp_path / "copied"
+    shutil.copytree(os.path.join(run["pre"], "checkpoints"), model_dir / "checkpoints")
+    with pytest.raises(ValueError, match=f"{model_dir}/checkpoints holds checkpoints but "
+                                         f"{model_dir}/flags.json is missing"):
+        run_pretrain(run["data_pre"], str(model_dir), train_steps=4, log=quiet, **MODEL)
+    assert sorted(os.listdir(model_dir)) == ["checkpoints"]
