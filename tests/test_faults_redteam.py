@@ -163,3 +163,19 @@ def test_checkpoints_copied_into_a_new_model_dir_are_refused(run, tmp_path):
                                          f"{model_dir}/flags.json is missing"):
         run_pretrain(run["data_pre"], str(model_dir), train_steps=4, log=quiet, **MODEL)
     assert sorted(os.listdir(model_dir)) == ["checkpoints"]
+
+
+def test_integer_timestamps_float64_cannot_hold_are_refused(tmp_path):
+    """Nanosecond-style stamps above 2**53: 2**53 + 1 rounds to 2**53, so 'mid' tied with
+    'early' and file order put it first (rc 0, a wrong history order)."""
+    base = 2 ** 53
+    rows = ["user,item,timestamp"]
+    for user in range(8):
+        rows += [f"u{user},late,{base + 2}", f"u{user},mid,{base + 1}",
+                 f"u{user},early,{base}", f"u{user},first,{base - 10}"]
+    log = write(tmp_path / "log.csv", rows)
+    with pytest.raises(ValueError, match=f"{log}:2: timestamp '{base + 2}' is above 2\\*\\*53"):
+        prepare("interactions", str(tmp_path / "out"), input=log, log=quiet)
+    small = write(tmp_path / "ms.csv", [r.replace(str(base)[:3], "", 1) if "," in r and
+                                        r[0] == "u" else r for r in rows])
+    prepare("interactions", str(tmp_path / "ok"), input=small, log=quiet)  # below: accepted
