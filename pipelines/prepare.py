@@ -48,6 +48,9 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
     if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
+    if "://" not in output_dir and os.path.islink(output_dir.rstrip("/") or "/"):
+        # published where the link points (a data disk), not by replacing the link
+        output_dir = os.path.realpath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
     for flag, path in (("--input", input), ("--vocab", vocab)):

@@ -179,3 +179,15 @@ def test_integer_timestamps_float64_cannot_hold_are_refused(tmp_path):
     small = write(tmp_path / "ms.csv", [r.replace(str(base)[:3], "", 1) if "," in r and
                                         r[0] == "u" else r for r in rows])
     prepare("interactions", str(tmp_path / "ok"), input=small, log=quiet)  # below: accepted
+
+
+def test_a_symlinked_output_dir_is_written_where_it_points(run, tmp_path):
+    """--output_dir a symbolic link to a directory on a data disk: the publishing rename
+    replaced the link by a new directory beside it (the data on the wrong disk, the link
+    gone, rc 0)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    link = tmp_path / "data"
+    link.symlink_to(disk)
+    prepare("peterrec_pretrain_csv", str(link), input=run["pre_csv"], log=quiet)
+    assert link.is_symlink() and (disk / "metadata.json").exists()
