@@ -46,6 +46,10 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--input is required for --format={format}")
     if not (max_len >= 1 and num_shards >= 1):
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
+    if options.get("min_length", 3) < 3:
+        raise ValueError(f"--min_seq_len must be >= 3 (leave-last-out takes a validation and a "
+                         f"test target and needs an item before them), got "
+                         f"{options['min_length']}")
     if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
     if "://" not in output_dir and os.path.islink(output_dir.rstrip("/") or "/"):

@@ -191,3 +191,14 @@ def test_a_symlinked_output_dir_is_written_where_it_points(run, tmp_path):
     link.symlink_to(disk)
     prepare("peterrec_pretrain_csv", str(link), input=run["pre_csv"], log=quiet)
     assert link.is_symlink() and (disk / "metadata.json").exists()
+
+
+@pytest.mark.parametrize("min_length", [1, 2, -5])
+def test_a_minimum_length_leave_last_out_cannot_use_is_refused(tmp_path, min_length):
+    """--min_seq_len below 3: 1 (or less) was an IndexError traceback; 2 wrote training
+    records with no item and validation histories with none (rc 0)."""
+    csv = write(tmp_path / "short.csv", ["1,2", "3", "4,5,6", "7,8,9,10", "1,2,3"])
+    with pytest.raises(ValueError, match=f"--min_seq_len must be >= 3 .*got {min_length}"):
+        prepare("peterrec_pretrain_csv", str(tmp_path / "out"), input=csv, log=quiet,
+                min_length=min_length)
+    assert not os.path.exists(tmp_path / "out")
