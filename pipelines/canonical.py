@@ -616,6 +616,9 @@ def check_not_empty(path, name, counts, stats):
 
 
 def write_metadata(directory, metadata):
+    from pipelines.dataset import VOCAB_CHECKSUMS, vocab_checksums
+
+    metadata = dict(metadata, **{VOCAB_CHECKSUMS: vocab_checksums(directory)})
     with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2, sort_keys=True)
 

@@ -97,6 +97,41 @@ def file_checksum(path):
     return digest.hexdigest()
 
 
+VOCAB_CHECKSUMS = "vocab_sha256"  # metadata.json: file name in vocab/ -> SHA-256
+
+
+def vocab_checksums(directory):
+    """SHA-256 of each file in DIRECTORY/vocab/, recorded in metadata.json so that a job
+    reading a vocabulary can tell one edited or swapped in after the preparation."""
+    import os
+
+    folder = os.path.join(directory, "vocab")
+    if not os.path.isdir(folder):
+        return {}
+    return {name: file_checksum(os.path.join(folder, name)) for name in sorted(os.listdir(folder))}
+
+
+def check_vocab_checksum(path):
+    """`DataError` if `path`, a DIR/vocab/NAME of a preparation, differs from the SHA-256
+    DIR/metadata.json records for it: its ids would no longer mean what the shards hold.
+    Nothing for a file outside a preparation or of an older one (no record)."""
+    import json
+    import os
+
+    from pipelines.errors import DataError
+
+    folder = os.path.dirname(os.path.abspath(path))
+    meta_path = os.path.join(os.path.dirname(folder), "metadata.json")
+    if os.path.basename(folder) != "vocab" or not os.path.exists(meta_path):
+        return
+    with open(meta_path, encoding="utf-8") as handle:
+        recorded = json.load(handle).get(VOCAB_CHECKSUMS, {}).get(os.path.basename(path))
+    if recorded and recorded != file_checksum(path):
+        raise DataError(path, None, "SHA-256 differs from metadata.json's record (edited, or "
+                        "copied from another preparation, after this one was written): its "
+                        "ids would not mean what the shards hold; prepare the data again")
+
+
 def quality(dataset):
     """Shares a user should hear about: item occurrences mapped to OOV (id 0) over every
     record, and test targets never seen in training (as a training target for item_rec,

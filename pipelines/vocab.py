@@ -67,8 +67,10 @@ class Vocabulary:
         whitespace around the token, a carriage return or byte order mark: a file edited or
         converted by hand) is a `DataError` naming it, since such a token matches no item
         and a blank line shifts every later id."""
+        from pipelines.dataset import check_vocab_checksum
         from pipelines.errors import DataError
 
+        check_vocab_checksum(path)
         tokens = read_tokens(path)
         for number, token in enumerate(tokens, 1):
             problem = ("is blank" if not token else

@@ -8,7 +8,7 @@ import tempfile
 import tensorflow as tf
 
 from pipelines import canonical, schema
-from pipelines.dataset import SPLITS, file_checksum
+from pipelines.dataset import SPLITS, VOCAB_CHECKSUMS, file_checksum, vocab_checksums
 
 FORMAT_VERSION = 1
 #: Shares and warnings `prepare` puts into a dataset's stats, repeated in the summary.
@@ -80,6 +80,7 @@ def write_dataset(directory, dataset, num_shards, common):
         metadata["num_classes"] = len(dataset.labels)
     metadata["stats"]["sequences_longer_than_max_len"] = metadata["summary"][
         "records_longer_than_max_len"]
+    metadata[VOCAB_CHECKSUMS] = vocab_checksums(directory)
     with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2, sort_keys=True)
     return metadata

@@ -202,3 +202,54 @@ def test_a_minimum_length_leave_last_out_cannot_use_is_refused(tmp_path, min_len
         prepare("peterrec_pretrain_csv", str(tmp_path / "out"), input=csv, log=quiet,
                 min_length=min_length)
     assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_data_vocabulary_edited_after_the_preparation_is_refused(run, tmp_path):
+    """Two lines of DATA/vocab/items.txt swapped (or the file of another preparation of the
+    same size copied in): pretrain trained and saved a model whose vocab.txt named other
+    items than its embeddings learned (rc 0), and a fine-tuning preparation took it as
+    --vocab. metadata.json now records each vocabulary's SHA-256."""
+    import json
+    import shutil
+
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    data = str(tmp_path / "data")
+    shutil.copytree(run["data_pre"], data)
+    vocab = os.path.join(data, "vocab", "items.txt")
+    recorded = json.load(open(os.path.join(data, "metadata.json")))["vocab_sha256"]
+    assert set(recorded) == {"items.txt"}
+    tokens = open(vocab).read().splitlines()
+    tokens[1], tokens[2] = tokens[2], tokens[1]
+    write(vocab, tokens)
+    message = f"{vocab}: SHA-256 differs from metadata.json's record"
+    with pytest.raises(ValueError, match=message):
+        run_pretrain(data, str(tmp_path / "model"), train_steps=2, log=quiet, **MODEL)
+    assert not os.path.exists(tmp_path / "model")
+    with pytest.raises(ValueError, match=message):
+        prepare("peterrec_finetune_csv", str(tmp_path / "ft"), vocab=vocab, log=quiet,
+                input=write(tmp_path / "ft.csv", run["ft_lines"]))
+    with pytest.raises(ValueError, match=message):
+        evaluate(run["pre"], data)
+
+
+def test_a_metadata_size_edited_by_hand_is_refused(run, tmp_path):
+    """metadata.json's num_items raised by hand (41 -> 45): pretrain built a model of 45
+    items over a 41-line vocabulary and ranked 4 ids that name no item (rc 0)."""
+    import json
+    import shutil
+
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    data = str(tmp_path / "data")
+    shutil.copytree(run["data_pre"], data)
+    path = os.path.join(data, "metadata.json")
+    meta = json.load(open(path))
+    meta["num_items"] += 4
+    json.dump(meta, open(path, "w"))
+    message = f"{path}: num_items is {meta['num_items']} but .*items.txt holds"
+    with pytest.raises(ValueError, match=message):
+        run_pretrain(data, str(tmp_path / "model"), train_steps=2, log=quiet, **MODEL)
+    assert not os.path.exists(tmp_path / "model")
+    with pytest.raises(ValueError, match=message):
+        evaluate(run["pre"], data)

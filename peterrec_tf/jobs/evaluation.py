@@ -31,6 +31,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     if output:  # found before the evaluation, not after it
         check_output_file(output, "--output")
     meta = inputs.read_metadata(data_dir)
+    inputs.check_vocabularies(data_dir)
     check_split_records(data_dir, meta, (split,))
     check_ranking(data_dir, meta, ranking, num_candidates, ks)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)

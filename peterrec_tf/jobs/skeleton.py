@@ -101,6 +101,7 @@ def train_job(kind, config, settings, prepare, log=print):
     strategy = dist.make_strategy(settings.strategy)
     dist.check_batch_size(settings.batch_size, strategy)
     check_apart(settings.model_dir, settings.data_dir)
+    inputs.check_vocabularies(settings.data_dir)  # found before training, not at the save
     if chief:  # a read-only or missing place is found before any work
         check_writable(settings.model_dir, "--model_dir")
     with write_faults_reported(settings.model_dir), \
