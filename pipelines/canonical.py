@@ -170,10 +170,19 @@ def is_ascii_integer(text):
     return text.isascii() and text.isdigit()
 
 
+EXACT_INTEGER_STAMP = 2 ** 53  # float64 holds every integer up to this one
+
+
 def decimal_error(text, what):
     """None if `text` is a finite decimal number in ASCII (what `float` then reads), else
     the message: float() alone also takes '٣', '1_0', ' 1' and 'nan'."""
     if _DECIMAL_RE.match(text):
+        digits = text.lstrip("+-")
+        if digits.isdigit() and int(digits) > EXACT_INTEGER_STAMP:
+            return (f"{what} {text!r} is above 2**53, where float64 (how events are ordered) "
+                    "no longer holds every integer: events closer than its rounding would "
+                    "be ordered by file position; write it in coarser units (e.g. "
+                    "milliseconds or seconds)")
         if math.isfinite(float(text)):
             return None
     elif not _NON_FINITE_RE.match(text):
@@ -452,7 +461,9 @@ def parse_interaction_chunk(lines, delimiter, width, columns):
                 and "" not in items and (ascii_text or not any(
                     map(_non_ascii_digit, users + items)))):
             stamps = list(map(float, stamp_texts))
-            if np.isfinite(np.asarray(stamps, dtype=np.float64)).all():
+            column = np.asarray(stamps, dtype=np.float64)
+            # above 2**53 an integer stamp may be rounded: the row path decides
+            if np.isfinite(column).all() and (np.abs(column) < EXACT_INTEGER_STAMP).all():
                 return [number for number, _ in lines], users, items, stamps, []
     numbers, users, items, stamps, bad = [], [], [], [], []
     for parsed in parse_interaction_rows(lines, delimiter, width, columns):

@@ -50,7 +50,28 @@ def read_metadata(data_dir):
     return meta
 
 
-load_vocab = read_tokens  # tokens of a vocabulary file: line i is the token of id i
+def check_vocabularies(data_dir):
+    """Every vocabulary of a preparation against metadata.json's SHA-256 records, and its
+    length against the size metadata.json gives the jobs (a model of `num_items` built
+    over a shorter vocabulary would rank ids that name no item)."""
+    folder = os.path.join(data_dir, "vocab")
+    meta = read_metadata(data_dir)
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else ():
+        metadata_checksum.check_vocab_file(os.path.join(folder, name))
+    for name, key in (("items.txt", "num_items"), ("targets.txt", "num_targets"),
+                      ("labels.txt", "num_classes")):
+        path = os.path.join(folder, name)
+        if key in meta and os.path.exists(path) and len(read_tokens(path)) != meta[key]:
+            raise DataError(os.path.join(data_dir, "metadata.json"), None,
+                            f"{key} is {meta[key]} but {path} holds {len(read_tokens(path))} "
+                            "tokens (edited after the preparation?); prepare the data again")
+
+
+def load_vocab(path):
+    """Tokens of a vocabulary file (line i is the token of id i), verified against the
+    SHA-256 its preparation's metadata.json records."""
+    metadata_checksum.check_vocab_file(path)
+    return read_tokens(path)
 
 
 def shard_files(data_dir, split):

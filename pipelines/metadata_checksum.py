@@ -54,6 +54,23 @@ def verify(path, metadata):
                         "damaged after the preparation); re-run python -m pipelines.prepare")
 
 
+def check_vocab_file(path):
+    """`DataError` if `path`, a DIR/vocab/NAME of a preparation, differs from the SHA-256
+    DIR/metadata.json records for it: its ids would no longer mean what the shards hold
+    (a `--vocab` edited, or copied from another preparation, after it was written).
+    Nothing for a file outside a preparation or of an older one (no record)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    meta_path = os.path.join(os.path.dirname(folder), "metadata.json")
+    if os.path.basename(folder) != "vocab" or not os.path.exists(meta_path):
+        return
+    with open(meta_path, encoding="utf-8") as handle:
+        recorded = (json.load(handle).get(VOCAB_KEY) or {}).get(os.path.basename(path))
+    if recorded and recorded != file_checksum(path):
+        raise DataError(path, None, "SHA-256 differs from metadata.json's record (edited, or "
+                        "copied from another preparation, after this one was written): its "
+                        "ids would not mean what the shards hold; prepare the data again")
+
+
 def read_data_vocab(data_dir, name, metadata=None):
     """Tokens of `data_dir/vocab/<name>`, verified against metadata.json's record (when it
     has one); a missing file is a `FileNotFoundError`, another content a `DataError`."""

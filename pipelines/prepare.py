@@ -47,6 +47,10 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--input is required for --format={format}")
     if not (max_len >= 1 and num_shards >= 1):
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
+    if options.get("min_length", 3) < 3:
+        raise ValueError(f"--min_seq_len must be >= 3 (leave-last-out takes a validation and a "
+                         f"test target and needs an item before them), got "
+                         f"{options['min_length']}")
     if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
     remote = [p for p in (output_dir, input, vocab, options.get("events")) if fileio.is_remote(p)]
@@ -59,8 +63,16 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
                         skip_bad_lines, overwrite, log, max_oov_share, options, runner,
                         beam_args)
+    if "://" not in output_dir and os.path.islink(output_dir.rstrip("/") or "/"):
+        # published where the link points (a data disk), not by replacing the link
+        output_dir = os.path.realpath(output_dir)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
         raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
+    for flag, path in (("--input", input), ("--vocab", vocab)):
+        if path and "://" not in path and "://" not in output_dir and _inside(path, output_dir):
+            raise DataError(path, None, f"{flag} lies inside --output_dir {output_dir}, whose "
+                            "contents a preparation replaces (it would be deleted); move it "
+                            "out or choose another --output_dir")
     parent, name = os.path.split(os.path.abspath(output_dir))
     above = next(p for p in _parents(parent) if os.path.exists(p))
     if not os.path.isdir(above):
@@ -79,6 +91,12 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         if fault is None:
             raise
         raise fault from error
+
+
+def _inside(path, directory):
+    """Whether `path` is `directory` or lies under it (symbolic links resolved)."""
+    path, directory = os.path.realpath(path), os.path.realpath(directory)
+    return os.path.commonpath([path, directory]) == directory
 
 
 def _parents(path):
@@ -211,6 +229,8 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
                          "pass --overwrite")
     try:
         items = Vocabulary.load(vocab) if vocab else Vocabulary()
+    except DataError:
+        raise
     except ValueError as error:
         raise DataError(vocab, None, str(error)) from error
     bad = BadLines(skip_bad_lines)

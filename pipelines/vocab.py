@@ -67,7 +67,25 @@ class Vocabulary:
 
     @classmethod
     def load(cls, path, frozen=True, reserve_unk=True):
+        """A vocabulary file as prepare writes it; a line no preparation writes (blank,
+        whitespace around the token, a carriage return or byte order mark: a file edited or
+        converted by hand) is a `DataError` naming it, since such a token matches no item
+        and a blank line shifts every later id."""
+        from pipelines.metadata_checksum import check_vocab_file
+        from pipelines.errors import DataError
+
+        check_vocab_file(path)
         tokens = read_tokens(path)
+        for number, token in enumerate(tokens, 1):
+            problem = ("is blank" if not token else
+                       "holds a carriage return (CRLF line ends?)" if "\r" in token else
+                       "holds a byte order mark" if "\ufeff" in token else
+                       "has whitespace around the token" if token != token.strip() else None)
+            if problem:
+                raise DataError(path, number, f"{problem} ({token!r}): a vocabulary holds one "
+                                "token a line, as python -m pipelines.prepare writes it "
+                                "(line i = the token of id i)")
         if reserve_unk and (not tokens or tokens[0] != UNK):
-            raise ValueError(f"{path}: line 1 must be {UNK} (id 0 is reserved)")
+            found = repr(tokens[0]) if tokens else "an empty file"
+            raise DataError(path, 1, f"must be {UNK} (id 0 is reserved), got {found}")
         return cls(tokens, frozen=frozen, reserve_unk=reserve_unk)

@@ -77,3 +77,19 @@ def check_ranking(data_dir, meta, ranking, num_candidates, ks, flag="--ks"):
                          f"below the {count} items ranked ({what}), so every example would be "
                          f"a hit (HR@{trivial[0]} = 1.0 for any model); {fix}")
 
+
+
+def check_apart(model_dir, data_dir):
+    """Refuse a --model_dir that is the --data_dir, or inside it, or holds it: the job's
+    files would mix with the preparation's, and preparing that data again (--overwrite)
+    would delete the model with it."""
+    import os
+
+    model, data = os.path.realpath(model_dir), os.path.realpath(data_dir)
+    if os.path.commonpath([model, data]) in (model, data):
+        where = ("is" if model == data else
+                 "is inside" if os.path.commonpath([model, data]) == data else "holds")
+        raise ValueError(f"--model_dir={model_dir} {where} --data_dir={data_dir}: a model "
+                         "directory and a prepared dataset must be separate directories "
+                         "(preparing the data again would delete the model); choose another "
+                         "--model_dir")

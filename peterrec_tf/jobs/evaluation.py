@@ -32,17 +32,22 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     if output:  # found before the evaluation, not after it
         check_output_file(output, "--output")
     meta = inputs.read_metadata(data_dir)
+    inputs.check_vocabularies(data_dir)
     check_split_records(data_dir, meta, (split,))
     check_ranking(data_dir, meta, ranking, num_candidates, ks)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
                          f"{meta['num_items']}: not the same vocabulary")
-    data_vocab = os.path.join(data_dir, "vocab", "items.txt")
-    if "items" in vocabs and os.path.exists(data_vocab) and \
-            vocabs["items"] != read_data_vocab(data_dir, "items.txt", meta):
-        raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
-                         "other items")
+    for key, data_name, model_name, ids in (("items", "items.txt", "vocab.txt", "item"),
+                                            ("targets", "targets.txt", "target_vocab.txt",
+                                             "target"),
+                                            ("labels", "labels.txt", "labels.txt", "class")):
+        data_vocab = os.path.join(data_dir, "vocab", data_name)
+        if key in vocabs and os.path.exists(data_vocab) and \
+                vocabs[key] != read_data_vocab(data_dir, data_name, meta):
+            raise ValueError(f"{data_vocab} differs from {model_dir}/{model_name}: {ids} ids "
+                             f"would mean other {'classes' if ids == 'class' else 'items'}")
     task = meta["task"]
     if model.task == "pretrain" and task != "pretrain":
         raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")

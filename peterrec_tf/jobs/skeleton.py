@@ -99,6 +99,7 @@ def train_job(kind, config, settings, prepare, log=print):
     from pipelines import inputs
     from pipelines.locking import exclusive_lock
     from peterrec_tf.filesystem import check_writable, write_faults_reported
+    from peterrec_tf.jobs.checks import check_apart
     from peterrec_tf.training import best as selection
     from peterrec_tf.training import loop, reproducibility, results, strategy as dist, summaries
 
@@ -106,6 +107,8 @@ def train_job(kind, config, settings, prepare, log=print):
     precision = dist.set_precision(settings.mixed_precision)
     strategy = dist.make_strategy(settings.strategy)
     dist.check_batch_size(settings.batch_size, strategy)
+    check_apart(settings.model_dir, settings.data_dir)
+    inputs.check_vocabularies(settings.data_dir)  # found before training, not at the save
     if chief:  # a read-only or missing place is found before any work
         check_writable(settings.model_dir, "--model_dir")
     with write_faults_reported(settings.model_dir), \

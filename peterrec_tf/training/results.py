@@ -57,6 +57,12 @@ def record_config(model_dir, config, name="flags.json", write=True):
                                 for k in changed)
             raise ValueError(f"{model_dir} holds a run with other settings ({details}); use a "
                              "new --model_dir, or the same flags to resume")
+    elif write and _holds_checkpoints(model_dir):
+        # every run records its settings before its first checkpoint
+        raise ValueError(f"{model_dir}/checkpoints holds checkpoints but {path} is missing: "
+                         "they were not written by a run of this directory (copied in?), so "
+                         "nothing says which data and settings they would continue; move "
+                         "them aside to start over, or restore the run's flags.json")
     if write:
         os.makedirs(model_dir, exist_ok=True)
         write_json(path, config)
@@ -81,6 +87,12 @@ def write_flagfile(model_dir, config, command, name="flags.txt"):
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write("\n".join(lines) + "\n")
     os.replace(tmp, os.path.join(model_dir, name))
+
+
+def _holds_checkpoints(model_dir):
+    folder = os.path.join(model_dir, "checkpoints")
+    return os.path.isdir(folder) and any(name.startswith(("ckpt-", "checkpoint"))
+                                         for name in os.listdir(folder))
 
 
 def _label(key):
