@@ -247,6 +247,12 @@ def test_a_metadata_size_edited_by_hand_is_refused(run, tmp_path):
     meta = json.load(open(path))
     meta["num_items"] += 4
     json.dump(meta, open(path, "w"))
+    with pytest.raises(ValueError, match="content differs from its recorded checksum"):
+        run_pretrain(data, str(tmp_path / "model"), train_steps=2, log=quiet, **MODEL)
+    # a preparation without metadata.json's own checksum: the sizes are still compared
+    from pipelines import metadata_checksum
+    meta.pop(metadata_checksum.KEY)
+    json.dump(meta, open(path, "w"))
     message = f"{path}: num_items is {meta['num_items']} but .*items.txt holds"
     with pytest.raises(ValueError, match=message):
         run_pretrain(data, str(tmp_path / "model"), train_steps=2, log=quiet, **MODEL)
