@@ -75,9 +75,10 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     config["data_fingerprint"] = meta.get("fingerprint")
     choices = (["accuracy"] if task == "classify"
                else [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
-    select_metric = config["select_metric"] = selection.resolve_metric(
+    config["select_metric"] = selection.resolve_metric(
         select_metric, eval_every, strategy, choices)
-    selection.check_selection(select_metric, eval_every, strategy, choices, patience)
+    selection.check_selection(config["select_metric"], eval_every, strategy, choices, patience,
+                              explicit=select_metric != "auto")
     if os.path.abspath(pretrained) == os.path.abspath(model_dir):
         raise ValueError("--model_dir must differ from --pretrained (the pre-trained model is "
                          "never modified)")

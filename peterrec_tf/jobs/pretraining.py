@@ -71,9 +71,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     if head == "full" and num_sampled > 0:
         raise ValueError("--num_sampled needs --head=dot (the full head has no sampled softmax)")
     metrics = [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")]
-    select_metric = config["select_metric"] = selection.resolve_metric(
+    config["select_metric"] = selection.resolve_metric(
         select_metric, eval_every, strategy, metrics)
-    selection.check_selection(select_metric, eval_every, strategy, metrics, patience)
+    selection.check_selection(config["select_metric"], eval_every, strategy, metrics, patience,
+                              explicit=select_metric != "auto")
     meta = inputs.read_metadata(data_dir)
     if meta["task"] != "pretrain":
         raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "

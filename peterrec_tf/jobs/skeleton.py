@@ -123,7 +123,8 @@ def train_job(kind, config, settings, prepare, log=print):
         job = prepare(strategy, precision)
         started = time.time()
         best = (selection.BestWeights(job.model, settings.model_dir, settings.select_metric,
-                                      chief) if settings.select_metric else None)
+                                      chief)
+                if selection.selects(settings.select_metric, settings.strategy) else None)
         trained = loop.train(
             job.model, job.make_dataset, job.steps, settings.model_dir,
             batch_size=settings.batch_size, checkpoint_every=settings.checkpoint_every,

@@ -90,23 +90,30 @@ class BestWeights:
 
 
 def resolve_metric(metric, eval_every, strategy, choices):
-    """`--select_metric` as the job uses it: "auto" is NDCG at the largest cut-off (the only
-    choice, accuracy, for classification) when there are periodic validations and no
-    multi-worker strategy, else "" (the last step's weights)."""
+    """`--select_metric` as recorded: "auto" is NDCG at the largest cut-off (the only
+    choice, accuracy, for classification) when there are periodic validations, else ""
+    (the last step's weights). The same whatever the strategy, so that a run resumed under
+    another strategy has the same settings; `selects` says whether it is used."""
     if metric != "auto":
         return metric
-    if not eval_every or strategy == "multi_worker":
+    if not eval_every:
         return ""
     ndcg = [c for c in choices if c.startswith("ndcg@")]
     return max(ndcg, key=lambda c: int(c.split("@")[1])) if ndcg else list(choices)[0]
 
 
-def check_selection(metric, eval_every, strategy, choices, patience=0):
+def selects(metric, strategy):
+    """Whether a job keeps the best validation's weights: a metric, and not multi-worker
+    (where the default "auto" quietly keeps the last step's)."""
+    return bool(metric) and strategy != "multi_worker"
+
+
+def check_selection(metric, eval_every, strategy, choices, patience=0, explicit=True):
     """Usage errors for `--select_metric` and `--patience`, raised before anything is
-    trained (`metric` resolved by `resolve_metric`)."""
-    if patience and not metric:
-        raise ValueError("--patience needs periodic validations (--eval_every != 0) and a "
-                         "--select_metric to wait on")
+    trained (`metric` resolved by `resolve_metric`; `explicit`: given, not "auto")."""
+    if patience and not selects(metric, strategy):
+        raise ValueError("--patience needs periodic validations (--eval_every != 0), a "
+                         "--select_metric to wait on, and no --strategy=multi_worker")
     if not metric:
         return
     if not eval_every:
@@ -114,7 +121,7 @@ def check_selection(metric, eval_every, strategy, choices, patience=0):
                          "periodic validations)")
     if metric not in choices:
         raise ValueError(f"--select_metric must be one of {list(choices)}, got {metric!r}")
-    if strategy == "multi_worker":
+    if strategy == "multi_worker" and explicit:
         raise ValueError("--select_metric is not supported with --strategy=multi_worker")
 
 
