@@ -46,6 +46,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     import keras
 
     from pipelines import inputs
+    from pipelines.framing import Framing
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
     from peterrec_tf.task_artifact import stores_task_only
@@ -81,7 +82,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         pooling = source.pooling  # a further fine-tuning reads users as its source did
     check_settings(method, task, backbone.causal, insertion, finelast_blocks, pooling, loss,
                    bottleneck_ratio, patch_activation)
-    check_method(method, finelast_blocks or 1, len(backbone.dilations))
+    check_method(method, finelast_blocks or 1, len(backbone.blocks))
     if backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{data_dir} has {meta['num_items']} items but {pretrained} was "
                          f"pre-trained with {backbone.vocab_size}: prepare the data with "
@@ -100,8 +101,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                          f"real targets, the data has {num_outputs - 1}")
     inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
     # a further fine-tuning keeps its source's framing (a converted release model's family)
-    framing = inputs.task_framing(meta, source.framing if source.task != "pretrain" else None,
-                                  max_len)
+    framing = inputs.task_framing(
+        meta, source.framing if source.task != "pretrain" else Framing(backbone.FINE_TUNING_FRAMING),
+        max_len)
     settings = TrainingSettings.of(config)
 
     def prepare(strategy_, precision):
@@ -110,7 +112,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
             log(f"{pretrained} is a fine-tuned model; transferring its backbone (without "
                 "patches)")
             if backbone.patches:
-                backbone = _unpatched_copy(backbone)
+                backbone = backbone.plain_copy()
         steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
         patch_config = {"bottleneck_ratio": bottleneck_ratio or PATCH_DEFAULTS["bottleneck_ratio"],
                         "activation": patch_activation or PATCH_DEFAULTS["patch_activation"]}
@@ -158,15 +160,6 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                      report={"parameters": report})
 
     return train_job("finetune", config, settings, prepare, log)
-
-
-def _unpatched_copy(backbone):
-    from peterrec_tf.models import Backbone
-
-    plain = Backbone(**backbone.architecture())
-    plain.build()
-    plain.copy_backbone_weights_from(backbone)
-    return plain
 
 
 SETTINGS = job_settings(run_finetune)

@@ -10,6 +10,8 @@ from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, spl
 
 OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot")
+#: Backbone architectures (`models.architectures`), by `--architecture`'s names.
+ARCHITECTURES = ("dilated_cnn", "self_attention")
 #: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
 OPTIMIZERS = ("adam", "lazy_adam")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
@@ -41,11 +43,13 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
                  eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
                  num_candidates=100, train_windows="all", select_metric="",
-                 jit_compile=True, optimizer="adam", log=print):
+                 jit_compile=True, optimizer="adam", architecture="dilated_cnn", num_blocks=2,
+                 heads=1, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
     from peterrec_tf.model_dir import save_model_dir
-    from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
+    from peterrec_tf.models import GRecPretrainer, NextItNet
+    from peterrec_tf.models.architectures import backbone_for, check_architecture_settings
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla, xla_plan
@@ -60,6 +64,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_architecture_settings(architecture, objective, config)
     if head not in HEADS:
         raise ValueError(f"--head must be full or dot, got {head!r}")
     if head == "full" and num_sampled > 0:
@@ -97,8 +102,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                     if train_windows == "all" else meta["splits"]["train"])
         steps = count_steps(train_steps, epochs, examples, batch_size)
         with strategy_.scope():
-            backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
-                                causal=objective == "next_item")
+            backbone = backbone_for(architecture, vocab_size, channels,
+                                    causal=objective == "next_item", max_len=max_len,
+                                    dilations=config["dilations"], kernel_size=kernel_size,
+                                    num_blocks=num_blocks, heads=heads)
             cls = NextItNet if objective == "next_item" else GRecPretrainer
             model = cls(backbone, head=head, num_sampled=num_sampled,
                         framing=inputs.task_framing(meta, None, max_len))
@@ -109,8 +116,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                           xla_plan=plan if xla else ())
         log(f"pre-training {cls.__name__} ({objective}, head {head}"
             + (f", sampled softmax {num_sampled}" if num_sampled else "")
-            + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
-            f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
+            + f"): {vocab_size} items, {channels} channels, "
+            + (f"dilations {config['dilations']}, " if architecture == "dilated_cnn" else
+               f"self-attention, {num_blocks} blocks of {heads} heads, ")
+            + f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
             + (f"XLA: {' + '.join(plan)}, " if xla else "")
             + f"{strategy_.num_replicas_in_sync} replicas)")
 
