@@ -41,7 +41,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-ML100K = os.path.join(os.path.dirname(REPO), "shared", "data", "ml-100k")
+ML100K = os.path.join(os.path.dirname(REPO), "shared", "data", "ml-100k")  # never copied
 #: Shared by every run unless the run sets it (the RecBole comparison's settings).
 BASE = {"objective": "next_item", "channels": 64, "batch_size": 32, "learning_rate": 1e-3,
         "head": "full", "num_sampled": 0}
@@ -54,6 +54,8 @@ RUNS = {
     "cnn_shallow": {"architecture": "dilated_cnn", "dilations": [1, 4, 1, 4]},
     "sa_full": {"architecture": "self_attention", "num_blocks": 2},
     "sa_dot": {"architecture": "self_attention", "num_blocks": 2, "head": "dot"},
+    "sa_tied": {"architecture": "self_attention", "num_blocks": 2, "head": "tied"},
+    "cnn_tied": {"architecture": "dilated_cnn", "head": "tied"},
     "sa_dot_sampled": {"architecture": "self_attention", "num_blocks": 2, "head": "dot",
                        "num_sampled": -1},
     "sa_deep": {"architecture": "self_attention", "num_blocks": 4},
@@ -69,6 +71,7 @@ AMAZON_SHAPED = {"num_users": 31000, "num_items": 24000, "num_clusters": 600, "m
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ml100k", default=ML100K, help="The ml-100k folder (u.data, u.item).")
     p.add_argument("--work_dir", required=True, help="Prepared data and runs (outside the repo).")
     p.add_argument("--datasets", default="ml100k,synthetic", help=f"Any of {DATASETS}.")
     p.add_argument("--runs", default="cnn_full,sa_full", help=f"Names of {sorted(RUNS)}.")
@@ -88,12 +91,12 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare_dataset(name, work_dir, max_len, log):
+def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K):
     from pipelines.prepare import prepare
 
     out = os.path.join(work_dir, "data", name)
     if name == "ml100k":
-        prepare("movielens_100k", out, input=ML100K, max_len=max_len, target_genres="", log=log)
+        prepare("movielens_100k", out, input=ml100k, max_len=max_len, target_genres="", log=log)
     elif name == "synthetic":
         prepare("synthetic", out, max_len=max_len, seed=0, log=log)
     elif name == "amazon_shaped":
@@ -283,7 +286,7 @@ def main(argv=None):
     from peterrec_tf.jobs.pretraining import run_pretrain
 
     for dataset in args.datasets.split(","):
-        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None)
+        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None, args.ml100k)
         meta = inputs.read_metadata(data_dir)
         num_items = meta["num_items"]
         test_rows = read_split(data_dir, "test")

@@ -39,9 +39,11 @@ def define_flags():
     flags.DEFINE_integer("heads", 1, "self_attention: attention heads per block (must "
                          "divide --channels).")
     flags.DEFINE_enum("head", "full", list(HEADS), "full: 1x1 conv on relu(h) with a full "
-                      "softmax; dot: h @ W^T + b, trained with a sampled softmax.")
-    flags.DEFINE_integer("num_sampled", -1, "dot head: sampled-softmax negatives. -1: the "
-                         "release's 20%% of the vocabulary, at most 8,192 (beyond that the "
+                      "softmax; dot: h @ W^T + b with its own W, trained with a sampled "
+                      "softmax; tied: h @ E^T + b with E the input item embedding (SASRec's "
+                      "tying: no second [V, C] table), sampled like dot.")
+    flags.DEFINE_integer("num_sampled", -1, "dot and tied heads: sampled-softmax negatives. "
+                         "-1: the release's 20%% of the vocabulary, at most 8,192 (beyond that the "
                          "head outweighs the residual stack; 645K items would sample 129K); "
                          "-2: the release's 20%% unbounded (parity); 0: full softmax.")
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam: Adam over every "

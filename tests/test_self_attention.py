@@ -163,7 +163,7 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     pre_dir, ft_dir = str(tmp_path / "pre"), str(tmp_path / "ft")
     results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, architecture="self_attention",
                            channels=8, num_blocks=1, heads=2, batch_size=16, train_steps=6,
-                           head="dot", num_sampled=0, checkpoint_every=100, **quiet)
+                           head="tied", num_sampled=0, checkpoint_every=100, **quiet)
     assert results["training"]["steps"] == 6
     pre, config, _ = load_model_dir(pre_dir)
     assert type(pre.backbone) is SelfAttentionBackbone and pre.backbone.max_positions == 12

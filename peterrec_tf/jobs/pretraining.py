@@ -9,7 +9,7 @@ import os
 from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
 
 OBJECTIVES = ("next_item", "masked_item")
-HEADS = ("full", "dot")
+HEADS = ("full", "dot", "tied")
 #: Backbone architectures (`models.architectures`), by `--architecture`'s names.
 ARCHITECTURES = ("dilated_cnn", "self_attention")
 #: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
@@ -66,9 +66,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     check_architecture_settings(architecture, objective, config)
     if head not in HEADS:
-        raise ValueError(f"--head must be full or dot, got {head!r}")
+        raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     if head == "full" and num_sampled > 0:
-        raise ValueError("--num_sampled needs --head=dot (the full head has no sampled softmax)")
+        raise ValueError("--num_sampled needs --head=dot or tied (the full head has no sampled "
+                         "softmax)")
     selection.check_selection(select_metric, eval_every, strategy,
                               [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
     meta = inputs.read_metadata(data_dir)
@@ -77,9 +78,9 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                          "dataset (the pretrain/ folder of a preparation)")
     config["data_fingerprint"] = meta.get("fingerprint")
     vocab_size = meta["num_items"]
-    if head == "dot":
+    if head != "full":
         num_sampled = default_num_sampled(num_sampled, vocab_size)
-    num_sampled = max(0, num_sampled) if head == "dot" else 0
+    num_sampled = max(0, num_sampled) if head != "full" else 0
     if num_sampled >= vocab_size:
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
     inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
