@@ -39,9 +39,11 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                  num_negatives=1, l2_reg=0.02, batch_size=512, epochs=10.0, train_steps=0,
                  learning_rate=1e-3, seed=0, deterministic=False, strategy="default",
                  mixed_precision=False, checkpoint_every=500, keep_checkpoints=3, log_every=50,
-                 eval_every=0, eval_batch_size=256, ks=(5, 10), max_len=0,
-                 eval_ranking="sampled", num_candidates=100, select_metric="", jit_compile=True,
-                 save_full_model=False, log=print):
+                 eval_every=-1, eval_batch_size=256, ks=(5, 10), max_len=0,
+                 eval_ranking="sampled", num_candidates=100, select_metric="auto",
+                 jit_compile=True, save_full_model=False, patience=0, dropout=0.0,
+                 embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
+                 lr_schedule="constant", warmup_steps=0, log=print):
     """Run the fine-tuning job; returns the results dict also written to results.json."""
     import keras
 
@@ -55,7 +57,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla
-    from peterrec_tf.training.optimizer import FusedAdam
+    from peterrec_tf.training.optimizer import make_optimizer
 
     # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in SETTINGS}
@@ -72,7 +74,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     config["data_fingerprint"] = meta.get("fingerprint")
     choices = (["accuracy"] if task == "classify"
                else [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
-    selection.check_selection(select_metric, eval_every, strategy, choices)
+    select_metric = config["select_metric"] = selection.resolve_metric(
+        select_metric, eval_every, strategy, choices)
+    selection.check_selection(select_metric, eval_every, strategy, choices, patience)
     if os.path.abspath(pretrained) == os.path.abspath(model_dir):
         raise ValueError("--model_dir must differ from --pretrained (the pre-trained model is "
                          "never modified)")
@@ -96,6 +100,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
             f"({backbone.vocab_size}) could be checked against {data_dir}")
     num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
     loss = loss or ("pairwise" if task == "item_rec" else "ce")
+    if label_smoothing and loss != "ce":
+        raise ValueError(f"--label_smoothing applies to softmax losses (--loss=ce), not "
+                         f"--loss={loss}")
     if task == "item_rec" and loss != "ce" and num_negatives and num_outputs < 3:
         raise ValueError(f"{data_dir}: --loss={loss} samples negatives and needs at least 2 "
                          f"real targets, the data has {num_outputs - 1}")
@@ -122,14 +129,18 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                                     patch_config=patch_config, from_scratch=from_scratch,
                                     seed=seed, pooling=pooling, loss=loss, l2_reg=l2_reg,
                                     finelast_blocks=finelast_blocks or 1,
-                                    train_layer_norm=train_layer_norm, framing=framing)
+                                    train_layer_norm=train_layer_norm, framing=framing,
+                                    label_smoothing=label_smoothing,
+                                    regularisation={"dropout": dropout,
+                                                    "embedding_dropout": embedding_dropout})
             # fit-time metrics: accuracy, or how often the positive outscores its negatives
             fit_metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
                            if task == "classify" else [HitRate(1, name="pos_beats_neg")]
                            if negatives else [])
             xla = use_xla(jit_compile, strategy, deterministic)
-            model.compile(optimizer=FusedAdam(learning_rate), metrics=fit_metrics,
-                          jit_compile=xla)
+            model.compile(optimizer=make_optimizer("adam", learning_rate, steps, lr_schedule,
+                                                   warmup_steps, weight_decay),
+                          metrics=fit_metrics, jit_compile=xla)
         report = parameter_report(model)
         log(f"fine-tuning {task} ({num_outputs} outputs) with {method}"
             + (" from scratch" if from_scratch else "")
@@ -157,7 +168,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         evaluate_split = split_evaluator(model, data_dir, task, config["ks"], eval_batch_size,
                                          eval_ranking, num_candidates, seed, framing, log)
         return Built(model, steps, make_dataset, evaluate_split, save,
-                     report={"parameters": report})
+                     report={"parameters": report},
+                     steps_per_epoch=meta["splits"]["train"] // batch_size)
 
     return train_job("finetune", config, settings, prepare, log)
 

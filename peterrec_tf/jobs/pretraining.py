@@ -40,11 +40,13 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  dilations=(1, 4, 1, 4, 1, 4, 1, 4), kernel_size=3, head="full", num_sampled=-1,
                  batch_size=32, epochs=10.0, train_steps=0, learning_rate=1e-3, seed=0,
                  deterministic=False, strategy="default", mixed_precision=False,
-                 checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=0,
+                 checkpoint_every=500, keep_checkpoints=3, log_every=50, eval_every=-1,
                  eval_batch_size=256, ks=(5, 10), max_len=0, eval_ranking="full",
-                 num_candidates=100, train_windows="all", select_metric="",
-                 jit_compile=True, optimizer="adam", architecture="dilated_cnn", num_blocks=2,
-                 heads=1, log=print):
+                 num_candidates=100, train_windows="all", select_metric="auto",
+                 jit_compile=True, optimizer="adam", patience=0, dropout=0.0,
+                 embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
+                 lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
+                 num_blocks=2, heads=1, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
     from peterrec_tf.model_dir import save_model_dir
@@ -53,7 +55,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla, xla_plan
-    from peterrec_tf.training.optimizer import OPTIMIZERS as OPTIMIZER_CLASSES
+    from peterrec_tf.training.optimizer import make_optimizer
 
     # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in SETTINGS}
@@ -70,8 +72,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     if head == "full" and num_sampled > 0:
         raise ValueError("--num_sampled needs --head=dot or tied (the full head has no sampled "
                          "softmax)")
-    selection.check_selection(select_metric, eval_every, strategy,
-                              [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
+    metrics = [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")]
+    select_metric = config["select_metric"] = selection.resolve_metric(
+        select_metric, eval_every, strategy, metrics)
+    selection.check_selection(select_metric, eval_every, strategy, metrics, patience)
     meta = inputs.read_metadata(data_dir)
     if meta["task"] != "pretrain":
         raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "
@@ -81,6 +85,9 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     if head != "full":
         num_sampled = default_num_sampled(num_sampled, vocab_size)
     num_sampled = max(0, num_sampled) if head != "full" else 0
+    if label_smoothing and num_sampled:
+        raise ValueError("--label_smoothing needs the full softmax: --head=full, or --head=dot "
+                         "or tied with --num_sampled=0")
     if num_sampled >= vocab_size:
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
     inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
@@ -106,14 +113,17 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
             backbone = backbone_for(architecture, vocab_size, channels,
                                     causal=objective == "next_item", max_len=max_len,
                                     dilations=config["dilations"], kernel_size=kernel_size,
-                                    num_blocks=num_blocks, heads=heads)
+                                    num_blocks=num_blocks, heads=heads, dropout=dropout,
+                                    embedding_dropout=embedding_dropout)
             cls = NextItNet if objective == "next_item" else GRecPretrainer
             model = cls(backbone, head=head, num_sampled=num_sampled,
-                        framing=inputs.task_framing(meta, None, max_len))
+                        framing=inputs.task_framing(meta, None, max_len),
+                        label_smoothing=label_smoothing)
             model.build()
             plan = xla_plan(objective, num_sampled, channels)
             xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
-            model.compile(optimizer=OPTIMIZER_CLASSES[optimizer](learning_rate),
+            model.compile(optimizer=make_optimizer(optimizer, learning_rate, steps, lr_schedule,
+                                                   warmup_steps, weight_decay),
                           xla_plan=plan if xla else ())
         log(f"pre-training {cls.__name__} ({objective}, head {head}"
             + (f", sampled softmax {num_sampled}" if num_sampled else "")
@@ -140,7 +150,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                                          eval_batch_size, eval_ranking, num_candidates, seed,
                                          model.framing, log)
         return Built(model, steps, make_dataset, evaluate_split, save,
-                     test_label=f"test ({eval_ranking} ranking)")
+                     test_label=f"test ({eval_ranking} ranking)",
+                     steps_per_epoch=examples // batch_size)
 
     return train_job("pretrain", config, settings, prepare, log)
 

@@ -44,6 +44,7 @@ class TrainingSettings:
     max_len: int
     select_metric: str
     jit_compile: bool
+    patience: int
 
     @classmethod
     def of(cls, config):
@@ -61,6 +62,12 @@ class Built:
     save: Callable              # () -> None: the model directory (chief only)
     test_label: str = "test"
     report: dict = dataclasses.field(default_factory=dict)
+    steps_per_epoch: int = 1    # what --eval_every=-1 (once per epoch) means
+
+
+def eval_cadence(eval_every, steps_per_epoch):
+    """Steps between periodic validations: --eval_every, or once per epoch for -1."""
+    return max(1, int(steps_per_epoch)) if eval_every == -1 else int(eval_every)
 
 
 def split_evaluator(model, data_dir, task, ks, batch_size, ranking, num_candidates, seed,
@@ -112,8 +119,9 @@ def train_job(kind, config, settings, prepare, log=print):
             job.model, job.make_dataset, job.steps, settings.model_dir,
             batch_size=settings.batch_size, checkpoint_every=settings.checkpoint_every,
             keep_checkpoints=settings.keep_checkpoints, log_every=settings.log_every,
-            eval_every=settings.eval_every, evaluate=lambda: job.evaluate_split("validation"),
-            log=log, chief=chief, strategy=strategy, best=best)
+            eval_every=eval_cadence(settings.eval_every, job.steps_per_epoch),
+            evaluate=lambda: job.evaluate_split("validation"),
+            log=log, chief=chief, strategy=strategy, best=best, patience=settings.patience)
         report = {"job": kind, "config": config, "training": trained, **job.report,
                   "examples_per_second": trained["examples_per_second"]}
         if not trained["interrupted"]:
@@ -121,6 +129,9 @@ def train_job(kind, config, settings, prepare, log=print):
             if best is not None:
                 report["validation"], report["selected"] = selection.finish_selection(
                     best, trained["steps"], report["validation"], log)
+                report.update(stopped_early=trained["stopped_early"],
+                              best_step=report["selected"]["step"],
+                              evaluations=len(best.history))
             report["test"] = job.evaluate_split("test")
             log(f"{job.test_label}: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))

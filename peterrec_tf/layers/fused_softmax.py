@@ -85,21 +85,30 @@ def fused_sampled_softmax_sum(hidden, labels, weights, kernel, bias, candidates)
 
 
 @tf.function(jit_compile=True)
-def _softmax_and_gradient(logits, labels, weights):
-    """`sum_i weights_i * loss_i` and d/d(logits) `[N, V]` of the full softmax."""
+def _softmax_and_gradient(logits, labels, weights, label_smoothing=0.0):
+    """`sum_i weights_i * loss_i` and d/d(logits) `[N, V]` of the full softmax; with
+    `label_smoothing` e (a Python number: its own trace) the target is `(1 - e)` on the
+    label plus `e / V` on every class."""
     peak = tf.reduce_max(logits, -1)
     exp = tf.exp(logits - peak[:, None])
     total = tf.reduce_sum(exp, -1)
     label_logit = tf.gather(logits, labels, batch_dims=1)
+    target = tf.one_hot(labels, tf.shape(logits)[1])
+    if label_smoothing:
+        label_logit = ((1.0 - label_smoothing) * label_logit
+                       + label_smoothing * tf.reduce_mean(logits, -1))
+        target = (1.0 - label_smoothing) * target + label_smoothing / tf.cast(
+            tf.shape(logits)[1], logits.dtype)
     loss = tf.reduce_sum((peak + tf.math.log(total) - label_logit) * weights)
-    d_logits = (exp * (weights / total)[:, None]
-                - tf.one_hot(labels, tf.shape(logits)[1]) * weights[:, None])
+    d_logits = exp * (weights / total)[:, None] - target * weights[:, None]
     return loss, d_logits
 
 
-def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False):
+def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False,
+                      label_smoothing=0.0):
     """`sum_i weights[i] * loss_i` of the softmax of `inputs @ kernel + bias` over every
-    class, `kernel` `[C, V]` (or `[V, C]` with `vocab_major`), with gradients to all three.
+    class, `kernel` `[C, V]` (or `[V, C]` with `vocab_major`), with gradients to all three
+    (`label_smoothing` as `smoothed_cross_entropy`).
 
     The bias rides in the matmuls as one more input channel (a column of ones): the
     forward matmul adds it and the kernel-gradient matmul sums its gradient, instead of
@@ -117,7 +126,8 @@ def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False):
         else:
             with_bias = tf.concat([kernel, bias[None, :]], 0)
         loss, d_logits = _softmax_and_gradient(
-            tf.matmul(with_ones, with_bias, transpose_b=vocab_major), labels, weights)
+            tf.matmul(with_ones, with_bias, transpose_b=vocab_major), labels, weights,
+            float(label_smoothing))
         d_inputs = tf.matmul(d_logits, kernel, transpose_b=not vocab_major)
         if vocab_major:
             d_with_bias = tf.matmul(d_logits, with_ones, transpose_a=True)
@@ -128,3 +138,16 @@ def fused_softmax_sum(inputs, labels, weights, kernel, bias, vocab_major=False):
         return loss, _backward_from((d_inputs, d_kernel, d_bias))
 
     return weighted_sum(inputs, kernel, bias)
+
+
+def smoothed_cross_entropy(labels, logits, label_smoothing=0.0):
+    """Per-row softmax cross-entropy `[N]` of integer `labels` against `(1 - e)` on the
+    label plus `e / V` on each of the V classes (`e = label_smoothing`; 0: Keras' sparse
+    categorical cross-entropy itself)."""
+    import keras
+
+    loss = keras.losses.sparse_categorical_crossentropy(labels, logits, from_logits=True)
+    if not label_smoothing:
+        return loss
+    uniform = tf.reduce_logsumexp(logits, -1) - tf.reduce_mean(logits, -1)
+    return (1.0 - label_smoothing) * loss + label_smoothing * uniform

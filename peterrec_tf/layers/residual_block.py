@@ -29,6 +29,13 @@ class ResidualBlock(keras.layers.Layer):
     `patch_config` holds ModelPatch arguments.  Parallel patches default to no identity
     shortcut (so a zero up-projection leaves the block unchanged); converted release
     checkpoints set `shortcut=True`, which is what the release computes.
+
+    `dropout` > 0 drops units of the residual branch in training (after its first stage,
+    the input of conv2, and on its output, before the residual sum); off at inference.
+    `call(x, padding_mask)` with a `[B, T, 1]` mask of 0/1 and `x` zero where it is 0 (as
+    `Backbone` hands it over) zeroes the padded positions of conv2's input and of the
+    block's output, so that every convolution sees them exactly as its own zero padding
+    (`Backbone(padding="masked")`).
     """
 
     def __init__(
@@ -38,9 +45,12 @@ class ResidualBlock(keras.layers.Layer):
         causal=True,
         insertion=None,
         patch_config=None,
+        dropout=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if insertion is not None and insertion not in INSERTIONS:
             raise ValueError(f"insertion must be one of {INSERTIONS} or None, got {insertion!r}")
         self.dilation = int(dilation)
@@ -48,6 +58,11 @@ class ResidualBlock(keras.layers.Layer):
         self.causal = bool(causal)
         self.insertion = insertion
         self.patch_config = dict(patch_config or {})
+        self.dropout = float(dropout)
+        # no Dropout layers (nor their seed state) unless asked for: a block without dropout
+        # holds exactly the variables it always held
+        self.dropouts = ([keras.layers.Dropout(self.dropout, name=f"dropout{i}") for i in (1, 2)]
+                         if self.dropout else [])
         self.conv1 = DilatedConv1D(
             None, self.kernel_size, self.dilation, self.causal, name="dilated_conv1")
         self.layer_norm1 = keras.layers.LayerNormalization(
@@ -77,24 +92,36 @@ class ResidualBlock(keras.layers.Layer):
             if not layer.built:
                 layer.build(input_shape)
 
-    def call(self, x):
+    def call(self, x, padding_mask=None, training=None):
         conv1, norm1, conv2, norm2 = self.conv1, self.layer_norm1, self.conv2, self.layer_norm2
         patches, insertion = self.patches, self.insertion
         if insertion == "b":
             h = ops.relu(norm1(patches[0](conv1(x))))
-            h = ops.relu(norm2(patches[1](conv2(h))))
         elif insertion == "d":
             h = ops.relu(norm1(conv1(x) + patches[0](x)))
-            h = ops.relu(norm2(conv2(h) + patches[1](h)))
         elif insertion == "e":
             h = patches[0](x) + ops.relu(norm1(conv1(x)))
-            h = patches[1](h) + ops.relu(norm2(conv2(h)))
         else:
             h = ops.relu(norm1(conv1(x)))
+        h = self._regularise(h, 0, padding_mask, training)
+        if insertion == "b":
+            h = ops.relu(norm2(patches[1](conv2(h))))
+        elif insertion == "d":
+            h = ops.relu(norm2(conv2(h) + patches[1](h)))
+        elif insertion == "e":
+            h = patches[1](h) + ops.relu(norm2(conv2(h)))
+        else:
             h = ops.relu(norm2(conv2(h)))
             if insertion == "c":
                 h = patches[0](h)
-        return x + h
+        return self._regularise(x + self._regularise(h, 1, None, training), None, padding_mask,
+                                training)
+
+    def _regularise(self, h, dropout, padding_mask, training):
+        """`h` through dropout number `dropout` (if any) and the padding mask (if any)."""
+        if dropout is not None and self.dropouts:
+            h = self.dropouts[dropout](h, training=training)
+        return h if padding_mask is None else h * padding_mask
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -123,5 +150,6 @@ class ResidualBlock(keras.layers.Layer):
             causal=self.causal,
             insertion=self.insertion,
             patch_config=self.patch_config,
+            dropout=self.dropout,
         )
         return config

@@ -8,7 +8,21 @@ from peterrec_tf.layers.residual_block import ResidualBlock, default_insertion
 #: The release's demo architecture: blocks at 1,4 (convs at 1,2,4,8) twice over.
 RELEASE_DILATIONS = (1, 4, 1, 4, 1, 4, 1, 4)
 #: What makes two backbones interchangeable (patches aside): the only list of these fields.
-ARCHITECTURE = ("vocab_size", "channels", "dilations", "kernel_size", "causal")
+ARCHITECTURE = ("vocab_size", "channels", "dilations", "kernel_size", "causal", "padding")
+#: How the padding id 0 is read (see `Backbone`).
+PADDINGS = ("learned", "masked")
+#: Settings that change training only (dropout is off at inference): not architecture, so a
+#: fine-tuning sets its own.
+REGULARISATION = ("dropout", "embedding_dropout")
+
+
+def leading_padding_mask(item_ids, dtype):
+    """`[B, T, 1]`: 0 at each row's leading run of id 0 (the left padding), 1 from its first
+    real item on. Ids 0 after the first item ([TCL], [MASK]) are tokens, not padding."""
+    from keras import ops
+
+    seen = ops.cumsum(ops.cast(item_ids > 0, "int32"), axis=1) > 0
+    return ops.cast(seen, dtype)[..., None]
 
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
@@ -26,6 +40,19 @@ class Backbone(keras.Model):
     `causal=True` is NextItNet (next-item pre-training); `False` is the GRec encoder
     (masked-item pre-training).  `insertion` grafts model patches into every block
     (see `ResidualBlock`); use `with_patches` to graft them into a trained backbone.
+
+    `padding` says what the left padding (each row's leading ids 0) is:
+      masked   nothing: its positions are zero at the input of every convolution and at
+               every block's output, exactly as the convolutions' own zero padding, so an
+               answer does not depend on how much left padding a request carries. The
+               default of new causal backbones.
+      learned  an item like any other (id 0's learned embedding enters every causal window
+               that reaches it): the release's behaviour, kept by converted release models,
+               by models saved before this setting existed, and by new non-causal (GRec)
+               backbones, where id 0 is also the [MASK] token and position 0 is pooled.
+    Ids 0 after a row's first item ([TCL], [MASK]) keep id 0's learned embedding in both.
+    `dropout` (residual branches) and `embedding_dropout` (item embeddings) act in training
+    only; evaluation and serving are deterministic.
     """
 
     #: The architecture's name (flag `--architecture`, config.json's backbone entry).
@@ -45,6 +72,9 @@ class Backbone(keras.Model):
         causal=True,
         insertion=None,
         patch_config=None,
+        padding=None,
+        dropout=0.0,
+        embedding_dropout=0.0,
         **kwargs,
     ):
         kwargs.setdefault("name", "backbone")
@@ -60,6 +90,16 @@ class Backbone(keras.Model):
         self.causal = bool(causal)
         self.insertion = insertion
         self.patch_config = dict(patch_config or {})
+        self.padding = padding or ("masked" if self.causal else "learned")
+        if self.padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        self.dropout = float(dropout)
+        self.embedding_dropout = float(embedding_dropout)
+        if not 0.0 <= self.embedding_dropout < 1.0:
+            raise ValueError(f"embedding_dropout must be in [0, 1), got {embedding_dropout}")
+        self.embedding_dropout_layer = (
+            keras.layers.Dropout(self.embedding_dropout, name="embedding_dropout")
+            if self.embedding_dropout else None)
         self.item_embedding = keras.layers.Embedding(
             self.vocab_size, self.channels,
             embeddings_initializer=keras.initializers.TruncatedNormal(stddev=0.02),
@@ -67,7 +107,7 @@ class Backbone(keras.Model):
         self.blocks = [
             ResidualBlock(
                 d, self.kernel_size, self.causal, insertion, self.patch_config,
-                name=f"block_{i}_{d}")
+                dropout=self.dropout, name=f"block_{i}_{d}")
             for i, d in enumerate(self.dilations)
         ]
 
@@ -80,14 +120,26 @@ class Backbone(keras.Model):
             block.build((None, None, self.channels))
         self.built = True
 
-    def call(self, item_ids):
-        hidden = self.item_embedding(item_ids)
+    def call(self, item_ids, training=None):
+        hidden, mask = self.embed(item_ids, training)
         stack = getattr(self, "_xla_blocks", None)
-        return stack(hidden) if stack is not None else self._run_blocks(hidden)
+        run = stack if stack is not None else self._run_blocks
+        return run(hidden, mask, training)
 
-    def _run_blocks(self, hidden):
+    def embed(self, item_ids, training=None):
+        """(item embeddings `[B, T, C]` with embedding dropout and padding applied, the
+        padding mask `[B, T, 1]` the blocks apply, or None when padding is learned)."""
+        hidden = self.item_embedding(item_ids)
+        if self.embedding_dropout_layer is not None:
+            hidden = self.embedding_dropout_layer(hidden, training=training)
+        if self.padding == "learned":
+            return hidden, None
+        mask = leading_padding_mask(item_ids, hidden.dtype)
+        return hidden * mask, mask
+
+    def _run_blocks(self, hidden, mask=None, training=None):
         for block in self.blocks:
-            hidden = block(hidden)
+            hidden = block(hidden, padding_mask=mask, training=training)
         return hidden
 
     def last_position(self, item_ids):
@@ -103,11 +155,12 @@ class Backbone(keras.Model):
         for block in reversed(self.blocks):
             need += (self.kernel_size - 1) * 3 * block.dilation
             needs.append(need)
-        hidden = self.item_embedding(item_ids)
+        hidden, mask = self.embed(item_ids)
         for block, need in zip(self.blocks, reversed(needs)):
             # outputs near the slice's start see zero padding instead of earlier positions;
             # the next block keeps only the last ones, whose whole context is in the slice
-            hidden = block(hidden[:, -need:, :])
+            hidden = block(hidden[:, -need:, :],
+                           padding_mask=None if mask is None else mask[:, -need:, :])
         return hidden[:, -1, :]
 
     def compile_blocks_with_xla(self, enabled=True):
@@ -122,7 +175,8 @@ class Backbone(keras.Model):
         import tensorflow as tf
 
         # bypass attribute tracking: a compiled function is no state of the model (not
-        # checkpointed, not saved)
+        # checkpointed, not saved); `training` is a Python value, so training and inference
+        # (dropout on and off) are separate traces
         object.__setattr__(self, "_xla_blocks",
                            tf.function(self._run_blocks, jit_compile=True) if enabled else None)
 
@@ -139,26 +193,30 @@ class Backbone(keras.Model):
         """How many past positions (incl. itself) one output position can see."""
         return 1 + sum((self.kernel_size - 1) * 3 * d for d in self.dilations)
 
-    def with_patches(self, insertion=None, patch_config=None, copy_weights=True):
+    def with_patches(self, insertion=None, patch_config=None, copy_weights=True,
+                     regularisation=None):
         """A new backbone with patches grafted into every block.
 
         `insertion` defaults to the release's choice for this backbone (b causal, d not).
         The pre-trained weights are copied in (unless `copy_weights=False`); the new
         patches start from their own initialisers (by default the identity).
+        `regularisation` ({"dropout", "embedding_dropout"}) is the new backbone's own (none
+        by default: a fine-tuning does not inherit the pre-training's dropout).
         """
         insertion = insertion or default_insertion(self.causal)
         patched = type(self)(**self.architecture(), insertion=insertion,
-                             patch_config=patch_config, name=self.name)
+                             patch_config=patch_config, name=self.name,
+                             **(regularisation or {}))
         patched.build()
         if copy_weights:
             self.build()
             patched.copy_backbone_weights_from(self)
         return patched
 
-    def plain_copy(self):
+    def plain_copy(self, regularisation=None):
         """A new, built backbone of the same architecture without patches, holding this
-        one's pre-trained weights."""
-        plain = type(self)(**self.architecture())
+        one's pre-trained weights; `regularisation` as `with_patches`'."""
+        plain = type(self)(**self.architecture(), **(regularisation or {}))
         plain.build()
         self.build()
         plain.copy_backbone_weights_from(self)
@@ -216,8 +274,18 @@ class Backbone(keras.Model):
             causal=self.causal,
             insertion=self.insertion,
             patch_config=self.patch_config,
+            padding=self.padding,
+            dropout=self.dropout,
+            embedding_dropout=self.embedding_dropout,
         )
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # saved before `padding` existed: the release's learned id 0, what they computed
+        config = dict(config)
+        config.setdefault("padding", "learned")
+        return cls(**config)
 
 
 def is_patch(layer):

@@ -12,13 +12,15 @@ def build_finetuner(
     patch_config=None,
     from_scratch=False,
     seed=None,
+    regularisation=None,
     **finetuner_kwargs,
 ):
     """A FineTuner whose backbone copies `pretrained_backbone` (never modifies it).
 
     `peterrec` grafts patches (`insertion`, default b causal / d non-causal); the other
     methods fine-tune a plain copy.  `from_scratch=True` keeps the architecture but not
-    the weights: the paper's PeterZero / FineZero baselines.
+    the weights: the paper's PeterZero / FineZero baselines. `regularisation`
+    ({"dropout", "embedding_dropout"}) is the fine-tuning backbone's (none by default).
     """
     source = pretrained_backbone
     if from_scratch:
@@ -28,9 +30,9 @@ def build_finetuner(
         source = type(pretrained_backbone)(**pretrained_backbone.architecture())
         source.build()
     if method == "peterrec":
-        backbone = source.with_patches(insertion, patch_config)
+        backbone = source.with_patches(insertion, patch_config, regularisation=regularisation)
     else:
-        backbone = source.plain_copy()
+        backbone = source.plain_copy(regularisation)
     model = FineTuner(backbone, task=task, num_outputs=num_outputs, method=method,
                       **finetuner_kwargs)
     model.build()

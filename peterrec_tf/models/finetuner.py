@@ -6,6 +6,7 @@ from keras import ops
 
 from pipelines.framing import Framing
 
+from peterrec_tf.layers.fused_softmax import smoothed_cross_entropy
 from peterrec_tf.models.backbone import WrapsBackbone
 from peterrec_tf.models.replica_losses import scale_for_replicas
 from peterrec_tf.models.transfer_methods import apply_transfer_method, check_method
@@ -47,7 +48,8 @@ class FineTuner(WrapsBackbone, keras.Model):
     then drawn uniformly in the graph) or `[B, 1 + n]` = positive then negatives.
     `task="classify"`: logits of a dense layer, softmax cross-entropy on labels `[B]`.
     `method` says which weights train (see `transfer.py`); it is part of the config so a
-    saved and re-loaded model keeps its frozen backbone.
+    saved and re-loaded model keeps its frozen backbone. `label_smoothing` applies to the
+    softmax losses (`ce`, classification) only.
     """
 
     def __init__(
@@ -62,9 +64,16 @@ class FineTuner(WrapsBackbone, keras.Model):
         finelast_blocks=1,
         train_layer_norm=True,
         framing=None,
+        label_smoothing=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and not (task == "classify" or loss == "ce"):
+            raise ValueError(f"label smoothing applies to softmax losses (loss='ce'), not "
+                             f"loss={loss!r}")
+        self.label_smoothing = float(label_smoothing)
         check_method(method, finelast_blocks, len(backbone.blocks))
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -102,17 +111,17 @@ class FineTuner(WrapsBackbone, keras.Model):
         apply_transfer_method(self)
         self.built = True
 
-    def user_embedding(self, item_ids):
+    def user_embedding(self, item_ids, training=None):
         """The pooled user vector `[B, C]`."""
-        return pool_hidden(self.backbone(item_ids), self.pooling)
+        return pool_hidden(self.backbone(item_ids, training=training), self.pooling)
 
     def score_users(self, users):
         if self.task == "item_rec":
             return ops.matmul(users, ops.transpose(self.head.embeddings))
         return self.head(users)
 
-    def call(self, item_ids):
-        return self.score_users(self.user_embedding(item_ids))
+    def call(self, item_ids, training=None):
+        return self.score_users(self.user_embedding(item_ids, training=training))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         scores = ops.cast(y_pred, "float32")
@@ -120,8 +129,7 @@ class FineTuner(WrapsBackbone, keras.Model):
         if self.task == "classify" or self.loss_name == "ce":
             if len(labels.shape) == 2:
                 labels = labels[:, 0]
-            per_example = keras.losses.sparse_categorical_crossentropy(
-                labels, scores, from_logits=True)
+            per_example = smoothed_cross_entropy(labels, scores, self.label_smoothing)
             penalty = 0.0
         else:
             if len(labels.shape) == 1:
@@ -165,4 +173,5 @@ class FineTuner(WrapsBackbone, keras.Model):
             "finelast_blocks": self.finelast_blocks,
             "train_layer_norm": self.train_layer_norm,
             "framing": self.framing.get_config(),
+            "label_smoothing": self.label_smoothing,
         }

@@ -11,7 +11,7 @@ from peterrec_tf.models.replica_losses import scale_for_replicas, weighted_mean
 
 from peterrec_tf.layers.heads import DotProductHead, make_head
 from peterrec_tf.layers.fused_softmax import (
-    draw_candidates, fused_sampled_softmax_sum, fused_softmax_sum)
+    draw_candidates, fused_sampled_softmax_sum, fused_softmax_sum, smoothed_cross_entropy)
 
 # with the fused softmax losses the kept positions are padded to a multiple of this, so
 # that XLA compiles a few row counts instead of one per batch
@@ -34,7 +34,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
     weight.  In training `call` returns the hidden states and `compute_loss` applies the
     head only at positions with weight > 0; with the `dot` head and `num_sampled > 0`
     that is a sampled softmax (log-uniform candidates, like the release), so the full
-    `[B, T, V]` logits are never formed in training.
+    `[B, T, V]` logits are never formed in training. `label_smoothing` e > 0 (full softmax
+    only) trains towards `1 - e` on the label and `e / V` on every item.
     """
 
     requires_causal = None
@@ -42,8 +43,14 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
     #: notion of model kind that evaluation, export and the model directory dispatch on.
     task = "pretrain"
 
-    def __init__(self, backbone, head="full", num_sampled=0, framing=None, **kwargs):
+    def __init__(self, backbone, head="full", num_sampled=0, framing=None, label_smoothing=0.0,
+                 **kwargs):
         super().__init__(**kwargs)
+        if not 0.0 <= float(label_smoothing) < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if label_smoothing and num_sampled:
+            raise ValueError("label smoothing needs the full softmax (num_sampled=0): a sampled "
+                             "softmax has no distribution over every item to smooth towards")
         if self.requires_causal is not None and backbone.causal != self.requires_causal:
             kind = "causal" if self.requires_causal else "non-causal"
             raise ValueError(f"{type(self).__name__} needs a {kind} backbone")
@@ -56,6 +63,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.backbone = backbone
         self.head_kind = head
         self.num_sampled = int(num_sampled)
+        self.label_smoothing = float(label_smoothing)
         # histories as `next_item_logits` reads them: the last items, left-padded
         self.framing = Framing.from_config(framing or Framing("history"))
         self.head = make_head(head, backbone.vocab_size, name="head",
@@ -83,7 +91,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         super().compile(*args, **kwargs)
 
     def call(self, item_ids, training=None):
-        hidden = self.backbone(item_ids)
+        hidden = self.backbone(item_ids, training=training)
         if training:
             return hidden  # compute_loss applies the head where the loss needs it
         return self.head(hidden)
@@ -92,6 +100,12 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         """The hidden state `[B, C]` from which the next item after `item_ids` `[B, T]` is
         predicted. Causal: the last position.  Non-causal (GRec): a [MASK] (id 0) is
         appended and its position read, the encoder's way of asking for the next item.
+
+        `item_ids` must be framed ids, as `self.framing.frame` makes them from histories
+        (`[[oldest, ..., newest], ...]`): the most recent items, left-padded with 0, the
+        newest last. Nothing here re-frames them. With `Backbone(padding="masked")` (new
+        causal models) the width of the left padding does not change the answer; with
+        `padding="learned"` (converted release models) it does, as in the release.
         """
         if not self.backbone.causal:
             item_ids = ops.concatenate(
@@ -99,7 +113,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         return self.backbone.last_position(item_ids)
 
     def next_item_logits(self, item_ids):
-        """Logits `[B, V]` of the item after the history `item_ids` `[B, T]`."""
+        """Logits `[B, V]` of the item after each framed history `item_ids` `[B, T]` (see
+        `user_embedding`: frame with `self.framing.frame(tf.ragged.constant(histories))`)."""
         return self.head(self.user_embedding(item_ids)[:, None, :])[:, 0, :]
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
@@ -139,12 +154,10 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
                 per_position = self._sampled_softmax(labels, hidden)
             else:
                 logits = tf.cast(self.head(hidden), "float32")
-                per_position = keras.losses.sparse_categorical_crossentropy(
-                    labels, logits, from_logits=True)
+                per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
         else:
             logits = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.vocab_size])
-            per_position = keras.losses.sparse_categorical_crossentropy(
-                labels, logits, from_logits=True)
+            per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
         return self._finish_loss(ops.sum(per_position * weights), ops.sum(weights))
 
     def _finish_loss(self, weighted_sum, weight_sum):
@@ -160,8 +173,10 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
                 hidden, labels, weights, kernel, bias,
                 draw_candidates(labels, self.num_sampled, self.backbone.vocab_size))
         if isinstance(self.head, DotProductHead):
-            return fused_softmax_sum(hidden, labels, weights, kernel, bias, vocab_major=True)
-        return fused_softmax_sum(tf.nn.relu(hidden), labels, weights, kernel, bias)
+            return fused_softmax_sum(hidden, labels, weights, kernel, bias, vocab_major=True,
+                                     label_smoothing=self.label_smoothing)
+        return fused_softmax_sum(tf.nn.relu(hidden), labels, weights, kernel, bias,
+                                 label_smoothing=self.label_smoothing)
 
     @property
     def fused_softmax(self):
@@ -194,6 +209,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
             "head": self.head_kind,
             "num_sampled": self.num_sampled,
             "framing": self.framing.get_config(),
+            "label_smoothing": self.label_smoothing,
         }
 
 

@@ -5,6 +5,15 @@ With `--eval_every` and `--select_metric`, every periodic validation is offered 
 checkpoint plus `best.json` with the step and metrics), so a resumed run keeps what it had
 selected. At the end the job offers the final validation too and restores the best weights
 before the test evaluation and the saved model: the test split never chooses anything.
+
+`best.json` also keeps every validation offered (`history`, by step), so that early
+stopping (`--patience`: stop after that many validations in a row without a new best)
+counts across a resumption: a resumed run forgets the validations after its checkpoint
+(it repeats them) and stops where the uninterrupted run would have.
+
+Defaults: `--eval_every=-1` validates once per epoch and `--select_metric=auto` selects by
+NDCG at the largest cut-off (accuracy for classification), so a run with default flags keeps
+its best validation's weights rather than its last.
 """
 
 import json
@@ -25,10 +34,27 @@ class BestWeights:
         self.checkpoint, self.legacy = checkpoints_of(model)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
         self.record = None
+        self.history = {}  # step -> the metric's value at every validation offered
         path = os.path.join(self.directory, "best.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
-                self.record = json.load(handle)
+                stored = json.load(handle)
+            self.history = {int(step): float(value) for step, value in stored.pop("history", [])}
+            self.record = stored
+
+    def resume_at(self, step):
+        """Forget the validations after `step` (a resumed run repeats them)."""
+        self.history = {s: v for s, v in self.history.items() if s <= step}
+
+    def since_best(self):
+        """Validations offered after the best one (0 when the last one was the best)."""
+        if self.record is None:
+            return len(self.history)
+        return sum(1 for step in self.history if step > self.record["step"])
+
+    def exhausted(self, patience):
+        """Whether `patience` (> 0) validations in a row brought no new best."""
+        return bool(patience) and self.since_best() >= patience
 
     @property
     def value(self):
@@ -40,15 +66,19 @@ class BestWeights:
             raise ValueError(f"--select_metric={self.metric} is not among the validation "
                              f"metrics {sorted(k for k in metrics if k != 'examples')}")
         value = float(metrics[self.metric])
-        if self.record is not None and value <= self.value:
-            return False
-        self.record = {"step": int(step), "metric": self.metric,
-                       "metrics": {k: float(v) for k, v in metrics.items()}}
+        self.history[int(step)] = value
+        improved = self.record is None or value > self.value
+        if improved:
+            self.record = {"step": int(step), "metric": self.metric,
+                           "metrics": {k: float(v) for k, v in metrics.items()}}
         if self.chief:
-            self.manager.save(checkpoint_number=int(step))
+            if improved:
+                self.manager.save(checkpoint_number=int(step))
+            os.makedirs(self.directory, exist_ok=True)
             with open(os.path.join(self.directory, "best.json"), "w", encoding="utf-8") as handle:
-                json.dump(self.record, handle, indent=2)
-        return True
+                json.dump({**self.record, "history": sorted(self.history.items())}, handle,
+                          indent=2)
+        return improved
 
     def restore(self):
         """Load the best weights into the model; returns the best record (or None)."""
@@ -59,13 +89,29 @@ class BestWeights:
         return self.record
 
 
-def check_selection(metric, eval_every, strategy, choices):
-    """Usage errors for `--select_metric`, raised before anything is trained."""
+def resolve_metric(metric, eval_every, strategy, choices):
+    """`--select_metric` as the job uses it: "auto" is NDCG at the largest cut-off (the only
+    choice, accuracy, for classification) when there are periodic validations and no
+    multi-worker strategy, else "" (the last step's weights)."""
+    if metric != "auto":
+        return metric
+    if not eval_every or strategy == "multi_worker":
+        return ""
+    ndcg = [c for c in choices if c.startswith("ndcg@")]
+    return max(ndcg, key=lambda c: int(c.split("@")[1])) if ndcg else list(choices)[0]
+
+
+def check_selection(metric, eval_every, strategy, choices, patience=0):
+    """Usage errors for `--select_metric` and `--patience`, raised before anything is
+    trained (`metric` resolved by `resolve_metric`)."""
+    if patience and not metric:
+        raise ValueError("--patience needs periodic validations (--eval_every != 0) and a "
+                         "--select_metric to wait on")
     if not metric:
         return
     if not eval_every:
-        raise ValueError("--select_metric needs --eval_every > 0 (it chooses among the periodic "
-                         "validations)")
+        raise ValueError("--select_metric needs --eval_every != 0 (it chooses among the "
+                         "periodic validations)")
     if metric not in choices:
         raise ValueError(f"--select_metric must be one of {list(choices)}, got {metric!r}")
     if strategy == "multi_worker":

@@ -6,7 +6,8 @@ import math
 COMMON = ("data_dir", "model_dir", "batch_size", "epochs", "train_steps", "learning_rate",
           "seed", "deterministic", "strategy", "mixed_precision", "checkpoint_every",
           "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "ks", "max_len",
-          "select_metric", "jit_compile")
+          "select_metric", "jit_compile", "patience", "dropout", "embedding_dropout",
+          "weight_decay", "label_smoothing", "lr_schedule", "warmup_steps")
 
 
 def define_common_flags(batch_size, learning_rate):
@@ -40,12 +41,29 @@ def define_common_flags(batch_size, learning_rate):
     flags.DEFINE_integer("keep_checkpoints", 3, "How many recent checkpoints to keep.")
     flags.DEFINE_integer("log_every", 50, "Progress line (step, loss, examples/s, ETA) and "
                          "TensorBoard scalars every N steps.")
-    flags.DEFINE_integer("eval_every", 0, "Evaluate on the validation split every N steps "
-                         "(0: only at the end).")
-    flags.DEFINE_string("select_metric", "", "With --eval_every: keep the weights of the "
+    flags.DEFINE_integer("eval_every", -1, "Evaluate on the validation split every N steps "
+                         "(-1: once per epoch; 0: only at the end).")
+    flags.DEFINE_string("select_metric", "auto", "With --eval_every: keep the weights of the "
                         "periodic validation with the highest value of this metric (hr@K, "
                         "mrr@K, ndcg@K for K in --ks; accuracy for classification) and use them "
-                        "for the test figures and the saved model; empty = the last step's.")
+                        "for the test figures and the saved model; auto = ndcg@<largest K> "
+                        "(accuracy for classification); empty = the last step's.")
+    flags.DEFINE_integer("patience", 0, "Stop after this many periodic validations in a row "
+                         "without a better --select_metric (the best weights are kept); 0 = "
+                         "train all steps.")
+    flags.DEFINE_float("dropout", 0.0, "Dropout rate in every residual block's branch "
+                       "(training only).")
+    flags.DEFINE_float("embedding_dropout", 0.0, "Dropout rate on the item embeddings "
+                       "(training only).")
+    flags.DEFINE_float("weight_decay", 0.0, "Decoupled (AdamW) weight decay of kernels and "
+                       "embeddings, not of biases and layer norms; with lazy_adam only the "
+                       "rows a batch touches decay.")
+    flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of softmax losses (the full "
+                       "softmax of pre-training, --loss=ce and classification of fine-tuning).")
+    flags.DEFINE_enum("lr_schedule", "constant", ["constant", "cosine", "linear"], "Learning "
+                      "rate after the warm-up: constant, or cosine / linear decay to 0 at the "
+                      "last step (a function of the optimizer's step: resumes continue it).")
+    flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up over this many steps.")
     flags.DEFINE_bool("jit_compile", True, "Use XLA in the training step (measured faster on "
                       "CPU for these models; Keras leaves XLA off on CPU by default): the whole "
                       "step for fine-tuning, and for next-item pre-training with the full "
@@ -80,8 +98,8 @@ def total_steps(train_steps, epochs, num_examples, batch_size):
 
 #: Smallest allowed value of the integer settings a job may have (absent ones are skipped).
 INTEGER_MINIMUMS = {"batch_size": 1, "train_steps": 0, "checkpoint_every": 1,
-                    "keep_checkpoints": 1, "log_every": 1, "eval_every": 0, "eval_batch_size": 1,
-                    "max_len": 0, "channels": 1, "kernel_size": 1, "num_candidates": 2,
+                    "keep_checkpoints": 1, "log_every": 1, "eval_every": -1, "eval_batch_size": 1,
+                    "max_len": 0, "channels": 1, "patience": 0, "warmup_steps": 0, "kernel_size": 1, "num_candidates": 2,
                     "num_sampled": -2, "num_negatives": 0, "finelast_blocks": 1,
                     "num_blocks": 1, "heads": 1}
 
@@ -99,6 +117,14 @@ def check_values(config):
         _finite(config, "epochs", positive=not config.get("train_steps"))
     if config.get("l2_reg") is not None:
         _finite(config, "l2_reg")
+    if config.get("weight_decay") is not None:
+        _finite(config, "weight_decay")
+    for name in ("dropout", "embedding_dropout", "label_smoothing"):
+        if config.get(name) is not None and not 0 <= config[name] < 1:
+            raise ValueError(f"--{name} must be in [0, 1), got {config[name]}")
+    if config.get("lr_schedule") not in (None, "constant", "cosine", "linear"):
+        raise ValueError(f"--lr_schedule must be constant, cosine or linear, got "
+                         f"{config['lr_schedule']!r}")
     if config.get("mask_rate") is not None and not 0 < config["mask_rate"] <= 1:
         raise ValueError(f"--mask_rate must be in (0, 1], got {config['mask_rate']}")
     for name in ("ks", "dilations"):

@@ -25,9 +25,9 @@ class JobCallback(keras.callbacks.Callback):
     """Step counting, progress, TensorBoard, periodic evaluation and checkpoints, signals."""
 
     def __init__(self, state, progress, summaries, stop, checkpoint_every, eval_every=0,
-                 evaluate=None, log=print, chief=True, best=None, last_saved=None):
+                 evaluate=None, log=print, chief=True, best=None, last_saved=None, patience=0):
         super().__init__()
-        self.best = best
+        self.best, self.patience, self.stopped_early = best, int(patience or 0), False
         self.state, self.progress, self.summaries, self.stop = state, progress, summaries, stop
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.eval_every, self.evaluate = int(eval_every or 0), evaluate
@@ -51,6 +51,12 @@ class JobCallback(keras.callbacks.Callback):
             self.summaries.scalars("validation", self.validation, step)
             if self.best is not None and self.best.offer(step, self.validation):
                 self.log(f"step {step}: best {self.best.metric} so far, weights kept")
+            if self.best is not None and self.best.exhausted(self.patience):
+                self.stopped_early = True
+                self._save(step)
+                self.log(f"step {step}: no better {self.best.metric} in {self.patience} "
+                         f"validations (best at step {self.best.record['step']}): stopping early")
+                self.model.stop_training = True
         if step % self.checkpoint_every == 0:
             self._save(step)
         if self.stop.requested:
@@ -67,13 +73,15 @@ class JobCallback(keras.callbacks.Callback):
 
 def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint_every=500,
           keep_checkpoints=3, log_every=50, eval_every=0, evaluate=None, log=print, chief=True,
-          strategy=None, best=None, callbacks=()):
+          strategy=None, best=None, callbacks=(), patience=0):
     """Train the compiled `model` up to `total_steps`, resuming from model_dir's checkpoint.
 
     `make_dataset()` returns the repeated training dataset of global batches from its
     first batch.  Returns {"steps", "resumed_from", "interrupted", "train_seconds",
-    "examples_per_second", "last_logs"}. `best` (a `best.BestWeights`) is offered every
-    periodic validation; `callbacks` are extra Keras callbacks run after the job's own.
+    "examples_per_second", "last_logs", "stopped_early"}. `best` (a `best.BestWeights`) is
+    offered every periodic validation; with `patience` > 0 training stops once that many
+    validations in a row brought no new best (also when a resumed run finds it so: it
+    trains no further). `callbacks` are extra Keras callbacks run after the job's own.
     """
     state = TrainingState(model, model_dir, keep_checkpoints, strategy, chief)
     latest = state.restore(log if chief else (lambda *_: None))
@@ -81,9 +89,15 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
     if latest and chief:
         log(f"resuming from {latest} (step {start}): skipping {start} batches of data")
     result = {"steps": start, "resumed_from": start, "interrupted": False, "train_seconds": 0.0,
-              "examples_per_second": 0.0, "last_logs": {}}
+              "examples_per_second": 0.0, "last_logs": {}, "stopped_early": False}
+    if best is not None:
+        best.resume_at(start)
     if start >= total_steps:
         log(f"already trained {start} >= {total_steps} steps")
+        return result
+    if best is not None and best.exhausted(patience):
+        log(f"stopped early at step {start} (no better {best.metric} in {patience} validations)")
+        result["stopped_early"] = True
         return result
     summaries = Summaries(model_dir, enabled=chief)
     dataset = make_dataset().skip(start)
@@ -93,7 +107,7 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
     with StopRequest() as stop:
         callback = JobCallback(state, Progress(total_steps, start, batch_size, log_every),
                                summaries, stop, checkpoint_every, eval_every, evaluate, log, chief,
-                               best, start if latest else None)
+                               best, start if latest else None, patience)
         started = time.time()
         history = model.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
                             shuffle=False, callbacks=[callback, *callbacks])
@@ -103,7 +117,8 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
         last = {k: float(v[-1]) for k, v in history.history.items() if v}
         result.update(steps=steps, interrupted=stop.requested, train_seconds=seconds,
                       examples_per_second=(steps - start) * batch_size / max(seconds, 1e-9),
-                      last_logs=last, last_loss=last.get("loss"))
+                      last_logs=last, last_loss=last.get("loss"),
+                      stopped_early=callback.stopped_early)
     summaries.flush()
     summaries.close()
     return result

@@ -28,7 +28,19 @@ inside it nothing needed the fallback (tried: same numbers, both optimizers).  I
 only where a moment has no copy on the variable's device, or `update_step` is handed a
 whole distributed variable instead of one replica's copy; no strategy used here does that
 (strategies other than the default, Mirrored and MultiWorkerMirrored are untested).
+
+Decoupled weight decay (`weight_decay=w`, AdamW's): before its Adam update a variable
+shrinks by `lr * w * variable`, `lr` the step's learning rate (so it follows a schedule).
+Only matrices decay (rank >= 2: kernels, embeddings, the head, patch projections), never
+biases and layer-norm scales/offsets. Keras' own decay is replaced by the decay inside
+`update_step`, so that LazyAdam can decay lazily: it shrinks only the rows a sparse gradient
+touches, like its moments (an untouched embedding row keeps its value until a batch holds
+its item; decaying all rows every step would cost the dense pass the lazy update avoids).
+FusedAdam decays every row of every matrix. With `weight_decay=None` (or 0) nothing is
+added: the fused kernel's numbers are the ones without decay.
 """
+
+import math
 
 import keras
 import tensorflow as tf
@@ -36,10 +48,28 @@ import tensorflow as tf
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
 class FusedAdam(keras.optimizers.Adam):
-    """`keras.optimizers.Adam` with the update done by one fused kernel per variable."""
+    """`keras.optimizers.Adam` with the update done by one fused kernel per variable, and
+    decoupled weight decay on matrices (see the module docstring)."""
+
+    def __init__(self, learning_rate=0.001, *args, weight_decay=None, **kwargs):
+        super().__init__(learning_rate, *args, weight_decay=weight_decay or None, **kwargs)
+
+    def _apply_weight_decay(self, variables):
+        """Nothing: `update_step` decays (Keras' decay would shrink every embedding row)."""
+
+    def _use_weight_decay(self, variable):
+        return len(variable.shape) >= 2 and super()._use_weight_decay(variable)
+
+    def _decay(self, variable, learning_rate):
+        """`variable -= lr * w * variable` when it decays (dense: every element)."""
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            rate = tf.cast(learning_rate, variable.dtype) * tf.cast(self.weight_decay,
+                                                                     variable.dtype)
+            _tf_variable(variable).assign_sub(_tf_variable(variable) * rate)
 
     def update_step(self, gradient, variable, learning_rate):
         gradient = tf.convert_to_tensor(gradient)  # duplicates summed, as TF1's Adam does
+        self._decay(variable, learning_rate)
         slots = self._slots_on_device_of(variable)
         if self.amsgrad or variable.dtype != "float32" or slots is None:
             return super().update_step(gradient, variable, learning_rate)
@@ -114,6 +144,12 @@ class LazyAdam(FusedAdam):
                 or variable.dtype != "float32" or slots is None):
             return super().update_step(gradient, variable, learning_rate)
         rows, position = tf.unique(tf.cast(gradient.indices, tf.int32))
+        if self.weight_decay is not None and self._use_weight_decay(variable):
+            # lazy decay: only the rows this batch touches shrink
+            shrink = tf.cast(learning_rate, "float32") * tf.cast(self.weight_decay, "float32")
+            tf.raw_ops.ResourceScatterSub(
+                resource=_handle(variable), indices=rows,
+                updates=tf.gather(_tf_variable(variable), rows) * shrink)
         values = tf.math.unsorted_segment_sum(gradient.values, position, tf.shape(rows)[0])
         m, v = slots
         beta_1, beta_2 = (tf.cast(b, "float32") for b in (self.beta_1, self.beta_2))
@@ -131,3 +167,51 @@ class LazyAdam(FusedAdam):
 
 #: --optimizer choices of the jobs.
 OPTIMIZERS = {"adam": FusedAdam, "lazy_adam": LazyAdam}
+#: --lr_schedule choices.
+SCHEDULES = ("constant", "cosine", "linear")
+
+
+@keras.saving.register_keras_serializable(package="peterrec_tf")
+class WarmupDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """The learning rate at optimizer iteration `step` (0-based): a linear warm-up from
+    `peak / warmup_steps` to `peak` over the first `warmup_steps` steps, then `constant`
+    (stays at `peak`), `cosine` (half a cosine from `peak` to 0 at `total_steps`) or
+    `linear` (straight to 0 at `total_steps`).
+
+    A function of the optimizer's iteration count alone, which the checkpoints hold, so a
+    resumed run continues the schedule where it stopped.
+    """
+
+    def __init__(self, peak, total_steps, warmup_steps=0, kind="constant"):
+        if kind not in SCHEDULES:
+            raise ValueError(f"lr schedule must be one of {SCHEDULES}, got {kind!r}")
+        self.peak, self.total_steps = float(peak), int(total_steps)
+        self.warmup_steps, self.kind = int(warmup_steps), kind
+
+    def __call__(self, step):
+        step = tf.cast(step, "float32")
+        peak = tf.constant(self.peak, "float32")
+        rate = peak
+        if self.kind != "constant":
+            span = float(max(1, self.total_steps - self.warmup_steps))
+            done = tf.clip_by_value((step - self.warmup_steps) / span, 0.0, 1.0)
+            rate = (peak * 0.5 * (1.0 + tf.cos(math.pi * done)) if self.kind == "cosine"
+                    else peak * (1.0 - done))
+        if self.warmup_steps:
+            rate = tf.where(step < self.warmup_steps,
+                            peak * (step + 1.0) / float(self.warmup_steps), rate)
+        return rate
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "warmup_steps": self.warmup_steps, "kind": self.kind}
+
+
+def make_optimizer(name, learning_rate, total_steps=0, lr_schedule="constant", warmup_steps=0,
+                   weight_decay=0.0):
+    """The jobs' optimizer: OPTIMIZERS[name] at `learning_rate`, a plain float when the
+    schedule is constant without warm-up (the optimizer of earlier versions, same numbers)."""
+    rate = learning_rate
+    if lr_schedule != "constant" or warmup_steps:
+        rate = WarmupDecay(learning_rate, total_steps, warmup_steps, lr_schedule)
+    return OPTIMIZERS[name](rate, weight_decay=weight_decay or None)

@@ -1,0 +1,204 @@
+"""Regularisation, schedules, early stopping and inert padding: dropout only in training,
+decoupled weight decay (dense and lazy), label smoothing (fused = reference), the learning
+rate schedule, --patience, and answers that do not depend on the width of left padding."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from peterrec_tf.layers.fused_softmax import fused_softmax_sum, smoothed_cross_entropy
+from peterrec_tf.models import Backbone, NextItNet
+from peterrec_tf.training.best import BestWeights, resolve_metric
+from peterrec_tf.training.optimizer import FusedAdam, LazyAdam, WarmupDecay, make_optimizer
+
+VOCAB = 40
+
+
+def tiny_next_item(randomise=False, **backbone_kwargs):
+    """A tiny NextItNet; `randomise`: every weight random, biases and layer-norm offsets
+    too (freshly initialised they are 0, and a zero input then stays zero by itself)."""
+    keras.utils.set_random_seed(3)
+    model = NextItNet(Backbone(VOCAB, channels=8, dilations=(1, 2), **backbone_kwargs))
+    model.build()
+    if randomise:
+        rng = np.random.RandomState(4)
+        for weight in model.weights:
+            weight.assign(rng.randn(*weight.shape).astype("float32") * 0.5)
+    return model
+
+
+def test_new_models_answer_the_same_whatever_the_left_padding():
+    """padding="masked" (new causal models): the history [5, 9, 3] scores the same framed at
+    width 3, 6 or 20; the release's learned id 0 does not (what the converter keeps)."""
+    history = [5, 9, 3]
+    widths = (3, 6, 20)
+    framed = [np.array([[0] * (w - len(history)) + history]) for w in widths]
+    model = tiny_next_item(randomise=True)
+    assert model.backbone.padding == "masked"
+    answers = [model.next_item_logits(ids).numpy() for ids in framed]
+    for answer in answers[1:]:
+        np.testing.assert_allclose(answer, answers[0], rtol=0, atol=1e-5)
+    # the whole sequence's last position too (the path training and evaluation share)
+    whole = [model(ids)[:, -1].numpy() for ids in framed]
+    np.testing.assert_allclose(whole[2], whole[0], rtol=0, atol=1e-5)
+    learned = tiny_next_item(randomise=True, padding="learned")
+    a, b = (learned.next_item_logits(ids).numpy() for ids in framed[::2])
+    assert np.abs(a - b).max() > 1e-3
+
+
+def test_padding_mode_is_saved_and_old_configs_load_as_learned():
+    model = tiny_next_item(dropout=0.2, embedding_dropout=0.1)
+    config = model.backbone.get_config()
+    assert (config["padding"], config["dropout"], config["embedding_dropout"]) == (
+        "masked", 0.2, 0.1)
+    del config["padding"], config["dropout"], config["embedding_dropout"]
+    old = Backbone.from_config(config)
+    assert old.padding == "learned" and old.dropout == 0.0
+    assert Backbone(VOCAB, 8, (1,), causal=False).padding == "learned"
+    with pytest.raises(ValueError, match="padding"):
+        Backbone(VOCAB, 8, (1,), padding="zero")
+
+
+def test_dropout_acts_in_training_only():
+    plain = tiny_next_item()
+    dropped = tiny_next_item(dropout=0.5, embedding_dropout=0.5)
+    dropped.backbone.copy_backbone_weights_from(plain.backbone)
+    dropped.head.set_weights(plain.head.get_weights())
+    ids = np.array([[0, 0, 4, 7, 1, 2], [3, 3, 5, 6, 8, 9]])
+    np.testing.assert_allclose(dropped(ids).numpy(), plain(ids).numpy(), atol=1e-6)
+    np.testing.assert_allclose(dropped.next_item_logits(ids).numpy(),
+                               plain.next_item_logits(ids).numpy(), atol=1e-6)
+    trained = dropped(ids, training=True).numpy()
+    assert np.abs(trained - plain(ids, training=True).numpy()).max() > 1e-3
+    # the residual stack compiled alone keeps training and inference apart
+    dropped.backbone.compile_blocks_with_xla()
+    dropped.backbone(ids, training=True)
+    np.testing.assert_allclose(dropped(ids).numpy(), plain(ids).numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("vocab_major", [False, True])
+def test_fused_label_smoothing_matches_the_reference(vocab_major):
+    rng = np.random.RandomState(0)
+    inputs = tf.constant(rng.randn(6, 5).astype("float32"))
+    kernel = tf.constant(rng.randn(*((VOCAB, 5) if vocab_major else (5, VOCAB))).astype("float32"))
+    bias = tf.constant(rng.randn(VOCAB).astype("float32"))
+    labels = tf.constant(rng.randint(0, VOCAB, 6))
+    weights = tf.constant([1.0, 1.0, 0.0, 1.0, 0.5, 1.0])
+
+    def reference():
+        logits = tf.matmul(inputs, kernel, transpose_b=vocab_major) + bias
+        return tf.reduce_sum(smoothed_cross_entropy(labels, logits, 0.1) * weights)
+
+    results = []
+    for loss_fn in (reference, lambda: fused_softmax_sum(
+            inputs, labels, weights, kernel, bias, vocab_major, label_smoothing=0.1)):
+        with tf.GradientTape() as tape:
+            tape.watch([inputs, kernel, bias])
+            loss = loss_fn()
+        results.append([loss, *tape.gradient(loss, [inputs, kernel, bias])])
+    for mine, theirs in zip(results[1], results[0]):
+        np.testing.assert_allclose(mine.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+    unsmoothed = tf.reduce_sum(smoothed_cross_entropy(
+        labels, tf.matmul(inputs, kernel, transpose_b=vocab_major) + bias) * weights)
+    assert abs(float(unsmoothed) - float(results[0][0])) > 1e-3
+
+
+def _one_step(optimizer, sparse):
+    rng = np.random.RandomState(1)
+    table = keras.Variable(rng.randn(10, 3).astype("float32"), name="table")
+    bias = keras.Variable(rng.randn(3).astype("float32"), name="bias")
+    optimizer.build([table, bias])
+    ids = tf.constant([2, 5, 2])
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(tf.gather(table.value, ids) * bias.value)
+    grads = tape.gradient(loss, [table.value, bias.value])
+    if not sparse:
+        grads = [tf.convert_to_tensor(g) for g in grads]
+    before = table.numpy(), bias.numpy()
+    optimizer.apply(grads, [table, bias])
+    return before, (table.numpy(), bias.numpy())
+
+
+@pytest.mark.parametrize("cls,sparse", [(FusedAdam, False), (FusedAdam, True),
+                                        (LazyAdam, True)])
+def test_decoupled_weight_decay(cls, sparse):
+    """AdamW's decay: `lr * wd * w` off every matrix (LazyAdam: touched rows only), on top of
+    the Adam update of the same optimizer without decay; biases never decay."""
+    (table, bias), (plain_table, plain_bias) = _one_step(cls(0.1), sparse)
+    _, (decayed_table, decayed_bias) = _one_step(cls(0.1, weight_decay=0.5), sparse)
+    np.testing.assert_array_equal(decayed_bias, plain_bias)
+    touched = [2, 5]
+    shrink = 0.1 * 0.5 * table
+    expected = plain_table - shrink
+    if cls is LazyAdam:
+        untouched = [r for r in range(10) if r not in touched]
+        expected[untouched] = table[untouched]
+    np.testing.assert_allclose(decayed_table, expected, rtol=1e-6, atol=1e-6)
+
+
+def test_schedule_warms_up_then_decays():
+    cosine = WarmupDecay(1.0, total_steps=12, warmup_steps=2, kind="cosine")
+    rates = [float(cosine(step)) for step in range(13)]
+    np.testing.assert_allclose(rates[:3], [0.5, 1.0, 1.0], atol=1e-6)
+    np.testing.assert_allclose(rates[7], 0.5, atol=1e-6)
+    assert rates[12] == pytest.approx(0.0, abs=1e-6)
+    linear = WarmupDecay(1.0, total_steps=10, kind="linear")
+    assert float(linear(5)) == pytest.approx(0.5)
+    assert isinstance(make_optimizer("adam", 0.01).learning_rate, keras.Variable)  # a float
+    restored = keras.optimizers.schedules.deserialize(
+        keras.optimizers.schedules.serialize(cosine))
+    assert float(restored(7)) == pytest.approx(rates[7])
+
+
+def test_patience_counts_validations_without_a_better_one(tmp_path):
+    model = tiny_next_item()
+    best = BestWeights(model, str(tmp_path), "ndcg@10")
+    for step, value in ((10, 0.2), (20, 0.3), (30, 0.3), (40, 0.25)):
+        best.offer(step, {"ndcg@10": value})
+    assert best.record["step"] == 20 and best.since_best() == 2
+    assert best.exhausted(2) and not best.exhausted(3) and not best.exhausted(0)
+    again = BestWeights(model, str(tmp_path), "ndcg@10")  # as a resumed run finds it
+    assert again.since_best() == 2
+    again.resume_at(30)  # its checkpoint was at step 30: the validation at 40 is repeated
+    assert again.since_best() == 1
+    assert resolve_metric("auto", -1, "default", ["hr@5", "ndcg@5", "hr@10", "ndcg@10"]) == \
+        "ndcg@10"
+    assert resolve_metric("auto", 0, "default", ["ndcg@10"]) == ""
+    assert resolve_metric("auto", 5, "default", ["accuracy"]) == "accuracy"
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from pipelines.prepare import prepare
+
+    out = str(tmp_path_factory.mktemp("data") / "syn")
+    prepare("synthetic", out, max_len=12, seed=1, num_users=120, num_items=40, num_clusters=4,
+            num_targets=10, log=lambda *_: None)
+    return os.path.join(out, "pretrain")
+
+
+def test_pretrain_stops_early_and_keeps_the_best_weights(data, tmp_path):
+    """A learning rate too small to change hr@10: no validation after the first is better,
+    so --patience=2 stops two validations later, recorded in results.json."""
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    model_dir = str(tmp_path / "run")
+    settings = dict(channels=8, dilations=(1,), batch_size=16, train_steps=30, eval_every=4,
+                    select_metric="hr@10", patience=2, learning_rate=1e-12, log_every=100,
+                    checkpoint_every=100, dropout=0.1, weight_decay=0.01, lr_schedule="cosine",
+                    warmup_steps=2, log=lambda *_: None)
+    results = run_pretrain(data, model_dir, **settings)
+    assert results["stopped_early"] and results["best_step"] == 4
+    assert results["training"]["steps"] == 12 and results["evaluations"] == 3
+    with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["stopped_early"]
+    # run again: it finds patience exhausted and trains no further
+    again = run_pretrain(data, model_dir, **settings)
+    assert again["training"]["steps"] == 12 and again["stopped_early"]
+    with pytest.raises(ValueError, match="patience"):
+        run_pretrain(data, str(tmp_path / "x"), channels=8, dilations=(1,), train_steps=2,
+                     eval_every=0, patience=2, log=lambda *_: None)
