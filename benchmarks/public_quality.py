@@ -310,13 +310,17 @@ def main(argv=None):
                                          report["commit"] else "unknown", dataset,
                                          f"{name}_s{seed}{'_smoke' if args.smoke else ''}")
                 config = dict(BASE, **settings)
+                # a run may set its own length (e.g. larger batches, fewer steps)
+                config.setdefault("train_steps", steps)
+                config.setdefault("eval_every", eval_every)
+                if args.smoke:
+                    config.update(train_steps=steps, eval_every=eval_every)
                 print(f"{dataset} {name} seed {seed}: {config}", flush=True)
                 log = TimedLog(lambda line: print(line, flush=True))
                 load_before = load_average()
-                job = run_pretrain(data_dir, model_dir, train_steps=steps, eval_every=eval_every,
-                                   select_metric="ndcg@10", seed=seed, max_len=args.max_len,
-                                   log_every=max(eval_every, 50), checkpoint_every=10 ** 6,
-                                   log=log, **config)
+                job = run_pretrain(data_dir, model_dir, select_metric="ndcg@10", seed=seed,
+                                   max_len=args.max_len, checkpoint_every=10 ** 6,
+                                   log_every=max(config["eval_every"], 50), log=log, **config)
                 scored = time.time()
                 figures = ranking_figures(model_scorer(model_dir, test_rows), targets, candidates)
                 job_test = {k: v for k, v in job["test"].items()}
