@@ -14,6 +14,15 @@
     with compute_loss and the job callback).
 The two sides run alternately in one process, repeated; medians of sequences/second and
 their ratio are printed per row. No assertion: this prints figures.
+
+`--history_len=9` measures something else: next-item pre-training on short histories (a
+median of about 9 real items in `--seq_len`-wide windows), this project against itself:
+`--nojit_compile` (TF's own ops), the fused softmax alone in XLA, the residual stack and
+the fused softmax in XLA, and the step compiled whole (the head on the target rows only,
+`SequencePretrainer._compact_loss_sum`), alternated in one process; the row names the one
+the `pretrain` job chooses by default (`xla_policy.xla_plan` on the measured share of
+target positions); raw samples, commit, load average and command go to
+`benchmarks/results/train_throughput_short_<commit>.json`.
 """
 
 import argparse
@@ -218,7 +227,7 @@ def release_meta_path():
 
 
 # ---------------------------------------------------------------- this project
-def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len):
+def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len, plan=None):
     import keras
 
     from pipelines import inputs
@@ -249,7 +258,8 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len)
     if kind == "peterrec":
         model.compile(optimizer=FusedAdam(1e-3), jit_compile=True)
     else:
-        model.compile(optimizer=FusedAdam(1e-3), xla_plan=xla_plan(objective, sampled, channels))
+        model.compile(optimizer=FusedAdam(1e-3), xla_plan=xla_plan(objective, sampled, channels)
+                      if plan is None else plan)
     warm_up = 3
     clock = StepClock(warm_up)
     # the jobs' own training driver (fit + the job callback: step counting, progress,
@@ -287,13 +297,72 @@ def StepClock(warm_up):  # noqa: N802 (a factory, so keras is imported lazily)
     return _step_clock_class()(warm_up)
 
 
-def prepare_data(root, num_items, num_users, seq_len):
+def prepare_data(root, num_items, num_users, seq_len, history_len=None):
+    """Synthetic data of `num_items` items: histories of `seq_len` (+2 held out) items, or
+    with `history_len`, of `history_len` +- 6 training items (the median real positions of
+    a window is then about `history_len`)."""
     from pipelines.prepare import prepare
-    out = os.path.join(root, f"syn_{num_items}")
+    out = os.path.join(root, f"syn_{num_items}_{history_len or seq_len}")
+    low, high = ((seq_len, seq_len + 2) if history_len is None
+                 else (max(3, history_len - 4), history_len + 8))
     prepare("synthetic", out, max_len=seq_len, num_users=num_users, num_items=num_items,
-            num_clusters=20, min_len=seq_len, max_len_generated=seq_len + 2, num_targets=200,
+            num_clusters=20, min_len=low, max_len_generated=high, num_targets=200,
             log=lambda *_: None)
     return out
+
+
+def short_history_rows(args):
+    """Default `pretrain` vs `--nojit_compile` vs the whole step compiled, on short
+    histories; prints medians and writes the raw samples (see the module docstring)."""
+    import json
+
+    from pipelines import inputs
+    from peterrec_tf.experiments import provenance
+    from peterrec_tf.training.xla_policy import target_fill, xla_plan
+
+    dilations = (1, 4, 1, 4, 1, 4, 1, 4)
+    sides = {"nojit_compile": (), "softmax": ("softmax",), "blocks+softmax": ("blocks", "softmax"),
+             "whole_step": ("step", "softmax")}
+    record = dict(provenance.collect(vars(args)), load_average_before=os.getloadavg(),
+                  rows=[])
+    with tempfile.TemporaryDirectory() as root:
+        for vocab in [int(v) for v in args.vocabs.split(",")]:
+            prepared = prepare_data(root, vocab - 1, 4000, args.seq_len, args.history_len)
+            data = inputs.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", 32,
+                                           max_len=args.seq_len - 1, shuffle=False,
+                                           windows="all")
+            fill = target_fill(data)
+            real = [int(w) for _, _, weights in data.take(32)
+                    for w in weights.numpy().sum(axis=1)]
+            for channels in [int(c) for c in args.channels.split(",")]:
+                default = xla_plan("next_item", 0, channels, fill=fill)
+                default_side = next(k for k, v in sides.items() if v == default)
+                samples = {side: [] for side in sides}
+                for _ in range(args.repeats):  # alternate the sides
+                    for side, plan in sides.items():
+                        samples[side].append(run_keras("next_full", prepared, vocab, channels,
+                                                       dilations, 32, args.steps, args.seq_len,
+                                                       plan=plan))
+                medians = {side: statistics.median(v) for side, v in samples.items()}
+                row = {"vocab": vocab, "channels": channels, "batch": 32,
+                       "seq_len": args.seq_len, "median_real_items": statistics.median(real),
+                       "fill": fill, "default_plan": list(default), "default_side": default_side,
+                       "samples_seq_per_s": samples, "medians": medians,
+                       "default_over_nojit": medians[default_side] / medians["nojit_compile"],
+                       "load_average_after": os.getloadavg()}
+                record["rows"].append(row)
+                print(f"short histories (median {row['median_real_items']} of {args.seq_len}, "
+                      f"fill {fill:.2f}) V={vocab} C={channels}: "
+                      + ", ".join(f"{side} {m:,.0f}" for side, m in medians.items())
+                      + f" seq/s; the default ({default_side}) / nojit "
+                      f"{row['default_over_nojit']:.2f}", flush=True)
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"train_throughput_short_{(record['commit'] or 'unknown')[:7]}"
+                                 f"{'_dirty' if record['dirty'] else ''}.json")
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(record, handle, indent=2, default=str)
+    print(f"raw samples: {path}")
 
 
 ROWS = {  # name: (kind, batch)
@@ -317,7 +386,12 @@ def main():
                              "bound on any float32 implementation")
     parser.add_argument("--skip_fidelity", action="store_true",
                         help="skip the release .meta graph vs re-creation row")
+    parser.add_argument("--history_len", type=int, default=None,
+                        help="short histories: about this many real items per window (see "
+                             "the module docstring); runs only those rows")
     args = parser.parse_args()
+    if args.history_len:
+        return short_history_rows(args)
     if args.quick:
         args.channels, args.vocabs, args.repeats = "64", "1683", 2
     dilations = (1, 4, 1, 4, 1, 4, 1, 4)

@@ -221,7 +221,8 @@ def test_non_causal_dot_head_checkpoint_without_meta(tmp_path):
     model, config, _ = load_model_dir(str(tmp_path / "out"))
     assert config["backbone"] == {"vocab_size": 40, "channels": 16, "dilations": [1, 2, 4],
                                   "kernel_size": 5, "causal": False, "insertion": None,
-                                  "patch_config": {}}
+                                  "patch_config": {}, "padding": "learned", "dropout": 0.0,
+                                  "embedding_dropout": 0.0}
     ids = rng.randint(0, vocab, (2, 7))
     hidden = model.backbone(ids).numpy()
     np.testing.assert_allclose(model(ids).numpy(),

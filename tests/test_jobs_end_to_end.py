@@ -142,7 +142,7 @@ def test_pretrain_keeps_the_best_validation_weights(data, tmp_path):
     assert abs(again["ndcg@10"] - selected["metrics"]["ndcg@10"]) < 1e-6
     with pytest.raises(ValueError, match="eval_every"):
         run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "x"), train_steps=5,
-                     select_metric="ndcg@10", **TINY, **quiet)
+                     eval_every=0, select_metric="ndcg@10", **TINY, **quiet)
     with pytest.raises(ValueError, match="select_metric"):
         run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "y"), train_steps=5,
                      eval_every=5, select_metric="auc", **TINY, **quiet)
@@ -157,7 +157,8 @@ def test_finetune_keeps_the_best_validation_accuracy(pretrained, data, tmp_path)
     validations = [float(line.split("accuracy ")[-1].split()[0]) for line in lines
                    if " validation: " in line]
     assert len(validations) == 2 and out["selected"]["step"] in (4, 8, 12)
-    assert out["validation"]["accuracy"] == max(validations + [out["validation"]["accuracy"]])
+    # the logged validations are rounded to 4 decimals
+    assert out["validation"]["accuracy"] >= max(validations) - 5e-5
     again = run_evaluate(model_dir, os.path.join(data, "attribute"), split="validation", **quiet)
     assert abs(again["accuracy"] - out["selected"]["metrics"]["accuracy"]) < 1e-6
     with pytest.raises(ValueError, match="one of \\['accuracy'\\]"):

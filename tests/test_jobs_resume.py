@@ -110,3 +110,21 @@ def test_task_checkpoints_leave_out_the_frozen_backbone_and_older_ones_still_res
     assert state.restore(log=lambda *_: None).endswith("ckpt-7") and state.current_step == 7
     for got, want in zip(model.weights, expected):
         np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_regularised_scheduled_runs_resume_to_the_same_weights(tmp_path, op_determinism):
+    """Dropout's random state, the decayed weights and the learning-rate schedule (a function
+    of the optimizer's step) all continue where the interrupted run stopped."""
+    data = str(tmp_path / "syn")
+    prepare("synthetic", data, max_len=12, seed=2, num_users=100, num_items=40, num_clusters=4,
+            num_targets=10, **quiet)
+    pre = os.path.join(data, "pretrain")
+    args = dict(TINY, train_steps=12, seed=5, eval_every=0, dropout=0.3, embedding_dropout=0.1,
+                weight_decay=0.05, lr_schedule="cosine", warmup_steps=3)
+    full = str(tmp_path / "full")
+    run_pretrain(pre, full, **args, **quiet)
+    stopped = str(tmp_path / "stopped")
+    assert run_pretrain(pre, stopped, **args, log=sigterm_at(5))["training"]["interrupted"]
+    assert run_pretrain(pre, stopped, **args, **quiet)["training"]["resumed_from"] == 5
+    for a, b in zip(weights_of(full), weights_of(stopped)):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)

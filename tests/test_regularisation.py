@@ -202,3 +202,42 @@ def test_pretrain_stops_early_and_keeps_the_best_weights(data, tmp_path):
     with pytest.raises(ValueError, match="patience"):
         run_pretrain(data, str(tmp_path / "x"), channels=8, dilations=(1,), train_steps=2,
                      eval_every=0, patience=2, log=lambda *_: None)
+
+
+def test_compact_sizes():
+    from peterrec_tf.models.pretrainer import compact_sizes
+
+    assert compact_sizes(1600) == (256, 512, 768, 1024, 1280, 1536, 1600)
+    assert compact_sizes(40) == (40,) and compact_sizes(None) == ()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_xla_step_on_target_rows_only_trains_as_the_gathering_one(fused):
+    """Short histories in long windows: the whole-step XLA computation (head on the target
+    rows moved to the front, at a static bucket size) takes the step the plain gather does."""
+    rng = np.random.RandomState(2)
+    batch, width = 8, 40
+    lengths = [3, 5, 1, 7, 2, 9, 4, 6]  # 37 targets in 320 positions: the 64-row bucket
+    x = np.zeros((batch, width), "int32")
+    y = np.zeros((batch, width), "int32")
+    for row, length in enumerate(lengths):
+        items = rng.randint(1, VOCAB, length + 1)
+        x[row, width - length:], y[row, width - length:] = items[:-1], items[1:]
+    weights = (y > 0).astype("float32")
+    after = []
+    for plan in (("step",), ()):
+        model = tiny_next_item(randomise=True)
+        model.compile(optimizer=keras.optimizers.SGD(1.0),
+                      xla_plan=plan + (("softmax",) if fused else ()))
+        model.train_on_batch(x, y, sample_weight=weights)
+        after.append([w.numpy() for w in model.trainable_weights])
+    for compiled, plain in zip(*after):
+        np.testing.assert_allclose(compiled, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_xla_plan_follows_the_share_of_target_positions():
+    from peterrec_tf.training.xla_policy import xla_plan
+
+    assert xla_plan("next_item", 0, 64, fill=0.9) == ("step", "softmax")
+    assert xla_plan("next_item", 0, 64, fill=0.2) == ("blocks", "softmax")
+    assert xla_plan("masked_item", 0, 64, fill=0.2) == ("softmax",)

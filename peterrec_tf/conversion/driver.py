@@ -214,7 +214,8 @@ def build_model(plan, settings, framing):
     try:
         backbone = Backbone(plan.vocab_size, plan.channels, plan.dilations, plan.kernel_size,
                             settings.causal, insertion=settings.insertion,
-                            patch_config=plan.patch_config)
+                            patch_config=plan.patch_config,
+                            padding="learned")  # the release trains and reads id 0 as an item
         if plan.finetuned:
             model = FineTuner(backbone, task="item_rec", num_outputs=plan.num_targets,
                               pooling=settings.pooling, framing=framing,

@@ -54,7 +54,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.models.architectures import backbone_for, check_architecture_settings
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
-    from peterrec_tf.training.xla_policy import use_xla, xla_plan
+    from peterrec_tf.training.xla_policy import target_fill, use_xla, xla_plan
     from peterrec_tf.training.optimizer import make_optimizer
 
     # everything is checked before anything is written (flags.json included)
@@ -120,8 +120,12 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                         framing=inputs.task_framing(meta, None, max_len),
                         label_smoothing=label_smoothing)
             model.build()
-            plan = xla_plan(objective, num_sampled, channels)
-            xla = use_xla(jit_compile, strategy, deterministic, supported=bool(plan))
+            xla = use_xla(jit_compile, strategy, deterministic)
+            plan = xla_plan(objective, num_sampled, channels, fill=target_fill(
+                inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
+                                        mask_rate=mask_rate, shuffle=False, seed=seed,
+                                        windows=train_windows))
+                if xla and objective == "next_item" and not num_sampled else 1.0)
             model.compile(optimizer=make_optimizer(optimizer, learning_rate, steps, lr_schedule,
                                                    warmup_steps, weight_decay),
                           xla_plan=plan if xla else ())

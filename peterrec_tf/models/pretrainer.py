@@ -18,6 +18,22 @@ from peterrec_tf.layers.fused_softmax import (
 FUSED_ROWS_MULTIPLE = 64
 
 
+#: at most this many static row counts for the head in an XLA-compiled step
+COMPACT_BUCKETS = 8
+
+
+def compact_sizes(rows):
+    """The static row counts the head may run on in an XLA-compiled step of `rows`
+    positions: multiples of a step (at least FUSED_ROWS_MULTIPLE, about `rows` /
+    COMPACT_BUCKETS) below `rows`, then `rows`; just `(rows,)` when `rows` is unknown
+    or small."""
+    if rows is None:
+        return ()
+    step = -(-rows // COMPACT_BUCKETS)
+    step = -(-step // FUSED_ROWS_MULTIPLE) * FUSED_ROWS_MULTIPLE
+    return tuple(range(step, rows, step)) + (rows,)
+
+
 def pad_rows(multiple, *tensors):
     """Each tensor with zero rows appended up to a row count that is a multiple of
     `multiple` (the zero rows carry weight 0, so they change nothing)."""
@@ -122,43 +138,67 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
 
         In training `y_pred` is the hidden states and the head runs only at the weighted
         positions (not at padding, nor at unmasked positions of the masked objective,
-        which the release computes and then discards); under XLA (`jit_compile`) it runs
-        at every position instead, since a data-dependent gather has no static shape.
-        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s, in both cases.
+        which the release computes and then discards).  Outside XLA they are gathered (and
+        padded to a multiple of FUSED_ROWS_MULTIPLE for the fused losses); in an
+        XLA-compiled step (`jit_compile`), where a gather needs a static size, they are
+        moved to the front and the head runs on the smallest of a few static row counts
+        that holds them all (`compact_sizes`, one branch of a `tf.switch_case` each), so
+        short histories in long windows cost what they contain there too.
+        With `fuse_softmax_with_xla` the loss is `layers.fused_softmax`'s, in all cases.
         """
         labels = tf.reshape(tf.cast(y, "int32"), [-1])
         if sample_weight is None:
             weights = tf.ones_like(labels, dtype="float32")
         else:
             weights = tf.reshape(tf.cast(sample_weight, "float32"), [-1])
-        if training:
-            hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
-            if self.jit_compile:
-                if self.num_sampled:
-                    raise ValueError("the sampled softmax cannot run under XLA (its candidate "
-                                     "sampler has no XLA kernel): compile with "
-                                     "jit_compile=False")
-                # static shapes, no data-dependent gather: the head runs at every position
-                # and the weights zero the padding/unmasked ones
-            else:
-                keep = tf.where(weights > 0)[:, 0]
-                hidden = tf.gather(hidden, keep)
-                labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
-                if self.fused_softmax:
-                    hidden, labels, weights = pad_rows(
-                        FUSED_ROWS_MULTIPLE, hidden, labels, weights)
-            if self.fused_softmax:
-                return self._finish_loss(self._fused_loss(hidden, labels, weights),
-                                         ops.sum(weights))
-            if self.num_sampled:
-                per_position = self._sampled_softmax(labels, hidden)
-            else:
-                logits = tf.cast(self.head(hidden), "float32")
-                per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
-        else:
+        if not training:
             logits = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.vocab_size])
             per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
-        return self._finish_loss(ops.sum(per_position * weights), ops.sum(weights))
+            return self._finish_loss(ops.sum(per_position * weights), ops.sum(weights))
+        hidden = tf.reshape(tf.cast(y_pred, "float32"), [-1, self.backbone.channels])
+        if self.jit_compile:
+            if self.num_sampled:
+                raise ValueError("the sampled softmax cannot run under XLA (its candidate "
+                                 "sampler has no XLA kernel): compile with "
+                                 "jit_compile=False")
+            return self._finish_loss(self._compact_loss_sum(hidden, labels, weights),
+                                     ops.sum(weights))
+        keep = tf.where(weights > 0)[:, 0]
+        hidden = tf.gather(hidden, keep)
+        labels, weights = tf.gather(labels, keep), tf.gather(weights, keep)
+        if self.fused_softmax:
+            hidden, labels, weights = pad_rows(FUSED_ROWS_MULTIPLE, hidden, labels, weights)
+        return self._finish_loss(self._loss_sum(hidden, labels, weights), ops.sum(weights))
+
+    def _loss_sum(self, hidden, labels, weights):
+        """`sum_i weights[i] * loss_i` of the head at the rows `hidden` `[N, C]`."""
+        if self.fused_softmax:
+            return self._fused_loss(hidden, labels, weights)
+        if self.num_sampled:
+            per_position = self._sampled_softmax(labels, hidden)
+        else:
+            logits = tf.cast(self.head(hidden), "float32")
+            per_position = smoothed_cross_entropy(labels, logits, self.label_smoothing)
+        return ops.sum(per_position * weights)
+
+    def _compact_loss_sum(self, hidden, labels, weights):
+        """`_loss_sum` over the rows with weight > 0, at static row counts (for XLA): the
+        kept rows first, then the head on the first `size` rows, `size` the smallest of
+        `compact_sizes` that holds them (rows past the kept ones carry weight 0)."""
+        sizes = compact_sizes(hidden.shape[0])
+        if len(sizes) < 2:
+            return self._loss_sum(hidden, labels, weights)
+        kept = tf.cast(weights > 0, "int32")
+        order = tf.argsort(kept, direction="DESCENDING", stable=True)
+        branch = tf.reduce_sum(tf.cast(tf.reduce_sum(kept) > tf.constant(sizes[:-1]), "int32"))
+
+        # permuted outside the branches: inside, a gather's gradient would need the row
+        # count as a compile-time constant across the branch boundary; a slice's does not
+        hidden, labels, weights = (tf.gather(t, order) for t in (hidden, labels, weights))
+
+        def head_on_first(size):
+            return self._loss_sum(hidden[:size], labels[:size], weights[:size])
+        return tf.switch_case(branch, [lambda size=size: head_on_first(size) for size in sizes])
 
     def _finish_loss(self, weighted_sum, weight_sum):
         loss = weighted_mean(weighted_sum, weight_sum)

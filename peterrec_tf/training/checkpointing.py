@@ -14,6 +14,14 @@ from peterrec_tf.training.finite import check_finite
 RESTORE_ERRORS = (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError)
 
 
+def random_states(model):
+    """The states of `model`'s random generators (dropout's), in the layers' fixed order:
+    checkpointed by position, since their variable names carry a process-wide counter."""
+    return [getattr(generator.state, "value", generator.state)
+            for layer in model._flatten_layers(include_self=True)
+            for generator in getattr(layer, "_seed_generators", ())]
+
+
 def changing_variables(model):
     """What a checkpoint of `model` must hold: the model itself, or, when part of it is a
     frozen pre-trained backbone (PeterRec, FineCLS, FineLast), every variable but the
@@ -29,9 +37,10 @@ def changing_variables(model):
     if not frozen:
         return model
     from peterrec_tf.task_artifact import relative_path  # paths without the model's name
+    seeds = {id(v) for v in model.variables if any(v.value is s for s in random_states(model))}
     tracked = {relative_path(v).replace("/", "|"): getattr(v, "value", v)
-               for v in model.variables if id(v) not in frozen}
-    if len(tracked) != len(model.variables) - len(frozen):
+               for v in model.variables if id(v) not in frozen and id(v) not in seeds}
+    if len(tracked) != len(model.variables) - len(frozen) - len(seeds):
         raise ValueError("two variables of the model share a path: cannot checkpoint them")
     return tracked
 
@@ -68,8 +77,12 @@ class TrainingState:
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         with (strategy or tf.distribute.get_strategy()).scope():
             model.optimizer.build(model.trainable_variables)
-        self.checkpoint, self.legacy = checkpoints_of(model, optimizer=model.optimizer,
-                                                      step=self.step)
+        # dropout's random states continue where a resumed run stopped (none without dropout,
+        # so checkpoints of models without it are as before)
+        seeds = random_states(model)
+        self.checkpoint, self.legacy = checkpoints_of(
+            model, optimizer=model.optimizer, step=self.step,
+            **({"random_states": seeds} if seeds else {}))
         self.directory = os.path.join(model_dir, "checkpoints")
         self.keep = keep
         self.chief = chief
