@@ -33,6 +33,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.raw_output import Run  # noqa: E402
 from pipelines import inputs  # noqa: E402
 from pipelines.prepare import prepare  # noqa: E402
 
@@ -141,6 +142,7 @@ def main():
     parser.add_argument("--workdir", default=None, help="keep the prepared data here")
     args = parser.parse_args()
     rng = np.random.RandomState(0)
+    run, rows = Run("input_pipeline", note="the two input sides alternate"), []
     with tempfile.TemporaryDirectory() as scratch:
         root = args.workdir or scratch
         sources = []
@@ -181,6 +183,15 @@ def main():
                     train = consumed[objective, length]
                     line += f"{train:>10,.0f}{b / train:>9.0f}x"
                 print(line, flush=True)
+                rows.append({"data": name, "objective": objective, "length": length,
+                             "release_per_s": theirs, "tfdata_per_s": ours,
+                             "release_median": a, "tfdata_median": b,
+                             "train_per_s": consumed.get((objective, length))})
+    print("raw output: " + run.write(
+        {"batch": args.batch, "repeats": args.repeats, "steps": args.steps,
+         "rows": [{k: r[k] for k in ("data", "objective", "length", "release_median",
+                                     "tfdata_median", "train_per_s")} for r in rows]},
+        {"rows": rows}))
 
 
 if __name__ == "__main__":

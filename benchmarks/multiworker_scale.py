@@ -392,6 +392,9 @@ def main():
     if workers[0] != 1:
         raise SystemExit("error: --workers must start with 1 (the reference)")
     os.makedirs(args.workdir, exist_ok=True)
+    from benchmarks.raw_output import Run
+    raw_run = Run("multiworker_scale", tag=args.optimizer,
+                  note="workers share this machine's cores: step times are no speed-up")
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
                             capture_output=True, text=True).stdout.strip()
     dirty = bool(subprocess.run(["git", "status", "--porcelain"], cwd=REPO,
@@ -489,6 +492,7 @@ def main():
               "max |w - 1w| (in)", "p99.99 |w - 1w|", "share > 1e-4", "peak RSS/worker",
               "sent/worker/step*")
     print(" | ".join(header))
+    measured = []
     for r in runs:
         # the collective bytes do not depend on the item count while the sampled softmax
         # draws as many candidates (rows = positions + candidates, not items)
@@ -496,14 +500,13 @@ def main():
             structure["num_sampled"]
         comm = collective_bytes(structure, r["workers"])["total"] if same_rows \
             else float("nan")
-        print(" | ".join([str(r["workers"]), f"{r['items']:,}",
-                          str(args.batch_size // r["workers"]),
-                          f"{r['median_step_seconds']:.2f}", f"{r['loss']:.5f}",
-                          f"{r['loss_diff']:.1e}",
-                          f"{r['max_abs_diff']:.1e} ({r['max_in']})",
-                          f"{r['p9999_abs_diff']:.1e}", f"{r['share_above_1e-4']:.1e}",
-                          f"{max(r['peak_rss_bytes']) / GIB:.2f} GiB",
-                          fmt_bytes(comm) if comm == comm else "n/a"]))
+        cells = [str(r["workers"]), f"{r['items']:,}", str(args.batch_size // r["workers"]),
+                 f"{r['median_step_seconds']:.2f}", f"{r['loss']:.5f}", f"{r['loss_diff']:.1e}",
+                 f"{r['max_abs_diff']:.1e} ({r['max_in']})", f"{r['p9999_abs_diff']:.1e}",
+                 f"{r['share_above_1e-4']:.1e}", f"{max(r['peak_rss_bytes']) / GIB:.2f} GiB",
+                 fmt_bytes(comm) if comm == comm else "n/a"]
+        measured.append(dict(zip(header, cells)))
+        print(" | ".join(cells))
     print("Differences against 1 worker come from float summation order (other reduction "
           "trees over the workers), which Adam magnifies where a gradient is near its "
           "epsilon: such a weight moves by up to the learning rate (1e-3) a step whatever "
@@ -543,6 +546,11 @@ def main():
                        "projection": {"fixed_seconds": fixed, "rows": rows,
                                       "gpu_step_seconds": gpu_step,
                                       "gpu_epoch_seconds": gpu_epoch}}, handle, indent=1)
+    print("raw output: " + raw_run.write(
+        {"measured": measured},
+        {"args": vars(args), "probe": probe_result, "flops": flops, "runs": runs,
+         "projection": {"fixed_seconds": fixed, "rows": rows, "gpu_step_seconds": gpu_step,
+                        "gpu_epoch_seconds": gpu_epoch}}))
     return 0
 
 

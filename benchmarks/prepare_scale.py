@@ -22,6 +22,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from benchmarks.raw_output import Run  # noqa: E402
 from pipelines.paper_log import write_paper_log  # noqa: E402
 
 PAPER_EVENTS = 155_000_000
@@ -70,6 +71,7 @@ def main():
     parser.add_argument("--output", default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     os.makedirs(args.workdir, exist_ok=True)
+    raw_run = Run("prepare_scale", note="each preparation its own process, wait4")
     result = {"config": vars(args), "versions": versions(), "runs": []}
 
     def measure(events, runner, extra=()):
@@ -111,6 +113,7 @@ def main():
     if args.output:
         with open(args.output, "w") as handle:
             json.dump(result, handle, indent=2)
+    print("raw output: " + raw_run.write(result.get("extrapolated_155M"), result), flush=True)
 
 
 if __name__ == "__main__":

@@ -424,6 +424,11 @@ def run(args):
                                       "data", "versions", "wall_time_s")}
     print(json.dumps(summary, indent=2, default=str))
     print(f"wrote {output}")
+    sys.path.insert(0, REPO_ROOT)
+    from benchmarks.raw_output import Run  # stdlib only: runs in RecBole's environment too
+    kept = Run("recbole_reference", tag=f"seed{args.seed}",
+               note="one RecBole process; load averages read after it")
+    print("raw output: " + kept.write(summary, report))
     return report
 
 

@@ -15,8 +15,12 @@ import argparse
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.raw_output import Run  # noqa: E402
 
 
 def directory_bytes(path):
@@ -43,6 +47,7 @@ def main():
     print(f"commit {commit}, keras {keras.__version__}; {args.items:,} items, "
           f"{args.channels} channels, blocks (1, 4) x 4")
     work = args.work_dir or tempfile.mkdtemp(prefix="task-bytes-")
+    run = Run("task_artifact_bytes", note="bytes on disk do not depend on load")
     try:
         keras.utils.set_random_seed(0)
         started = time.time()
@@ -79,6 +84,15 @@ def main():
         print("|---|---|---|---|---|")
         for name, preset, trained, size in rows:
             print(f"| {name} | {preset} | {trained:,} | {size:,} | {100 * size / full_bytes:.2f}% |")
+        path = run.write(
+            {"items": args.items, "channels": args.channels, "targets": args.targets,
+             "pretrained_dir_bytes": directory_bytes(os.path.join(work, "pre")),
+             "whole_model_dir_bytes": full_bytes},
+            {"tasks": [{"task": name, "patch": preset, "trained_parameters": trained,
+                        "task_dir_bytes": size, "share_of_whole": size / full_bytes}
+                       for name, preset, trained, size in rows],
+             "task_loaded_back_max_abs_difference": difference})
+        print(f"raw output: {path}")
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)

@@ -38,6 +38,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from benchmarks.raw_output import Run  # noqa: E402
+
 v1 = tf.compat.v1
 
 
@@ -396,6 +398,7 @@ def main():
         args.channels, args.vocabs, args.repeats = "64", "1683", 2
     dilations = (1, 4, 1, 4, 1, 4, 1, 4)
     rng = np.random.RandomState(0)
+    run, rows, fidelity = Run("train_throughput", note="the two sides alternate in one process"), [], None
     print(f"{'row':<14}{'C':>5}{'vocab':>8}{'batch':>7}{'release seq/s':>15}{'peterrec-tf seq/s':>19}{'ratio':>8}")
     with tempfile.TemporaryDirectory() as root:
         meta = release_meta_path()
@@ -412,6 +415,8 @@ def main():
                 ours.append(run_keras("next_full", prepared, vocab, 64, dilations, batch, args.steps,
                                       args.seq_len))
             a, b, c = (statistics.median(x) for x in (real, copy, ours))
+            fidelity = {"release_meta_per_s": real, "recreation_per_s": copy,
+                        "peterrec_tf_per_s": ours, "medians": [a, b, c]}
             print(f"fidelity (release demo model, V=175, C=64, batch 32): release .meta graph "
                   f"{a:,.0f} seq/s, TF1 re-creation {b:,.0f} ({b / a:.2f}x), peterrec-tf "
                   f"{c:,.0f} ({c / a:.2f}x of the .meta graph)", flush=True)
@@ -442,6 +447,16 @@ def main():
                         print(f"  ceiling: the head's 3 float32 matmuls alone run at {c:,.0f} seq/s, "
                               f"{c / a:.2f}x the release (peterrec-tf reaches {b / c:.0%} of it)",
                               flush=True)
+                    rows.append({"row": name, "channels": channels, "vocab": vocab,
+                                 "batch": batch, "steps": steps, "release_per_s": theirs,
+                                 "peterrec_tf_per_s": ours, "ceiling_per_s": ceiling,
+                                 "release_median": a, "peterrec_tf_median": b,
+                                 "ratio": b / a})
+    print("raw output: " + run.write(
+        {"fidelity_medians": fidelity and fidelity["medians"],
+         "rows": [{k: r[k] for k in ("row", "channels", "vocab", "batch", "release_median",
+                                     "peterrec_tf_median", "ratio")} for r in rows]},
+        {"fidelity": fidelity, "rows": rows, "arguments": vars(args)}))
 
 
 if __name__ == "__main__":

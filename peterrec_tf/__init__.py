@@ -10,5 +10,6 @@ if started_as_entry_point():  # `python -m peterrec_tf.X`: the job's output firs
     quiet_tensorflow_startup()
 
 from peterrec_tf import layers, models  # noqa: E402,F401  (registers serializables)
+from peterrec_tf.training import optimizer  # noqa: E402,F401  (a saved compile config names it)
 
 __version__ = "0.1.0"

@@ -57,11 +57,16 @@ def define_flags():
                       "FineAll checkpoint (no patches) when PREFIX.meta is absent.")
     flags.DEFINE_string("vocab_csv", None,
                         "The release's pre-training CSV: rebuilds its item id order (first "
-                        "appearance, 0 = <UNK>) into DIR/vocab.txt.")
+                        "appearance, 0 = <UNK>) into DIR/vocab.txt for a pre-trained checkpoint. "
+                        "A fine-tuned checkpoint takes its item ids from --target_vocab_csv "
+                        "instead (the release's fine-tuning scripts re-fit their vocabulary on "
+                        "that file's sources); given with it, the two orders must agree.")
     flags.DEFINE_string("target_vocab_csv", None,
                         "The release's fine-tuning CSV: rebuilds its target id order (targets "
-                        "after ',,', 0 reserved) into DIR/target_vocab.txt; its longest source "
-                        "history is the fine-tuned model's framing width.")
+                        "after ',,', 0 reserved) into DIR/target_vocab.txt and the item id order "
+                        "its fine-tuning script reads (first appearance over the sources before "
+                        "',,') into DIR/vocab.txt; its longest source history is the fine-tuned "
+                        "model's framing width.")
     flags.DEFINE_integer("max_len", 0,
                          "History length of the converted model's framing (config.json's "
                          "max_len). 0 = for a fine-tuned checkpoint the longest source history "
@@ -87,12 +92,23 @@ def main(argv):
         return 2
     print(json.dumps({k: config[k] for k in ("kind", "framing", "backbone") if k in config},
                      indent=2))
-    print(f"wrote {values.output_dir}")
+    from pipelines.command import command_line, report_done
+
+    report_done(f"wrote {values.output_dir}",
+                command_line("peterrec_tf.export", model_dir=values.output_dir)
+                if config.get("kind") != "pretrain" else
+                command_line("peterrec_tf.finetune", pretrained=values.output_dir,
+                             data_dir="PREPARED_TASK_DIR", model_dir="runs/TASK"))
     return 0
 
 
-if __name__ == "__main__":
-    from absl import app
 
-    define_flags()
-    app.run(main)
+def cli():
+    """The command (`python -m peterrec_tf.convert_tf1` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)
+
+
+if __name__ == "__main__":
+    cli()

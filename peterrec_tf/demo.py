@@ -14,13 +14,16 @@ or reuses finished stages.
 """
 
 import os
-import sys
 import time
 
 import numpy as np
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_SHARED = os.path.join(os.path.dirname(REPO_ROOT), "shared")
+#: The release's checkpoints: $PETERREC_SHARED, else ../shared beside a source checkout
+#: (an installed package has none beside it: then ../shared from the working directory).
+DEFAULT_SHARED = os.environ.get("PETERREC_SHARED") or (
+    os.path.join(os.path.dirname(REPO_ROOT), "shared")
+    if os.path.exists(os.path.join(REPO_ROOT, "pyproject.toml")) else os.path.join("..", "shared"))
 
 
 def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_steps=400,
@@ -106,9 +109,9 @@ def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_
 def define_flags():
     from absl import flags
 
-    flags.DEFINE_string("workdir", os.path.join(REPO_ROOT, "runs", "demo"),
+    flags.DEFINE_string("workdir", os.path.join("runs", "demo"),
                         "Where the job writes its datasets and model directories.")
-    flags.DEFINE_string("export_base", os.path.join(REPO_ROOT, "saved_models"),
+    flags.DEFINE_string("export_base", "saved_models",
                         "TF Serving base directory for the SavedModel export.")
     flags.DEFINE_string("shared", DEFAULT_SHARED,
                         "Folder with the release's TF1 checkpoints (optional; skipped if absent).")
@@ -118,25 +121,28 @@ def define_flags():
 
 
 def main(argv):
-    import logging
-
-    import tensorflow as tf
+    """The demo prints its own progress; the command's start-up (`pipelines.command`)
+    keeps TensorFlow's INFO log (saver timings, SavedModel asset lines) off."""
     from absl import flags
-    from absl import logging as absl_logging
 
     del argv
-    # the demo prints its own progress: TensorFlow's Python log (saver timings, SavedModel
-    # asset lines, retracing notes when one evaluation function is traced per fine-tuned
-    # model) only buries it; errors still show
-    tf.get_logger().setLevel(logging.ERROR)
-    absl_logging.set_verbosity(absl_logging.WARNING)
     v = flags.FLAGS
     run_demo(v.workdir, v.export_base, v.shared, v.seed, v.pretrain_steps, v.finetune_steps)
+    from pipelines.command import command_line, report_done
+
+    report_done(f"wrote {v.workdir} (datasets, model directories) and {v.export_base}",
+                command_line("peterrec_tf.evaluate",
+                             model_dir=os.path.join(v.workdir, "models", "coldrec_peterrec"),
+                             data_dir=os.path.join(v.workdir, "data", "coldrec")))
     return 0
 
 
-if __name__ == "__main__":
-    from absl import app
+def cli():
+    """The command (`python -m peterrec_tf.demo` and `peterrec-demo`)."""
+    from pipelines.command import run_command
 
-    define_flags()
-    sys.exit(app.run(main))
+    run_command(define_flags, main, __doc__)
+
+
+if __name__ == "__main__":
+    cli()

@@ -9,6 +9,7 @@ Only reads --model_dir (so takes no lock on it); a corrupt or short split is an 
 """
 
 from peterrec_tf.jobs.evaluation import run_evaluate  # noqa: F401
+from peterrec_tf.training.flags import register_validators
 
 
 def define_flags():
@@ -32,7 +33,12 @@ def define_flags():
     flags.DEFINE_string("backbone_dir", None, "For a task stored alone (finetune's default): "
                         "its pre-trained model directory, when it is no longer where the task "
                         "recorded it; refused unless its backbone fingerprint matches.")
+    flags.DEFINE_boolean("exclude_history", False, "Rank as an export with --exclude_history "
+                         "serves: items of the user's history (the most recent max_len, as "
+                         "the dataset frames it) are no competitors; the true item always "
+                         "counts, even when it is in the history. Recorded in the results.")
     flags.mark_flags_as_required(["model_dir", "data_dir"])
+    register_validators()  # after every flag: the single-flag range checks
 
 
 def main(argv):
@@ -42,13 +48,25 @@ def main(argv):
     v = flags.FLAGS
     from peterrec_tf.cli import run_guarded
 
-    return run_guarded(run_evaluate, v.model_dir, v.data_dir, v.split, v.ranking, v.ks,
+    from pipelines.command import command_line, report_done
+
+    code = run_guarded(run_evaluate, v.model_dir, v.data_dir, v.split, v.ranking, v.ks,
                        v.num_candidates, v.batch_size, v.seed, v.max_len, v.output,
-                       backbone_dir=v.backbone_dir)[1]
+                       backbone_dir=v.backbone_dir, exclude_history=v.exclude_history)[1]
+    if not code:
+        report_done(f"wrote {v.output}" if v.output else f"evaluated {v.model_dir} on "
+                    f"{v.data_dir} ({v.split}; --output writes the metrics as JSON)",
+                    command_line("peterrec_tf.export", model_dir=v.model_dir))
+    return code
+
+
+
+def cli():
+    """The command (`python -m peterrec_tf.evaluate` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    define_flags()
-    app.run(main)
+    cli()

@@ -68,8 +68,68 @@ def define_flags():
                       "exact top k (else the whole catalogue is scored): ~3x faster for one "
                       "user at 645K items, but it needs XLA where it is served "
                       "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
+    flags.DEFINE_boolean("exclude_history", False, "Ranking signatures never return an item "
+                         "of the request's own history (every item it sends, not only the "
+                         "most recent max_len); recorded in the export report. <task>_top_k_"
+                         "exclude also takes a per-request `exclude` list either way.")
+    flags.DEFINE_string("item_embeddings", None, "Write the item embeddings of --model_dir "
+                        "to this new directory instead of a SavedModel: embeddings.npy (row i "
+                        "= token i of vocab.tsv), bias.npy, vocab.tsv, item_embeddings.json "
+                        "(the served score as a dot product: which query, which bias) and a "
+                        "TensorBoard projector config (see peterrec_tf/serving/item_embeddings.py).")
+    flags.DEFINE_string("litert", None, "Write an on-device LiteRT model FILE.tflite of "
+                        "--model_dir instead of a SavedModel: int32 item ids [1, max_len] in "
+                        "(left-padded with 0), top-k ids and scores out (k = --k), the "
+                        "vocabularies and FILE.tflite.json beside it.")
+    flags.DEFINE_enum("litert_quantize", "none", ["none", "dynamic_int8"], "--litert weights: "
+                      "float32 (same ids as the SavedModel) or dynamic-range int8 (weights of "
+                      "1,024 elements or more stored as int8: a smaller file; ids measured "
+                      "against float32 in BUILD_NOTES).")
     flags.DEFINE_integer("num_versions", 2, "models.config version policy: Serving keeps the "
                          "latest NUM_VERSIONS versions of each model loaded.")
+
+
+def export_artifacts(v):
+    """--item_embeddings and/or --litert of one --model_dir (no SavedModel); exit code."""
+    from peterrec_tf.cli import run_guarded
+
+    if v.tasks:
+        print("error: --item_embeddings and --litert take one --model_dir, not --tasks",
+              file=sys.stderr)
+        return 2
+    written = []
+    if v.item_embeddings:
+        from peterrec_tf.serving.item_embeddings import write_item_embeddings
+
+        path, code = run_guarded(write_item_embeddings, v.model_dir, v.item_embeddings,
+                                 backbone_dir=v.backbone_dir)
+        if code:
+            return code
+        written.append(os.path.dirname(path))
+    if v.litert:
+        from peterrec_tf.serving.litert import write_litert
+
+        _, code = run_guarded(write_litert, v.model_dir, v.litert, k=v.k,
+                              quantize=v.litert_quantize, max_len=v.max_len,
+                              exclude_history=v.exclude_history, backbone_dir=v.backbone_dir)
+        if code:
+            return code
+        written.append(v.litert)
+    from pipelines.command import report_done
+
+    report_done(f"wrote {', '.join(written)}",
+                "load embeddings.npy into your ANN index (tensorboard --logdir=DIR shows the "
+                "projector)" if v.item_embeddings else
+                f"run {v.litert} with the LiteRT interpreter (ids in, top-k ids and scores out)")
+    return 0
+def export_checked(dirs, export_base, *args, **kwargs):
+    """`export`, with --export_base checked writable before any model is loaded and a
+    write that fails later (a full disk) reported as one line naming the place."""
+    from peterrec_tf.filesystem import check_writable, write_faults_reported
+
+    check_writable(export_base, "--export_base")
+    with write_faults_reported(export_base):
+        return export(dirs, export_base, *args, **kwargs)
 
 
 def main(argv):
@@ -90,16 +150,32 @@ def main(argv):
         print("error: --task_name names a single --model_dir export; with --tasks use "
               "name=dir pairs", file=sys.stderr)
         return 2
+    if v.item_embeddings or v.litert:
+        return export_artifacts(v)
     dirs = parse_tasks(v.tasks) if v.tasks else [
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
-    return run_guarded(export, dirs, v.export_base, v.model_name, v.version, v.k,
-                       max_len=v.max_len, serving_base_path=v.serving_base_path,
-                       num_versions=v.num_versions, backbone_dir=v.backbone_dir,
-                       next_item_index=v.next_item_index)[1]
+    report, code = run_guarded(export_checked, dirs, v.export_base, v.model_name, v.version,
+                               v.k, max_len=v.max_len, serving_base_path=v.serving_base_path,
+                               num_versions=v.num_versions, backbone_dir=v.backbone_dir,
+                               next_item_index=v.next_item_index,
+                               exclude_history=v.exclude_history)
+    if not code:
+        from pipelines.command import report_done
+
+        report_done(f"wrote {report['path']} and {os.path.join(v.export_base, 'models.config')}",
+                    "tensorflow_model_server --port=8500 --rest_api_port=8501 "
+                    f"--model_config_file={os.path.abspath(os.path.join(v.export_base, 'models.config'))}")
+    return code
+
+
+
+def cli():
+    """The command (`python -m peterrec_tf.export` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__,
+                minimums={"k": 1, "version": 1, "max_len": 1, "num_versions": 1})
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    define_flags()
-    app.run(main)
+    cli()

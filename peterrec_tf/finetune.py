@@ -10,7 +10,7 @@ model_dir=..., **settings)`.
 
 from peterrec_tf.jobs.finetuning import (PATCH_DEFAULTS, SETTINGS, check_settings,  # noqa: F401
                                          run_finetune)
-from peterrec_tf.training.flags import define_common_flags
+from peterrec_tf.training.flags import define_common_flags, register_validators
 
 
 def define_flags():
@@ -59,6 +59,7 @@ def define_flags():
                       "export and further fine-tuning load it over that directory and refuse "
                       "a backbone whose fingerprint differs.")
     flags.mark_flags_as_required(["pretrained"])
+    register_validators()  # after every flag: the single-flag range checks
 
 
 def main(argv):
@@ -68,8 +69,13 @@ def main(argv):
     return run_training_job(argv, run_finetune, SETTINGS)
 
 
-if __name__ == "__main__":
-    from absl import app
 
-    define_flags()
-    app.run(main)
+def cli():
+    """The command (`python -m peterrec_tf.finetune` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)
+
+
+if __name__ == "__main__":
+    cli()

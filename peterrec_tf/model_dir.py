@@ -11,15 +11,26 @@ Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
     DIR/vocab.txt          optional: line i = item token of id i (id 0 = <UNK>)
     DIR/target_vocab.txt   optional: item-rec targets, line i = token of target id i
     DIR/labels.txt         optional: classification classes, line i = class i
+    DIR/versions/FP/       a pre-trained directory trained further after tasks were stored
+                           over it keeps the replaced model here (`task_artifact`)
+
+config.json records the SHA-256 of every other file it was saved with (`checksums`;
+model.keras its size) and one of its own content (`config_sha256`); `load_model_dir`
+verifies them before reading anything, so a vocabulary with two ids swapped, a hand-edited
+config or a truncated task archive is an error naming the file. Directories saved before
+record neither and load as they are.
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import zipfile
 
 import keras
 
+from pipelines.dataset import file_checksum
 from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines
 
 MODEL_FILE = "model.keras"
@@ -42,10 +53,13 @@ def model_framing(model, config):
 def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     """Write model + config (+ vocabularies by key of VOCAB_FILES) into `directory`.
 
-    The model file is written under a temporary name and renamed, so a reader never
-    sees a half-written `model.keras`. Weights holding NaN/Inf are refused (naming the
-    variable) before anything is written. `task_over=(backbone_dir, backbone)` stores a
-    fine-tuned model as its task alone over that pre-trained backbone (`task_artifact`).
+    Every file is written under a temporary name and renamed into place, config.json
+    last; a failure (a full disk, say) removes the temporaries, so a reader never sees a
+    half-written file. config.json records each file's SHA-256 (`checksums`; model.keras
+    its size) and a checksum of its own content (`config_sha256`), which `load_model_dir`
+    verifies. Weights holding NaN/Inf are refused (naming the variable) before anything
+    is written. `task_over=(backbone_dir, backbone)` stores a fine-tuned model as its task
+    alone over that pre-trained backbone (`task_artifact`).
     """
     from peterrec_tf import task_artifact
     from peterrec_tf.training.finite import check_finite
@@ -59,37 +73,123 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
         config.setdefault("method", model.method)
     config["backbone"] = {k: v for k, v in model.backbone.get_config().items()
                           if k not in ("name", "trainable", "dtype")}
+    for key in ("checksums", "config_sha256", "vocab_files", "items_vocab_of_backbone"):
+        config.pop(key, None)  # recomputed below for this save
     vocabs = dict(vocabs or {})
     shared_items = os.path.join(task_over[0], VOCAB_FILES["items"]) if task_over else None
     if shared_items and vocabs.get("items") is not None and os.path.exists(shared_items) \
             and read_lines(shared_items) == list(vocabs["items"]):
         del vocabs["items"]  # a task stored alone reads its backbone's (645K items: ~5 MB)
         config["items_vocab_of_backbone"] = True
-    for key, tokens in vocabs.items():
-        if tokens is None:
-            continue
-        if key not in VOCAB_FILES:
-            raise ValueError(f"unknown vocabulary {key!r}; expected one of {sorted(VOCAB_FILES)}")
-        write_lines(os.path.join(directory, VOCAB_FILES[key]), tokens)
-        config.setdefault("vocab_files", {})[key] = VOCAB_FILES[key]
+    staged = {}  # final name -> temporary path, renamed into place together at the end
+    try:
+        for key, tokens in vocabs.items():
+            if tokens is None:
+                continue
+            if key not in VOCAB_FILES:
+                raise ValueError(f"unknown vocabulary {key!r}; expected one of "
+                                 f"{sorted(VOCAB_FILES)}")
+            staged[VOCAB_FILES[key]] = _temporary(directory, VOCAB_FILES[key])
+            write_lines(staged[VOCAB_FILES[key]], tokens)
+            config.setdefault("vocab_files", {})[key] = VOCAB_FILES[key]
+        if config.get("items_vocab_of_backbone"):
+            config["backbone_items_vocab_sha256"] = file_checksum(shared_items)
+        if task_over:
+            config.update(task_artifact.save_task(directory, model, *task_over, staged=staged))
+        else:
+            for key in ("backbone_dir", "backbone_fingerprint", "task_weights",
+                        "backbone_items_vocab_sha256"):
+                config.pop(key, None)
+            staged[MODEL_FILE] = _temporary(directory, MODEL_FILE)
+            with _without_optimizer(model):
+                model.save(staged[MODEL_FILE])
+        config["checksums"] = {name: (f"bytes:{os.path.getsize(path)}" if name == MODEL_FILE
+                                      else file_checksum(path))
+                               for name, path in sorted(staged.items())}
+        config["config_sha256"] = config_checksum(config)
+        staged[CONFIG_FILE] = _temporary(directory, CONFIG_FILE)
+        with open(staged[CONFIG_FILE], "w", encoding="utf-8") as handle:
+            json.dump(config, handle, indent=2, sort_keys=True)
+        for name, path in staged.items():
+            os.replace(path, os.path.join(directory, name))
+    except BaseException:
+        for path in staged.values():
+            with contextlib.suppress(OSError):
+                os.remove(path)
+        raise
+    # what an earlier save of another kind left (the other layout, vocabularies not saved
+    # now): a reader of this config.json must not find them
     stale = [MODEL_FILE] if task_over else [task_artifact.TASK_MODEL_FILE,
                                             task_artifact.TASK_WEIGHTS_FILE]
-    if task_over:
-        config.update(task_artifact.save_task(directory, model, *task_over))
-    else:
-        for key in ("backbone_dir", "backbone_fingerprint", "task_weights"):
-            config.pop(key, None)
-        handle, tmp_path = tempfile.mkstemp(suffix=".keras", dir=directory)
-        os.close(handle)
-        with _without_optimizer(model):
-            model.save(tmp_path)
-        os.replace(tmp_path, os.path.join(directory, MODEL_FILE))
-    for name in stale:  # what an earlier save of the other kind left
-        if os.path.exists(os.path.join(directory, name)):
+    stale += [name for name in VOCAB_FILES.values() if name not in staged]
+    for name in stale:
+        with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(directory, name))
-    with open(os.path.join(directory, CONFIG_FILE), "w", encoding="utf-8") as handle:
-        json.dump(config, handle, indent=2, sort_keys=True)
     return config
+
+
+def _temporary(directory, name):
+    """A fresh temporary path beside `directory/name` (removed or renamed by the caller)."""
+    handle, path = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{name}", dir=directory)
+    os.close(handle)
+    return path
+
+
+def config_checksum(config):
+    """SHA-256 of config.json's content without its own checksum, canonically encoded:
+    the same for any whitespace or key order, different for any changed value."""
+    content = {k: v for k, v in config.items() if k != "config_sha256"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
+                          .encode("utf-8")).hexdigest()
+
+
+def read_config(directory):
+    """config.json of a model directory ({} when absent), verified against its recorded
+    checksum (older directories record none and are read as they are)."""
+    path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.exists(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            config = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not valid JSON ({error}); the model directory is damaged") \
+            from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    recorded = config.get("config_sha256")
+    if recorded is not None and recorded != config_checksum(config):
+        raise ValueError(f"{path}: content differs from its recorded checksum (edited or "
+                         "damaged after it was saved); restore it or save the model again")
+    return config
+
+
+def verify_files(directory, config, names=None):
+    """Check each file config.json records (`checksums`) is there with its recorded
+    SHA-256 (model.keras: size), and that no vocabulary it does not record is there;
+    `ValueError`/`FileNotFoundError` naming the file. Nothing to check in directories
+    saved before checksums were recorded."""
+    recorded = config.get("checksums")
+    if recorded is None:
+        return
+    for name, expected in sorted(recorded.items()):
+        if names is not None and name not in names:
+            continue
+        path = os.path.join(directory, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path}: missing (config.json records it); the model "
+                                    "directory is incomplete")
+        found = (f"bytes:{os.path.getsize(path)}" if expected.startswith("bytes:")
+                 else file_checksum(path))
+        if found != expected:
+            raise ValueError(f"{path}: {'size' if expected.startswith('bytes:') else 'SHA-256'} "
+                             f"differs from config.json's record (truncated, edited or "
+                             "replaced after the model was saved)")
+    for name in VOCAB_FILES.values():
+        if name not in recorded and os.path.exists(os.path.join(directory, name)) \
+                and (names is None or name in names):
+            raise ValueError(f"{os.path.join(directory, name)}: not written with this model "
+                             "(config.json does not record it); remove it")
 
 
 @contextlib.contextmanager
@@ -97,12 +197,15 @@ def _without_optimizer(model):
     """Save the model without its optimizer's state. Keras stores a compiled model's Adam
     moments in `model.keras` (twice the weights again: a 645K-item model took 4.0 GB
     instead of 1.3 GB, and loading it peaked at 11 GB of memory); resuming reads
-    `checkpoints/`, and every job compiles a loaded model afresh, so nothing reads them."""
+    `checkpoints/`, and every job compiles a loaded model afresh, so nothing reads them.
+    A fresh optimizer of the same configuration stands in (no moments: its step count and
+    learning rate only), so that `keras.saving.load_model` compiles the model with it and
+    finds in the file exactly the variables that optimizer has."""
     optimizer = getattr(model, "optimizer", None)
     if optimizer is None:
         yield
         return
-    model.optimizer = None
+    model.optimizer = type(optimizer).from_config(optimizer.get_config())
     try:
         yield
     finally:
@@ -111,30 +214,36 @@ def _without_optimizer(model):
 
 def load_model_dir(directory, compile=False, backbone_dir=None):
     """(model, config, vocabs) from a model directory; clear error when it is not one.
-    A task stored alone is put over its backbone (config.json's `backbone_dir`, or
+    Every file is verified against config.json's checksums before it is read. A task
+    stored alone is put over its backbone (config.json's `backbone_dir`, or
     `backbone_dir`), refused when that backbone's fingerprint differs."""
     from peterrec_tf import task_artifact
 
     model_path = os.path.join(directory, MODEL_FILE)
-    config_path = os.path.join(directory, CONFIG_FILE)
-    config = {}
-    if os.path.exists(config_path):
-        with open(config_path, encoding="utf-8") as handle:
-            config = json.load(handle)
+    config = read_config(directory)
     task_only = "backbone_fingerprint" in config
     if not os.path.exists(model_path) and not task_only:
         raise FileNotFoundError(
             f"{directory} is not a peterrec-tf model directory: {MODEL_FILE} is missing")
+    verify_files(directory, config)
     import peterrec_tf  # noqa: F401  (registers the classes)
     if task_only:
-        model = task_artifact.load_task(directory, config, backbone_dir)
+        model, backbone_dir = task_artifact.load_task_over(directory, config, backbone_dir)
     else:
-        model = keras.saving.load_model(model_path, compile=compile)
+        try:
+            model = keras.saving.load_model(model_path, compile=compile)
+        except (zipfile.BadZipFile, EOFError) as error:
+            raise ValueError(f"{model_path}: damaged archive ({error}); save the model "
+                             "again") from None
     vocabs = {}
     for key, name in VOCAB_FILES.items():
         path = os.path.join(directory, name)
         if key == "items" and config.get("items_vocab_of_backbone"):
-            path = os.path.join(backbone_dir or config["backbone_dir"], name)
+            path = os.path.join(backbone_dir, name)
+            expected = config.get("backbone_items_vocab_sha256")
+            if expected is not None and file_checksum(path) != expected:
+                raise ValueError(f"{path}: differs from the item vocabulary {directory} was "
+                                 "saved with (config.json's backbone_items_vocab_sha256)")
         if os.path.exists(path):
             vocabs[key] = read_lines(path)
     return model, config, vocabs

@@ -11,7 +11,7 @@ same names as the flags).
 
 from peterrec_tf.jobs.pretraining import (  # noqa: F401
     ARCHITECTURES, HEADS, OBJECTIVES, OPTIMIZERS, SETTINGS, run_pretrain)
-from peterrec_tf.training.flags import define_common_flags
+from peterrec_tf.training.flags import define_common_flags, register_validators
 
 
 def define_flags():
@@ -43,9 +43,9 @@ def define_flags():
                       "softmax; tied: h @ E^T + b with E the input item embedding (SASRec's "
                       "tying: no second [V, C] table), sampled like dot.")
     flags.DEFINE_integer("num_sampled", -1, "dot and tied heads: sampled-softmax negatives. "
-                         "-1: the release's 20%% of the vocabulary, at most 8,192 (beyond that the "
+                         "-1: the release's 20% of the vocabulary, at most 8,192 (beyond that the "
                          "head outweighs the residual stack; 645K items would sample 129K); "
-                         "-2: the release's 20%% unbounded (parity); 0: full softmax.")
+                         "-2: the release's 20% unbounded (parity); 0: full softmax.")
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam: Adam over every "
                       "parameter each step (the release's optimizer, fused kernel); "
                       "lazy_adam: the embedding's and the sampled softmax's rows are updated "
@@ -58,6 +58,7 @@ def define_flags():
                       "sequence longer than max_len into windows so every item is trained on "
                       "(an epoch = one pass over all windows); last: only each sequence's most "
                       "recent max_len items (the release's one example per user).")
+    register_validators()  # after every flag: the single-flag range checks
 
 
 def main(argv):
@@ -67,8 +68,13 @@ def main(argv):
     return run_training_job(argv, run_pretrain, SETTINGS)
 
 
-if __name__ == "__main__":
-    from absl import app
 
-    define_flags()
-    app.run(main)
+def cli():
+    """The command (`python -m peterrec_tf.pretrain` and its console command)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)
+
+
+if __name__ == "__main__":
+    cli()

@@ -14,18 +14,29 @@ a PEFT adapter, only:
 directory, refuses it when its fingerprint differs from the recorded one (another or a
 changed pre-training), builds the FineTuner and puts the task's weights in. Every frozen
 weight is checked bit-equal to the backbone's when the task is saved, so what is not
-stored is exactly what the backbone holds.
+stored is exactly what the backbone holds, and a task archive must fill exactly the weights
+the task declares (`declared_weights`: a missing head would keep its random initialisation).
+
+A pre-trained directory that tasks were stored over is never rewritten in place: `pretrain`
+re-run on it with more steps first keeps the finished model in `versions/<fingerprint>/`
+(`keep_replaced_backbone`), where `load_task_over` finds the backbone a task was tuned on.
 """
 
 import contextlib
 import hashlib
 import json
 import os
+import tempfile
+import zipfile
 
 import numpy as np
 
 TASK_MODEL_FILE = "task_model.json"
 TASK_WEIGHTS_FILE = "task_weights.npz"
+#: The folder of a pre-trained directory that keeps the backbones a re-run replaced.
+VERSIONS_DIR = "versions"
+#: config.json entry of a pre-trained directory: its own backbone's fingerprint.
+PRETRAINED_FINGERPRINT = "pretrained_fingerprint"
 
 
 def relative_path(weight):
@@ -95,11 +106,15 @@ def stores_task_only(model):
     return model.task != "pretrain" and model.method != "fineall"
 
 
-def save_task(directory, model, backbone_dir, backbone):
+def save_task(directory, model, backbone_dir, backbone, staged=None):
     """Write `model`'s task files into `directory` (the caller writes config.json and the
     vocabularies); returns the config entries that name the backbone. `backbone` is the
-    pre-trained backbone the model was built from (loaded from `backbone_dir`)."""
+    pre-trained backbone the model was built from (loaded from `backbone_dir`). With
+    `staged` (a dict), the files go to temporary paths recorded there by final name, for
+    the caller to rename into place."""
     import keras
+
+    from peterrec_tf.model_dir import _temporary
 
     trained = {id(w) for w in model.trainable_weights}
     source = {relative_path(w): w for w in backbone.backbone_weights()}
@@ -114,18 +129,45 @@ def save_task(directory, model, backbone_dir, backbone):
         raise ValueError(f"frozen weights differ from {backbone_dir}'s backbone: {changed[:5]}: "
                          "the task cannot be stored over it")
     config = keras.saving.serialize_keras_object(model)
-    with open(os.path.join(directory, TASK_MODEL_FILE), "w", encoding="utf-8") as handle:
+    paths = {}
+    for name in (TASK_MODEL_FILE, TASK_WEIGHTS_FILE):
+        paths[name] = (_temporary(directory, name) if staged is not None
+                       else os.path.join(directory, name))
+        if staged is not None:
+            staged[name] = paths[name]
+    with open(paths[TASK_MODEL_FILE], "w", encoding="utf-8") as handle:
         json.dump(config, handle)
-    with open(os.path.join(directory, TASK_WEIGHTS_FILE), "wb") as handle:
+    with open(paths[TASK_WEIGHTS_FILE], "wb") as handle:
         np.savez(handle, **{path.replace("/", "|"): value for path, value in stored.items()})
     return {"backbone_dir": os.path.abspath(backbone_dir),
             "backbone_fingerprint": backbone_fingerprint(backbone),
             "task_weights": len(stored)}
 
 
+def declared_weights(model):
+    """Paths of the weights a task stores (what `save_task` writes): every weight it trains
+    and every weight its backbone directory does not hold (the head, the patches)."""
+    source = {relative_path(w) for w in model.backbone.backbone_weights()}
+    trained = {id(w) for w in model.trainable_weights}
+    return {relative_path(w) for w in model.weights
+            if id(w) in trained or relative_path(w) not in source}
+
+
+def backbone_version_dir(backbone_dir, fingerprint):
+    """Where a pre-trained directory keeps the earlier backbone a re-run replaced
+    (`pretrain` moves it there so that the tasks fine-tuned over it keep loading)."""
+    return os.path.join(backbone_dir, VERSIONS_DIR, str(fingerprint)[:16])
+
+
 def load_task(directory, config, backbone_dir=None):
-    """The FineTuner of a task-only directory, over the backbone of `backbone_dir`
-    (default: the one recorded in config.json)."""
+    """The FineTuner of a task-only directory (see `load_task_over`)."""
+    return load_task_over(directory, config, backbone_dir)[0]
+
+
+def load_task_over(directory, config, backbone_dir=None):
+    """(FineTuner, the backbone directory it was put over) of a task-only directory, over
+    the backbone of `backbone_dir` (default: the one recorded in config.json) or, when
+    that directory was pre-trained further since, over the earlier version it keeps."""
     import keras
 
     backbone_dir = backbone_dir or config.get("backbone_dir")
@@ -133,28 +175,107 @@ def load_task(directory, config, backbone_dir=None):
         raise FileNotFoundError(
             f"{directory} holds a task over the backbone of {backbone_dir!r}, which is not "
             "there: give its pre-trained model directory (--backbone_dir)")
+    expected = config.get("backbone_fingerprint")
+    earlier = backbone_version_dir(backbone_dir, expected)
+    if os.path.isdir(earlier) and _recorded_fingerprint(backbone_dir) not in (None, expected):
+        backbone_dir = earlier  # pre-trained further since; the task's version is kept
     source_backbone, found = _source_backbone(backbone_dir)
-    if found != config.get("backbone_fingerprint"):
+    if found != expected and os.path.isdir(earlier) and backbone_dir != earlier:
+        source_backbone, found = _source_backbone(earlier)
+        backbone_dir = earlier if found == expected else backbone_dir
+    if found != expected:
         raise ValueError(
             f"{backbone_dir}'s backbone (fingerprint {found[:12]}) is not the one {directory} "
-            f"was fine-tuned on ({str(config.get('backbone_fingerprint'))[:12]}): use that "
+            f"was fine-tuned on ({str(expected)[:12]}): use that "
             "pre-trained model directory")
     from peterrec_tf.training import optimizer  # noqa: F401  registers the stored compile
     # config's FusedAdam: a process that only loads (export, evaluate) imports nothing else
-    with open(os.path.join(directory, TASK_MODEL_FILE), encoding="utf-8") as handle:
-        model = keras.saving.deserialize_keras_object(json.load(handle))
+    model_path = os.path.join(directory, TASK_MODEL_FILE)
+    try:
+        with open(model_path, encoding="utf-8") as handle:
+            model = keras.saving.deserialize_keras_object(json.load(handle))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{model_path}: not valid JSON ({error}); the task is damaged") \
+            from None
     model.build()
     model.backbone.copy_backbone_weights_from(source_backbone)
-    with np.load(os.path.join(directory, TASK_WEIGHTS_FILE)) as stored:
-        values = {key.replace("|", "/"): stored[key] for key in stored.files}
+    values = read_task_weights(directory, config)
     weights = {relative_path(w): w for w in model.weights}
-    missing = sorted(set(values) - set(weights))
+    weights_path = os.path.join(directory, TASK_WEIGHTS_FILE)
+    extra = sorted(set(values) - set(weights))
+    if extra:
+        raise ValueError(f"{weights_path}: weights {extra[:5]} have no place in the task model")
+    missing = sorted(declared_weights(model) - set(values))
     if missing:
-        raise ValueError(f"{directory}/{TASK_WEIGHTS_FILE}: weights {missing[:5]} have no place "
-                         "in the task model")
+        raise ValueError(f"{weights_path}: lacks {len(missing)} weight(s) the task declares "
+                         f"({missing[:5]}); they would keep a random initialisation")
     for path, value in values.items():
         if tuple(weights[path].shape) != value.shape:
-            raise ValueError(f"{directory}/{TASK_WEIGHTS_FILE}: {path} has shape {value.shape}, "
+            raise ValueError(f"{weights_path}: {path} has shape {value.shape}, "
                              f"the model expects {tuple(weights[path].shape)}")
         weights[path].assign(value)
-    return model
+    return model, backbone_dir
+
+
+def _recorded_fingerprint(backbone_dir):
+    """The backbone fingerprint a pre-trained directory's config.json records, or None."""
+    from peterrec_tf.model_dir import read_config
+
+    return read_config(backbone_dir).get(PRETRAINED_FINGERPRINT)
+
+
+def read_task_weights(directory, config):
+    """{path: array} of task_weights.npz; a damaged archive or a count other than
+    config.json's `task_weights` is a `ValueError` naming the file."""
+    path = os.path.join(directory, TASK_WEIGHTS_FILE)
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            values = {key.replace("|", "/"): stored[key] for key in stored.files}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing; the task directory is incomplete") from None
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as error:
+        raise ValueError(f"{path}: damaged archive ({type(error).__name__}: {error}); "
+                         "fine-tune the task again") from None
+    recorded = config.get("task_weights")
+    if recorded is not None and recorded != len(values):
+        raise ValueError(f"{path}: holds {len(values)} weights, config.json records {recorded}")
+    return values
+
+
+def keep_replaced_backbone(directory, backbone, log=print):
+    """Before a pre-trained `directory` is saved again with `backbone`: when it holds a
+    finished model with another backbone, keep that model (model.keras, config.json,
+    vocabularies, hard-linked where possible) in `versions/<fingerprint>/`, where the
+    tasks stored over it find it (`load_task_over`). Returns that folder, or None when
+    there was nothing to keep. Every file of the directory is replaced by a rename when
+    it is saved, so a hard link keeps the old content."""
+    import shutil
+
+    from peterrec_tf.model_dir import MODEL_FILE, read_config
+
+    if not os.path.exists(os.path.join(directory, MODEL_FILE)):
+        return None  # an interrupted run: no finished model anyone could depend on
+    config = read_config(directory)
+    old = config.get(PRETRAINED_FINGERPRINT) or _source_backbone(directory)[1]
+    if old == backbone_fingerprint(backbone):
+        return None
+    target = backbone_version_dir(directory, old)
+    if os.path.isdir(target):
+        return target
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".keep-", dir=os.path.dirname(target))
+    try:
+        for entry in os.scandir(directory):
+            if entry.is_file() and not entry.name.startswith("."):
+                try:
+                    os.link(entry.path, os.path.join(staging, entry.name))
+                except OSError:
+                    shutil.copy2(entry.path, os.path.join(staging, entry.name))
+        os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    log(f"{directory} held a finished model (backbone {old[:12]}) that fine-tuned tasks may be "
+        f"stored over: kept in {target}, where they still find it; remove it when no task "
+        "needs it")
+    return target

@@ -18,17 +18,20 @@ as the local path, byte for byte (tests/test_pipelines_beam.py), because both ca
    ((line, position), or (user's first line, position in the user's sequence)); sorting
    those keys gives the release's order of first appearance.
 5. Records (leave-last-out, or fine-tuning instances with their split), each with a key;
-   per split the sorted keys give a record's rank, rank mod shards its shard; each shard is
-   grouped, sorted by rank and written by one worker into the temporary directory.
+   a record's rank in its split comes from `bucket_ranks` (keys in buckets of 4096 lines,
+   each bucket sorted by one worker, offsets from a table of bucket sizes), rank mod
+   shards picks its shard; each shard is grouped, sorted by rank and written by one
+   worker into the temporary directory.
 6. Summaries (counts, bad lines, OOV, duplicates, longest record, what training covers,
    test targets) go into one report; the driver then writes vocab/, metadata.json (with
    each shard's records, bytes and SHA-256, and the quality shares) and moves the
    directory into place (`canonical.publish`).
 
-The output directory (and so the temporary one beside it) must be on a filesystem that
-the workers and the driver share. Bad lines are raised (or counted with
---skip_bad_lines) after the pipeline, the smallest line number first, as a front-to-back
-reader would.
+Files go through `pipelines.fileio`: a path with a scheme (`gs://`, `s3://`, `hdfs://`,
+any filesystem registered with Beam) is read and written through Beam's `FileSystems`,
+so the driver and the workers need no shared mount (MovieLens excepted: local only).
+Bad lines are raised (or counted with --skip_bad_lines) after the pipeline, the smallest
+line number first, as a front-to-back reader would.
 """
 
 import json
@@ -36,7 +39,7 @@ import os
 
 import numpy as np
 
-from pipelines import canonical, schema, writer
+from pipelines import canonical, fileio, schema, writer
 from pipelines.dataset import SPLITS, Record, leave_last_out, split_users
 from pipelines.errors import DataError
 from pipelines.vocab import Vocabulary
@@ -44,6 +47,9 @@ from pipelines.vocab import Vocabulary
 FORMATS = ("interactions", "peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k")
 ML_TASKS = ("gender", "age", "occupation")
 REPORT = ".beam_report.json"
+#: Records are ranked in buckets of 4096 lines' keys (`bucket_ranks`): one worker sorts a
+#: bucket, never a whole split.
+RECORD_BUCKET_SHIFT = canonical.POSITION_BITS + 12
 
 
 # --- worker functions (module level so every runner can pickle them) --------------------
@@ -163,15 +169,50 @@ def _dataset_and_split(place):
     return name, split
 
 
-def rank_table(pairs):
-    return {place: canonical.rank_keys(keys) for place, keys in pairs}
+def bucket_ranks(keyed, label, bucket_of):
+    """Rank (group, sort key, payload) elements within their group without gathering a
+    group on one worker: elements go to buckets (`bucket_of(sort key)`, ordered like the
+    keys), each bucket is sorted by one worker, and a small side table of bucket sizes
+    gives each bucket's offset. Returns ((group, rank, group size, sort key, payload)
+    elements, the {group: size} table)."""
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
+    bucketed = keyed | f"{label}Bucket" >> beam.Map(
+        lambda e: ((e[0], bucket_of(e[1])), (e[1], e[2])))
+    table = (bucketed
+             | f"{label}One" >> beam.Map(lambda kv: (kv[0], 1))
+             | f"{label}Sizes" >> beam.CombinePerKey(sum)
+             | f"{label}AllSizes" >> beam.combiners.ToList()
+             | f"{label}Offsets" >> beam.Map(bucket_offsets))
+    ranked = (bucketed
+              | f"{label}ByBucket" >> beam.GroupByKey()
+              | f"{label}Rank" >> beam.FlatMap(rank_bucket, AsSingleton(table)))
+    return ranked, table | f"{label}Totals" >> beam.Map(lambda t: t["totals"])
 
 
-def encode_record(keyed, ranks, num_shards):
-    place, key, record = keyed
-    keys = ranks[place]
-    rank = int(np.searchsorted(keys, key))
-    shards = canonical.shard_count(len(keys), num_shards)
+def bucket_offsets(sizes):
+    """{"offsets": {(group, bucket): elements in the group's earlier buckets},
+    "totals": {group: elements}} from ((group, bucket), size) pairs."""
+    offsets, totals = {}, {}
+    for (group, bucket), size in sorted(sizes):
+        offsets[(group, bucket)] = totals.get(group, 0)
+        totals[group] = totals.get(group, 0) + size
+    return {"offsets": offsets, "totals": totals}
+
+
+def rank_bucket(grouped, table):
+    (group, bucket), members = grouped
+    offset, total = table["offsets"][(group, bucket)], table["totals"][group]
+    for i, (key, payload) in enumerate(sorted(members, key=lambda m: m[0])):
+        yield group, offset + i, total, key, payload
+
+
+def encode_record(ranked, num_shards):
+    """A ranked (place, rank, records of the place, key, Record) -> its shard and bytes: rank
+    mod the place's shard count picks the shard (the writer's round-robin)."""
+    place, rank, total, _, record = ranked
+    shards = canonical.shard_count(total, num_shards)
     yield (place, rank % shards, shards), (rank, schema.encode(
         record.item_ids, record.user_id, record.target, record.label))
 
@@ -181,11 +222,10 @@ def write_shard(grouped, directory):
     (place, shard, shards), records = grouped
     name, split = _dataset_and_split(place)
     records = sorted(records, key=lambda r: r[0])
-    os.makedirs(os.path.join(directory, name), exist_ok=True)
-    path = os.path.join(directory, name, writer.shard_name(split, shard, shards))
-    with tf.io.TFRecordWriter(path, options="GZIP") as handle:
-        for _, serialized in records:
-            handle.write(serialized)
+    folder = fileio.join(directory, name) if name else directory
+    fileio.makedirs(folder)
+    fileio.write_tfrecords(fileio.join(folder, writer.shard_name(split, shard, shards)),
+                           [serialized for _, serialized in records])
     yield place, len(records)
 
 
@@ -210,11 +250,17 @@ def test_targets(keyed):
         yield name, record.target
 
 
-def grouped_lists(pairs):
-    found = {}
-    for name, value in pairs:
-        found.setdefault(name, []).append(value)
-    return found
+def unseen_tests(grouped):
+    """((dataset, target id), {"seen", "tests"}) -> (dataset, (unseen tests, tests))."""
+    (name, target), parts = grouped
+    tests = sum(parts["tests"])
+    if tests:
+        yield name, (tests if target == 0 or not list(parts["seen"]) else 0, tests)
+
+
+def add_pairs(pairs):
+    pairs = list(pairs)
+    return sum(a for a, _ in pairs), sum(b for _, b in pairs)
 
 
 def user_duplicates(grouped):
@@ -372,9 +418,7 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
                             "not found: --input must be the ml-100k directory")
     path = os.path.join(directory, "u.data")
     canonical.first_nonblank_line(path)  # "file is empty"
-    with open(path, "rb") as handle:
-        first = handle.readline().decode("utf-8", errors="replace").strip()
-    header_number = 1 if movielens.is_header(first) else 0
+    header_number = 1 if movielens.is_header(canonical.first_line(path)) else 0
     later = _Recorder() if bad.skip else bad
     users = movielens._users(os.path.join(directory, "u.user"), later)
     genres = movielens._movie_genres(os.path.join(directory, "u.item"), later)
@@ -400,6 +444,13 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
             bad.report(*each)
     vocab = Vocabulary(report["tokens"], frozen=items.frozen)
     names = ["pretrain", *ML_TASKS] + (["coldrec"] if target_genres else [])
+    for name in names:
+        canonical.check_not_empty(
+            directory, name, {split: report["counts"].get(f"{name}/{split}", 0)
+                              for split in SPLITS},
+            {"users": report["users"], "users_too_short": report["too_short"],
+             "min_length": options.get("min_length", 3), "skipped_bad_lines": bad.count}
+            if name == "pretrain" else {"skipped_bad_lines": bad.count})
     labels = {"gender": ["M", "F"], "age": [f"{10 * b}-{10 * b + 9}" for b in brackets],
               "occupation": occupations}
     index = {}
@@ -444,10 +495,9 @@ def prepare_movielens(directory, tmp, items, bad, num_shards, seed, common, opti
 
 
 def _read_report(tmp):
-    path = os.path.join(tmp, REPORT)
-    with open(path, encoding="utf-8") as handle:
-        report = json.load(handle)
-    os.remove(path)
+    path = fileio.join(tmp, REPORT)
+    report = json.loads(fileio.read_bytes(path))
+    fileio.delete(path)
     return report
 
 
@@ -456,7 +506,7 @@ def _split_counts(report, directory, num_shards, prefix=""):
     counts = {split: report["counts"].get(prefix + split, 0) for split in SPLITS}
     for split, count in counts.items():
         if not count:
-            canonical.ShardWriters(directory, split, 0, num_shards).close()
+            fileio.write_tfrecords(fileio.join(directory, writer.shard_name(split, 0, 1)), [])
     return counts
 
 
@@ -466,8 +516,8 @@ def _record_stats(report, name, common):
 
 
 def _shares(report, name, task, record_stats):
-    return canonical.quality_shares(task, record_stats, set(report["seen"].get(name, [])),
-                                    report["tests"].get(name, []))
+    unseen, tests = report["tests"].get(name, (0, 0))
+    return canonical.quality_shares_of_counts(task, record_stats, unseen, tests)
 
 
 def _oov(report):
@@ -476,26 +526,25 @@ def _oov(report):
 
 
 def write_report(_, directory, **parts):
-    with open(os.path.join(directory, REPORT), "w", encoding="utf-8") as handle:
-        json.dump(parts, handle)
+    fileio.write_bytes(fileio.join(directory, REPORT), json.dumps(parts).encode("utf-8"))
 
 
 # --- the pipeline -----------------------------------------------------------------------
 
-def bad_stage(parsed, header_number, keep):
+def bad_stage(parsed, header_number, keep, label=""):
     """Bad-line reports that count (no trailing blank lines): their number and the first
-    `keep` by line, plus the last non-blank line."""
+    `keep` by line, plus the last non-blank line (`label`: one file's stage names)."""
     import apache_beam as beam
     from apache_beam.pvalue import AsSingleton
 
-    last = parsed.last | "LastLine" >> beam.CombineGlobally(
+    last = parsed.last | f"{label}LastLine" >> beam.CombineGlobally(
         lambda xs: max(list(xs) + [header_number]))
     bad_lines = (parsed.bad
-                 | "NotTrailing" >> beam.Filter(lambda r, end: not r[2] or r[0] < end,
-                                                end=AsSingleton(last)))
+                 | f"{label}NotTrailing" >> beam.Filter(lambda r, end: not r[2] or r[0] < end,
+                                                        end=AsSingleton(last)))
     return {"last": last,
-            "bad_count": bad_lines | "BadCount" >> beam.combiners.Count.Globally(),
-            "bad_first": bad_lines | "BadFirst" >> beam.combiners.Top.Smallest(keep)}
+            "bad_count": bad_lines | f"{label}BadCount" >> beam.combiners.Count.Globally(),
+            "bad_first": bad_lines | f"{label}BadFirst" >> beam.combiners.Top.Smallest(keep)}
 
 
 def first_seen_vocabulary(occurrences, reserved, label=""):
@@ -597,28 +646,30 @@ def write_stage(pipeline, records, tmp, num_shards, max_len, parts):
     import apache_beam as beam
     from apache_beam.pvalue import AsSingleton
 
-    ranks = (records
-             | "Keys" >> beam.Map(lambda r: (r[0], r[1]))
-             | "KeysBySplit" >> beam.CombinePerKey(beam.combiners.ToListCombineFn())
-             | "AllKeys" >> beam.combiners.ToList()
-             | "Ranks" >> beam.Map(rank_table))
-    parts["counts"] = ranks | "Counts" >> beam.Map(lambda t: {s: len(k) for s, k in t.items()})
+    ranked, parts["counts"] = bucket_ranks(records, "Keys", lambda key: key >> RECORD_BUCKET_SHIFT)
     parts["record_stats"] = (records
                              | "RecordStats" >> beam.Map(record_stats, max_len)
                              | "MergeStats" >> beam.CombinePerKey(canonical.merge_record_stats)
                              | "AllStats" >> beam.combiners.ToList()
                              | "StatsByDataset" >> beam.Map(dict))
-    parts["seen"] = (records
-                     | "Seen" >> beam.FlatMap(seen_items)
-                     | "SeenOnce" >> beam.Distinct()
-                     | "AllSeen" >> beam.combiners.ToList()
-                     | "SeenByDataset" >> beam.Map(grouped_lists))
-    parts["tests"] = (records
-                      | "TestTargets" >> beam.FlatMap(test_targets)
-                      | "AllTestTargets" >> beam.combiners.ToList()
-                      | "TestsByDataset" >> beam.Map(grouped_lists))
-    parts["written"] = (records
-                        | "Encode" >> beam.FlatMap(encode_record, AsSingleton(ranks), num_shards)
+    # test targets never seen in training, counted per (dataset, target id): no worker
+    # holds the test split's targets
+    seen = (records
+            | "Seen" >> beam.FlatMap(seen_items)
+            | "SeenOnce" >> beam.Distinct()
+            | "SeenFlag" >> beam.Map(lambda key: (key, True)))
+    tests = (records
+             | "TestTargets" >> beam.FlatMap(test_targets)
+             | "TestOne" >> beam.Map(lambda key: (key, 1))
+             | "TestCount" >> beam.CombinePerKey(sum))
+    parts["tests"] = ({"seen": seen, "tests": tests}
+                      | "SeenOrNot" >> beam.CoGroupByKey()
+                      | "Unseen" >> beam.FlatMap(unseen_tests)
+                      | "UnseenSum" >> beam.CombinePerKey(add_pairs)
+                      | "AllUnseen" >> beam.combiners.ToList()
+                      | "UnseenByDataset" >> beam.Map(dict))
+    parts["written"] = (ranked
+                        | "Encode" >> beam.FlatMap(encode_record, num_shards)
                         | "ByShard" >> beam.GroupByKey()
                         | "Write" >> beam.FlatMap(write_shard, tmp)
                         | "Written" >> beam.CombinePerKey(sum)
@@ -635,11 +686,20 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
     returns the datasets index."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    if format not in FORMATS:
+    from pipelines.formats import TABLE_FORMATS, table_format, user_history
+
+    if format not in FORMATS + tuple(TABLE_FORMATS):
         raise ValueError(f"--runner={runner} supports --format in {FORMATS}; {format} is "
                          "prepared with --runner=local")
     pipeline_options = PipelineOptions(list(beam_args) + [f"--runner={runner}"])
+    if format in TABLE_FORMATS:
+        return user_history.prepare_beam(table_format(format), path, tmp, items, bad,
+                                         num_shards, seed, common, options, pipeline_options,
+                                         log, chunk_bytes, quality)
     if format == "movielens_100k":
+        if fileio.is_remote(path) or fileio.is_remote(tmp):
+            raise ValueError("--format=movielens_100k reads and writes local directories only "
+                             "(its small u.user/u.item are read by the driver)")
         return prepare_movielens(path, tmp, items, bad, num_shards, seed, common, options,
                                  pipeline_options, log, quality)
     if format == "peterrec_finetune_csv":
@@ -663,16 +723,23 @@ def prepare(format, path, tmp, items, bad, num_shards, seed, common, options, ru
                              report["last"], report["bad_count"])
     if format == "interactions" and not report["users"]:
         raise DataError(path, None, "no interaction rows after the header")
+    canonical.check_not_empty(
+        path, "item_rec" if format == "peterrec_finetune_csv" else "pretrain",
+        {split: report["counts"].get(split, 0) for split in SPLITS},
+        {"split_by": options.get("split_by", "user"), "skipped_bad_lines": bad.count}
+        if format == "peterrec_finetune_csv" else
+        {"users": report["users"], "users_too_short": report["too_short"],
+         "min_length": options.get("min_length", 3), "skipped_bad_lines": bad.count})
     vocab = Vocabulary(report["tokens"], frozen=items.frozen)
-    os.makedirs(os.path.join(tmp, "vocab"))
-    vocab.save(os.path.join(tmp, "vocab", "items.txt"))
+    fileio.makedirs(fileio.join(tmp, "vocab"))
+    vocab.save(fileio.join(tmp, "vocab", "items.txt"))
     counts = _split_counts(report, tmp, num_shards)
     oov = _oov(report)
     zero_is_padding = options.get("zero_is_padding", False)
     num_targets = None
     if format == "peterrec_finetune_csv":
         targets = Vocabulary(report["targets"])
-        targets.save(os.path.join(tmp, "vocab", "targets.txt"))
+        targets.save(fileio.join(tmp, "vocab", "targets.txt"))
         num_targets = len(targets)
         stats = dict(oov, sources_entirely_oov=report["entirely_oov"],
                      instances=sum(counts.values()), split_by=options.get("split_by", "user"),

@@ -45,17 +45,52 @@ def leave_last_out(user_sequences, min_length=3):
     return splits, {"users_too_short": dropped, "min_length": min_length}
 
 
+def split_sizes(count, fractions=(0.70, 0.03, 0.27)):
+    """(train, validation, test) sizes `split_users` gives `count` users: the paper's
+    70/3/27, at least one validation user when there are more than two."""
+    n_train = int(round(fractions[0] * count))
+    n_valid = max(1, int(round(fractions[1] * count))) if count > 2 else 0
+    return n_train, n_valid, count - n_train - n_valid
+
+
+def smallest_full_split(fractions=(0.70, 0.03, 0.27)):
+    """The fewest users for which `split_users` gives every split at least one."""
+    return next(n for n in range(1, 1000) if min(split_sizes(n, fractions)) > 0)
+
+
+def split_of_rank(rank, count, fractions=(0.70, 0.03, 0.27)):
+    """The split of the user at `rank` (0-based) of `count` randomly ordered users."""
+    n_train, n_valid, _ = split_sizes(count, fractions)
+    return "train" if rank < n_train else "validation" if rank < n_train + n_valid else "test"
+
+
 def split_users(users, seed, fractions=(0.70, 0.03, 0.27)):
     """{user: split}, random by a seeded permutation (the paper's 70/3/27)."""
     users = sorted(set(users))
     order = np.random.RandomState(seed).permutation(len(users))
-    n_train = int(round(fractions[0] * len(users)))
-    n_valid = max(1, int(round(fractions[1] * len(users)))) if len(users) > 2 else 0
     assignment = {}
     for rank, index in enumerate(order):
-        split = "train" if rank < n_train else "validation" if rank < n_train + n_valid else "test"
-        assignment[users[index]] = split
+        assignment[users[index]] = split_of_rank(rank, len(users), fractions)
     return assignment
+
+
+HASH_BITS = 63
+
+
+def user_hash(user, seed):
+    """A user's place in the seeded random order of `hash_split_users`: 63 bits of
+    SHA-256(seed, user), so a worker computes it alone (no gathering of users)."""
+    digest = hashlib.sha256(f"{int(seed)}\x00{user}".encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") >> (64 - HASH_BITS)
+
+
+def hash_split_users(users, seed, fractions=(0.70, 0.03, 0.27)):
+    """{user: split}: users ordered by (`user_hash`, user), the first 70% train, the next
+    3% validation, the rest test (`split_sizes`). The same split as the Beam pipeline's,
+    which ranks the hashes in buckets instead of gathering the users."""
+    ordered = sorted((user_hash(user, seed), user) for user in set(users))
+    return {user: split_of_rank(rank, len(ordered), fractions)
+            for rank, (_, user) in enumerate(ordered)}
 
 
 def by_user_split(records, seed):
@@ -79,11 +114,9 @@ def by_instance_split(records, seed, fractions=(0.70, 0.03, 0.27)):
 
 
 def file_checksum(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    """SHA-256 of a file (local, or any scheme Beam's filesystems know)."""
+    from pipelines import fileio
+    return fileio.sha256(path)
 
 
 def quality(dataset):

@@ -15,7 +15,7 @@ import os
 
 import tensorflow as tf
 
-from pipelines import schema
+from pipelines import metadata_checksum, schema
 from pipelines.dataset import file_checksum
 from pipelines.errors import DataError
 from pipelines.framing import Framing, left_pad  # noqa: F401  (left_pad: public here too)
@@ -37,8 +37,13 @@ def read_metadata(data_dir):
                 if os.path.exists(os.path.join(data_dir, "datasets.json")) else "")
         raise FileNotFoundError(f"{data_dir} is not a prepared dataset: metadata.json is missing "
                                 f"(run python -m pipelines.prepare){hint}")
-    with open(path, encoding="utf-8") as handle:
-        meta = json.load(handle)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataError(path, None, f"not valid JSON ({error}); re-run python -m "
+                        "pipelines.prepare") from None
+    metadata_checksum.verify(path, meta)
     if meta.get("version", 0) > SUPPORTED_VERSION:
         raise ValueError(f"{path}: prepared-data format version {meta['version']} is newer than "
                          f"this code reads ({SUPPORTED_VERSION}); update the code or re-prepare")
@@ -52,7 +57,7 @@ def shard_files(data_dir, split):
     """The split's shard paths. When metadata.json lists the shards (preparations since
     the fault-injection work), each must be there with its recorded size: a missing,
     extra, truncated or grown shard is a `DataError` naming it (a stat, no reading)."""
-    files = sorted(glob.glob(os.path.join(data_dir, f"{split}-*-of-*.tfrecord.gz")))
+    files = sorted(glob.glob(os.path.join(glob.escape(data_dir), f"{split}-*-of-*.tfrecord.gz")))
     recorded = {name: info for name, info in read_metadata(data_dir).get("shards", {}).items()
                 if name.startswith(f"{split}-")}
     if recorded:

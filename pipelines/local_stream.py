@@ -120,6 +120,9 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
     log(f"  ordered and numbered in {time.time() - started:.1f}s (peak RSS {_peak_mb()} MB)")
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     kept = int((lengths >= min_length).sum())
+    canonical.check_not_empty(path, "pretrain", {split: kept for split in SPLITS}, {
+        "users": len(user_names), "users_too_short": len(user_names) - kept,
+        "min_length": min_length, "skipped_bad_lines": bad.count})
     os.makedirs(os.path.join(tmp, "vocab"))
     items.save(os.path.join(tmp, "vocab", "items.txt"))
     writers = {split: canonical.ShardWriters(tmp, split, kept, num_shards) for split in SPLITS}

@@ -5,7 +5,11 @@ Shaped like the paper's pre-training data: Zipf item popularity over a large cat
 ordered by user or time (users are written in blocks whose rows are shuffled together).
 Timestamps are integers with repeats inside a user's history, so the tie rule (file
 order) matters. Generated block by block: memory does not grow with the log.
+
+    python -m pipelines.paper_log --output=log.tsv [--events=N] [--num_items=N] [--history=N]
 """
+
+import sys
 
 import numpy as np
 
@@ -54,3 +58,45 @@ def write_paper_log(path, events, num_items=645_000, history=100, seed=0, block_
                 user_col[order].tolist(), item_col[order].tolist(), stamps[order].tolist())))
             written += len(user_col)
     return written
+
+
+def define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("output", None, "The log to write: TSV with the header "
+                        "user<TAB>item<TAB>timestamp, string keys (u17, i42).")
+    flags.DEFINE_integer("events", 100_000, "About how many rows (events) to write.")
+    flags.DEFINE_integer("num_items", 645_000, "Catalogue size (Zipf popularity over it).")
+    flags.DEFINE_integer("history", 100, "Mean events per user (Poisson).")
+    flags.DEFINE_integer("seed", 0, "Seed of the generator.")
+    flags.mark_flags_as_required(["output"])
+    for name, low in (("events", 1), ("num_items", 1), ("history", 1)):
+        flags.register_validator(name, lambda value, low=low: value >= low,
+                                 message=f"--{name} must be >= {low}")
+
+
+def main(argv):
+    """Write a paper-shaped log (for trying the commands without data of one's own)."""
+    from absl import flags
+
+    from pipelines.command import command_line, report_done
+
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
+        return 2
+    v = flags.FLAGS
+    try:
+        rows = write_paper_log(v.output, v.events, num_items=v.num_items, history=v.history,
+                               seed=v.seed)
+    except OSError as error:
+        print(f"error: {v.output}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    report_done(f"wrote {v.output} ({rows:,} events)", command_line(
+        "pipelines.prepare", format="interactions", input=v.output, output_dir="DIR"))
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)

@@ -17,14 +17,15 @@ import shutil
 import sys
 import time
 
-from pipelines import writer
+from pipelines import canonical, fileio, writer
 from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
+from pipelines.formats import TABLE_FORMATS, table_format
 from pipelines.locking import exclusive_lock
 from pipelines.vocab import Vocabulary
 
 FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "interactions",
-           "synthetic")
+           "synthetic") + tuple(TABLE_FORMATS)
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
@@ -48,26 +49,86 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
     if not (math.isfinite(max_oov_share) and 0 <= max_oov_share <= 1):
         raise ValueError(f"--max_oov_share must be in [0, 1], got {max_oov_share}")
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    if os.path.isdir(parent) and not os.access(parent, os.W_OK):
-        raise ValueError(f"cannot write --output_dir {output_dir}: {parent} is not writable")
-    with exclusive_lock(parent, f".{name}.lock", owner=output_dir):
-        _remove_stale_temporaries(output_dir, log)
+    remote = [p for p in (output_dir, input, vocab, options.get("events")) if fileio.is_remote(p)]
+    if remote and runner == "local":
+        raise ValueError(f"{remote[0]}: paths with a scheme are read and written through "
+                         "Beam's filesystems; pass a Beam --runner (e.g. --runner=DirectRunner)")
+    if fileio.is_remote(output_dir):
+        # no lock and no stale-temporary sweep: an object store has no exclusive create, so
+        # one preparation per remote output at a time is the caller's to ensure
         return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
                         skip_bad_lines, overwrite, log, max_oov_share, options, runner,
                         beam_args)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"--output_dir {output_dir} is a file, not a directory")
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    above = next(p for p in _parents(parent) if os.path.exists(p))
+    if not os.path.isdir(above):
+        raise DataError(above, None, f"not a directory: cannot create --output_dir {output_dir} "
+                        "under it")
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK):
+        raise ValueError(f"cannot write --output_dir {output_dir}: {parent} is not writable")
+    try:
+        with exclusive_lock(parent, f".{name}.lock", owner=output_dir):
+            _remove_stale_temporaries(output_dir, log)
+            return _prepare(format, output_dir, input, max_len, num_shards, vocab, seed,
+                            skip_bad_lines, overwrite, log, max_oov_share, options, runner,
+                            beam_args)
+    except Exception as error:
+        fault = filesystem_fault(error, output_dir)
+        if fault is None:
+            raise
+        raise fault from error
+
+
+def _parents(path):
+    """`path` and every directory above it, nearest first."""
+    while True:
+        yield path
+        up = os.path.dirname(path)
+        if up == path:
+            return
+        path = up
+
+
+def filesystem_fault(error, output_dir):
+    """A `DataError` naming the path and the reason for an operating-system error (a full
+    disk, a read-only or unwritable location, an unreadable input) or a TensorFlow file
+    error (shards are written by tf.io), also as the cause of a Beam runner's error; None
+    for anything else (a ValueError, DataError included, already says what is wrong).
+    Every writer removes its temporary directory on the way out, so nothing partial is
+    published; a path inside that directory is reported as `output_dir` (the name the
+    user gave)."""
+    if isinstance(error, ValueError):
+        return None
+    tf = sys.modules.get("tensorflow")
+    kinds = (OSError,) if tf is None else (OSError, tf.errors.OpError)
+    while error is not None and not isinstance(error, kinds):
+        # a Beam runner raises a RuntimeError while handling the worker's error
+        error = error.__cause__ or error.__context__
+    if error is None:
+        return None
+    if isinstance(error, OSError):
+        path, reason = error.filename, error.strerror or str(error)
+    else:
+        path, reason = None, error.message
+    parent, name = os.path.split(os.path.abspath(output_dir))
+    if path is None or os.path.abspath(str(path)).startswith(
+            os.path.join(parent, f".{name}.tmp-")):
+        path = output_dir
+    return DataError(path, None, f"{reason} (nothing was published; any earlier "
+                     "preparation there is unchanged)")
 
 
 def _remove_stale_temporaries(output_dir, log):
     """Delete `.<name>.tmp-*` left by killed preparations of `output_dir` (and superseded
     `.<name>.old-*` when the output exists). Only called under the output's lock, so no
-    running job owns them."""
+    running job owns them. The output's own name is escaped: `DATA/x*` must not match
+    the temporaries of `DATA/xyz`."""
     parent, name = os.path.split(os.path.abspath(output_dir))
-    stale = glob.glob(os.path.join(parent, f".{name}.tmp-*"))
+    stale = glob.glob(os.path.join(glob.escape(parent), glob.escape(f".{name}.tmp-") + "*"))
     if os.path.isdir(output_dir):
-        stale += glob.glob(os.path.join(parent, f".{name}.old-*"))
+        stale += glob.glob(os.path.join(glob.escape(parent), glob.escape(f".{name}.old-") + "*"))
     for path in sorted(stale):
         log(f"removing {path}, left by an interrupted preparation")
         shutil.rmtree(path, ignore_errors=True)
@@ -91,6 +152,12 @@ def _note_quality(where, stats, shares, max_oov_share, log):
     if shares["oov_share"] > max_oov_share:
         warnings.append(f"{where}: {shares['oov_share']:.1%} of item occurrences are not "
                         f"in the vocabulary (mapped to id 0), {limit}")
+    without, users = stats.get("users_without_history", 0), stats.get("users", 0)
+    if users and without / users > max_oov_share:
+        warnings.append(f"{where}: {without} of {users} users of the table "
+                        f"({without / users:.1%}; {stats.get('users_not_in_events', 0)} not in "
+                        "the event log at all) have no history and were dropped, "
+                        f"{limit}")
     if shares.get("unseen_test_target_share", 0) > max_oov_share:
         warnings.append(f"{where}: {shares['unseen_test_target_share']:.1%} of test targets "
                         f"({shares['unseen_test_targets']}) never occur in training, {limit}")
@@ -102,7 +169,12 @@ def _note_quality(where, stats, shares, max_oov_share, log):
 def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
              overwrite, log, max_oov_share, options, runner="local", beam_args=()):
     checksums = {}
-    if input and os.path.isfile(input):
+    for path in (input, vocab, options.get("events")):
+        if fileio.is_remote(path) and not fileio.exists(path):
+            raise DataError(path, None, "not found")
+    if fileio.is_remote(input):
+        checksums[fileio.split(input)[1]] = file_checksum(input)
+    elif input and os.path.isfile(input):
         checksums[os.path.basename(input)] = file_checksum(input)
     elif input and os.path.isdir(input):
         for name in sorted(os.listdir(input)):
@@ -110,11 +182,18 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
                 checksums[name] = file_checksum(os.path.join(input, name))
     elif input:
         raise DataError(input, None, "not found")
-    if vocab and not os.path.isfile(vocab):
+    events = options.get("events")
+    if events and not fileio.isfile(events):
+        raise DataError(events, None, "--events not found (expected the event log file)")
+    if events:
+        checksums["events:" + fileio.split(events)[1]] = file_checksum(events)
+    if vocab and not fileio.isfile(vocab):
         raise DataError(vocab, None, "--vocab not found (expected PRETRAIN_DIR/vocab/items.txt)")
     vocab_checksum = file_checksum(vocab) if vocab else None
+    # the event log is a source like --input: its checksum counts, not where it lies
+    recorded = {k: v for k, v in options.items() if k != "events"}
     settings = {"format": format, "max_len": max_len, "num_shards": num_shards, "seed": seed,
-                "skip_bad_lines": skip_bad_lines, "options": options}
+                "skip_bad_lines": skip_bad_lines, "options": recorded}
     if writer.FORMAT_VERSION != 1:  # version-1 fingerprints stay what they always were
         settings["format_version"] = writer.FORMAT_VERSION
     fingerprint = hashlib.sha256(json.dumps(
@@ -140,7 +219,9 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
               "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
               "source_checksums": checksums, "vocab_source": vocab,
-              "vocab_source_checksum": vocab_checksum, "options": options}
+              "vocab_source_checksum": vocab_checksum, "options": recorded}
+    if events:
+        common["events_source"] = events
     from pipelines import streaming
     if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
         index = streaming.prepare(
@@ -154,6 +235,9 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     datasets = _read(format, input, items, bad, seed, options)
     for dataset in datasets:
         dataset.stats.update(bad.summary())
+        canonical.check_not_empty(
+            input, dataset.name or dataset.task,
+            {split: len(records) for split, records in dataset.splits.items()}, dataset.stats)
     _warn(datasets, max_oov_share, log)
     log(f"read in {time.time() - start:.1f}s; writing {len(datasets)} dataset(s)")
     index = writer.write_all(output_dir, datasets, num_shards, common, log=log)
@@ -164,6 +248,8 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
 
 
 def _read(format, input, items, bad, seed, options):
+    if format in TABLE_FORMATS:
+        return table_format(format).read(input, items, bad, seed, options)
     if format == "peterrec_pretrain_csv":
         from pipelines.formats.peterrec_csv import read_pretrain
         return read_pretrain(input, items, bad, seed, options.get("zero_is_padding", False),
@@ -228,6 +314,9 @@ def define_flags():
     flags.DEFINE_string("time_col", "timestamp", "interactions: timestamp column name (numeric).")
     flags.DEFINE_string("delimiter", None, "interactions: field delimiter (default: tab for "
                         ".tsv or tab-containing headers, else comma).")
+    from pipelines.formats import user_history
+    user_history.define_flags(flags)
+    flags.adopt_module_key_flags(user_history)  # --help lists them with this command's
     flags.DEFINE_integer("synthetic_users", 2000, "synthetic: number of users.")
     flags.DEFINE_integer("synthetic_items", 500, "synthetic: number of items.")
     flags.DEFINE_integer("synthetic_clusters", 10, "synthetic: latent item clusters.")
@@ -244,6 +333,9 @@ def define_flags():
 def options_from_flags(values):
     """The format-specific options of `prepare` from parsed flags (only the relevant ones,
     so an unrelated flag does not change the fingerprint)."""
+    if values.format in TABLE_FORMATS:
+        from pipelines.formats import user_history
+        return user_history.options_from_flags(values)
     extra = {} if values.min_seq_len == 3 else {"min_length": values.min_seq_len}
     csv = {"zero_is_padding": True} if values.zero_is_padding else {}
     if values.format == "peterrec_pretrain_csv":
@@ -272,20 +364,45 @@ def main(argv):
         print(f"error: unknown flags {beam_args} (Beam pipeline options need a Beam --runner)",
               file=sys.stderr)
         return 2
+    if values.runner != "local" and not values["verbosity"].present and not any(
+            arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
+        # Beam's workers (processes of their own) log at INFO unless told otherwise
+        beam_args = beam_args + ["--default_sdk_harness_log_level=WARNING"]
     try:
-        prepare(values.format, values.output_dir, values.input, values.max_len, values.num_shards,
-                values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
-                max_oov_share=values.max_oov_share, runner=values.runner, beam_args=beam_args,
-                **options_from_flags(values))
+        index = prepare(
+            values.format, values.output_dir, values.input, values.max_len, values.num_shards,
+            values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
+            max_oov_share=values.max_oov_share, runner=values.runner, beam_args=beam_args,
+            **options_from_flags(values))
     except (DataError, ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    print_next_step(values.output_dir, index)
     return 0
 
 
-if __name__ == "__main__":
-    from absl import app, flags
+def print_next_step(output_dir, index):
+    """The last line: where each prepared dataset's --data_dir is and what to run next."""
+    from pipelines.command import command_line, report_done
 
-    define_flags()
-    # flags this command does not define are Beam pipeline options (--runner=...)
-    app.run(main, flags_parser=lambda argv: flags.FLAGS(argv, known_only=True))
+    data_dirs = {name: os.path.normpath(os.path.join(output_dir, name)) for name in index}
+    listed = ", ".join(f"{data_dirs[name]} ({info['task']})" for name, info in index.items())
+    pretrain = [data_dirs[name] for name, info in index.items() if info["task"] == "pretrain"]
+    following = (command_line("peterrec_tf.pretrain", data_dir=pretrain[0],
+                              model_dir="runs/pretrained") if pretrain else
+                 command_line("peterrec_tf.finetune", pretrained="PRETRAINED_MODEL_DIR",
+                              data_dir=next(iter(data_dirs.values())), model_dir="runs/TASK"))
+    report_done(f"wrote --data_dir {listed}", following)
+
+
+def cli():
+    """The command (`python -m pipelines.prepare` and `peterrec-prepare`); flags it does
+    not define are Beam pipeline options (--runner=...)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__, known_only=True,
+                minimums={"max_len": 1, "num_shards": 1, "max_oov_share": 0})
+
+
+if __name__ == "__main__":
+    cli()

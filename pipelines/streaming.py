@@ -4,7 +4,7 @@ into the writer's `.<name>.tmp-*` directory and move it into place only when com
 
 import shutil
 
-from pipelines import canonical
+from pipelines import canonical, fileio
 
 LOCAL_FORMATS = ("interactions",)
 
@@ -17,7 +17,8 @@ def prepare(format, output_dir, input, items, bad, num_shards, seed, common, opt
             runner="local", beam_args=(), log=print, chunk_bytes=None, quality=None):
     """Prepare into `output_dir` atomically; returns the datasets index. `quality(where,
     stats, shares)` records dataset.quality's shares and warnings into stats."""
-    tmp = canonical.temp_dir(output_dir)
+    remote = fileio.is_remote(output_dir)  # workers write there through Beam's filesystems
+    tmp = fileio.temp_prefix(output_dir) if remote else canonical.temp_dir(output_dir)
     try:
         if runner == "local":
             from pipelines.local_stream import prepare_interactions
@@ -32,8 +33,11 @@ def prepare(format, output_dir, input, items, bad, num_shards, seed, common, opt
             index = beam_prepare.prepare(format, input, tmp, items, bad, num_shards, seed,
                                             common, options, runner, beam_args, log=log,
                                             chunk_bytes=chunk_bytes, quality=quality)
-        canonical.publish(tmp, output_dir)
+        (fileio.publish if remote else canonical.publish)(tmp, output_dir)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if remote:
+            fileio.remove_tree(tmp)
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
     return index

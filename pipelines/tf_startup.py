@@ -14,8 +14,9 @@ import sys
 
 def started_as_entry_point():
     """True while `python -m package.module` imports the module's parent packages (Python
-    sets sys.argv[0] to "-m" until the module itself runs)."""
-    return sys.argv[:1] == ["-m"]
+    sets sys.argv[0] to "-m" until the module itself runs), or in a `peterrec-*` console
+    command (pyproject.toml's scripts)."""
+    return sys.argv[:1] == ["-m"] or os.path.basename(sys.argv[0]).startswith("peterrec-")
 
 
 def quiet_tensorflow_startup():

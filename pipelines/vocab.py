@@ -11,6 +11,10 @@ UNK = "<UNK>"
 
 def read_tokens(path):
     """Line i of a token file (vocabulary, labels) is the token of id i."""
+    from pipelines import fileio
+    if fileio.is_remote(path):
+        lines = fileio.read_bytes(path).decode("utf-8").split("\n")
+        return lines[:-1] if lines and lines[-1] == "" else lines
     with open(path, encoding="utf-8", newline="\n") as handle:
         return [line[:-1] if line.endswith("\n") else line for line in handle]
 
@@ -21,8 +25,8 @@ def write_tokens(path, tokens):
     bad = [t for t in tokens if "\n" in t or "\r" in t]
     if bad:
         raise ValueError(f"{path}: tokens with line breaks cannot be stored: {bad[:3]}")
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write("".join(f"{token}\n" for token in tokens))
+    from pipelines import fileio
+    fileio.write_bytes(path, "".join(f"{token}\n" for token in tokens).encode("utf-8"))
 
 
 class Vocabulary:

@@ -7,7 +7,7 @@ import tempfile
 
 import tensorflow as tf
 
-from pipelines import schema
+from pipelines import canonical, metadata_checksum, schema
 from pipelines.dataset import SPLITS, file_checksum
 
 FORMAT_VERSION = 1
@@ -80,6 +80,7 @@ def write_dataset(directory, dataset, num_shards, common):
         metadata["num_classes"] = len(dataset.labels)
     metadata["stats"]["sequences_longer_than_max_len"] = metadata["summary"][
         "records_longer_than_max_len"]
+    metadata = metadata_checksum.sealed(directory, metadata)  # verified by every reader
     with open(os.path.join(directory, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(metadata, handle, indent=2, sort_keys=True)
     return metadata
@@ -87,7 +88,8 @@ def write_dataset(directory, dataset, num_shards, common):
 
 def shard_record(path, records):
     """What readers verify a shard against: record count, byte size, SHA-256."""
-    return {"records": records, "bytes": os.path.getsize(path), "sha256": file_checksum(path)}
+    from pipelines import fileio
+    return {"records": records, "bytes": fileio.size(path), "sha256": file_checksum(path)}
 
 
 def write_all(output_dir, datasets, num_shards, common, log=None):
@@ -115,13 +117,7 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
             with open(os.path.join(tmp, "datasets.json"), "w", encoding="utf-8") as handle:
                 json.dump({"fingerprint": common["fingerprint"], "datasets": index}, handle,
                           indent=2, sort_keys=True)
-        old = None
-        if os.path.exists(output_dir):  # an earlier preparation (checked by the caller)
-            old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
-            os.replace(output_dir, os.path.join(old, "previous"))
-        os.replace(tmp, output_dir)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
+        canonical.publish(tmp, output_dir)  # an earlier preparation was checked by the caller
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -130,17 +126,25 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
 
 def read_index(output_dir):
     """{name: {"task", "splits"}} of a finished preparation ("." for a single dataset)."""
-    path = os.path.join(output_dir, "datasets.json")
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as handle:
-            return json.load(handle)["datasets"]
-    with open(os.path.join(output_dir, "metadata.json"), encoding="utf-8") as handle:
-        meta = json.load(handle)
+    from pipelines import fileio
+    path = fileio.join(output_dir, "datasets.json")
+    if fileio.exists(path):
+        return json.loads(fileio.read_bytes(path))["datasets"]
+    meta = json.loads(fileio.read_bytes(fileio.join(output_dir, "metadata.json")))
     return {".": {"task": meta["task"], "splits": meta["splits"]}}
 
 
 def existing_fingerprint(output_dir):
     """The fingerprint of a preparation already in `output_dir`, '' if empty, None if absent."""
+    from pipelines import fileio
+    if fileio.is_remote(output_dir):  # a prefix: "absent" and "empty" are the same
+        if fileio.exists(fileio.join(output_dir, fileio.INCOMPLETE)):
+            return ""  # a publish was interrupted: the next preparation replaces it
+        for name in ("metadata.json", "datasets.json"):
+            if fileio.exists(fileio.join(output_dir, name)):
+                return json.loads(fileio.read_bytes(fileio.join(output_dir, name))).get(
+                    "fingerprint", "")
+        return "unknown" if fileio.list_files(output_dir) else None
     if not os.path.exists(output_dir):
         return None
     for name in ("metadata.json", "datasets.json"):

@@ -6,12 +6,30 @@ import numpy as np
 from conftest import FINETUNE_CSV
 
 
-def demo_sources():
-    """Every user's source history of the demo fine-tuning CSV as raw tokens, in file order
-    (short histories carry the release's literal "0" left-padding tokens)."""
-    with open(FINETUNE_CSV) as handle:
-        lines = [line.strip() for line in handle if line.strip()]
-    return [line.split(",,")[0].split(",") for line in lines]
+def _lines(path):
+    with open(path) as handle:
+        return [line.strip() for line in handle if line.strip()]
+
+
+def demo_sources(path=FINETUNE_CSV):
+    """Every user's source history of a fine-tuning CSV (default: the demo's) as raw
+    tokens, in file order (short histories carry the release's literal "0" left-padding
+    tokens)."""
+    return [line.split(",,")[0].split(",") for line in _lines(path)]
+
+
+def release_finetune_vocabularies(path):
+    """(item tokens, target tokens), token of id i at index i, as a release fine-tuning
+    script numbers a fine-tuning CSV: its VocabularyProcessor is fitted on the source
+    histories (before `,,`, split on `,`), ids by first appearance line by line, left to
+    right, 0 = `<UNK>` (a literal "0" padding token is an item like any other); the
+    targets (after `,,`) get their own vocabulary the same way."""
+    items, targets = ["<UNK>"], ["<UNK>"]
+    for line in _lines(path):
+        source, target = line.split(",,", 1)
+        for tokens, vocabulary in ((source.split(","), items), (target.split(","), targets)):
+            vocabulary.extend(t for t in dict.fromkeys(tokens) if t not in vocabulary)
+    return items, targets
 
 
 def demo_histories(items):

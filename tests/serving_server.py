@@ -46,6 +46,21 @@ class SessionModel:
         fetches = {name: info.name for name, info in signature.outputs.items()}
         return self.session.run(fetches, feeds)
 
+    def run_in_cxx(self, signature_name, inputs):
+        """One signature run through the C++ session alone, as tensorflow_model_server
+        feeds it: no Python-side check of the fed shapes against the placeholders'
+        (`Session.run` has one; Serving does not)."""
+        from tensorflow.core.protobuf import config_pb2
+
+        signature = self.signatures[signature_name]
+        names = sorted(inputs)
+        outputs = sorted(signature.outputs)
+        options = config_pb2.CallableOptions(
+            feed=[signature.inputs[name].name for name in names],
+            fetch=[signature.outputs[name].name for name in outputs])
+        call = self.session._make_callable_from_options(options)
+        return dict(zip(outputs, call(*[np.asarray(inputs[name]) for name in names])))
+
 
 def run_batched_like_serving(model, signature_name, requests):
     """Run several requests as one batch the way tensorflow_model_server's batching does

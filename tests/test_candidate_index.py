@@ -180,3 +180,45 @@ def test_a_head_computing_below_float32_is_refused():
     head.build((None, 8))
     with pytest.raises(ValueError, match="computes in bfloat16"):
         Int8CandidateIndex(head, tf.Variable(head.bias.numpy()), [0])
+
+
+def query_error_winners_head(vocab=400, channels=16, winners=(300, 301, 302)):
+    """Int8-exact rows (no row error at all) and a query that is not int8-exact: its
+    dimension 1 (0.45) rounds to 0 at its scale of 1, so int8 sees none of it. Winner rows
+    carry 1.0 in dimension 1 and a slightly smaller dimension 0 than the ordinary rows, so
+    int8 ranks every ordinary row above them while the float32 logits rank them first;
+    only the query's error |x - x'| times |w'| tells them apart."""
+    head = DotProductHead(vocab)
+    head.build((None, channels))
+    rows = np.zeros((vocab, channels))
+    rows[:, 0] = 0.0965 - 1e-5 * np.arange(vocab)  # ordinary rows: distinct, int8-exact
+    rows[list(winners), 0] = 12.0 / 127.0
+    rows[list(winners), 1] = 1.0
+    head.kernel.assign(rows.astype("float32"))
+    head.bias.assign(np.zeros(vocab, "float32"))
+    query = np.zeros((1, channels), "float32")
+    query[0, 0], query[0, 1] = 127.0, 0.45
+    return head, tf.constant(query), list(winners)
+
+
+def test_a_bound_without_the_querys_quantization_error_would_answer_wrongly(monkeypatch):
+    """Drop |x - x'| |w'| from the bound (the query's own quantization error) and a query
+    that is not int8-exact is 'proven' with wrong ids; with it, exact and proven."""
+    monkeypatch.setattr(candidate_index, "CANDIDATES", 8)
+    head, query, winners = query_error_winners_head()
+    _, _, residual, _ = quantize_rows(candidate_index.head_rows(head))
+    assert residual.max() < 1e-6  # the rows add (almost) no error: the query's is what counts
+    want_values, want_ids = whole_row_top_k(head, query, 3, (0,))
+    assert sorted(want_ids[0]) == winners
+    values, ids, proven = index_of(head).candidate_top_k(head, query, tf.constant(3))
+    assert bool(proven)
+    np.testing.assert_array_equal(ids.numpy(), want_ids)
+
+    real = candidate_index.quantize_query
+
+    def without_query_error(row):
+        query8, scale, norm, _ = real(row)
+        return query8, scale, norm, tf.zeros_like(norm)
+    monkeypatch.setattr(candidate_index, "quantize_query", without_query_error)
+    _, ids, proven = index_of(head).candidate_top_k(head, query, tf.constant(3))
+    assert bool(proven) and not set(ids.numpy()[0]) & set(winners)

@@ -85,3 +85,45 @@ def test_top_k_merged_from_slices_equals_top_k_of_the_row(head, rng):
             np.testing.assert_array_equal(ids.numpy(), expected_ids.numpy())
             np.testing.assert_allclose(scores.numpy(), expected_scores.numpy(), rtol=1e-6)
     assert (expected_ids.numpy()[:, :2] == [3, 44]).all()  # the tie, lower id first, 20 blocked
+
+
+def hand_masked_ranks(logits, x, y):
+    """Ranks with every history item of a row (ids in x but 0) scored -inf, except the
+    row's true item (in column 0 of sampled candidates)."""
+    logits = np.array(logits, np.float64)
+    truth = y[:, 0] if y.ndim == 2 else y
+    for row in range(len(logits)):
+        history = {int(i) for i in x[row] if i > 0} - {int(truth[row])}
+        logits[row, sorted(history)] = -np.inf
+    return true_ranks(y, tf.constant(logits, tf.float32)).numpy()
+
+
+@pytest.mark.parametrize("chunk", [7, 1000])
+def test_excluding_the_history_ranks_as_hand_masked_logits(chunk, rng):
+    """evaluate --exclude_history: history items are no competitors, the true item counts
+    even when the user had it before; full and sampled ranking, whole rows and slices."""
+    model = pretrainer("dot")
+    x = rng.randint(0, VOCAB, (12, 20)).astype("int32")
+    y = rng.randint(1, VOCAB, 12).astype("int32")
+    y[:4] = x[:4, -1]  # the true item is in the history
+    x[4, :] = 0  # no history at all
+    logits = model.next_item_logits(x).numpy()
+    exclude = evaluation.history_exclusion(None)
+    candidates = np.stack([y, *rng.randint(1, VOCAB, (30, 12))], axis=1).astype("int32")
+    for truth in (y, candidates):
+        expected = hand_masked_ranks(logits, x, truth)
+        plain = true_ranks(truth, logits).numpy()
+        assert (expected <= plain).all() and (expected < plain).any()  # exclusion matters
+        ranked = evaluation.rank_function(model, chunk, exclude=exclude)(x, truth)
+        np.testing.assert_array_equal(np.asarray(ranked), expected)
+        sliced = chunked_ranking.next_item_ranks(model, x, truth, chunk, exclude(x))
+        np.testing.assert_array_equal(sliced.numpy(), expected)
+
+
+def test_item_to_output_ids_maps_history_items_to_target_ids_by_token():
+    items = ["<UNK>", "a", "b", "c", "d"]
+    assert evaluation.item_to_output_ids(items, list(items)) is None
+    table = evaluation.item_to_output_ids(items, ["<UNK>", "c", "z", "a"])
+    np.testing.assert_array_equal(table, [-1, 3, -1, 1, -1])
+    excluded = evaluation.history_exclusion(table)(tf.constant([[0, 1, 2, 3, 9]]))
+    np.testing.assert_array_equal(excluded.numpy(), [[-1, 3, -1, 1, -1]])

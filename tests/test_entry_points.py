@@ -1,7 +1,9 @@
 """What a user sees first when starting an entry point: the job's own output, not
 TensorFlow's C++ start-up log (unless they asked for it with TF_CPP_MIN_LOG_LEVEL)."""
 
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -52,3 +54,72 @@ def test_every_job_setting_is_a_flag_and_every_flag_a_setting(module):
     import json
     defined, settings = json.loads(done.stdout.strip().splitlines()[-1])
     assert sorted(defined) == sorted(settings)
+
+
+#: Every command, its console command (pyproject.toml) and the settings its job reads
+#: beyond the flags its own module defines (None: exactly those).
+COMMANDS = {
+    "pipelines.prepare": "peterrec-prepare", "peterrec_tf.pretrain": "peterrec-pretrain",
+    "peterrec_tf.finetune": "peterrec-finetune", "peterrec_tf.evaluate": "peterrec-evaluate",
+    "peterrec_tf.export": "peterrec-export", "peterrec_tf.convert_tf1": "peterrec-convert",
+    "peterrec_tf.demo": "peterrec-demo"}
+HELP = """
+import contextlib, io, json, sys
+from absl import flags
+import {module} as command
+before = set(flags.FLAGS)
+sys.argv = ["/venv/bin/{program}", "--help"]
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    try:
+        command.cli()
+    except SystemExit:
+        pass
+defined = sorted(name for name in set(flags.FLAGS) - before  # absl's --help* left out
+                 if not flags.FLAGS.find_module_defining_flag(name).startswith("absl"))
+print(json.dumps({{"help": out.getvalue(), "defined": defined,
+                   "settings": list(getattr(command, "SETTINGS", []))}}))
+"""
+
+
+def listed_flags(help_text):
+    """The flags `--help` lists (the program's key flags)."""
+    return {match.group(2) for match in
+            (re.match(r"^  (?:-\w,)?--(\[no\])?(\w+):", line) for line in help_text.splitlines())
+            if match}
+
+
+def test_help_lists_every_flag_the_job_reads():
+    """`--help` (absl's short help: the started program's key flags) lists every flag the
+    command defines, the shared training flags included (they are defined in another
+    module), under the console command's name as under `python -m`; for the training
+    jobs those are exactly the job's settings."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    running = {module: subprocess.Popen(
+        [sys.executable, "-c", HELP.format(module=module, program=program)], cwd=REPO_ROOT,
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for module, program in COMMANDS.items()}
+    for module, process in running.items():
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, (module, err[-2000:])
+        found = json.loads(out.strip().splitlines()[-1])
+        listed = listed_flags(found["help"])
+        assert f"/venv/bin/{COMMANDS[module]}:" in found["help"], module
+        assert set(found["defined"]) <= listed, (module, set(found["defined"]) - listed)
+        assert "verbosity" in listed, module
+        if found["settings"]:
+            assert set(found["settings"]) <= listed, (module, set(found["settings"]) - listed)
+        assert "%%" not in found["help"], module
+
+
+@pytest.mark.parametrize("module, args, expected", [
+    ("peterrec_tf.pretrain", ["--data_dir=/nonexistent", "--model_dir=/nonexistent",
+                              "--batch_size=0"], "--batch_size must be >= 1, got 0"),
+    ("peterrec_tf.export", ["--model_dir=/nonexistent", "--k=0"], "--k must be >= 1, got 0"),
+])
+def test_a_bad_flag_value_is_one_line_and_exit_2(module, args, expected):
+    """Range checks of single flags are absl validators: refused while parsing, in the
+    project's one-line form."""
+    done = run(module, *args)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {expected}"], done.stderr

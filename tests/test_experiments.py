@@ -73,6 +73,7 @@ def test_transfer_experiment_records_provenance_baselines_curves(tiny, tmp_path)
     entries = {(e["task"], e["method"]): e for e in results["summary"]["main"]}
     for e in entries.values():
         assert e["ci95"][0] <= e["mean"] + 1e-9 and e["mean"] <= e["ci95"][1] + 1e-9
+        assert e["ci95_users"][0] <= e["mean"] + 1e-9 <= e["ci95_users"][1] + 2e-9
     assert entries[("coldrec", "PeterRec (b)")]["vs_fineall"]["reference"] == "FineAll"
     assert entries[("coldrec", "FineAll")]["vs_best_simple"]["reference"] == "Popularity"
     shares = results["parameter_shares"]["next_item"]
@@ -83,7 +84,9 @@ def test_transfer_experiment_records_provenance_baselines_curves(tiny, tmp_path)
     for name in ("results.svg", "learning_curves.svg", "limited_data.svg"):
         assert open(os.path.join(out, name)).read().startswith("<svg")
     assert "fine-tuning step" in open(os.path.join(out, "learning_curves.svg")).read()
-    assert "95% bootstrap CI" in open(os.path.join(out, "results.svg")).read()
+    assert "95% interval over training seeds and test users" in open(
+        os.path.join(out, "results.svg")).read()
+    assert "two-level" in table and "users-only: 95% CI" in table
     again = run(data, out, repo_dir=str(repo), **SMALL)
     assert len(again["runs"]) == len(results["runs"]) and len(again["sessions"]) == 2  # resumed
     with pytest.raises(ValueError, match="another configuration"):

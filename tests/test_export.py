@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from conftest import FINETUNE_CSV, FINETUNED, PRETRAIN_CSV, REPO_ROOT, needs_checkpoints
 from peterrec_tf.serving.saved_model import ExportError, export
-from peterrec_tf.model_dir import load_model_dir, save_model_dir
+from peterrec_tf.model_dir import config_checksum, load_model_dir, save_model_dir
 from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 from peterrec_tf.serving import GrpcClient, RestClient, ServingError
 from serving_server import SessionModel, replay_warmup, start_rest_server, start_server
@@ -95,13 +95,40 @@ def training_input(ids, finetuned=True):
 def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
     base = exported["base"]
     assert sorted(os.listdir(os.path.join(base, "tasks"))) == ["1"]
-    config = open(os.path.join(base, "models.config")).read()
-    assert 'name: "tasks"' in config and 'name: "pretrained"' in config
-    assert f'base_path: "{os.path.abspath(base)}/tasks"' in config
-    assert "model_version_policy { latest { num_versions: 2 } }" in config
-    again = export([("next", dirs["pre"])], base, "pretrained", serving_base_path="/models", **quiet)
+    entries = models_config(base)
+    assert sorted(entries) == ["pretrained", "tasks"]
+    assert entries["tasks"].base_path == f"{os.path.abspath(base)}/tasks"
+    assert entries["tasks"].model_platform == "tensorflow"
+    assert entries["tasks"].model_version_policy.latest.num_versions == 2
+    # an entry edited by hand (another base path, labels) survives a later export
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(open(os.path.join(base, "models.config")).read(), config)
+    [tasks] = [c for c in config.model_config_list.config if c.name == "tasks"]
+    tasks.version_labels["stable"] = 1
+    config.model_config_list.config.add(name="elsewhere", base_path="/srv/elsewhere",
+                                        model_platform="tensorflow")
+    with open(os.path.join(base, "models.config"), "w") as handle:
+        handle.write(text_format.MessageToString(config))
+    again = export([("next", dirs["pre"])], base, "pretrained", serving_base_path="/models",
+                   num_versions=3, **quiet)
     assert again["version"] == 2 and os.path.isdir(os.path.join(base, "pretrained", "2"))
-    assert 'base_path: "/models/pretrained"' in open(os.path.join(base, "models.config")).read()
+    entries = models_config(base)
+    assert entries["pretrained"].base_path == "/models/pretrained"
+    assert entries["pretrained"].model_version_policy.latest.num_versions == 3
+    assert entries["tasks"].base_path == f"{os.path.abspath(base)}/tasks"  # not this call's
+    assert dict(entries["tasks"].version_labels) == {"stable": 1}
+    assert entries["elsewhere"].base_path == "/srv/elsewhere"
+    # without --serving_base_path, the recorded one stays (it is where the server sees it)
+    export([("next", dirs["pre"])], base, "pretrained", **quiet)
+    assert models_config(base)["pretrained"].base_path == "/models/pretrained"
+    with open(os.path.join(base, "models.config"), "a") as handle:
+        handle.write("model_config_list { bogus: 1 }\n")
+    with pytest.raises(ExportError, match="not a ModelServerConfig"):
+        export([("next", dirs["pre"])], base, "pretrained", **quiet)
+    with open(os.path.join(base, "models.config"), "w") as handle:
+        handle.write(text_format.MessageToString(config))
     with pytest.raises(ExportError, match="immutable"):
         export([("next", dirs["pre"])], base, "pretrained", version=2, **quiet)
     # vocabularies are assets stored once, not graph constants
@@ -116,9 +143,18 @@ def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
     monkeypatch.setattr(module, "write_warmup", fail)
     with pytest.raises(OSError, match="disk full"):
         export([("next", dirs["pre"])], base, "pretrained", **quiet)
-    assert sorted(os.listdir(os.path.join(base, "pretrained"))) == ["1", "2"]  # nothing half-written
+    assert sorted(os.listdir(os.path.join(base, "pretrained"))) == ["1", "2", "3"]  # nothing half-written
     export_base = os.path.join(base, "pretrained")
     assert all(oct(os.stat(os.path.join(export_base, v)).st_mode)[-3:] == "755" for v in ("1", "2"))
+
+
+def models_config(base):
+    """{name: ModelConfig} of EXPORT_BASE/models.config, parsed as Serving parses it."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+    config = model_server_config_pb2.ModelServerConfig()
+    text_format.Parse(open(os.path.join(base, "models.config")).read(), config)
+    return {entry.name: entry for entry in config.model_config_list.config}
 
 
 def test_saved_model_cli_lists_signatures_dtypes_shapes(exported):
@@ -301,6 +337,7 @@ def test_padding_tokens_are_never_recommended(dirs, tmp_path):
     shutil.copytree(dirs["pre"], directory)
     config = json.load(open(directory / "config.json"))
     config["padding_tokens"] = ["item3", "item7"]
+    config["config_sha256"] = config_checksum(config)  # config.json is verified when read
     json.dump(config, open(directory / "config.json", "w"))
     report = export([("next", str(directory))], str(tmp_path / "sm"), "zero", k=len(VOCAB), **quiet)
     served = SessionModel(report["path"]).run("next", {"items": as_tokens([[1, 2, 3]])})
@@ -458,6 +495,10 @@ def test_grpc_client_end_to_end(exported):
 
 
 def test_grpc_client_retries_while_the_server_starts_within_its_deadline(exported):
+    """The channel's service config retries UNAVAILABLE while the server starts; a server
+    that never comes ends the call at its deadline (the signature is run once first: its
+    first run, graph optimisation included, is not what this test times)."""
+    exported["multi_session"].run("cls", {"items": np.array([[b"item2"]])})
     port = free_port()
     holder = {}
     timer = threading.Timer(0.5, lambda: holder.update(
@@ -470,8 +511,11 @@ def test_grpc_client_retries_while_the_server_starts_within_its_deadline(exporte
         timer.join()
         holder["server"].stop(0)
     started = time.monotonic()
-    with pytest.raises(ServingError, match="UNAVAILABLE.*attempt"):
+    # gRPC answers the deadline when its retries run into it, UNAVAILABLE when they run out
+    with pytest.raises(ServingError, match="DEADLINE_EXCEEDED|UNAVAILABLE.*attempts"):
         GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=0.5, retries=50).predict([["item1"]])
+    with pytest.raises(ServingError, match="UNAVAILABLE.*up to 2 attempts"):
+        GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=10, retries=1).predict([["item1"]])
     assert time.monotonic() - started < 1.5  # the deadline bounds the retries
 
 
@@ -521,6 +565,14 @@ def test_command_line(dirs, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert "trainable share" in done.stdout
     assert os.path.isdir(tmp_path / "cli" / "7" / "variables")
+    done = run_command(f"--model_dir={dirs['pre']}", f"--item_embeddings={tmp_path / 'emb'}",
+                       f"--litert={tmp_path / 'pre.tflite'}", "--k=3")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == f"wrote {tmp_path / 'emb'}, {tmp_path / 'pre.tflite'}"
+    assert os.path.exists(tmp_path / "emb" / "embeddings.npy") and os.path.exists(tmp_path / "pre.tflite")
+    done = run_command(f"--model_dir={dirs['pre']}", f"--item_embeddings={tmp_path / 'emb'}")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "not empty" in done.stderr and "Traceback" not in done.stderr
 
 
 @needs_checkpoints
@@ -564,3 +616,272 @@ def test_non_finite_weights_are_never_exported(dirs, tmp_path):
     with pytest.raises(ExportError, match="holds NaN or Inf .* never exported"):
         export([("rec", str(directory))], str(tmp_path / "sm"), "nan", **quiet)
     assert not os.path.exists(tmp_path / "sm" / "nan" / "1")
+
+
+# ---- --exclude_history, the `exclude` list, and what signatures accept ------------------
+
+ITEM_TARGETS = VOCAB[:12]  # an item-rec task whose targets are items: <UNK>, item1..item11
+
+
+def hand_masked_top_k(scores, rows_excluded, k, blocked=(0,)):
+    """What a ranking with exclusion must answer: the scores with every blocked and every
+    excluded id at -inf, top k by score, the lower id first among equals (ids of -inf
+    rows are not answers)."""
+    answers = []
+    for row, excluded in zip(scores, rows_excluded):
+        row = np.array(row, np.float64)
+        row[list(blocked) + [i for i in excluded if 0 <= i < len(row)]] = -np.inf
+        order = sorted(range(len(row)), key=lambda i: (-row[i], i))
+        answers.append([i for i in order if np.isfinite(row[i])][:k])
+    return answers
+
+
+@pytest.fixture(scope="module")
+def excluding(dirs):
+    rng = np.random.RandomState(11)
+    rec = build_finetuner(dirs["backbone"], "peterrec", "item_rec", len(ITEM_TARGETS))
+    randomise_task_weights(rec, rng)
+    save_model_dir(str(dirs["root"] / "rec_items"), rec, {"max_len": MAX_LEN},
+                   {"items": VOCAB, "targets": ITEM_TARGETS})
+    dirs["models"]["rec_items"] = rec
+    base = str(dirs["root"] / "saved_models_excluding")
+    report = export([("next", dirs["pre"]), ("items", str(dirs["root"] / "rec_items"))], base,
+                    "excluding", k=5, exclude_history=True, **quiet)
+    return {"report": report, "session": SessionModel(report["path"]), "base": base}
+
+
+def test_exclude_history_answers_as_hand_masked_logits(excluding, dirs, exported):
+    """Under --exclude_history no returned id is in the request's history (all of it, also
+    beyond max_len), k answers still come back from a long history, and the answers equal
+    masking the logits by hand; `<task>_top_k_exclude` also drops the request's own list;
+    an item-rec task over target tokens that are items excludes them by token."""
+    session, models = excluding["session"], dirs["models"]
+    assert excluding["report"]["exclude_history"] is True
+    assert exported["single"]["exclude_history"] is False
+    rng = np.random.RandomState(12)
+    for batch, length in ((1, 3), (3, 30), (2, 36)):  # 36 of 39 items: few answers left
+        ids = np.stack([rng.permutation(np.arange(1, len(VOCAB)))[:length] for _ in range(batch)])
+        tokens = as_tokens(ids)
+        logits = models["pre"].next_item_logits(training_input(ids, finetuned=False)).numpy()
+        for k in (5, 20):
+            expected = hand_masked_top_k(logits, ids, k)
+            out = session.run("next_top_k", {"items": tokens, "k": np.full(batch, k, np.int32)})
+            for row in range(batch):
+                got = [i for i in out["top_k_ids"][row] if i]
+                assert got == expected[row]  # same ids, same order
+                assert not set(got) & set(ids[row])
+                assert len(got) == min(k, len(VOCAB) - 1 - length)  # k whenever k are left
+                answered = len(got)
+                assert (out["top_k_items"][row, answered:] == b"").all()
+                np.testing.assert_allclose(out["scores"][row, :answered],
+                                           logits[row, got], atol=1e-5)
+        # the per-request list: excluded on top of the history, "" and unknown tokens ignored
+        extra = rng.randint(1, len(VOCAB), (batch, 4))
+        asked = np.concatenate([np.full((batch, 1), b""), as_tokens(extra),
+                                np.full((batch, 1), b"nope")], axis=1)
+        out = session.run("next_top_k_exclude", {"items": tokens, "k": np.full(batch, 6, np.int32),
+                                                 "exclude": asked})
+        expected = hand_masked_top_k(logits, np.concatenate([ids, extra], axis=1), 6)
+        assert [[i for i in row if i] for row in out["top_k_ids"]] == expected
+        # item-rec targets that are items: excluded by token
+        scores = models["rec_items"](training_input(ids)).numpy()
+        out = session.run("items_top_k", {"items": tokens, "k": np.full(batch, 11, np.int32)})
+        expected = hand_masked_top_k(scores, ids, 11)
+        assert [[i for i in row if i] for row in out["top_k_ids"]] == expected
+    # without --exclude_history, only the request's own list is excluded
+    plain = exported["single_session"].run("next_top_k_exclude", {
+        "items": as_tokens([[1, 2]]), "k": np.array([5], np.int32),
+        "exclude": np.array([[b"", b"item7"]])})
+    logits = models["pre"].next_item_logits(training_input([[1, 2]], finetuned=False)).numpy()
+    assert list(plain["top_k_ids"][0]) == hand_masked_top_k(logits, [[7]], 5)[0]
+
+
+def test_exclusion_is_the_same_in_slices_and_with_the_int8_index(excluding, dirs, tmp_path,
+                                                                  monkeypatch):
+    """The sliced ranking of a large catalogue and the int8 index exclude the history as
+    the whole-row ranking does (same ids, same order)."""
+    from peterrec_tf.serving import candidate_index
+    from peterrec_tf.training import chunked_ranking
+    monkeypatch.setattr(chunked_ranking, "DEFAULT_CHUNK", 7)
+    monkeypatch.setattr(candidate_index, "CANDIDATES", 8)
+    sliced = SessionModel(export([("next", dirs["pre"])], str(tmp_path), "sliced", k=5,
+                                 exclude_history=True, **quiet)["path"])
+    indexed = SessionModel(export([("next", dirs["pre"])], str(tmp_path), "indexed", k=5,
+                                  exclude_history=True, next_item_index="int8", **quiet)["path"])
+    rng = np.random.RandomState(13)
+    for batch, length in ((1, 4), (2, 20), (1, 35)):
+        ids = np.stack([rng.permutation(np.arange(1, len(VOCAB)))[:length] for _ in range(batch)])
+        inputs = {"items": as_tokens(ids), "k": np.full(batch, 6, np.int32)}
+        whole = excluding["session"].run("next_top_k", inputs)
+        for other in (sliced, indexed):
+            out = other.run("next_top_k", inputs)
+            np.testing.assert_array_equal(out["top_k_ids"], whole["top_k_ids"])
+            np.testing.assert_allclose(out["scores"], whole["scores"], atol=1e-5)
+
+
+def test_int8_index_returns_the_float32_ids_in_the_float32_order_on_near_ties(tmp_path,
+                                                                             monkeypatch):
+    """A head of near-equal rows (groups differing by ~1e-7): the int8 index re-scores with
+    the float32 export's own hidden state and product, so ids and order are those of the
+    float32 export for every history and batch size it serves."""
+    from peterrec_tf.serving import candidate_index
+    monkeypatch.setattr(candidate_index, "CANDIDATES", 64)
+    vocab = ["<UNK>"] + [f"x{i}" for i in range(1, 400)]
+    for head in ("dot", "full"):
+        keras.utils.set_random_seed(1)
+        model = NextItNet(Backbone(len(vocab), channels=16, dilations=(1, 2), causal=True),
+                          head=head)
+        model.build()
+        rng = np.random.RandomState(2)
+        kernel = model.head.kernel.numpy()
+        rows = kernel if head == "dot" else kernel.T
+        groups = np.repeat(rng.randn(len(vocab) // 8 + 1, rows.shape[1]) * 0.1, 8, axis=0)
+        near = (groups[:len(vocab)] + rng.randn(*rows.shape) * 1e-7).astype("float32")
+        model.head.kernel.assign(near if head == "dot" else near.T)
+        directory = str(tmp_path / head)
+        save_model_dir(directory, model, {"max_len": 10}, {"items": vocab})
+        plain = SessionModel(export([("next", directory)], str(tmp_path / "sm"), f"p{head}", k=10,
+                                    **quiet)["path"])
+        indexed = SessionModel(export([("next", directory)], str(tmp_path / "sm"), f"i{head}",
+                                      k=10, next_item_index="int8", **quiet)["path"])
+        for batch in (1, 2, 4, 1, 3, 1, 1, 2):
+            tokens = np.array([[vocab[i] for i in row] for row in
+                               rng.randint(1, len(vocab), (batch, 8))]).astype(bytes)
+            a = indexed.run("serving_default", {"items": tokens})
+            b = plain.run("serving_default", {"items": tokens})
+            np.testing.assert_array_equal(a["top_k_ids"], b["top_k_ids"])
+            np.testing.assert_array_equal(a["scores"], b["scores"])
+
+
+def test_signatures_refuse_inputs_of_the_wrong_rank_as_serving_runs_them(excluding):
+    """Fed to the C++ session as tensorflow_model_server feeds it (no Python shape check),
+    a 1-D `items` is INVALID_ARGUMENT, not B one-item histories; so is a 2-D `k` and a
+    1-D `exclude`; a wrong dtype is refused too."""
+    session = excluding["session"]
+    good = session.run_in_cxx("next", {"items": np.array([[b"item1", b"item2"]])})
+    assert good["top_k_ids"].shape == (1, 5)
+    cases = [("next", {"items": np.array([b"item1", b"item2"])}, "histories: a matrix"),
+             ("next_ids", {"item_ids": np.array([1, 2], np.int64)}, "histories: a matrix"),
+             ("next_user_embedding", {"items": np.array([b"item1"])}, "histories: a matrix"),
+             ("next_top_k", {"items": np.array([[b"item1"]]), "k": np.array([[3]], np.int32)},
+              "one value per history"),
+             ("next_top_k_exclude", {"items": np.array([[b"item1"]]), "k": np.array([3], np.int32),
+                                     "exclude": np.array([b"item2"])}, "exclude: one row"),
+             ("next_top_k_exclude", {"items": np.array([[b"item1"]] * 2), "k": np.array([3, 3], np.int32),
+                                     "exclude": np.array([[b"item2"]])}, "one row per history")]
+    for name, inputs, message in cases:
+        with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+            session.run_in_cxx(name, inputs)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError, TypeError)):
+        session.run_in_cxx("next", {"items": np.array([[1, 2]], np.int64)})
+
+
+# ---- item embeddings for an external index, and the on-device model ---------------------
+
+def exact_inner_product_top_k(directory, users, k):
+    """What an exact ANN index over the exported rows answers: the largest
+    [query(user) | 1] . [embeddings | bias], blocked ids removed, lower id first on ties."""
+    info = json.load(open(os.path.join(directory, "item_embeddings.json")))
+    rows = np.load(os.path.join(directory, "embeddings.npy"))
+    bias = np.load(os.path.join(directory, "bias.npy"))
+    query = np.maximum(users, 0) if info["query"] == "relu(user_embedding)" else users
+    augmented = np.concatenate([rows, bias[:, None]], axis=1).astype(np.float64)
+    scores = np.concatenate([query, np.ones((len(query), 1))], axis=1) @ augmented.T
+    scores[:, info["blocked"]] = -np.inf
+    return np.argsort(-scores, axis=1, kind="stable")[:, :k]
+
+
+def test_item_embeddings_reproduce_the_served_ranking_per_head_kind(dirs, tmp_path):
+    """full head (relu(h) . W[:, i] + b), dot head (h . W[i] + b) and item recommendation
+    (u . E[i]): the exported rows with the served user embedding rank as the export."""
+    from peterrec_tf.serving.item_embeddings import write_item_embeddings
+    keras.utils.set_random_seed(5)
+    dot = NextItNet(Backbone(len(VOCAB), channels=8, dilations=(1, 2), causal=True), head="dot")
+    dot.build()
+    save_model_dir(str(tmp_path / "dot"), dot, {"max_len": MAX_LEN}, {"items": VOCAB})
+    rec = build_finetuner(dirs["backbone"], "peterrec", "item_rec", len(TARGETS))
+    randomise_task_weights(rec, np.random.RandomState(6))
+    save_model_dir(str(tmp_path / "rec"), rec, {"max_len": MAX_LEN}, {"items": VOCAB, "targets": TARGETS})
+    rng = np.random.RandomState(7)
+    for kind, directory, outputs, query in (("full", dirs["pre"], VOCAB, "relu(user_embedding)"),
+                                            ("dot", str(tmp_path / "dot"), VOCAB, "user_embedding"),
+                                            ("item_rec", str(tmp_path / "rec"), TARGETS, "user_embedding")):
+        out = tmp_path / f"emb_{kind}"
+        write_item_embeddings(directory, str(out), log=lambda *_: None)
+        info = json.load(open(out / "item_embeddings.json"))
+        assert info["query"] == query and info["blocked"] == [0]
+        rows = np.load(out / "embeddings.npy")
+        assert rows.dtype == np.float32 and rows.shape == (len(outputs), 8)
+        assert open(out / "vocab.tsv").read().split("\n")[:-1] == outputs
+        config = open(out / "projector_config.pbtxt").read()
+        assert 'metadata_path: "vocab.tsv"' in config and "item_embeddings" in config
+        served = SessionModel(export([("t", directory)], str(tmp_path / "sm"), f"m{kind}",
+                                     k=len(outputs) - 1, **quiet)["path"])
+        tokens = as_tokens(rng.randint(1, len(VOCAB), (5, 9)))
+        users = served.run("t_user_embedding", {"items": tokens})["user_embedding"]
+        ranked = served.run("t", {"items": tokens})["top_k_ids"]
+        k = min(10, len(outputs) - 1)
+        np.testing.assert_array_equal(exact_inner_product_top_k(str(out), users, k), ranked[:, :k])
+    with pytest.raises(ValueError, match="not empty"):
+        write_item_embeddings(dirs["pre"], str(tmp_path / "emb_full"), log=lambda *_: None)
+    with pytest.raises(ValueError, match="classification"):
+        write_item_embeddings(dirs["cls"], str(tmp_path / "emb_cls"), log=lambda *_: None)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
+    """The on-device model (int32 ids in, top-k ids and scores out), run by the LiteRT
+    interpreter: float32 gives the SavedModel's ids and scores; dynamic-range int8 too on
+    this tiny head (too small to be quantized: the recall of a real one is measured by
+    benchmarks/litert_recall.py); --exclude_history drops the history's items."""
+    from peterrec_tf.serving.litert import run_litert, write_litert
+    rng = np.random.RandomState(8)
+    paths = {}
+    for quantize in ("none", "dynamic_int8"):
+        paths[quantize] = str(tmp_path / f"next_{quantize}.tflite")
+        info = write_litert(dirs["pre"], paths[quantize], k=5, quantize=quantize, log=lambda *_: None)
+        assert info["inputs"]["item_ids"]["shape"] == [1, MAX_LEN]
+        assert open(paths[quantize] + ".vocab.txt").read().split("\n")[:-1] == VOCAB
+    write_litert(dirs["pre"], str(tmp_path / "excluding.tflite"), k=5, exclude_history=True,
+                 log=lambda *_: None)
+    for length in (1, 5, MAX_LEN):
+        ids = rng.randint(1, len(VOCAB), (1, length))
+        padded = np.concatenate([np.zeros((1, MAX_LEN - length), np.int32), ids], axis=1)
+        served = exported["single_session"].run("serving_default", {"items": as_tokens(ids)})
+        for quantize, path in paths.items():
+            top, scores = run_litert(path, padded)
+            np.testing.assert_array_equal(top, served["top_k_ids"])
+            np.testing.assert_allclose(scores, served["scores"], atol=1e-5)
+        top, _ = run_litert(str(tmp_path / "excluding.tflite"), padded)
+        logits = dirs["models"]["pre"].next_item_logits(training_input(ids, finetuned=False)).numpy()
+        assert list(top[0]) == hand_masked_top_k(logits, ids, 5)[0]
+    with pytest.raises(ValueError, match="classification"):
+        write_litert(dirs["cls"], str(tmp_path / "cls.tflite"), log=lambda *_: None)
+
+
+def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):
+    """The retry policies are the libraries' (gRPC service config, urllib3 Retry): only
+    UNAVAILABLE / 503 and refused connections; the gRPC client sends `exclude` lists with a
+    leading "" (never an empty tensor, and Serving's batching pads with it)."""
+    from peterrec_tf.serving.client import grpc_service_config, rest_retry
+    policy = json.loads(grpc_service_config(9))["methodConfig"][0]["retryPolicy"]
+    assert policy["maxAttempts"] == 5 and policy["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert "retryPolicy" not in json.loads(grpc_service_config(0))["methodConfig"][0]
+    retry = rest_retry(3)
+    assert retry.is_retry("POST", 503) and not retry.is_retry("POST", 500)
+    assert not retry.is_retry("POST", 400)
+    server, port = start_server({"excluding": {1: excluding["session"]}})
+    try:
+        with GrpcClient(f"127.0.0.1:{port}", "excluding", timeout=10) as client:
+            out = client.predict_excluding([["item1", "item2"], ["item3"]],
+                                           [["item5", "item6"], []], k=4,
+                                           signature="next_top_k_exclude")
+            assert out["top_k_ids"].shape == (2, 4)
+            assert not {5, 6, 1, 2} & set(out["top_k_ids"][0]) and 3 not in out["top_k_ids"][1]
+            with pytest.raises(ValueError, match="one list per history"):
+                client.predict_excluding([["item1"]], [], k=2, signature="next_top_k_exclude")
+            # through the test server (the TF1 session loader) a 1-D history is refused too
+            with pytest.raises(ServingError, match="INVALID_ARGUMENT"):
+                client.call({"items": np.array([b"item1", b"item2"])}, "next")
+    finally:
+        server.stop(0)

@@ -25,12 +25,13 @@ from pipelines.errors import DataError
 from pipelines.locking import DirectoryInUse, exclusive_lock
 from pipelines.prepare import prepare
 from peterrec_tf.metrics import HitRate, NDCG, true_ranks
+from peterrec_tf.model_dir import config_checksum
 from peterrec_tf.training import results
 from peterrec_tf.training.checkpointing import TrainingState
 from peterrec_tf.training.finite import NonFiniteError
 
 MODEL = dict(channels=8, dilations=(1, 2), batch_size=16, eval_batch_size=64, log_every=100,
-             checkpoint_every=2, num_candidates=10, eval_ranking="sampled", jit_compile=False)
+             checkpoint_every=2, num_candidates=11, eval_ranking="sampled", jit_compile=False)
 FINETUNE = {k: v for k, v in MODEL.items() if k not in ("channels", "dilations")}
 
 
@@ -62,7 +63,7 @@ def command(*args):
 def tiny_flags(data_dir, model_dir, **extra):
     flags = {"data_dir": data_dir, "model_dir": model_dir, "channels": 8, "dilations": "1,2",
              "batch_size": 16, "train_steps": 4, "checkpoint_every": 1, "eval_ranking": "sampled",
-             "num_candidates": 10, "jit_compile": "false", **extra}
+             "num_candidates": 11, "jit_compile": "false", **extra}
     return [f"--{k}={v}" for k, v in flags.items()]
 
 
@@ -250,7 +251,7 @@ def test_a_truncated_shard_is_an_error_naming_it(run, tmp_path):
     shard = inputs.shard_files(data, "test")[0]
     truncate(shard, os.path.getsize(shard) // 2)
     with pytest.raises(DataError, match=f"{shard}: .*truncated"):
-        run_evaluate(run["model_dir"], data, num_candidates=10, log=quiet)
+        run_evaluate(run["model_dir"], data, num_candidates=11, log=quiet)
     with pytest.raises(DataError, match=shard):
         inputs.verify_split(data, "test")
     assert inputs.verify_split(run["pretrain"], "test") == 80  # the original is untouched
@@ -282,19 +283,19 @@ def test_old_preparations_without_shard_records_are_still_verified_by_count(run,
     data = copy_dataset(run["pretrain"], str(tmp_path / "old"))
     path = os.path.join(data, "metadata.json")
     meta = json.load(open(path))
-    del meta["shards"]
+    del meta["shards"], meta["metadata_sha256"], meta["vocab_sha256"]
     json.dump(meta, open(path, "w"))
-    assert run_evaluate(run["model_dir"], data, num_candidates=10, log=quiet)["examples"] == 80
+    assert run_evaluate(run["model_dir"], data, num_candidates=11, log=quiet)["examples"] == 80
     shard = inputs.shard_files(data, "test")[0]
     raising, short = cut_points(shard)
     original = open(shard, "rb").read()
     truncate(shard, raising)  # TF's DataLossError names no file: the message must
     with pytest.raises(DataError, match=f"{shard}: corrupt or truncated"):
-        run_evaluate(run["model_dir"], data, num_candidates=10, log=quiet)
+        run_evaluate(run["model_dir"], data, num_candidates=11, log=quiet)
     open(shard, "wb").write(original)
     truncate(shard, short)  # reads short without any TF error
     with pytest.raises(DataError, match=r"scored \d+ test records, metadata.json records 80"):
-        run_evaluate(run["model_dir"], data, num_candidates=10, log=quiet)
+        run_evaluate(run["model_dir"], data, num_candidates=11, log=quiet)
 
 
 def test_data_loss_during_training_names_the_shard(run, tmp_path):
@@ -303,8 +304,8 @@ def test_data_loss_during_training_names_the_shard(run, tmp_path):
     data = copy_dataset(run["coldrec"], str(tmp_path / "old"))
     path = os.path.join(data, "metadata.json")
     meta = json.load(open(path))
-    del meta["shards"]  # an old preparation: nothing to check sizes against
-    json.dump(meta, open(path, "w"))
+    del meta["shards"], meta["metadata_sha256"], meta["vocab_sha256"]  # an old preparation:
+    json.dump(meta, open(path, "w"))  # nothing to check sizes against
     shard = inputs.shard_files(data, "train")[0]
     truncate(shard, cut_points(shard)[0])
     with pytest.raises(DataError, match=f"{shard}: corrupt or truncated"):
@@ -334,10 +335,14 @@ def test_vocabularies_are_compared_by_size_and_content(run, tmp_path):
     tokens[1], tokens[2] = tokens[2], tokens[1]  # same size, other ids
     open(vocab, "w").write("\n".join(tokens) + "\n")
     with pytest.raises(ValueError, match="differs from"):
-        run_evaluate(run["model_dir"], data, num_candidates=10, log=quiet)
+        run_evaluate(run["model_dir"], data, num_candidates=11, log=quiet)
     bare = shutil.copytree(run["model_dir"], str(tmp_path / "no-vocab"),
                            ignore=shutil.ignore_patterns("checkpoints", "tensorboard"))
-    os.remove(os.path.join(bare, "vocab.txt"))
+    os.remove(os.path.join(bare, "vocab.txt"))  # as a conversion without --vocab_csv writes
+    config = results.read_json(os.path.join(bare, "config.json"))
+    del config["checksums"]["vocab.txt"], config["vocab_files"]
+    config["config_sha256"] = config_checksum(config)
+    results.write_json(os.path.join(bare, "config.json"), config)
     said = []
     run_finetune(bare, run["coldrec"], str(tmp_path / "ft"), **FINETUNE, train_steps=1,
                  log=said.append)
@@ -405,7 +410,7 @@ def test_a_one_field_header_hints_at_the_delimiter(tmp_path):
 
 def test_an_unwritable_output_is_refused_before_the_input_is_read(tmp_path):
     blocker = write(tmp_path / "file", "")
-    with pytest.raises(OSError):  # not DataError: the missing input is never looked at
+    with pytest.raises(DataError, match="file: not a directory"):  # the input is never read
         prepare("interactions", os.path.join(blocker, "out"), str(tmp_path / "missing.csv"),
                 log=quiet)
 
@@ -426,7 +431,7 @@ def test_the_commands_fail_with_one_line_and_exit_2(run, tmp_path):
             "locked": command("peterrec_tf.pretrain",
                               *tiny_flags(run["pretrain"], run["model_dir"])),
             "shard": command("peterrec_tf.evaluate", f"--model_dir={run['model_dir']}",
-                             f"--data_dir={bad_data}", "--num_candidates=10"),
+                             f"--data_dir={bad_data}", "--num_candidates=11"),
         }
         done = {name: (job.communicate(timeout=300), job.returncode) for name, job in jobs.items()}
     for name, ((out, err), code) in done.items():

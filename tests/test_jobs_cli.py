@@ -71,6 +71,19 @@ def test_flagfile_runs_pretrain_then_evaluate(tmp_path):
     assert process.returncode == 0, err[-3000:]
     assert "step 4/4" in out and "ETA" in out
     assert json.load(open(os.path.join(model_dir, "flags.json")))["channels"] == 8
+    # the last line names what the job wrote and the next command
+    last = out.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {model_dir} (") and (
+        f"; next: python -m peterrec_tf.finetune --pretrained={model_dir} ") in last, last
+    assert "Sharding callback" not in err  # absl INFO off without --verbosity
+    # flags.txt replays the job: the same settings, so the finished run is resumed as is
+    replay = open(os.path.join(model_dir, "flags.txt")).read()
+    assert "--channels=8\n" in replay and "--dilations=1,2\n" in replay
+    assert "--jit_compile=true\n" in replay and "data_fingerprint" not in replay
+    process = command(["peterrec_tf.pretrain", f"--flagfile={model_dir}/flags.txt"])
+    out, err = process.communicate(timeout=180)
+    assert process.returncode == 0, err[-3000:]
+    assert "already trained 4 >= 4 steps" in out
     output = str(tmp_path / "eval.json")
     process = command(["peterrec_tf.evaluate", f"--model_dir={model_dir}",
                        f"--data_dir={os.path.join(data, 'pretrain')}", "--ranking=full",

@@ -90,7 +90,7 @@ def test_task_checkpoints_leave_out_the_frozen_backbone_and_older_ones_still_res
     run_pretrain(os.path.join(data, "pretrain"), pre, train_steps=4, seed=0, **TINY, **quiet)
     task = str(tmp_path / "task")
     run_finetune(pre, os.path.join(data, "coldrec"), task, train_steps=4, seed=0,
-                 batch_size=32, checkpoint_every=2, num_candidates=10, **quiet)
+                 batch_size=32, checkpoint_every=2, num_candidates=11, **quiet)
     latest = tf.train.latest_checkpoint(os.path.join(task, "checkpoints"))
     names = [name for name, _ in tf.train.list_variables(latest)]
     assert not any("item_embedding" in n or "dilated_conv" in n for n in names), names

@@ -10,7 +10,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT, SHARED
+from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT, SHARED, needs_shared
 from pipelines import canonical, inputs, streaming
 from pipelines.errors import DataError
 from pipelines.paper_log import write_paper_log
@@ -51,7 +51,10 @@ def in_memory(monkeypatch):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
+    from pipelines import beam_prepare
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 4096)  # many chunks on small files
+    # Beam ranks records in buckets of 16 lines' keys: many buckets, offsets that matter
+    monkeypatch.setattr(beam_prepare, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 4)
 
 
 def test_demo_csvs_beam_equals_local(tmp_path, small_chunks):
@@ -80,8 +83,7 @@ def test_demo_csvs_beam_equals_local(tmp_path, small_chunks):
 ML100K = os.path.join(SHARED, "data", "ml-100k")
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(ML100K, "u.data")),
-                    reason=f"MovieLens-100K is not at {ML100K}")
+@needs_shared(os.path.join(ML100K, "u.data"), "MovieLens-100K")
 @pytest.mark.parametrize("genres", ["Comedy", ""])
 def test_movielens_every_task_beam_equals_local(tmp_path, monkeypatch, genres):
     monkeypatch.setattr(canonical, "CHUNK_BYTES", 1 << 16)  # u.data in ~30 chunks
@@ -212,6 +214,9 @@ def test_cli_passes_pipeline_options_to_beam(tmp_path):
     ["u1\ta\t1", "u2\t\t2", "u1\tc\tnan"],  # an empty item
     ["u1\ta\t1", '"u\t2"\tb\t2', "u1\tc\t3"],  # quoted delimiter: csv rules
     ["u1\ta\t1", "", "u1\tc\tx"],  # blank line, bad time
+    ["u1\ta\t1", " u2\tb\t2", "u1\tc \t3", "u1\tc\t3 "],  # whitespace around a field
+    ["u1\ta\t1", "u2\tb\t\u0663", "u1\t\uff13\t3", "u1\tc\t1_0"],  # non-ASCII digits
+    ["u1\ta\t1", 'u2\t"b\t2', "u1\tc\t3\x00", "u1\tc\r\t3"],  # open quote, controls
 ])
 def test_chunk_parser_equals_the_row_parser(texts):
     lines = list(enumerate(texts, 2))

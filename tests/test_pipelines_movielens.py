@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import SHARED
+from conftest import SHARED, needs_shared
 from pipelines import inputs
 from pipelines.prepare import prepare
 
 ML100K = os.path.join(SHARED, "data", "ml-100k")
-pytestmark = pytest.mark.skipif(not os.path.exists(os.path.join(ML100K, "u.data")),
-                                reason=f"MovieLens-100K is not at {ML100K}")
+pytestmark = needs_shared(os.path.join(ML100K, "u.data"), "MovieLens-100K")
 
 
 @pytest.fixture(scope="module")

@@ -120,7 +120,8 @@ def test_finetune_data_needs_the_pretraining_vocabulary(tmp_path):
 
 def test_unknown_items_map_to_zero_and_are_counted(tmp_path):
     vocab = write(tmp_path / "items.txt", "<UNK>\n1\n2\n3\n")
-    csv = write(tmp_path / "ft.csv", "1,2,99,,3\n2,98,97,,1,2\n")
+    # 4 lines without OOV items, so that no split is empty
+    csv = write(tmp_path / "ft.csv", "1,2,99,,3\n2,98,97,,1,2\n" + "3,,1\n" * 4)
     out = str(tmp_path / "out")
     prepare("peterrec_finetune_csv", out, csv, vocab=vocab, **quiet)
     summary = inputs.read_metadata(out)["summary"]
@@ -128,7 +129,7 @@ def test_unknown_items_map_to_zero_and_are_counted(tmp_path):
     assert summary["records_with_oov"] == 3  # 1 instance of line 1, 2 of line 2
     found = [ids for s in ("train", "validation", "test") for rs in records(out, s).values()
              for ids, _ in rs]
-    assert sorted(map(tuple, found)) == [(1, 2, 0), (2, 0, 0), (2, 0, 0)]
+    assert sorted(map(tuple, found)) == [(1, 2, 0), (2, 0, 0), (2, 0, 0)] + [(3,)] * 4
 
 
 def test_split_by_instance_is_the_release_split(tmp_path):

@@ -169,7 +169,7 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     assert type(pre.backbone) is SelfAttentionBackbone and pre.backbone.max_positions == 12
     assert config["backbone"]["heads"] == 2
     run_finetune(pre_dir, os.path.join(data, "coldrec"), ft_dir, method="peterrec",
-                 train_steps=4, batch_size=16, num_candidates=10, checkpoint_every=100, **quiet)
+                 train_steps=4, batch_size=16, num_candidates=11, checkpoint_every=100, **quiet)
     tuned, _, vocabs = load_model_dir(ft_dir)
     assert tuned.framing.kind == "history" and len(tuned.backbone.patches) == 2
     report = export([("rec", ft_dir), ("next", pre_dir)], str(tmp_path / "export"), "m", k=3,

@@ -12,8 +12,8 @@ from peterrec_tf.conversion.errors import ConversionError, error_text
 from peterrec_tf.conversion.output import check_output_dir, remove_stale_staging, staged_output
 from peterrec_tf.conversion.reader import (check_meta_covers, find_non_finite, read_checkpoint,
                                            read_meta_graph)
-from peterrec_tf.conversion.release_csv import (pretrain_row_length, release_token_order,
-                                                source_history_length)
+from peterrec_tf.conversion.release_csv import (pretrain_row_length, release_source_order,
+                                                release_token_order, source_history_length)
 
 #: The release's serial insertion is (b), its parallel one (d).
 RELEASE_INSERTIONS = ("b", "d")
@@ -187,8 +187,35 @@ def choose_framing(prefix, plan, settings, max_len, vocab_csv, target_vocab_csv)
 
 
 def read_vocabularies(plan, vocab_csv, target_vocab_csv):
+    """{"items", "targets"}: a pre-trained checkpoint's items in the pre-training CSV's
+    order; a fine-tuned one's items in its fine-tuning CSV's source order (the release's
+    fine-tuning scripts re-fit their vocabulary on that file, so that is the order the
+    fine-tuned graph reads), its targets in that CSV's target order."""
     vocabs = {}
-    if vocab_csv:
+    if plan.finetuned and vocab_csv and not target_vocab_csv:
+        raise ConversionError(
+            f"--vocab_csv={vocab_csv} alone cannot name a fine-tuned checkpoint's item ids: "
+            "the release's fine-tuning script fits its vocabulary on the fine-tuning CSV's "
+            "source histories, so pass --target_vocab_csv=FINETUNE_CSV (it gives both the "
+            "item and the target ids)")
+    if plan.finetuned and target_vocab_csv:
+        vocabs["items"] = release_source_order(target_vocab_csv)
+        if len(vocabs["items"]) != plan.vocab_size:
+            raise ConversionError(
+                f"{target_vocab_csv}: its source histories give {len(vocabs['items'])} item "
+                f"ids but the checkpoint has {plan.vocab_size} item embeddings (the release's "
+                "fine-tuning script builds its item ids from this file's sources)")
+        if vocab_csv:
+            pretraining = release_token_order(vocab_csv)
+            if pretraining != vocabs["items"]:
+                moved = sum(a != b for a, b in zip(pretraining, vocabs["items"]))
+                raise ConversionError(
+                    f"{vocab_csv} orders the items differently from the sources of "
+                    f"{target_vocab_csv} ({moved} of {len(pretraining)} ids differ); the "
+                    "release's fine-tuning script fits its vocabulary on the fine-tuning CSV, "
+                    "so the fine-tuned checkpoint reads ids in that order: leave out "
+                    "--vocab_csv")
+    elif vocab_csv:
         vocabs["items"] = release_token_order(vocab_csv)
         if len(vocabs["items"]) != plan.vocab_size:
             raise ConversionError(f"{vocab_csv}: gives {len(vocabs['items'])} ids but the "

@@ -3,7 +3,9 @@
 The release builds its ids in order of first appearance, line by line, left to right,
 with 0 = `<UNK>`: exactly what the pipelines' `Vocabulary` does, so the converter asks
 the pipelines reader for the vocabulary and the history lengths instead of parsing the
-file a second way.
+file a second way. Each release script fits its vocabulary on the file it reads: the
+pre-training script on the pre-training CSV, a fine-tuning script on the fine-tuning
+CSV's sources, so a fine-tuned checkpoint reads ids in the fine-tuning CSV's order.
 """
 
 from pipelines.errors import BadLines, DataError
@@ -40,6 +42,27 @@ def release_token_order(csv_path, targets=False):
     if targets:
         return list(_finetune(csv_path).targets.tokens)
     return list(_pretrain(csv_path).items.tokens)
+
+
+def release_source_order(csv_path):
+    """The id order a release fine-tuning script gives a fine-tuning CSV's source items:
+    the script fits its own VocabularyProcessor on the source histories (each line's part
+    before `,,`, split on `,`), so ids follow first appearance over those sources, line by
+    line, left to right, 0 = `<UNK>`; a literal `0` left-padding token is an item of its
+    own, and the targets (after `,,`) never enter it. Line i = token of id i."""
+    from pipelines.formats.peterrec_csv import parse_finetune_line, read_lines
+
+    items, bad = Vocabulary(), BadLines()
+    try:
+        for number, line in read_lines(csv_path):
+            sources, _, message, _ = parse_finetune_line(line, zero_is_padding=False)
+            if message:
+                bad.report(csv_path, number, message)
+                continue
+            items.ids(sources)
+    except DataError as error:
+        raise ConversionError(str(error)) from error
+    return list(items.tokens)
 
 
 def pretrain_row_length(csv_path):

@@ -5,9 +5,13 @@ competitor scoring >= the true item ranks above it), sampled-ranking candidates 
 by an evaluation seed (never the training seed), the simple baselines (popularity
 ranking, multinomial naive Bayes on a bag of items with its smoothing chosen by
 cross-validation on training users), classification metrics for imbalanced classes
-(balanced accuracy, macro-F1) and bootstrap confidence intervals over test users.
+(balanced accuracy, macro-F1) and confidence intervals: bootstrap over test users only
+(the trained models held fixed), two-level bootstrap over training seeds and test users
+(both sources of noise), and a normal combination of a stored user-only interval with the
+seed variance for reports whose per-example outputs were not kept.
 """
 
+import statistics
 import zlib
 
 import numpy as np
@@ -197,3 +201,53 @@ def bootstrap_ci(statistic, groups, resamples=1000, seed=0, level=0.95):
     values = np.array([statistic(idx) for idx in user_resamples(groups, resamples, seed)])
     tail = (1.0 - level) / 2.0
     return point, float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail))
+
+
+def two_level_resamples(num_seeds, groups, resamples=1000, seed=0):
+    """Two-level bootstrap resamples: a list of (seed indices `[num_seeds]`, example indices)
+    pairs. Training seeds are drawn with replacement first, then test users with
+    replacement (all of a drawn user's examples), independently; the user draws are the
+    ones `user_resamples(groups, resamples, seed)` makes, so the user-only interval and
+    this one see the same users."""
+    if num_seeds < 1:
+        raise ValueError("a two-level bootstrap needs at least one training seed")
+    seeds = np.random.default_rng([int(seed), 2]).integers(0, num_seeds,
+                                                           size=[resamples, num_seeds])
+    return list(zip(seeds, user_resamples(groups, resamples, seed)))
+
+
+def two_level_bootstrap_ci(outcomes, groups, resamples=1000, seed=0, level=0.95):
+    """(point, low, high) of the mean of `outcomes` `[seeds, examples]` (per training seed,
+    per test example; a paired difference of two methods is their outcome matrices'
+    difference, row by row on the same seeds): the point is the mean over seeds and
+    examples, the interval the percentiles of that mean over two-level resamples (seeds,
+    then users), so it covers training noise as well as the choice of test users."""
+    outcomes = np.asarray(outcomes, dtype=np.float64)
+    if outcomes.ndim != 2 or outcomes.shape[1] != len(groups):
+        raise ValueError(f"outcomes must be [seeds, {len(groups)} examples], got {outcomes.shape}")
+    values = np.array([outcomes[:, users].mean(axis=1)[seeds].mean() for seeds, users in
+                       two_level_resamples(len(outcomes), groups, resamples, seed)])
+    tail = (1.0 - level) / 2.0
+    return (float(outcomes.mean()), float(np.quantile(values, tail)),
+            float(np.quantile(values, 1.0 - tail)))
+
+
+def seed_user_normal_ci(point, user_ci, seed_values, level=0.95):
+    """(low, high, details): a normal interval around `point` whose variance adds the two
+    sources of noise: the test users' (the half-width of `user_ci`, a user-only bootstrap
+    interval of the seed mean, read as z * standard error) and the training seeds'
+    (sample variance (n-1) of `seed_values`, the per-seed values or paired per-seed
+    differences, divided by their number). For results whose per-example outputs per seed
+    were not kept, where `two_level_bootstrap_ci` cannot run; with one seed the seed term
+    is unknown and None is returned."""
+    seed_values = np.asarray(seed_values, dtype=np.float64)
+    spread = sample_std(seed_values)
+    if spread is None:
+        return None
+    z = statistics.NormalDist().inv_cdf(0.5 + level / 2.0)
+    user_se = (user_ci[1] - user_ci[0]) / (2.0 * z)
+    seed_se = spread / np.sqrt(len(seed_values))
+    half = z * float(np.hypot(user_se, seed_se))
+    return (float(point - half), float(point + half),
+            {"user_se": float(user_se), "seed_se": float(seed_se),
+             "z": float(point / np.hypot(user_se, seed_se)) if half else None})

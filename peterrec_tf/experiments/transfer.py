@@ -206,7 +206,7 @@ def make_subset(data_dir, out_dir, fraction, seed):
     (chosen by `seed`, all of a chosen user's instances); validation/test unchanged."""
     import tensorflow as tf
 
-    from pipelines import inputs, schema
+    from pipelines import inputs, metadata_checksum, schema
     from pipelines.writer import shard_name, shard_record
 
     if os.path.exists(os.path.join(out_dir, "metadata.json")):
@@ -240,6 +240,7 @@ def make_subset(data_dir, out_dir, fraction, seed):
     meta["fingerprint"] = f"{meta.get('fingerprint')}-users{fraction}-seed{seed}"
     meta["subset"] = {"of": os.path.abspath(data_dir), "fraction_of_train_users": fraction,
                       "users": len(keep), "of_users": len(users), "seed": seed}
+    meta = metadata_checksum.sealed(tmp, meta)  # its content changed: checksummed anew
     with open(os.path.join(tmp, "metadata.json"), "w", encoding="utf-8") as handle:
         json.dump(meta, handle, indent=2, sort_keys=True)
     os.replace(tmp, out_dir)
@@ -518,26 +519,40 @@ def _run_file(record):
 
 # ---------------------------------------------------------------- summary
 
-def _ranking_statistic(files, metric):
-    """f(idx) -> a ranking metric on those test examples, averaged over the seeds' runs."""
-    arrays = [np.load(f) for f in files]
+def _ranking_outcomes(files, metric):
+    """`[seeds, examples]` per-example gains of a ranking metric, one row per seed's run."""
     kind, k = metric.split("@")
     column = "full_ranks" if kind.startswith("full_") else "sampled_ranks"
     name = kind.replace("full_", "") + "@" + k
-    gains = np.mean([stats.ranking_gains(a[column], int(k))[name] for a in arrays], axis=0)
-    return lambda idx: float(gains[idx].mean())
+    return np.stack([stats.ranking_gains(np.load(f)[column], int(k))[name] for f in files])
+
+
+#: the from-scratch counterpart of each method that starts from the pre-trained backbone
+SCRATCH = {"FineCLS": "FineZero", "FineLast": "FineZero", "FineAll": "FineZero",
+           "PeterRec (b)": "PeterZero", "PeterRec (c)": "PeterZero",
+           "PeterRec (d)": "PeterZero", "PeterRec (e)": "PeterZero"}
+#: the paired comparisons every main entry records: (summary key, reference or None for
+#: the best simple baseline)
+COMPARISONS = (("vs_fineall", "FineAll"), ("vs_best_simple", None), ("vs_scratch", SCRATCH))
+INTERVALS = ("95% two-level percentile bootstrap: training seeds drawn with replacement, then "
+             "test users with replacement (a user's instances stay together), {n} resamples; "
+             "it covers training noise and the choice of test users")
+USER_INTERVALS = ("95% percentile bootstrap over test users only ({n} resamples) of the mean "
+                  "over seeds, the trained models held fixed (the older interval)")
 
 
 def summarise(results, output_dir, resamples=1000, seed=0):
-    """Means, sample stds over seeds, 95% bootstrap intervals over test users (paired
-    differences vs FineAll and vs the best simple baseline) of every (objective, task,
-    method) at full data, and means +- std of the limited-data and curve runs."""
+    """Means, sample stds over seeds and paired 95% intervals of every (objective, task,
+    method) at full data (differences vs FineAll, vs the best simple baseline and vs the
+    method's from-scratch counterpart): `ci95` the two-level bootstrap over seeds and users,
+    `ci95_users` the user-only one beside it; means +- std of the limited-data and curve
+    runs."""
     groups = collections.defaultdict(list)
     for r in results["runs"]:
         groups[(r["objective"], r["task"], r["method"], r["fraction"])].append(r)
     summary = {"main": [], "limited": [], "curves": [],
-               "intervals": f"95% percentile bootstrap over test users ({resamples} resamples; "
-                            "a user's instances stay together), of the mean over seeds",
+               "intervals": INTERVALS.format(n=resamples),
+               "intervals_users": USER_INTERVALS.format(n=resamples),
                "std": "sample standard deviation (n-1) over training seeds"}
     tasks = sorted({r["task"] for r in results["runs"]})
     objectives = sorted({r["objective"] for r in results["runs"]})
@@ -548,39 +563,51 @@ def summarise(results, output_dir, resamples=1000, seed=0):
         kind = "item_rec" if any(r["metric"] == "hr@5" for r in results["runs"]
                                  if r["task"] == task) else "classify"
         primary = PRIMARY[kind]
-        resample = stats.user_resamples(user_groups, resamples, seed)
 
-        def statistic(runs):
+        def outcomes(runs):
+            """{seed: per-example outcomes `[examples]`} of one method's runs."""
+            runs = sorted(runs, key=lambda r: r["seed"])
             files = [os.path.join(output_dir, "per_example", _run_file(r)) for r in runs]
             if kind == "item_rec":
-                return _ranking_statistic(files, primary)
-            preds = [np.load(f)["pred"] for f in files]
-            correct = np.mean([p == truth for p in preds], axis=0)
-            return lambda idx: float(correct[idx].mean())
+                rows = _ranking_outcomes(files, primary)
+            else:
+                rows = np.stack([(np.load(f)["pred"] == truth).astype(np.float64) for f in files])
+            return {r["seed"]: row for r, row in zip(runs, rows)}
 
-        def interval(f):
-            values = np.array([f(idx) for idx in resample])
-            return [float(np.quantile(values, 0.025)), float(np.quantile(values, 0.975))]
+        def intervals(matrix):
+            """(two-level interval, user-only interval) of a `[seeds, examples]` matrix."""
+            _, low, high = stats.two_level_bootstrap_ci(matrix, user_groups, resamples, seed)
+            _, u_low, u_high = stats.bootstrap_ci(lambda idx: matrix.mean(axis=0)[idx].mean(),
+                                                  user_groups, resamples, seed)
+            return [low, high], [u_low, u_high]
 
         for objective in objectives:
             rows = {label: groups.get((objective, task, label, 1.0), []) for label, _ in METHODS}
             rows = {k: v for k, v in rows.items() if v}
-            fs = {label: statistic(runs) for label, runs in rows.items()}
+            per_seed = {label: outcomes(runs) for label, runs in rows.items()}
             simple = [label for label, spec in METHODS if isinstance(spec, str) and label in rows]
-            best_simple = max(simple, key=lambda m: fs[m](np.arange(len(truth)))) if simple else None
+            best_simple = max(simple, key=lambda m: np.mean(list(per_seed[m].values()))) \
+                if simple else None
             for label, runs in rows.items():
                 values = [r["value"] for r in runs]
+                matrix = np.stack(list(per_seed[label].values()))
+                ci, ci_users = intervals(matrix)
                 entry = {"objective": objective, "task": task, "method": label,
                          "metric": primary, "seeds": len(runs), "mean": float(np.mean(values)),
-                         "std": stats.sample_std(values), "ci95": interval(fs[label]),
+                         "std": stats.sample_std(values), "ci95": ci, "ci95_users": ci_users,
                          "means": {m: float(np.mean([r["test"][m] for r in runs]))
                                    for m in runs[0]["test"]}}
-                for name, reference in (("vs_fineall", "FineAll"), ("vs_best_simple", best_simple)):
-                    if reference and reference in fs and reference != label:
-                        diff = (lambda a, b: lambda idx: a(idx) - b(idx))(fs[label], fs[reference])
-                        entry[name] = {"reference": reference,
-                                       "difference": diff(np.arange(len(truth))),
-                                       "ci95": interval(diff)}
+                for name, reference in COMPARISONS:
+                    reference = (best_simple if reference is None else
+                                 reference.get(label) if isinstance(reference, dict) else reference)
+                    if not reference or reference not in per_seed or reference == label:
+                        continue
+                    common = sorted(set(per_seed[label]) & set(per_seed[reference]))
+                    diff = np.stack([per_seed[label][s] - per_seed[reference][s] for s in common])
+                    ci, ci_users = intervals(diff)
+                    entry[name] = {"reference": reference, "difference": float(diff.mean()),
+                                   "ci95": ci, "ci95_users": ci_users, "seeds": common,
+                                   "seed_differences": diff.mean(axis=1).tolist()}
                 summary["main"].append(entry)
             for label, _ in METHODS:
                 for fraction in sorted({r["fraction"] for r in results["runs"]}):
@@ -618,6 +645,14 @@ def _signed(value, digits=3):
     return f"{value:+.{digits}f}"
 
 
+def _interval(ci, signed=False):
+    """`[low, high]`, or `[n/a]` where an interval could not be computed (one seed)."""
+    if not ci:
+        return "[n/a]"
+    show = _signed if signed else (lambda v: f"{v:.3f}")
+    return f"[{show(ci[0])}, {show(ci[1])}]"
+
+
 def write_report(results, output_dir):
     """results.md and the three SVG charts from results.json's summary."""
     summary, config = results["summary"], results["provenance"]["configuration"]
@@ -626,7 +661,9 @@ def write_report(results, output_dir):
     objectives = sorted({e["objective"] for e in main})
     tasks = sorted({e["task"] for e in main})
     kinds = {e["task"]: ("item_rec" if e["metric"] == "hr@5" else "classify") for e in main}
-    versions = ", ".join(f"{k} {v}" for k, v in prov["versions"].items())
+    order = ["python", *provenance.PACKAGES]  # stable however results.json sorted its keys
+    versions = ", ".join(f"{k} {prov['versions'][k]}" for k in sorted(
+        prov["versions"], key=lambda k: (order.index(k) if k in order else len(order), k)))
     commits = sorted({s["commit"] or "unknown" for s in results["sessions"]})
     dirty = any(s["dirty"] for s in results["sessions"])
     lines = ["# Transfer results", "",
@@ -634,8 +671,13 @@ def write_report(results, output_dir):
                                                        else " (clean work tree)")
              + f"; {versions}. Configuration: results.json `provenance.configuration`.", "",
              f"Cells: mean over {config['seeds']} training seeds +- {summary['std']}; "
-             f"[{summary['intervals']}]. Differences are paired (same resampled users). "
-             "Sampled ranking: the true target among " + ", ".join(
+             f"[{summary['intervals']}]. Differences are paired (the same seeds and test "
+             "users); \"vs from scratch\" compares a method with its counterpart trained without "
+             "pre-training (FineCLS/FineLast/FineAll vs FineZero, PeterRec vs PeterZero). "
+             + (f"Columns marked users-only: {summary['intervals_users']}. "
+                if summary.get("intervals_users") else "")
+             + (f"{summary['rewritten']['note']} " if summary.get("rewritten") else "")
+             + "Sampled ranking: the true target among " + ", ".join(
                  f"{e['num_candidates']} ({name}: {e['candidates']})"
                  for name, e in sorted(results.get("evaluation", {}).items()) if "candidates" in e)
              + f" candidates fixed by evaluation seed {config['evaluation']['eval_seed']} (the same "
@@ -689,18 +731,28 @@ def write_report(results, output_dir):
                 head = ["accuracy", "balanced acc.", "macro-F1"]
             reference = next((e["vs_best_simple"]["reference"] for e in rows
                               if "vs_best_simple" in e), "best simple")
+            users_only = any("ci95_users" in e for e in rows)
             lines += [f"### {task}", "",
                       f"| method | {head[0]} mean +- std | 95% CI | vs FineAll [95% CI] | "
-                      f"vs {reference} [95% CI] | " + " | ".join(head[1:]) + " |",
-                      "|---" * (5 + len(extra)) + "|"]
+                      f"vs {reference} [95% CI] | vs from scratch [95% CI] | "
+                      + " | ".join(head[1:]) + " |"
+                      + (" users-only: 95% CI | vs FineAll | vs " + reference + " |"
+                         if users_only else ""),
+                      "|---" * (6 + len(extra) + 3 * users_only) + "|"]
             for e in rows:
-                cells = [f"{e['mean']:.3f} +- {_fmt(e['std'])}",
-                         f"[{e['ci95'][0]:.3f}, {e['ci95'][1]:.3f}]"]
-                for name in ("vs_fineall", "vs_best_simple"):
+                cells = [f"{e['mean']:.3f} +- {_fmt(e['std'])}", _interval(e.get("ci95"))]
+                for name in ("vs_fineall", "vs_best_simple", "vs_scratch"):
                     d = e.get(name)
-                    cells.append(f"{_signed(d['difference'])} [{_signed(d['ci95'][0])}, "
-                                 f"{_signed(d['ci95'][1])}]" if d else "-")
+                    cells.append(f"{_signed(d['difference'])} {_interval(d.get('ci95'), True)}"
+                                 + (f" vs {d['reference']}" if name == "vs_scratch" else "")
+                                 + (" (bound)" if d.get("user_se") == "bound" else "")
+                                 if d else "-")
                 cells += [_fmt(e["means"].get(m)) for m in extra]
+                if users_only:
+                    cells.append(_interval(e.get("ci95_users")))
+                    for name in ("vs_fineall", "vs_best_simple"):
+                        d = e.get(name)
+                        cells.append(_interval(d.get("ci95_users"), True) if d else "-")
                 lines.append(f"| {e['method']} | " + " | ".join(cells) + " |")
             lines.append("")
     # limited data
@@ -734,7 +786,7 @@ def write_report(results, output_dir):
                                                                 "PeterRec (d)")))
         lines.append(f"| {objective} | {_fmt(float(np.mean(mrr)) if mrr else None, 4)} | "
                      + " | ".join(cells) + " |")
-    lines += ["", "Charts: results.svg (bars: mean over seeds, whiskers: 95% bootstrap CI), "
+    lines += ["", "Charts: results.svg (bars: mean over seeds, whiskers: the 95% CI above), "
               "learning_curves.svg (validation and test metric of every checkpoint, nothing "
               "selected on them; "
               "whiskers +- sample std over seeds), limited_data.svg.", ""]
@@ -755,10 +807,11 @@ def _charts(summary, objectives, tasks, output_dir):
             if rows:
                 panels.append({"title": f"{task} ({objective})", "ylabel": _label_of(rows[0]["metric"]),
                                "xlabel": "method",
-                               "bars": [(e["method"], e["mean"], *e["ci95"]) for e in rows]})
+                               "bars": [(e["method"], e["mean"], *(e["ci95"] or [e["mean"]] * 2))
+                                        for e in rows]})
     svg.bar_chart(os.path.join(output_dir, "results.svg"), "Test metric by method", panels,
-                  len(tasks), note="bars: mean over training seeds; whiskers: 95% bootstrap CI "
-                  "over test users")
+                  len(tasks), note="bars: mean over training seeds; whiskers: 95% interval over "
+                  "training seeds and test users")
     panels = []
     for objective in objectives:
         for split in ("validation", "test"):
@@ -879,7 +932,6 @@ def _run_from_flags(v):
 
 
 if __name__ == "__main__":
-    from absl import app
+    from pipelines.command import run_command
 
-    define_flags()
-    sys.exit(app.run(main))
+    run_command(define_flags, main, __doc__)

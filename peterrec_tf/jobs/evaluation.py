@@ -12,8 +12,15 @@ import time
 
 def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10),
                  num_candidates=100, batch_size=256, seed=0, max_len=0, output=None, log=print,
-                 backbone_dir=None):
+                 backbone_dir=None, exclude_history=False):
+    """Metrics of `model_dir` on `split` of `data_dir` (see the module docstring);
+    `exclude_history` ranks as an export with --exclude_history serves: an item of the
+    user's history (as the dataset holds it: the most recent max_len items) is no
+    competitor, except the true item itself."""
     from pipelines import inputs
+    from pipelines.metadata_checksum import read_data_vocab
+    from peterrec_tf.jobs.checks import check_ranking, check_split_records
+    from peterrec_tf.filesystem import check_output_file, write_faults_reported
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.training import evaluation
     from peterrec_tf.training.flags import check_values
@@ -22,15 +29,18 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     ks = [int(k) for k in ks]
     check_values({"ks": ks, "num_candidates": num_candidates, "batch_size": batch_size,
                  "max_len": max_len})
+    if output:  # found before the evaluation, not after it
+        check_output_file(output, "--output")
     meta = inputs.read_metadata(data_dir)
-    inputs.check_candidates(data_dir, meta, ranking, num_candidates)
+    check_split_records(data_dir, meta, (split,))
+    check_ranking(data_dir, meta, ranking, num_candidates, ks)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
                          f"{meta['num_items']}: not the same vocabulary")
     data_vocab = os.path.join(data_dir, "vocab", "items.txt")
     if "items" in vocabs and os.path.exists(data_vocab) and \
-            vocabs["items"] != inputs.load_vocab(data_vocab):
+            vocabs["items"] != read_data_vocab(data_dir, "items.txt", meta):
         raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
                          "other items")
     task = meta["task"]
@@ -43,18 +53,32 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
         size = meta.get("num_targets") or meta.get("num_classes")
         if size != model.num_outputs:
             raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
+    exclude = None
+    if exclude_history:
+        if task == "classify":
+            raise ValueError("--exclude_history ranks items; a classification model ranks none")
+        outputs = vocabs.get("targets") if model.task == "item_rec" else vocabs.get("items")
+        if outputs is None or "items" not in vocabs:
+            raise ValueError(f"{model_dir}: --exclude_history needs vocab.txt"
+                             f"{' and target_vocab.txt' if model.task == 'item_rec' else ''} "
+                             "to know which outputs are the history's items")
+        exclude = evaluation.history_exclusion(
+            evaluation.item_to_output_ids(vocabs["items"], outputs))
     dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
                                   framing=model_framing(model, config), max_len=max_len)
     started = time.monotonic()
     with inputs.reading(data_dir, (split,)):
         results = evaluation.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),
-                                      log=log, label=f"{split} ({ranking} ranking)")
+                                      log=log, label=f"{split} ({ranking} ranking)",
+                                      exclude=exclude)
     seconds = time.monotonic() - started
     inputs.check_count(data_dir, split, results["examples"], "scored")
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None, seconds=seconds,
+                   exclude_history=bool(exclude_history),
                    examples_per_second=results["examples"] / max(seconds, 1e-9))
     log(json.dumps(results, indent=2))
     if output:
-        write_json(output, results)
+        with write_faults_reported(output):
+            write_json(output, results)
     return results

@@ -49,6 +49,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
 
     from pipelines import inputs
     from pipelines.framing import Framing
+    from pipelines.metadata_checksum import read_data_vocab
+    from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
     from peterrec_tf.task_artifact import stores_task_only
@@ -91,7 +93,11 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         raise ValueError(f"{data_dir} has {meta['num_items']} items but {pretrained} was "
                          f"pre-trained with {backbone.vocab_size}: prepare the data with "
                          f"--vocab={os.path.join(pretrained, 'vocab.txt')}")
-    data_vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
+    data_vocab = read_data_vocab(data_dir, "items.txt", meta)
+    data_vocabs = {"items": data_vocab}  # every vocabulary verified now, saved with the task
+    for key, name in (("targets", "targets.txt"), ("labels", "labels.txt")):
+        if os.path.exists(os.path.join(data_dir, "vocab", name)):
+            data_vocabs[key] = read_data_vocab(data_dir, name, meta)
     if "items" in source_vocabs and source_vocabs["items"] != data_vocab:
         raise ValueError(f"{data_dir}/vocab/items.txt differs from {pretrained}/vocab.txt: item "
                          "ids would silently mean other items; prepare with --vocab")
@@ -106,7 +112,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     if task == "item_rec" and loss != "ce" and num_negatives and num_outputs < 3:
         raise ValueError(f"{data_dir}: --loss={loss} samples negatives and needs at least 2 "
                          f"real targets, the data has {num_outputs - 1}")
-    inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
+    check_split_records(data_dir, meta, ("train", "validation", "test"))
+    check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     # a further fine-tuning keeps its source's framing (a converted release model's family)
     framing = inputs.task_framing(
         meta, source.framing if source.task != "pretrain" else Framing(backbone.FINE_TUNING_FRAMING),
@@ -154,11 +161,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                                            drop_remainder=strategy_.num_replicas_in_sync > 1)
 
         def save():
-            vocabs = {"items": data_vocab}
-            for key, name in (("targets", "targets.txt"), ("labels", "labels.txt")):
-                path = os.path.join(data_dir, "vocab", name)
-                if os.path.exists(path):
-                    vocabs[key] = inputs.load_vocab(path)
+            vocabs = dict(data_vocabs)
             alone = not (save_full_model or from_scratch) and stores_task_only(model)
             save_model_dir(model_dir, model, {"pretrained": os.path.abspath(pretrained),
                                               "data_dir": os.path.abspath(data_dir),

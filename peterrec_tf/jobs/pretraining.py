@@ -49,7 +49,11 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  num_blocks=2, heads=1, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
+    from pipelines.metadata_checksum import read_data_vocab
+    from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.model_dir import save_model_dir
+    from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
+                                           keep_replaced_backbone)
     from peterrec_tf.models import GRecPretrainer, NextItNet
     from peterrec_tf.models.architectures import backbone_for, check_architecture_settings
     from peterrec_tf.training import best as selection
@@ -90,7 +94,9 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                          "or tied with --num_sampled=0")
     if num_sampled >= vocab_size:
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
-    inputs.check_candidates(data_dir, meta, eval_ranking, num_candidates)
+    check_split_records(data_dir, meta, ("train", "validation", "test"))
+    check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
+    vocab = read_data_vocab(data_dir, "items.txt", meta)  # verified before any training
     max_len = max_len or meta["max_len"]
     logits_bytes = batch_size * max_len * vocab_size * 4
     if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
@@ -145,9 +151,12 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                                            drop_remainder=strategy_.num_replicas_in_sync > 1)
 
         def save():
-            vocab = inputs.load_vocab(os.path.join(data_dir, "vocab", "items.txt"))
+            # a finished model this run replaces stays loadable for the tasks over it
+            keep_replaced_backbone(model_dir, model.backbone, log)
             save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
-                                              "data_dir": os.path.abspath(data_dir)},
+                                              "data_dir": os.path.abspath(data_dir),
+                                              PRETRAINED_FINGERPRINT:
+                                                  backbone_fingerprint(model.backbone)},
                            {"items": vocab})
 
         evaluate_split = split_evaluator(model, data_dir, "pretrain", config["ks"],

@@ -98,16 +98,22 @@ def train_job(kind, config, settings, prepare, log=print):
     to results.json. Nothing is written before the lock is held and flags.json recorded."""
     from pipelines import inputs
     from pipelines.locking import exclusive_lock
+    from peterrec_tf.filesystem import check_writable, write_faults_reported
     from peterrec_tf.training import best as selection
-    from peterrec_tf.training import loop, reproducibility, results, strategy as dist
+    from peterrec_tf.training import loop, reproducibility, results, strategy as dist, summaries
 
     chief = dist.is_chief()
     precision = dist.set_precision(settings.mixed_precision)
     strategy = dist.make_strategy(settings.strategy)
     dist.check_batch_size(settings.batch_size, strategy)
-    with (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
+    if chief:  # a read-only or missing place is found before any work
+        check_writable(settings.model_dir, "--model_dir")
+    with write_faults_reported(settings.model_dir), \
+            (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
             inputs.reading(settings.data_dir):
         results.record_config(settings.model_dir, config, write=chief)
+        if chief:
+            results.write_flagfile(settings.model_dir, config, f"python -m peterrec_tf.{kind}")
         # after the strategy: creating one may draw from Python's generator, which seeds
         # the initialisers (and the workers must initialise identically to a single process)
         reproducibility.set_seed(settings.seed, settings.deterministic)
@@ -135,6 +141,9 @@ def train_job(kind, config, settings, prepare, log=print):
             report["test"] = job.evaluate_split("test")
             log(f"{job.test_label}: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in report["test"].items() if k != "examples"))
+            if chief:
+                summaries.write_final(settings.model_dir, config, report["validation"],
+                                      report["test"], trained["steps"], settings.select_metric)
             if chief:
                 job.save()
         report["wall_seconds"] = time.time() - started

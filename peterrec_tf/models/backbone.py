@@ -293,10 +293,39 @@ def is_patch(layer):
 
 
 class WrapsBackbone:
-    """Serialization for task models that hold a Backbone: nested config in, object out."""
+    """Serialization for task models that hold a Backbone: nested config in, object out;
+    the compile a loaded model gets, and Keras' `export` with the models' one input, so a
+    model from `keras.saving.load_model` summarises, predicts, exports and trains on."""
+
+    #: Every task model's input: item ids `[batch, length]`, framed as the model records.
+    ITEM_IDS_SPEC = ("item_ids", (None, None), "int32")
 
     @classmethod
     def from_config(cls, config):
         config = dict(config)
         config["backbone"] = keras.saving.deserialize_keras_object(config["backbone"])
         return cls(**config)
+
+    def compile_from_config(self, config):
+        """`keras.saving.load_model`'s compile: the saved optimizer configuration (a fresh
+        optimizer: its moments are not in model.keras, resuming a job reads checkpoints/),
+        the loss of `compute_loss`, and TensorFlow's own ops (the jobs choose XLA per
+        machine). The optimizer builds at the first `fit`, as after any `compile`, so the
+        file's optimizer variables (step count, learning rate) are exactly its own."""
+        config = dict(keras.saving.deserialize_keras_object(config))
+        config["jit_compile"] = False
+        self.compile(**config)
+
+    def export(self, filepath, format="tf_saved_model", verbose=None, input_signature=None,
+               **kwargs):
+        """`keras.Model.export`, with `input_signature` defaulting to the item ids `[B, L]`
+        (Keras infers it only from a first call's shapes, which `build()` and loading do not
+        record). The serving export with string histories and top-k signatures is
+        `peterrec_tf.serving.saved_model.export`."""
+        if input_signature is None:
+            import tensorflow as tf
+
+            name, shape, dtype = self.ITEM_IDS_SPEC
+            input_signature = [tf.TensorSpec(shape, dtype, name=name)]
+        return super().export(filepath, format=format, verbose=verbose,
+                              input_signature=input_signature, **kwargs)

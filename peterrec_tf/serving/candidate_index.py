@@ -10,9 +10,11 @@ also as int8 (one scale per row: a quarter of the bytes) and answers in three st
    upper bound of its float32 logit: `|x.w - x'.w'| <= |x| |w - w'| + |x - x'| |w'|`
    (Cauchy-Schwarz; `|w - w'|` and `|w'|` stored per row, rounded up) plus a margin for
    float32 rounding. The `CANDIDATES` rows of highest bound are kept.
-2. The candidates are re-scored from the float32 head with the head's own `logits_at`
-   and their top k taken (candidates in id order, so ties go to the lower id as in
-   `tf.math.top_k` over the whole row).
+2. The candidates are re-scored from the float32 head with the same product (op and
+   layout) as the whole-catalogue ranking, on the same (not XLA-compiled) hidden state,
+   so their scores are bit for bit those of the float32 export, and their top k taken
+   (candidates in id order, so ties go to the lower id as in `tf.math.top_k` over the
+   whole row): the float32 export's ids, in its order, near-ties included.
 3. Certificate: when the k-th exact score is above the highest bound among the rows left
    out, no row left out can be in the top k and the answer is the float32 model's. When
    it is not (a near-tie at the boundary, a non-finite input), and for batches above
@@ -30,6 +32,8 @@ That and its size (+25% of the head's bytes) are why it is opt-in
 
 import numpy as np
 import tensorflow as tf
+
+from peterrec_tf.training import chunked_ranking
 
 #: Rows re-scored exactly per history.
 CANDIDATES = 512
@@ -137,32 +141,56 @@ class Int8CandidateIndex(tf.Module):
             tf.fill([len(self.blocked)], tf.constant(-np.inf, tf.float32)))
         return upper
 
-    def top_k(self, head, hidden, k, exact):
+    def top_k(self, head, hidden, k, exact, excluded=None):
         """(scores `[B, k]`, ids `[B, k]` int32) of the k highest logits of `head` for
         `hidden` `[B, C]`, blocked ids never chosen; `exact()` computes the same by
-        scoring every row (the fallback). Run inside the task's variable scope (the
-        re-scoring reads the head's float32 weights through `head.logits_at`)."""
+        scoring every row (the fallback). `excluded` `[B, E]`: ids that are no answer for
+        that row (-1 pads; `exact` must exclude them too). Run inside the task's variable
+        scope (the re-scoring reads the head's float32 weights through `rescore`)."""
         hidden = tf.cast(hidden, tf.float32)
         batch = tf.shape(hidden)[0]
         usable = (batch <= MAX_BATCH) & (k <= self.candidates)
 
         def certified():
-            values, ids, proven = self.candidate_top_k(head, hidden, k)
+            values, ids, proven = self.candidate_top_k(head, hidden, k, excluded)
             return tf.cond(proven, lambda: (values, ids), exact)
 
         return tf.cond(usable, certified, exact)
 
-    def candidate_top_k(self, head, hidden, k):
+    def rescore(self, head, hidden, ids):
+        """float32 logits `[B, K]` of each row's candidate `ids` `[B, K]`, bit for bit those
+        of the whole-catalogue product: the same 2-D `MatMul` layout as the head's own
+        `call` / `logits_range` (`h @ W^T + b` over `[N, C]` rows, or `relu(h) @ W + b`
+        over `[C, N]` columns), here over the `B * K` gathered candidates of all rows, each
+        row keeping its own block. (An einsum over per-row gathers, `head.logits_at`,
+        rounds differently in a graph, which reorders near-equal items.) `B * B * K`
+        products: fine for the `MAX_BATCH` rows this path serves."""
+        rows, count = tf.shape(ids)[0], tf.shape(ids)[1]
+        flat = tf.reshape(ids, [-1])
+        bias = tf.gather(head.bias, flat)
+        if self.relu_query:  # FullSoftmaxHead: kernel [C, V]
+            products = tf.matmul(tf.nn.relu(hidden), tf.gather(head.kernel, flat, axis=1)) + bias
+        else:  # DotProductHead: kernel [V, C]
+            products = tf.matmul(hidden, tf.transpose(tf.gather(head.kernel, flat, axis=0))) + bias
+        products = tf.reshape(tf.cast(products, tf.float32), [rows, rows, count])
+        return tf.gather(products, tf.range(rows), axis=1, batch_dims=1)
+
+    def candidate_top_k(self, head, hidden, k, excluded=None):
         """(scores, ids, proven): the top k among each row's candidates, and whether the
-        certificate shows them to be the top k of the whole catalogue for every row."""
+        certificate shows them to be the top k of the whole catalogue for every row.
+        Excluded candidates score -inf: the certificate still holds (the rows left out
+        stay below the bound, excluded or not); a row left with fewer than k answering
+        candidates has -inf as its k-th score and is never proven."""
         query = tf.nn.relu(hidden) if self.relu_query else hidden
         upper = tf.map_fn(lambda row: self._compiled_bounds(*quantize_query(row[None, :])),
                           query, fn_output_signature=tf.TensorSpec([self.vocab_size], tf.float32))
         bounds, ids = top_k_by_blocks(upper, self.candidates)
         outside = bounds[:, -1]  # every row left out has a logit at most this
         ids = tf.sort(ids, axis=1)  # equal scores: the lower id first, as over whole rows
-        logits = tf.cast(head.logits_at(hidden, ids), tf.float32)
+        logits = self.rescore(head, hidden, ids)
         blocked = tf.reduce_any(ids[:, :, None] == tf.constant(self.blocked, tf.int32), axis=2)
+        if excluded is not None:
+            blocked |= chunked_ranking.is_excluded(ids, excluded)
         logits = tf.where(blocked, tf.constant(-np.inf, tf.float32), logits)
         values, position = tf.math.top_k(logits, k)
         chosen = tf.gather(ids, position, batch_dims=1)

@@ -2,19 +2,25 @@
 
 Both take user histories as lists of item tokens (oldest first), pad them, send them to a
 signature of an export (`serving_default`, `<task>`, `<task>_ids`, `<task>_top_k`,
-`<task>_user_embedding`) and return the outputs as NumPy arrays. `timeout` is the
-deadline of a whole call, retries included; UNAVAILABLE (server starting, restarting or
-not reachable yet) is retried with backoff while time remains; any other failure raises
-ServingError with the status and the server's own message.
+`<task>_user_embedding`, `<task>_top_k_exclude`) and return the outputs as NumPy arrays.
+`timeout` is the deadline of a whole call, retries included; UNAVAILABLE (server
+starting, restarting or not reachable yet) is retried with backoff while time remains;
+any other failure raises ServingError with the status and the server's own message.
+
+Retries are the libraries' own: gRPC by the channel's service config (`retryPolicy` for
+UNAVAILABLE, at most 5 attempts, gRPC's cap; the call's deadline covers every attempt),
+REST by a `urllib3.util.Retry` (503 and refused connections; its counting and backoff),
+each attempt given only the time left of the call's deadline.
 """
 
 import json
-import socket
 import time
-import urllib.error
-import urllib.request
 
 import numpy as np
+
+PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
+#: gRPC ignores a retryPolicy's maxAttempts above 5.
+GRPC_MAX_ATTEMPTS = 5
 
 
 class ServingError(RuntimeError):
@@ -50,8 +56,27 @@ def _trim(outputs, k):
 RANKING_OUTPUTS = ("top_k_ids", "top_k_items", "scores")
 
 
-def _backoff(attempt):
-    return min(2.0, 0.1 * 2 ** attempt)
+def grpc_service_config(retries):
+    """The channel's service config (JSON): Predict retried on UNAVAILABLE with exponential
+    backoff 0.1 s .. 2 s, up to `retries` more attempts (gRPC allows 4 at most)."""
+    if retries < 1:
+        return json.dumps({"methodConfig": [{"name": [{"service": PREDICTION_SERVICE}]}]})
+    return json.dumps({"methodConfig": [{
+        "name": [{"service": PREDICTION_SERVICE}],
+        "retryPolicy": {"maxAttempts": min(int(retries) + 1, GRPC_MAX_ATTEMPTS),
+                        "initialBackoff": "0.1s", "maxBackoff": "2s",
+                        "backoffMultiplier": 2, "retryableStatusCodes": ["UNAVAILABLE"]}}]})
+
+
+def rest_retry(retries):
+    """`urllib3.util.Retry` for one REST call: refused connections and 503 retried with
+    exponential backoff (0.1 s doubling, at most 2 s), nothing else (a POST that reached
+    the server and failed is not sent twice)."""
+    from urllib3.util import Retry
+
+    return Retry(total=int(retries), connect=int(retries), read=0, status=int(retries),
+                 other=0, redirect=0, status_forcelist=(503,), allowed_methods=None,
+                 backoff_factor=0.1, backoff_max=2.0, raise_on_status=False)
 
 
 class _Deadline:
@@ -63,14 +88,6 @@ class _Deadline:
     def left(self):
         return self.end - time.monotonic()
 
-    def sleep_before_retry(self, attempt):
-        """Sleep the backoff and return True, or False when it would pass the deadline."""
-        pause = _backoff(attempt)
-        if pause >= self.left():
-            return False
-        time.sleep(pause)
-        return True
-
 
 class GrpcClient:
     """`GrpcClient("localhost:8500", "peterrec").predict([["i1", "i2"]], k=5)`."""
@@ -81,7 +98,12 @@ class GrpcClient:
         from tensorflow_serving.apis import prediction_service_pb2_grpc
 
         self.target = target
-        self.channel = grpc.insecure_channel(target)
+        self.channel = grpc.insecure_channel(target, options=[
+            ("grpc.enable_retries", 1), ("grpc.service_config", grpc_service_config(retries)),
+            # reconnect as soon as the backoff allows while a server starts (gRPC's default
+            # first reconnect waits 1 s, longer than a short call's deadline)
+            ("grpc.initial_reconnect_backoff_ms", 100), ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000)])
         self.stub = prediction_service_pb2_grpc.PredictionServiceStub(self.channel)
         self.model_name, self.signature, self.version = model_name, signature, version
         self.timeout, self.retries = timeout, retries
@@ -122,28 +144,35 @@ class GrpcClient:
         ids = np.concatenate([np.zeros((len(ids), 1), np.int64), ids.reshape(len(ids), -1)], axis=1)
         return self.call({"item_ids": ids}, signature)
 
+    def predict_excluding(self, histories, exclude, k, signature, length=None):
+        """Outputs of a `<task>_top_k_exclude` signature: `k` items per history, none of
+        the output tokens in that history's `exclude` list (one list per history)."""
+        if not signature.endswith("_top_k_exclude"):
+            raise ValueError(f"exclude needs a <task>_top_k_exclude signature, not {signature!r}")
+        items = pad_histories(histories, length)
+        if len(exclude) != len(items):
+            raise ValueError(f"exclude needs one list per history: {len(exclude)} for {len(items)}")
+        inputs = {"items": items, "k": np.full(len(items), int(k), dtype=np.int32),
+                  "exclude": pad_histories(exclude)}  # a leading "": never empty
+        return _trim(self.call(inputs, signature), k)
+
     def call(self, inputs, signature=None):
-        """One Predict call with raw named inputs; retries UNAVAILABLE within the deadline."""
+        """One Predict call with raw named inputs; the channel's service config retries
+        UNAVAILABLE within the call's deadline."""
         import grpc
         import tensorflow as tf
 
         request = self.request(inputs, signature)
-        deadline = _Deadline(self.timeout)
-        attempt = 0
-        while True:
-            try:
-                response = self.stub.Predict(request, timeout=max(deadline.left(), 0.001))
-                return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
-            except grpc.RpcError as error:
-                code = error.code()
-                if code == grpc.StatusCode.UNAVAILABLE and attempt < self.retries \
-                        and deadline.sleep_before_retry(attempt):
-                    attempt += 1
-                    continue
-                where = f"{self.target} model {self.model_name!r} signature " \
-                        f"{request.model_spec.signature_name!r}"
-                raise ServingError(code.name, f"{error.details()} ({where}, after "
-                                   f"{attempt + 1} attempt(s))") from error
+        try:
+            response = self.stub.Predict(request, timeout=self.timeout)
+            return {name: tf.make_ndarray(proto) for name, proto in response.outputs.items()}
+        except grpc.RpcError as error:
+            code = error.code()
+            where = f"{self.target} model {self.model_name!r} signature " \
+                    f"{request.model_spec.signature_name!r}"
+            tries = (f", up to {min(self.retries + 1, GRPC_MAX_ATTEMPTS)} attempts"
+                     if code == grpc.StatusCode.UNAVAILABLE else "")
+            raise ServingError(code.name, f"{error.details()} ({where}{tries})") from error
 
     def close(self):
         self.channel.close()
@@ -163,6 +192,7 @@ class RestClient:
         self.base_url, self.model_name = base_url.rstrip("/"), model_name
         self.signature, self.version = signature, version
         self.timeout, self.retries = timeout, retries
+        self._pool = None
 
     @property
     def url(self):
@@ -199,35 +229,67 @@ class RestClient:
         return _trim(outputs, k)
 
     def post(self, body):
-        """POST one JSON body; retries 503 and refused connections within the deadline."""
+        """POST one JSON body: a refused connection or a 503 is retried by `rest_retry`'s
+        policy while the call's deadline allows, each attempt given the time left."""
+        import urllib3
+
         data = json.dumps(body).encode()
         deadline = _Deadline(self.timeout)
-        attempt = 0
+        retry = rest_retry(self.retries)
         while True:
-            request = urllib.request.Request(self.url, data=data,
-                                             headers={"Content-Type": "application/json"})
+            left = deadline.left()
             try:
-                with urllib.request.urlopen(request, timeout=max(deadline.left(), 0.001)) as response:
-                    return json.loads(response.read().decode())
-            except urllib.error.HTTPError as error:
-                text = error.read().decode(errors="replace")
+                if left <= 0:
+                    raise urllib3.exceptions.ReadTimeoutError(None, self.url, "deadline")
+                response = self.pool.request(
+                    "POST", self.url, body=data, headers={"Content-Type": "application/json"},
+                    timeout=urllib3.Timeout(total=left), retries=False)
+            except (urllib3.exceptions.NewConnectionError,  # (a ConnectTimeoutError subclass)
+                    urllib3.exceptions.ProtocolError) as error:
                 try:
-                    text = json.loads(text).get("error", text)
-                except (ValueError, AttributeError):
-                    pass
-                if error.code == 503 and attempt < self.retries and deadline.sleep_before_retry(attempt):
-                    attempt += 1
-                    continue
-                raise ServingError(error.code, f"{text} ({self.url})") from error
-            except (TimeoutError, socket.timeout) as error:
+                    retry = retry.increment("POST", self.url, error=error)
+                except urllib3.exceptions.MaxRetryError:
+                    retry = None
+                if retry is None or not self._sleep(retry, deadline):
+                    raise ServingError("UNAVAILABLE", f"{error} ({self.url}, after "
+                                       f"{self._attempts(retry)} attempt(s))") from error
+                continue
+            except (urllib3.exceptions.ConnectTimeoutError,
+                    urllib3.exceptions.ReadTimeoutError) as error:
                 raise ServingError("DEADLINE_EXCEEDED",
                                    f"no answer from {self.url} within {self.timeout}s") from error
-            except urllib.error.URLError as error:
-                if isinstance(error.reason, (TimeoutError, socket.timeout)):
-                    raise ServingError("DEADLINE_EXCEEDED",
-                                       f"no answer from {self.url} within {self.timeout}s") from error
-                if attempt < self.retries and deadline.sleep_before_retry(attempt):
-                    attempt += 1
-                    continue
-                raise ServingError("UNAVAILABLE", f"{error.reason} ({self.url}, after "
-                                   f"{attempt + 1} attempt(s))") from error
+            if response.status == 200:
+                return json.loads(response.data.decode())
+            if retry.is_retry("POST", response.status):
+                try:
+                    retry = retry.increment("POST", self.url, response=response)
+                    if self._sleep(retry, deadline):
+                        continue
+                except urllib3.exceptions.MaxRetryError:
+                    pass
+            text = response.data.decode(errors="replace")
+            try:
+                text = json.loads(text).get("error", text)
+            except (ValueError, AttributeError):
+                pass
+            raise ServingError(response.status, f"{text} ({self.url})")
+
+    def _attempts(self, retry):
+        return self.retries + 1 if retry is None else len(retry.history) + 1
+
+    @staticmethod
+    def _sleep(retry, deadline):
+        """Sleep `retry`'s backoff and return True, or False when it would pass the deadline."""
+        pause = retry.get_backoff_time()
+        if pause >= deadline.left():
+            return False
+        time.sleep(pause)
+        return True
+
+    @property
+    def pool(self):
+        import urllib3
+
+        if self._pool is None:
+            self._pool = urllib3.PoolManager(retries=False)
+        return self._pool

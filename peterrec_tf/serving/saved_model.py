@@ -6,6 +6,8 @@ because Serving watches the base directory), with signatures per task:
   `<task>`                 input `items` (string [B, L])
   `<task>_ids`             input `item_ids` (int64 [B, L])
   `<task>_top_k`           inputs `items` and `k` (int32 [B], one k per history; ranking)
+  `<task>_top_k_exclude`   inputs `items`, `k` and `exclude` (string [B, X]: output tokens
+                           that history must not get, "" for none; ranking)
   `<task>_user_embedding`  input `items`: output `user_embedding` [B, C]
 and `serving_default` = the first task's `<task>`. Item-ranking and pre-trained tasks
 answer `top_k_ids` (int64 [B, k]), `top_k_items` (string [B, k]) and `scores` (float
@@ -20,7 +22,9 @@ embedding row. The graph then frames what is left with the model's own `Framing`
 (`pipelines.framing`, recorded in the model's config: the last `max_len` items, padded,
 with the [TCL] tokens of its family), exactly as the training input pipeline does. A
 ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
-(`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`).
+(`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`), and with
+`exclude_history` (`--exclude_history`, recorded in the export report) never an item of
+the request's own history. Inputs of the wrong rank are INVALID_ARGUMENT (`checked`).
 
 The SavedModel is a `tf.Module` over the Keras task models: each signature calls the
 model's own methods (one forward pass in the code base), with the model's variables
@@ -43,6 +47,7 @@ import tensorflow as tf
 
 from pipelines.vocab import write_tokens
 from peterrec_tf.training import chunked_ranking
+from peterrec_tf.training.evaluation import item_to_output_ids
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 #: --next_item_index choices: none (float32 scan) or int8 (candidate_index).
@@ -76,6 +81,20 @@ class ServedTask:
         return self.model.head.vocab_size if self.kind == "pretrain" else self.model.num_outputs
 
 
+HISTORIES = "histories: a matrix [B, L], one row per user (a 1-D input is no batch of histories)"
+
+
+def checked(tensor, rank, meaning):
+    """`tensor` once it is known at run time to have `rank` dimensions, else
+    INVALID_ARGUMENT naming `meaning`. The signature's TensorSpec does not do this where
+    Serving runs it: the C++ session feeds a placeholder whatever shape it is given (a
+    1-D `items` would be read as B one-item histories), and a check on the static rank
+    is folded away at tracing."""
+    valid = tf.equal(tf.raw_ops.Rank(input=tensor), rank)
+    with tf.control_dependencies([tf.debugging.Assert(valid, [f"expected {meaning}"])]):
+        return tf.identity(tensor)
+
+
 def _backbone_path(weight):
     """'backbone/block_0_1/dilated_conv1/kernel' whatever the enclosing model is called."""
     path = weight.path
@@ -85,11 +104,13 @@ def _backbone_path(weight):
 class ServingModule(tf.Module):
     """Frozen backbone variables + per-task variables; tf.functions that Serving calls."""
 
-    def __init__(self, tasks, items_vocab, default_k, asset_dir):
+    def __init__(self, tasks, items_vocab, default_k, asset_dir, exclude_history=False):
         """Vocabularies become asset files (`assets/*.txt`, one token a line, copied into the
         export once) behind lookup tables, instead of graph constants repeated in every
-        signature's function."""
+        signature's function. `exclude_history`: ranking signatures never return an item
+        of the request's own history."""
         super().__init__(name="peterrec_serving")
+        self.exclude_history = bool(exclude_history)
         self.tasks = tasks  # plain objects: their Keras models are not saved, only ...
         self.task_variables = [[stored for _, stored in t.weights] for t in tasks]  # ... these
         self.indexes = [t.index for t in tasks if t.index is not None]  # and their int8 copies
@@ -107,12 +128,26 @@ class ServingModule(tf.Module):
             tf.lookup.TextFileIndex.WHOLE_LINE, tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER),
             default_value=0)
         self.output_tables = {}
+        self.output_id_tables = {}  # token -> output id, for a request's `exclude` list
+        self.outputs_by_token = {}  # task -> whether its outputs are another vocabulary
         for task in tasks:
             name = "items" if task.outputs_vocab == self.item_tokens else f"{task.name}_outputs"
             self.output_tables[task.name] = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
                 self._asset(asset_dir, name, task.outputs_vocab), tf.int64,
                 tf.lookup.TextFileIndex.LINE_NUMBER, tf.string, tf.lookup.TextFileIndex.WHOLE_LINE),
                 default_value="")
+            if task.kind != "classify":
+                self.output_id_tables[task.name] = self.item_table if name == "items" else \
+                    tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+                        self.assets[name], tf.string, tf.lookup.TextFileIndex.WHOLE_LINE,
+                        tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER), default_value=-1)
+                self.outputs_by_token[task.name] = item_to_output_ids(
+                    self.item_tokens, task.outputs_vocab) is not None
+        # id -> item token, for a history's items as another vocabulary's ids (by token:
+        # two asset-backed lookups instead of a [V] constant copied into every signature)
+        self.item_token_table = tf.lookup.StaticHashTable(tf.lookup.TextFileInitializer(
+            self.assets["items"], tf.int64, tf.lookup.TextFileIndex.LINE_NUMBER, tf.string,
+            tf.lookup.TextFileIndex.WHOLE_LINE), default_value="")
 
     def _asset(self, asset_dir, name, tokens):
         if name not in self.assets:
@@ -142,19 +177,6 @@ class ServingModule(tf.Module):
         with task.scope():
             return task.model.user_embedding(ids)[:tf.shape(item_ids)[0]]
 
-    def compiled_user_vector(self, item_ids, task):
-        """`user_vector` with the backbone XLA-compiled for batches of up to
-        `candidate_index.MAX_BATCH` histories (an export with the int8 index is served with
-        XLA anyway; one compilation per batch size, so larger batches run uncompiled)."""
-        from peterrec_tf.serving.candidate_index import MAX_BATCH
-
-        ids = self.framed(item_ids, task)
-        with task.scope():
-            compiled = tf.function(task.model.user_embedding, jit_compile=True)
-            hidden = tf.cond(tf.shape(ids)[0] <= MAX_BATCH, lambda: compiled(ids),
-                             lambda: task.model.user_embedding(ids))
-        return hidden[:tf.shape(item_ids)[0]]
-
     def scores(self, item_ids, task):
         ids = self.framed(item_ids, task)
         with task.scope():
@@ -164,7 +186,29 @@ class ServingModule(tf.Module):
                 scores = task.model(ids)
         return scores[:tf.shape(item_ids)[0]]
 
-    def outputs(self, item_ids, task, k):
+    def excluded_ids(self, item_ids, task, exclude=None):
+        """Output ids `[B, E]` (-1: none) no ranking of this request may return: its
+        history's items (under `exclude_history`; an item that is no output of the task,
+        e.g. a target vocabulary of other items, excludes nothing) and the output tokens
+        of `exclude` `[B, X]` (unknown and "" tokens exclude nothing); None when neither."""
+        parts = []
+        if self.exclude_history:
+            ids = tf.cast(item_ids, tf.int64)
+            known = (ids > 0) & (ids < self.vocab_size)
+            if not self.outputs_by_token[task.name]:  # the outputs are the items
+                parts.append(tf.where(known, ids, -1))
+            else:  # item id -> token -> output id (-1 when no output has that token)
+                tokens = self.item_token_table.lookup(tf.where(known, ids, 0))
+                mapped = self.output_id_tables[task.name].lookup(tokens)
+                parts.append(tf.where(known, mapped, -1))
+        if exclude is not None:
+            ids = self.output_id_tables[task.name].lookup(exclude)
+            parts.append(tf.where(exclude == "", tf.constant(-1, tf.int64), ids))
+        if not parts:
+            return None
+        return tf.cast(tf.concat(parts, axis=1) if len(parts) > 1 else parts[0], tf.int32)
+
+    def outputs(self, item_ids, task, k, exclude=None):
         if task.kind == "classify":
             scores = self.scores(item_ids, task)
             probabilities = tf.nn.softmax(scores, axis=-1)
@@ -176,6 +220,13 @@ class ServingModule(tf.Module):
         else:
             tf.debugging.assert_equal(tf.shape(k)[0], tf.shape(item_ids)[0], message=(
                 "k must hold one value per history (its length must equal the batch's)"))
+        if exclude is not None:
+            with tf.control_dependencies([tf.debugging.assert_equal(
+                    tf.shape(exclude)[0], tf.shape(item_ids)[0], message=(
+                        "exclude must hold one row per history (its length must equal the "
+                        "batch's)"))]):
+                exclude = tf.identity(exclude)
+        excluded = self.excluded_ids(item_ids, task, exclude)
         # one k per history (Serving's batching needs a batch dimension on every input):
         # the batch's largest k is computed, each row's columns beyond its own k are blanked
         blocked = [0, *task.blocked_outputs]  # id 0 (and padding tokens) is no answer
@@ -183,25 +234,32 @@ class ServingModule(tf.Module):
         largest = tf.reduce_max(tf.concat([k, [0]], 0))
         if task.index is not None:
             # int8 candidates, re-scored exactly, or the whole catalogue when not proven
-            hidden = self.compiled_user_vector(item_ids, task)
+            # the same hidden state as the float32 export (not XLA-compiled: XLA's
+            # backbone differs in the last bits, which reorders near-equal items)
+            hidden = self.user_vector(item_ids, task)
             with task.scope():
                 top_scores, top_ids = task.index.top_k(
                     task.model.head, hidden, largest,
                     lambda: chunked_ranking.top_k_in_chunks(
-                        task.model.head, hidden, largest, blocked, chunked_ranking.DEFAULT_CHUNK))
+                        task.model.head, hidden, largest, blocked, chunked_ranking.DEFAULT_CHUNK,
+                        excluded), excluded)
         elif task.kind == "pretrain" and task.num_scores > chunked_ranking.DEFAULT_CHUNK:
             # a large catalogue: top-k per vocabulary slice, merged; never a [B, V] row
             hidden = self.user_vector(item_ids, task)
             with task.scope():
                 top_scores, top_ids = chunked_ranking.top_k_in_chunks(
-                    task.model.head, hidden, largest, blocked, chunked_ranking.DEFAULT_CHUNK)
+                    task.model.head, hidden, largest, blocked, chunked_ranking.DEFAULT_CHUNK,
+                    excluded)
         else:
             scores = self.scores(item_ids, task)
             answerable = np.ones(int(scores.shape[1]), dtype=bool)
             answerable[blocked] = False
             scores = tf.where(tf.constant(answerable)[None, :], scores, -np.inf)
+            scores = chunked_ranking.mask_excluded(scores, excluded)
             top_scores, top_ids = tf.math.top_k(scores, largest)
-        keep = tf.range(tf.shape(top_ids)[1])[None, :] < k[:, None]
+        # columns past a row's k, and past its last answer (all else excluded), are blank
+        keep = ((tf.range(tf.shape(top_ids)[1])[None, :] < k[:, None])
+                & tf.logical_not(tf.equal(top_scores, -np.inf)))
         top_ids = tf.where(keep, top_ids, 0)
         tokens = tf.where(keep, self.output_tables[task.name].lookup(tf.cast(top_ids, tf.int64)), "")
         return {"top_k_ids": tf.cast(top_ids, tf.int64), "top_k_items": tokens,
@@ -210,25 +268,37 @@ class ServingModule(tf.Module):
     def _task_functions(self, task):
         """[(signature suffix, python function, input specs)] for one task. Every input has
         a leading batch dimension, which Serving's request batching requires (a scalar `k`,
-        or a SignatureDef default, cannot be concatenated across requests)."""
+        or a SignatureDef default, cannot be concatenated across requests): so the
+        per-request `exclude` list is a signature of its own, `<task>_top_k_exclude`,
+        rather than an optional input of `<task>_top_k`."""
         items = tf.TensorSpec([None, None], tf.string, name="items")
         item_ids = tf.TensorSpec([None, None], tf.int64, name="item_ids")
         k_spec = tf.TensorSpec([None], tf.int32, name="k")
+        exclude_spec = tf.TensorSpec([None, None], tf.string, name="exclude")
 
         def by_tokens(items):
-            return self.outputs(self.ids_from_tokens(items), task, None)
+            return self.outputs(self.ids_from_tokens(checked(items, 2, HISTORIES)), task, None)
 
         def by_ids(item_ids):
-            return self.outputs(item_ids, task, None)
+            return self.outputs(checked(item_ids, 2, HISTORIES), task, None)
 
         def embedding(items):
-            return {"user_embedding": self.user_vector(self.ids_from_tokens(items), task)}
+            return {"user_embedding": self.user_vector(
+                self.ids_from_tokens(checked(items, 2, HISTORIES)), task)}
 
         functions = [("", by_tokens, [items]), ("_ids", by_ids, [item_ids])]
         if task.kind != "classify":
             def with_k(items, k):
-                return self.outputs(self.ids_from_tokens(items), task, k)
+                return self.outputs(self.ids_from_tokens(checked(items, 2, HISTORIES)), task,
+                                    checked(k, 1, "k: one value per history [B]"))
+
+            def with_k_excluding(items, k, exclude):
+                return self.outputs(self.ids_from_tokens(checked(items, 2, HISTORIES)), task,
+                                    checked(k, 1, "k: one value per history [B]"),
+                                    checked(exclude, 2, "exclude: one row of output tokens "
+                                                        "per history [B, X], \"\" for none"))
             functions.append(("_top_k", with_k, [items, k_spec]))
+            functions.append(("_top_k_exclude", with_k_excluding, [items, k_spec, exclude_spec]))
         return functions + [("_user_embedding", embedding, [items])]
 
     def signatures(self):
@@ -288,7 +358,7 @@ def _stored_weights(name, directory, model, shared):
 
 
 def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len=None,
-                         backbone_dir=None, next_item_index="none"):
+                         backbone_dir=None, next_item_index="none", exclude_history=False):
     """(ServingModule, parameter reports, bytes of the separate full models) over
     [(task name, model dir), ...]. The frozen backbone is stored once and must be the same
     architecture and bit-identical across tasks; `max_len` overrides the models' own
@@ -363,7 +433,7 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
     if next_item_index != "none" and not any(t.index is not None for t in tasks):
         raise ExportError(f"--next_item_index={next_item_index} indexes next-item (pre-trained "
                           "model) tasks, and none of the tasks is one")
-    module = ServingModule(tasks, items_vocab, default_k, asset_dir)
+    module = ServingModule(tasks, items_vocab, default_k, asset_dir, exclude_history)
     return module, reports, full_model_bytes
 
 
@@ -396,6 +466,8 @@ def warmup_requests(model_name, module, signatures):
                 elif spec.name == "item_ids":
                     value = np.array([[module.item_tokens.index(t.decode()) if t else 0 for t in row]
                                       for row in history], dtype=np.int64)
+                elif spec.name == "exclude":  # a leading "" column, as the client sends
+                    value = np.array([["", known[0]]] * len(history), dtype=bytes)
                 else:  # k, one per history
                     value = np.full(len(history), 2 + example, dtype=np.int32)
                 request.inputs[spec.name].CopyFrom(tf.make_tensor_proto(value))
@@ -414,35 +486,74 @@ def write_warmup(path, requests):
             writer.write(log.SerializeToString())
 
 
-def write_models_config(export_base, num_versions=2, serving_base_path=None):
-    """`EXPORT_BASE/models.config` for tensorflow_model_server --model_config_file, naming
-    every model under the base with a `latest` version policy. `serving_base_path` is where
-    the server sees EXPORT_BASE (e.g. /models inside the tensorflow/serving container);
-    default: its absolute path here."""
-    entries = []
-    root = serving_base_path.rstrip("/") if serving_base_path else os.path.abspath(export_base)
-    for name in sorted(os.listdir(export_base)):
-        local = os.path.join(export_base, name)
-        if os.path.isdir(local) and any(d.isdigit() for d in os.listdir(local)):
-            entries.append(
-                "  config {\n"
-                f"    name: \"{name}\"\n"
-                f"    base_path: \"{root}/{name}\"\n"
-                "    model_platform: \"tensorflow\"\n"
-                f"    model_version_policy {{ latest {{ num_versions: {num_versions} }} }}\n"
-                "  }\n")
+def read_models_config(path):
+    """The `ModelServerConfig` in `path` (empty when there is none); ExportError when it
+    is not one, or lists no models (a `custom_model_config`)."""
+    from google.protobuf import text_format
+    from tensorflow_serving.config import model_server_config_pb2
+
+    config = model_server_config_pb2.ModelServerConfig()
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        try:
+            text_format.Parse(text, config)
+        except text_format.ParseError as error:
+            raise ExportError(f"{path}: not a ModelServerConfig ({error}); fix or remove it: "
+                              "it is merged with, never overwritten") from error
+        if config.WhichOneof("config") == "custom_model_config":
+            raise ExportError(f"{path} holds a custom_model_config: it cannot list models")
+    return config
+
+
+def write_models_config(export_base, num_versions=2, serving_base_path=None, model_name=None):
+    """`EXPORT_BASE/models.config` for tensorflow_model_server --model_config_file, as a
+    `ModelServerConfig` protobuf (parsed and written with `text_format`), merged with the
+    file already there: every entry it holds is kept as it is (another model's
+    `base_path`, a hand-edited version policy or labels), except `model_name`'s (the model
+    just exported), whose `latest { num_versions }` policy is set and whose `base_path` is
+    set when `serving_base_path` is given; a model under the base without an entry gets
+    one. `serving_base_path` is where the server sees EXPORT_BASE (e.g. /models inside the
+    tensorflow/serving container); default for new entries: its absolute path here. A
+    blocking lock beside it serialises concurrent exports into one base."""
+    import fcntl
+
+    from google.protobuf import text_format
+
     path = os.path.join(export_base, "models.config")
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write("model_config_list {\n" + "".join(entries) + "}\n")
-    os.replace(path + ".tmp", path)
+    root = serving_base_path.rstrip("/") if serving_base_path else os.path.abspath(export_base)
+    lock = os.open(os.path.join(export_base, ".models.config.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        config = read_models_config(path)
+        entries = {entry.name: entry for entry in config.model_config_list.config}
+        for name in sorted(os.listdir(export_base)):
+            local = os.path.join(export_base, name)
+            if not (os.path.isdir(local) and any(d.isdigit() for d in os.listdir(local))):
+                continue
+            entry = entries.get(name)
+            if entry is None:
+                entry = entries[name] = config.model_config_list.config.add(
+                    name=name, base_path=f"{root}/{name}", model_platform="tensorflow")
+                entry.model_version_policy.latest.num_versions = int(num_versions)
+            elif name == model_name:
+                if serving_base_path:
+                    entry.base_path = f"{root}/{name}"
+                entry.model_version_policy.latest.num_versions = int(num_versions)
+        with open(path + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write(text_format.MessageToString(config))
+        os.replace(path + ".tmp", path)
+    finally:
+        os.close(lock)  # releases the lock
     return path
 
 
 def export(model_dirs, export_base="saved_models", model_name="peterrec", version=None, k=10,
            log=print, max_len=None, serving_base_path=None, num_versions=2, backbone_dir=None,
-           next_item_index="none"):
+           next_item_index="none", exclude_history=False):
     """Export [(task, dir), ...] to EXPORT_BASE/MODEL_NAME/VERSION; returns the report dict
-    (also written to `assets.extra/export_report.json`) with the version's `path`."""
+    (also written to `assets.extra/export_report.json`) with the version's `path`.
+    `exclude_history`: ranking signatures never return an item of the request's history."""
     if not model_dirs:
         raise ExportError("nothing to export: give --model_dir or --tasks")
     names = [name for name, _ in model_dirs]
@@ -463,9 +574,11 @@ def export(model_dirs, export_base="saved_models", model_name="peterrec", versio
         raise ExportError(f"max_len must be at least 1 (or unset: each model's own), got {max_len}: "
                           "an uncut, unpadded history would make answers depend on how much "
                           "padding a request carries and on what Serving batches it with")
+    read_models_config(os.path.join(export_base, "models.config"))  # merged later: refuse now
     with _sigterm_as_exit(), tempfile.TemporaryDirectory(prefix="peterrec-export-assets-") as asset_dir:
         return _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-                       serving_base_path, num_versions, backbone_dir, next_item_index)
+                       serving_base_path, num_versions, backbone_dir, next_item_index,
+                       exclude_history)
 
 
 class _sigterm_as_exit:
@@ -490,12 +603,14 @@ class _sigterm_as_exit:
 
 
 def _export(model_dirs, asset_dir, export_base, model_name, version, k, log, max_len,
-            serving_base_path, num_versions, backbone_dir, next_item_index="none"):
+            serving_base_path, num_versions, backbone_dir, next_item_index="none",
+            exclude_history=False):
     names = [name for name, _ in model_dirs]
     from pipelines.locking import exclusive_lock
 
     module, reports, full_bytes = build_serving_module(model_dirs, asset_dir, k, log, max_len,
-                                                       backbone_dir, next_item_index)
+                                                       backbone_dir, next_item_index,
+                                                       exclude_history)
     model_base = os.path.join(export_base, model_name)
     with exclusive_lock(model_base):  # one export into a model's versions at a time
         for name in sorted(os.listdir(model_base)):
@@ -533,6 +648,7 @@ def _write_version(module, reports, full_bytes, model_dirs, names, model_base, e
                       for (name, d), task in zip(model_dirs, module.tasks)},
             "signatures": sorted(signatures),
             "default_k": int(k),
+            "exclude_history": module.exclude_history,
             "warmup_requests": len(requests),
             "variables_bytes": directory_bytes(os.path.join(tmp, "variables")),
             "weight_bytes": weight_bytes,
@@ -562,7 +678,7 @@ def _write_version(module, reports, full_bytes, model_dirs, names, model_base, e
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    config_path = write_models_config(export_base, num_versions, serving_base_path)
+    config_path = write_models_config(export_base, num_versions, serving_base_path, model_name)
     log(f"exported {len(model_dirs)} task(s) to {final}: signatures {', '.join(report['signatures'])}")
     if index_bytes:
         log(f"  int8 next-item index: {index_bytes:,} bytes; serve with XLA enabled "

@@ -104,6 +104,37 @@ INTEGER_MINIMUMS = {"batch_size": 1, "train_steps": 0, "checkpoint_every": 1,
                     "num_blocks": 1, "heads": 1}
 
 
+def register_validators():
+    """absl validators for the range checks of single flags defined so far (INTEGER_MINIMUMS,
+    the learning rate, epochs, mask rate, cut-offs and dilations), so a bad value on the
+    command line is refused while parsing; `check_values` keeps the same checks for Python
+    callers of the jobs, and the checks between flags."""
+    from absl import flags
+
+    defined = flags.FLAGS
+
+    def register(name, test, expected):
+        if name in defined:
+            flags.register_validator(name, test, message=f"--{name} must be {expected}")
+
+    for name, low in INTEGER_MINIMUMS.items():
+        register(name, lambda value, low=low: value is None or value >= low, f">= {low}")
+    register("learning_rate", lambda value: math.isfinite(value) and value > 0,
+             "a finite number > 0")
+    register("epochs", lambda value: math.isfinite(value) and value >= 0,
+             "a finite number >= 0")
+    register("mask_rate", lambda value: 0 < value <= 1, "in (0, 1]")
+    for name in ("ks", "dilations"):
+        register(name, _positive_integers, "a non-empty list of integers >= 1")
+
+
+def _positive_integers(values):
+    try:
+        return bool(values) and all(int(value) >= 1 for value in values)
+    except ValueError:
+        return False
+
+
 def check_values(config):
     """Refuse out-of-range or non-finite settings before a job touches anything (NaN
     fails every comparison, so each test is written to pass only for good values)."""

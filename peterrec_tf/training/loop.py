@@ -18,7 +18,12 @@ from peterrec_tf.training.finite import check_loss
 from peterrec_tf.training.progress import Progress
 from peterrec_tf.training.signals import StopRequest
 from peterrec_tf.training.strategy import for_strategy
-from peterrec_tf.training.summaries import Summaries
+from peterrec_tf.training.summaries import Summaries, metric_values
+
+
+def current_learning_rate(model):
+    """The optimizer's learning rate at its current step (a schedule evaluated there)."""
+    return float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
 
 
 class JobCallback(keras.callbacks.Callback):
@@ -42,13 +47,15 @@ class JobCallback(keras.callbacks.Callback):
         if self.progress.due(step):
             self.log(self.progress.line(step, logs))
             self.summaries.scalars("train", logs, step)
-            self.summaries.scalars("train", {"examples_per_second": self.progress.rate(step)}, step)
+            self.summaries.scalars("train", {"examples_per_second": self.progress.rate(step),
+                                             "learning_rate": current_learning_rate(self.model)},
+                                   step)
         if (self.eval_every and self.evaluate is not None and step % self.eval_every == 0
                 and step < self.progress.total_steps):
             self.validation = self.evaluate()
             self.log(f"step {step} validation: " + "  ".join(
                 f"{k} {v:.4f}" for k, v in self.validation.items() if k != "examples"))
-            self.summaries.scalars("validation", self.validation, step)
+            self.summaries.scalars("validation", metric_values(self.validation), step)
             if self.best is not None and self.best.offer(step, self.validation):
                 self.log(f"step {step}: best {self.best.metric} so far, weights kept")
             if self.best is not None and self.best.exhausted(self.patience):
@@ -99,7 +106,7 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
         log(f"stopped early at step {start} (no better {best.metric} in {patience} validations)")
         result["stopped_early"] = True
         return result
-    summaries = Summaries(model_dir, enabled=chief)
+    summaries = Summaries(model_dir, enabled=chief, runs=("train", "validation"))
     dataset = make_dataset().skip(start)
     if strategy is not None:
         dataset = for_strategy(dataset, strategy)

@@ -1,4 +1,5 @@
-"""The JSON files a job leaves in model_dir: flags.json (its settings) and results.json."""
+"""The files a job leaves in model_dir: flags.json (its settings), flags.txt (the same
+settings as an absl --flagfile that replays the job) and results.json."""
 
 import json
 import os
@@ -13,14 +14,21 @@ PATHS = frozenset({"model_dir", "data_dir"})
 #: Evaluation-only settings: they change no trained weight, so they may change on resume
 #: unless a --select_metric chose weights by them.
 EVALUATION = frozenset({"ks", "num_candidates", "eval_ranking"})
+#: Recorded settings that are derived, not given: no flag of their own (left out of flags.txt).
+DERIVED = frozenset({"data_fingerprint"})
 
 
 def write_json(path, payload):
-    """Atomic JSON write (temporary file + rename)."""
+    """Atomic JSON write (temporary file + rename; the temporary removed on failure)."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, say: no temporary left beside the file
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def read_json(path):
@@ -52,6 +60,27 @@ def record_config(model_dir, config, name="flags.json", write=True):
     if write:
         os.makedirs(model_dir, exist_ok=True)
         write_json(path, config)
+
+
+def write_flagfile(model_dir, config, command, name="flags.txt"):
+    """flags.txt: the job's settings as `--name=value` lines, replayable with
+    `COMMAND --flagfile=MODEL_DIR/flags.txt` (from the directory the job ran in, as its
+    paths are recorded as given). A setting left at None (its default: derived later) is
+    omitted, so the replay derives it the same way."""
+    lines = [f"# {command} --flagfile={os.path.join(model_dir, name)}"]
+    for key in sorted(config):
+        value = config[key]
+        if key in DERIVED or value is None:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, (list, tuple)):
+            value = ",".join(str(v) for v in value)
+        lines.append(f"--{key}={value}")
+    tmp = os.path.join(model_dir, f"{name}.tmp{os.getpid()}")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+    os.replace(tmp, os.path.join(model_dir, name))
 
 
 def _label(key):

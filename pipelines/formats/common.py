@@ -2,11 +2,14 @@
 
 import os
 
+from pipelines import canonical
 from pipelines.errors import DataError
 
 
 def read_lines(path):
-    """(line number, stripped line) for every line up to the last non-blank one.
+    """(line number, text) for every line up to the last non-blank one, by the rules every
+    path shares (`canonical.chunk_lines`: `\\n` or `\\r\\n` line ends, a BOM at the start
+    dropped, whitespace-only lines blank, other lines verbatim, UTF-8 errors at their line).
 
     Trailing blank lines (a final newline, an editor's extra ones) are dropped; a blank
     line *between* data lines is kept as `(number, "")` so each format can report it as
@@ -17,13 +20,9 @@ def read_lines(path):
     if os.path.isdir(path):
         raise DataError(path, None, "is a directory, expected a file")
     try:
-        with open(path, encoding="utf-8", errors="strict") as handle:
-            lines = handle.readlines()
-    except UnicodeDecodeError as error:
-        raise DataError(path, None, f"not UTF-8 text ({error})") from error
+        found = canonical.chunk_lines(path, 0, os.path.getsize(path), 1)
     except OSError as error:
-        raise DataError(path, None, f"cannot read: {error}") from error
-    found = [(number, line.strip()) for number, line in enumerate(lines, 1)]
+        raise DataError(path, None, f"cannot read: {error.strerror or error}") from error
     while found and not found[-1][1]:
         found.pop()
     if not found:
@@ -32,11 +31,18 @@ def read_lines(path):
 
 
 def item_tokens_error(tokens):
-    """Release CSV items are non-negative integer ids; the message for the first that is
-    not, else None."""
+    """Release CSV items are non-negative integer ids in ASCII digits; the message for the
+    first that is not, else None."""
     for token in tokens:
-        if not token.isdigit():
-            return f"expected integer item ids separated by ',', got {token!r}"
+        if canonical.is_ascii_integer(token):
+            continue
+        if token != token.strip():
+            return (f"item {token!r} has whitespace around it (the dialect keeps none: "
+                    "remove it)")
+        if token.isdigit():
+            return (f"item {token!r} is not written in ASCII digits 0-9 (it would be a "
+                    "different id than its ASCII twin)")
+        return f"expected integer item ids separated by ',', got {token!r}"
     return None
 
 
@@ -50,5 +56,6 @@ def check_item_tokens(tokens, path, number, bad):
 
 
 def split_tokens(text):
-    """`a, b ,c` -> ['a', 'b', 'c'] (whitespace around a token is not part of it)."""
-    return [token.strip() for token in text.split(",")]
+    """`a,b,c` -> ['a', 'b', 'c'], verbatim: whitespace around a token is an error of
+    `item_tokens_error`, never silently removed."""
+    return text.split(",")

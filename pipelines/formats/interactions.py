@@ -1,9 +1,13 @@
-"""Generic interaction logs: CSV/TSV rows of user, item, timestamp (column names by flag)."""
+"""Generic interaction logs: CSV/TSV rows of user, item, timestamp (column names by flag).
 
-import csv
+`prepare --runner=local` streams these logs (`pipelines.local_stream`); this in-memory
+reader is the reference the tests compare it with. Both parse with `pipelines.canonical`
+(the CSV dialect of `split_delimited`, `interactions_header`, `parse_interaction_row`).
+"""
+
 import collections
-import math
 
+from pipelines import canonical
 from pipelines.dataset import PreparedDataset, leave_last_out
 from pipelines.errors import DataError
 from pipelines.formats.common import read_lines
@@ -14,38 +18,15 @@ def read_interactions(path, items, bad, user_col="user", item_col="item", time_c
     lines = read_lines(path)
     while not lines[0][1]:  # leading blank lines before the header
         lines.pop(0)
-    if delimiter is None:
-        delimiter = "\t" if path.endswith((".tsv", ".tab")) or "\t" in lines[0][1] else ","
-    header = next(csv.reader([lines[0][1]], delimiter=delimiter))
-    missing = [c for c in (user_col, item_col, time_col) if c not in header]
-    if missing:
-        hint = (f"; the header is one field: is the delimiter not {delimiter!r}? (set "
-                "--delimiter)" if len(header) == 1 else "")
-        raise DataError(path, lines[0][0], f"header {header} lacks column(s) {missing} "
-                        f"(set --user_col/--item_col/--time_col){hint}")
-    u, i, t = header.index(user_col), header.index(item_col), header.index(time_col)
+    delimiter, width, columns = canonical.interactions_header(
+        path, lines[0][0], lines[0][1], delimiter, user_col, item_col, time_col)
     events = collections.defaultdict(list)
-    for number, row in zip((n for n, _ in lines[1:]),
-                           csv.reader([text for _, text in lines[1:]], delimiter=delimiter)):
-        if not row:
-            bad.report(path, number, "blank line (expected a user, item, timestamp row)")
+    for parsed in canonical.parse_interaction_rows(lines[1:], delimiter, width, columns):
+        if len(parsed) == 3:
+            bad.report(path, parsed[0], parsed[1])
             continue
-        if len(row) != len(header):
-            bad.report(path, number, f"expected {len(header)} fields, got {len(row)}")
-            continue
-        try:
-            stamp = float(row[t])
-        except ValueError:
-            bad.report(path, number, f"timestamp {row[t]!r} is not a number")
-            continue
-        if not math.isfinite(stamp):
-            bad.report(path, number, f"timestamp {row[t]!r} is not a finite number (events "
-                       "could not be ordered)")
-            continue
-        if not row[u] or not row[i]:
-            bad.report(path, number, "empty user or item")
-            continue
-        events[row[u]].append((stamp, number, row[i]))
+        number, user, item, stamp = parsed
+        events[user].append((stamp, number, item))
     if not events:
         raise DataError(path, None, "no interaction rows after the header")
     sequences, duplicates = [], 0

@@ -12,6 +12,7 @@ With `target_genres` empty every movie is in the source domain and coldrec is sk
 import collections
 import os
 
+from pipelines import canonical
 from pipelines.dataset import PreparedDataset, Record, by_user_split, leave_last_out
 from pipelines.errors import DataError
 from pipelines.formats.common import read_lines
@@ -29,7 +30,7 @@ def _skip_header(lines):
 
 def is_header(line):
     """A first line whose first field is not a number is a column header."""
-    return not line.replace("\t", "|").split("|")[0].isdigit()
+    return not canonical.is_ascii_integer(line.replace("\t", "|").split("|")[0])
 
 
 def parse_rating_line(line):
@@ -38,8 +39,8 @@ def parse_rating_line(line):
     fields = line.split("\t")
     if len(fields) != 4:
         return f"expected 4 tab-separated fields (user item rating time), got {len(fields)}"
-    if not all(f.isdigit() for f in fields):
-        return f"expected integers, got {fields}"
+    if not all(map(canonical.is_ascii_integer, fields)):
+        return f"expected integers (ASCII digits, no whitespace), got {fields}"
     user, item, _, stamp = fields
     return user, (int(stamp), int(item), item)
 
@@ -64,27 +65,42 @@ def _users(path, bad):
     users = {}
     for number, line in _skip_header(read_lines(path)):
         fields = line.split("|")
-        if len(fields) != 5 or not fields[1].isdigit():
-            bad.report(path, number, "expected 'user|age|gender|occupation|zip'")
+        if (len(fields) != 5 or not all(map(canonical.is_ascii_integer, fields[:2]))
+                or not all(f and f == f.strip() for f in fields[2:4])):
+            bad.report(path, number, "expected 'user|age|gender|occupation|zip' (user and age "
+                       "in ASCII digits, gender and occupation not empty, no whitespace "
+                       "around them)")
             continue
         users[fields[0]] = {"age": int(fields[1]), "gender": fields[2], "occupation": fields[3]}
     return users
 
 
 def _movie_genres(path, bad):
+    """{movie id: genres} of u.item (Latin-1 text: the titles are; a UTF-8 byte order mark
+    at the start is dropped, `\r\n` line ends accepted as everywhere)."""
     genres = {}
-    with open(path, encoding="latin-1") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            fields = line.rstrip("\n").split("|")
-            if number == 1 and not fields[0].isdigit():
-                continue  # header
-            if len(fields) != 5 + len(GENRES):
-                bad.report(path, number, f"expected {5 + len(GENRES)} '|'-separated fields, "
-                           f"got {len(fields)}")
-                continue
-            genres[fields[0]] = {g for g, flag in zip(GENRES, fields[5:]) if flag == "1"}
+    with open(path, "rb") as handle:
+        data = handle.read()
+    if data.startswith(canonical.BOM_BYTES):
+        data = data[len(canonical.BOM_BYTES):]
+    pieces = data.decode("latin-1").split("\n")
+    for number, raw in enumerate(pieces, 1):
+        line = canonical.line_text(raw)
+        if not line:
+            continue
+        fields = line.split("|")
+        if number == 1 and not canonical.is_ascii_integer(fields[0]):
+            continue  # header
+        if len(fields) != 5 + len(GENRES):
+            bad.report(path, number, f"expected {5 + len(GENRES)} '|'-separated fields, "
+                       f"got {len(fields)}")
+            continue
+        if not canonical.is_ascii_integer(fields[0]) or any(
+                flag not in ("0", "1") for flag in fields[5:]):
+            bad.report(path, number, "expected a movie id in ASCII digits and genre flags "
+                       "of 0 or 1")
+            continue
+        genres[fields[0]] = {g for g, flag in zip(GENRES, fields[5:]) if flag == "1"}
     return genres
 
 

@@ -1,0 +1,192 @@
+"""BUILD_NOTES' measured tables, generated from the kept raw outputs in benchmarks/results/.
+
+    python -m benchmarks.tables --write    # rewrite every marked region of BUILD_NOTES.md
+    python -m benchmarks.tables --check    # exit 1 if a region differs from what --write writes
+    python -m benchmarks.tables --list     # which tables have a raw output, which still lack one
+
+A region is `<!-- table:NAME -->` ... `<!-- /table:NAME -->`; its whole content is what
+the renderer NAME makes from the files `benchmarks/raw_output.py` wrote (or converted),
+followed by the file it came from, so no figure in it lacks a file. `PENDING` lists the
+measured tables BUILD_NOTES still quotes without a kept raw output, each with the command
+that would produce one; the `pending` region shows that list.
+"""
+
+import argparse
+import os
+import re
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if REPO not in sys.path:
+    sys.path.insert(0, REPO)
+
+from benchmarks import raw_output  # noqa: E402
+
+NOTES = os.path.join(REPO, "BUILD_NOTES.md")
+REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
+                    re.S)
+
+#: (BUILD_NOTES section, what it quotes, the command that would write its raw output).
+PENDING = [
+    ("Measured performance (benchmarks/)", "training seq/s of the release's approach vs "
+     "this project, 16 rows and the fidelity row, and their ratios",
+     "python benchmarks/train_throughput.py --vocabs=1683 --repeats=3 && python "
+     "benchmarks/train_throughput.py --vocabs=100000 --steps=10 --skip_fidelity --repeats=3"),
+    ("Paper scale: a task costs only its patch, on disk too", "task directory bytes and "
+     "shares at 645K items", "python benchmarks/task_artifact_bytes.py"),
+    ("Paper scale: the whole chain on one machine", "stage times, peak RSS, rates, serving "
+     "p50/p99 in-process and gRPC, export sizes",
+     "python benchmarks/paper_scale.py --scale=0.002 --items=645000 --serve_repeats=2000 "
+     "--write_notes"),
+    ("Memory and time of the local path (measured)", "prepare seconds and peak RSS per "
+     "log size, extrapolated 155M figures",
+     "python benchmarks/prepare_scale.py --sizes=5000000,15000000 --beam_events=200000"),
+    ("Beam DirectRunner throughput", "events/s of the Beam path",
+     "python benchmarks/prepare_scale.py --sizes=5000000,15000000 --beam_events=200000"),
+    ("More notes (RecBole reference)", "this project's 3 seeds on the RecBole split "
+     "(benchmarks/RECBOLE_REFERENCE.md: test HR@10 / NDCG@10 / MRR@10 per seed); RecBole's "
+     "own figures have a file (recbole_reference)",
+     "for S in 0 1 2: python -m peterrec_tf.pretrain ... --seed=S (the command in "
+     "benchmarks/RECBOLE_REFERENCE.md); no script writes its raw output yet"),
+    ("Measured performance (benchmarks/)", "input pipeline sequences/s, release feed vs "
+     "tf.data", "python benchmarks/input_pipeline.py"),
+    ("The optimizers' own update under the strategy", "peak RSS by phase, adam vs lazy_adam "
+     "(sampled by hand from /proc; the MEASURED table above it has its file)",
+     "no script yet: a sampler of /proc/PID/status around python -m peterrec_tf.pretrain "
+     "--strategy=multi_worker (the flags in that section)"),
+    ("Design decisions; Export (int8 index)", "timings quoted in prose: dilated conv vs "
+     "im2col/shifted matmuls, the int8 index's scan and top-k times",
+     "no script writes them yet (the int8 index's serving figures come with paper_scale.py)"),
+]
+
+
+def _cell(text):
+    return str(text).replace("|", "\\|")
+
+
+def _source(payload):
+    prov = payload["provenance"]
+    dirty = " (dirty tree)" if prov.get("dirty") else ""
+    return (f"Source: `{payload['path']}` (commit {str(prov.get('commit'))[:7]}{dirty}; "
+            f"`{prov.get('command')}`).")
+
+
+def _measured_table(payloads, first=None):
+    """The MEASURED rows of multiworker_scale outputs, cells as the script printed them."""
+    head = list(payloads[0]["summary"]["measured"][0])
+    order = ["workers", "items", "batch/worker", "median step s", "loss", "|loss - 1w|",
+             "max |w - 1w| (in)", "p99.99 |w - 1w|", "share > 1e-4", "peak RSS/worker",
+             "sent/worker/step*"]
+    head = [h for h in order if h in head] + [h for h in head if h not in order]
+    columns = ([first[0]] if first else []) + head
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |",
+             "|---" * len(columns) + "|"]
+    for payload in payloads:
+        for row in payload["summary"]["measured"]:
+            cells = ([first[1](payload)] if first else []) + [row[h] for h in head]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines + [""] + [_source(p) for p in payloads]
+
+
+def render_multiworker_default():
+    found = [p for p in raw_output.find("multiworker_scale")
+             if p["provenance"]["commit"].startswith("71639b1")]
+    return None if not found else _measured_table(found[-1:])
+
+
+def render_multiworker_own_update():
+    found = [raw_output.newest("multiworker_scale", tag) for tag in ("adam", "lazy_adam")]
+    if None in found:
+        return None
+    return _measured_table(found, first=("optimizer", lambda p: p["tag"]))
+
+
+def render_recbole_reference():
+    found = raw_output.newest("recbole_reference", "seed2020")
+    if found is None:
+        return None
+    test = found["summary"]["test"]
+    return ["| model | seed | best validation epoch | epochs run | test HR@10 | test NDCG@10 | "
+            "test MRR@10 |", "|---|---|---|---|---|---|---|",
+            f"| RecBole 1.2.1 NextItNet | 2020 | {found['summary']['best_valid_epoch']} | "
+            f"{found['summary']['epochs_run']} | {test['HR@10']:.4f} | {test['NDCG@10']:.4f} | "
+            f"{test['MRR@10']:.4f} |", "", _source(found)]
+
+
+def render_pending():
+    lines = ["| BUILD_NOTES section | measured figures without a kept raw output | command "
+             "that would write one |", "|---|---|---|"]
+    lines += [f"| {_cell(a)} | {_cell(b)} | `{c}` |" for a, b, c in PENDING]
+    return lines
+
+
+TABLES = {
+    "multiworker-default": (render_multiworker_default,
+                            "python benchmarks/multiworker_scale.py"),
+    "multiworker-own-update": (render_multiworker_own_update,
+                               "python benchmarks/multiworker_scale.py --optimizer=adam "
+                               "--workers=1,2 --steps=6 (and --optimizer=lazy_adam)"),
+    "recbole-reference": (render_recbole_reference,
+                          "python benchmarks/recbole_reference.py --seed 2020 --epochs 50 "
+                          "--threads 1 (in RecBole's own venv)"),
+    "pending": (render_pending, None),
+}
+
+
+def render(name):
+    """A region's content: the table and its source, or the command that would make it."""
+    if name not in TABLES:
+        raise KeyError(f"no table renderer named {name!r}; known: {sorted(TABLES)}")
+    renderer, command = TABLES[name]
+    lines = renderer()
+    if lines is None:
+        lines = [f"(No kept raw output yet: `{command}` writes one into benchmarks/results/; "
+                 "then `python -m benchmarks.tables --write`.)"]
+    return "\n".join(lines) + "\n"
+
+
+def regenerate(text):
+    """`text` with every marked region's content rewritten; (new text, region names)."""
+    names = []
+
+    def replace(match):
+        names.append(match["name"])
+        return match.group(1) + render(match["name"]) + match.group(4)
+    return REGION.sub(replace, text), names
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--write", action="store_true")
+    mode.add_argument("--check", action="store_true")
+    mode.add_argument("--list", action="store_true")
+    parser.add_argument("--notes", default=NOTES, help="the Markdown file with the regions")
+    args = parser.parse_args(argv)
+    if args.list:
+        for name, (renderer, command) in sorted(TABLES.items()):
+            found = renderer() is not None
+            print(f"{name}: {'has a raw output' if found else 'MISSING: ' + command}")
+        for section, what, command in PENDING:
+            print(f"not yet generated ({section}): {what}\n    {command}")
+        return 0
+    with open(args.notes, encoding="utf-8") as handle:
+        text = handle.read()
+    new, names = regenerate(text)
+    if args.check:
+        if new != text:
+            print(f"{args.notes}: a generated table differs from its raw output; run "
+                  "python -m benchmarks.tables --write", file=sys.stderr)
+            return 1
+        print(f"{args.notes}: {len(names)} generated tables match their raw outputs")
+        return 0
+    if new != text:
+        with open(args.notes + ".tmp", "w", encoding="utf-8") as handle:
+            handle.write(new)
+        os.replace(args.notes + ".tmp", args.notes)
+    print(f"{args.notes}: wrote {len(names)} tables ({', '.join(names)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,176 @@
+"""Top-k recommendations for every user of a split, offline (RecBole's `full_sort_topk`).
+
+    python -m peterrec_tf.recommend --model_dir=runs/pretrained --data_dir=PREPARED/pretrain \
+        --split=test --k=10 --output=recs.jsonl [--exclude_history]
+
+One JSON object a line, in the split's record order:
+`{"user": "u17", "items": ["i3", ...], "ids": [3, ...], "scores": [4.1, ...]}` (output
+tokens, their ids and logits, best first). The ranking is the served one (`peterrec_tf.
+serving.saved_model`): next item (pre-trained models) or targets (item recommendation),
+never id 0 or a padding token, with `--exclude_history` never an item of the user's
+history (all of it, as a request would send it); a catalogue above
+`chunked_ranking.DEFAULT_CHUNK` ids is ranked slice by slice, so memory stays
+`[batch, chunk]` at 645K items. Progress (users/s, time left) is printed every 30 s; the
+output appears complete or not at all (written under a temporary name, renamed at the
+end); the last line names it.
+"""
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+
+def top_k_function(model, k, blocked, exclude_history, item_to_output, chunk_size=None):
+    """tf.function `(framed ids [B, T], history ids [B, H] (-1 padded)) -> (scores, ids)`
+    `[B, k]`, as the export ranks: next-item models by `chunked_ranking.top_k_in_chunks`
+    (the whole catalogue in one slice below `DEFAULT_CHUNK`), item-rec models over their
+    whole score row; blocked and (with `exclude_history`) history outputs never chosen."""
+    import tensorflow as tf
+
+    from peterrec_tf.training import chunked_ranking
+    from peterrec_tf.training.evaluation import history_exclusion
+
+    chunk = chunk_size or chunked_ranking.DEFAULT_CHUNK
+    exclusion = history_exclusion(item_to_output) if exclude_history else None
+
+    @tf.function(reduce_retracing=True)
+    def rank(x, history):
+        excluded = exclusion(history) if exclusion is not None else None
+        if model.task == "pretrain":
+            hidden = model.user_embedding(x)
+            return chunked_ranking.top_k_in_chunks(model.head, hidden, k, blocked, chunk, excluded)
+        scores = tf.cast(model(x), tf.float32)
+        answerable = np.ones(model.num_outputs, bool)
+        answerable[list(blocked)] = False
+        scores = tf.where(tf.constant(answerable)[None, :], scores, -np.inf)
+        scores = chunked_ranking.mask_excluded(scores, excluded)
+        return tf.math.top_k(scores, k)
+    return rank
+
+
+def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
+                  exclude_history=False, batch_size=256, max_len=0, backbone_dir=None,
+                  log=print, every_seconds=30.0):
+    """Write `output` (see the module docstring); returns {"users", "output", ...}."""
+    from pipelines import inputs
+    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.training.evaluation import item_to_output_ids
+    from pipelines import schema
+
+    if int(k) < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if not output:
+        raise ValueError("give --output, the JSON-lines file to write")
+    meta = inputs.read_metadata(data_dir)
+    model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
+    if model.task == "classify":
+        raise ValueError(f"{model_dir} is a classification model: it recommends no items")
+    if model.backbone.vocab_size != meta["num_items"]:
+        raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
+                         f"{meta['num_items']}: not the same vocabulary")
+    items = vocabs.get("items")
+    data_vocab = os.path.join(data_dir, "vocab", "items.txt")
+    if items is None:
+        raise ValueError(f"{model_dir} has no vocab.txt: recommendations would have no names")
+    if os.path.exists(data_vocab) and items != inputs.load_vocab(data_vocab):
+        raise ValueError(f"{data_vocab} differs from {model_dir}/vocab.txt: item ids would mean "
+                         "other items")
+    outputs = items if model.task == "pretrain" else vocabs.get("targets")
+    if outputs is None:
+        raise ValueError(f"{model_dir} has no target_vocab.txt: recommendations would have no names")
+    padding = set(config.get("padding_tokens", []))
+    blocked = [0] + [i for i, token in enumerate(outputs) if i > 0 and token in padding]
+    k = min(int(k), len(outputs) - len(blocked))
+    framing = inputs.task_framing(meta, model_framing(model, config), max_len)
+    total = meta["splits"].get(split)
+    if not total:
+        raise ValueError(f"{data_dir}: split {split!r} holds no examples")
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        handle = open(tmp, "w", encoding="utf-8")  # unwritable output: refused before work
+    except OSError as error:
+        raise ValueError(f"{output}: cannot write here ({error.strerror})") from error
+    rank = top_k_function(model, k, blocked, exclude_history,
+                          item_to_output_ids(items, outputs))
+    dataset = inputs._records(data_dir, split, int(batch_size), False, 0, True, False, False,
+                              None).map(inputs._parse(meta["task"], split))
+    count, started, last = 0, time.monotonic(), time.monotonic()
+    try:
+        with handle, inputs.reading(data_dir, (split,)):
+            for batch in dataset:
+                history = batch[schema.ITEM_IDS]
+                scores, ids = rank(framing.frame(history), history.to_tensor(-1))
+                scores, ids = scores.numpy(), ids.numpy()
+                for user, row_scores, row_ids in zip(batch[schema.USER_ID].numpy(), scores, ids):
+                    answered = ~np.isneginf(row_scores)
+                    row_ids = row_ids[answered]
+                    handle.write(json.dumps({
+                        "user": user.decode("utf-8"), "items": [outputs[i] for i in row_ids],
+                        "ids": [int(i) for i in row_ids],
+                        "scores": [float(s) for s in row_scores[answered]]}) + "\n")
+                count += len(ids)
+                now = time.monotonic()
+                if now - last >= every_seconds:
+                    last = now
+                    rate = count / max(now - started, 1e-9)
+                    log(f"  {split}: {count:,} of {total:,} users, {rate:,.0f} users/s, "
+                        f"{(total - count) / rate:.0f} s left")
+        inputs.check_count(data_dir, split, count, "recommended for")
+        os.replace(tmp, output)
+    except OSError as error:
+        raise ValueError(f"{output}: {error.strerror or error}") from error
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    seconds = time.monotonic() - started
+    log(f"wrote top-{k} recommendations for {count:,} users of {split} to {output} "
+        f"({count / max(seconds, 1e-9):,.0f} users/s{', history excluded' if exclude_history else ''})")
+    return {"users": count, "output": output, "k": k, "seconds": seconds,
+            "exclude_history": bool(exclude_history)}
+
+
+def define_flags():
+    """Defines the command's absl flags (called by the entry point, never at import)."""
+    from absl import flags
+
+    flags.DEFINE_string("model_dir", None, "A pre-trained (next item) or item-rec model directory.")
+    flags.DEFINE_string("data_dir", None, "A prepared dataset with the same item vocabulary.")
+    flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Whose histories.")
+    flags.DEFINE_integer("k", 10, "Items per user.")
+    flags.DEFINE_string("output", None, "The JSON-lines file to write (replaced only when "
+                        "complete).")
+    flags.DEFINE_boolean("exclude_history", False, "Never recommend an item of the user's "
+                         "history, as an export with --exclude_history serves.")
+    flags.DEFINE_integer("batch_size", 256, "Users ranked at once.")
+    flags.DEFINE_integer("max_len", 0, "History length the model sees (most recent items); "
+                         "0 = the model's own.")
+    flags.DEFINE_string("backbone_dir", None, "For a task stored alone: its pre-trained model "
+                        "directory, when it is no longer where the task recorded it.")
+    flags.mark_flags_as_required(["model_dir", "data_dir", "output"])
+
+
+def main(argv):
+    """Entry point of `python -m peterrec_tf.recommend`; exit code 2 on user errors."""
+    from absl import flags
+
+    from peterrec_tf.cli import run_guarded
+
+    if len(argv) > 1:
+        print(f"error: unexpected arguments {argv[1:]} (flags take the form --name=value)",
+              file=sys.stderr)
+        return 2
+    v = flags.FLAGS
+    return run_guarded(run_recommend, v.model_dir, v.data_dir, v.split, v.k, v.output,
+                       v.exclude_history, v.batch_size, v.max_len, v.backbone_dir)[1]
+
+
+if __name__ == "__main__":
+    from absl import app
+
+    define_flags()
+    app.run(main)

@@ -1,0 +1,65 @@
+"""`--format=user_labels`: classification data from a label table and an event log.
+
+    python -m pipelines.prepare --format=user_labels --input=labels.csv --events=log.tsv \
+        --vocab=PRE/vocab/items.txt --output_dir=DIR [--user_col=user --label_col=label]
+
+The table has a header and one row per user (`--user_col`, `--label_col`; other columns
+are ignored); a user's history is their events in `--events` (`user_history`). Class
+ids follow the labels' first appearance in the table (`vocab/labels.txt`). A second row
+for a user, an empty user or label, or a row of another width is a bad line.
+"""
+
+from pipelines import canonical, fileio
+from pipelines.dataset import PreparedDataset, Record
+from pipelines.formats.user_history import UserTableFormat
+from pipelines.vocab import write_tokens
+
+
+class UserLabels(UserTableFormat):
+    name, task = "user_labels", "classify"
+
+    def table_settings(self, path, options):
+        number, text = canonical.first_nonblank_line(path)
+        delimiter, width, columns = canonical.table_header(
+            path, number, text, options.get("delimiter"),
+            (options.get("user_col", "user"), options.get("label_col", "label")),
+            "--user_col/--label_col")
+        return number, delimiter, width, columns
+
+    def parse_table_lines(self, lines, settings):
+        _, delimiter, width, (u, l) = settings
+        rows, bad = [], []
+        for parsed in canonical.table_rows(lines, delimiter, width, "a user, label row"):
+            if len(parsed) == 3:
+                bad.append(parsed)
+            elif not parsed[1][u] or not parsed[1][l]:
+                bad.append((parsed[0], "empty user or label", False))
+            else:
+                rows.append((parsed[1][u], (parsed[0], parsed[1][l])))
+        return rows, bad
+
+    def user_value(self, rows):
+        line, label = rows[0]
+        return line, label, [(n, f"a second row for this user (first on line {line}); the "
+                              "table holds one label per user") for n, _ in rows[1:]]
+
+    def value_occurrences(self, line, label):
+        yield label, canonical.record_key(line)
+
+    def value_vocabulary(self, first_keys):
+        return canonical.first_appearance_order(first_keys)
+
+    def records(self, user, line, label, ids, index):
+        yield canonical.record_key(line), Record(ids, user, label=index[label])
+
+    def write_vocabulary(self, directory, tokens):
+        write_tokens(fileio.join(directory, "vocab", "labels.txt"), tokens)
+
+    def dataset(self, splits, items, tokens, stats):
+        return PreparedDataset(self.task, splits, items, labels=list(tokens), stats=stats)
+
+    def sizes(self, tokens):
+        return {"num_classes": len(tokens)}
+
+
+FORMAT = UserLabels()

@@ -1,0 +1,63 @@
+"""`--format=user_targets`: item recommendation on a target domain from a second log.
+
+    python -m pipelines.prepare --format=user_targets --input=target_log.tsv \
+        --events=log.tsv --vocab=PRE/vocab/items.txt --output_dir=DIR
+
+`--input` is an interaction log of the target domain with the same columns as the event
+log (`--user_col`, `--item_col`, `--time_col`); each of its users gets one record per
+target event (history from `--events`, `user_history`), targets in time order, ties in
+file order. Target ids follow first appearance in that order over the whole target log
+(`vocab/targets.txt`, id 0 `<UNK>`), as in `peterrec_finetune_csv`. `--cutoff_time`
+bounds the history only; the targets are taken as they are.
+"""
+
+from pipelines import canonical, fileio
+from pipelines.dataset import PreparedDataset, Record
+from pipelines.formats.user_history import UserTableFormat
+from pipelines.vocab import Vocabulary
+
+
+class UserTargets(UserTableFormat):
+    name, task = "user_targets", "item_rec"
+
+    def table_settings(self, path, options):
+        number, text = canonical.first_nonblank_line(path)
+        return (number,) + canonical.interactions_header(
+            path, number, text, options.get("delimiter"), options.get("user_col", "user"),
+            options.get("item_col", "item"), options.get("time_col", "timestamp"))
+
+    def parse_table_lines(self, lines, settings):
+        _, delimiter, width, columns = settings
+        numbers, users, items, stamps, bad = canonical.parse_interaction_chunk(
+            lines, delimiter, width, columns)
+        return [(user, (number, stamp, item)) for number, user, item, stamp
+                in zip(numbers, users, items, stamps)], bad
+
+    def user_value(self, rows):
+        from pipelines.beam_prepare import order_user
+        _, line, targets = order_user((None, rows))
+        return line, targets, []
+
+    def value_occurrences(self, line, targets):
+        from pipelines.beam_prepare import first_occurrences
+        return first_occurrences(line, targets)
+
+    def value_vocabulary(self, first_keys):
+        from pipelines.beam_prepare import vocabulary_tokens
+        return vocabulary_tokens(first_keys.items(), Vocabulary().tokens)
+
+    def records(self, user, line, targets, ids, index):
+        for position, token in enumerate(targets):
+            yield canonical.record_key(line, position), Record(ids, user, target=index[token])
+
+    def write_vocabulary(self, directory, tokens):
+        Vocabulary(tokens).save(fileio.join(directory, "vocab", "targets.txt"))
+
+    def dataset(self, splits, items, tokens, stats):
+        return PreparedDataset(self.task, splits, items, targets=Vocabulary(tokens), stats=stats)
+
+    def sizes(self, tokens):
+        return {"num_targets": len(tokens)}
+
+
+FORMAT = UserTargets()

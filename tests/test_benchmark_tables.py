@@ -1,0 +1,60 @@
+"""BUILD_NOTES' generated tables equal what their raw outputs give now, and the raw-output
+writer keeps provenance and never overwrites a kept file."""
+
+import json
+import os
+import shutil
+
+from benchmarks import raw_output, tables
+from conftest import REPO_ROOT
+
+
+def test_generated_tables_in_build_notes_match_their_raw_outputs():
+    assert tables.main(["--check"]) == 0
+    text = open(os.path.join(REPO_ROOT, "BUILD_NOTES.md"), encoding="utf-8").read()
+    names = [m["name"] for m in tables.REGION.finditer(text)]
+    assert {"pending", "multiworker-default", "multiworker-own-update",
+            "recbole-reference"} <= set(names)
+    for name in names:  # every generated table names the file it came from
+        body = tables.render(name)
+        assert name == "pending" or "Source: `benchmarks/results/" in body
+
+
+def test_a_hand_edited_figure_fails_the_check(tmp_path):
+    notes = tmp_path / "NOTES.md"
+    shutil.copy(os.path.join(REPO_ROOT, "BUILD_NOTES.md"), notes)
+    text = notes.read_text()
+    assert "| 1.41 |" in text
+    notes.write_text(text.replace("| 1.41 |", "| 1.14 |", 1))
+    assert tables.main(["--check", f"--notes={notes}"]) == 1
+    assert tables.main(["--write", f"--notes={notes}"]) == 0
+    assert tables.main(["--check", f"--notes={notes}"]) == 0
+    assert notes.read_text() == text
+
+
+def test_a_table_without_its_raw_output_shows_the_command_not_numbers(monkeypatch, tmp_path):
+    monkeypatch.setattr(raw_output, "RESULTS_DIR", str(tmp_path))
+    monkeypatch.setattr(raw_output.find, "__defaults__", (None, str(tmp_path)))
+    monkeypatch.setattr(raw_output.newest, "__defaults__", (None, str(tmp_path)))
+    body = tables.render("multiworker-own-update")
+    assert body.startswith("(No kept raw output yet: `python benchmarks/multiworker_scale.py")
+    assert not any(ch.isdigit() for ch in body.split("`")[0])
+
+
+def test_raw_output_records_provenance_and_never_overwrites(tmp_path):
+    run = raw_output.Run("unit_bench", tag="t", note="quiet")
+    first = run.write({"median": 2.0}, {"samples": [1.0, 2.0, 3.0]}, results_dir=str(tmp_path))
+    second = raw_output.Run("unit_bench", tag="t").write({"median": 3.0}, {"samples": [3.0]},
+                                                         results_dir=str(tmp_path))
+    assert first != second and os.path.basename(second).endswith("_2.json")
+    saved = json.load(open(first))
+    prov = saved["provenance"]
+    assert saved["raw"]["samples"] == [1.0, 2.0, 3.0] and saved["summary"]["median"] == 2.0
+    assert {"commit", "dirty", "command", "machine", "versions", "started_utc",
+            "finished_utc", "load"} <= set(prov)
+    assert prov["machine"]["cpus"] == os.cpu_count() and prov["load"]["note"] == "quiet"
+    assert len(prov["load"]["loadavg_before"]) == 3
+    assert os.path.basename(first).startswith(f"unit_bench_{prov['commit'][:7]}_t")
+    newest = raw_output.newest("unit_bench", "t", results_dir=str(tmp_path))
+    assert newest["summary"]["median"] == 3.0
+    assert raw_output.percentile([1, 2, 3, 4], 50) == 2.5

@@ -1,0 +1,121 @@
+"""Batch recommendation (`python -m peterrec_tf.recommend`): the served ranking for every
+user of a split, history excluded on request; evaluate --exclude_history on the same data."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import REPO_ROOT
+from peterrec_tf.jobs.evaluation import run_evaluate
+from peterrec_tf.model_dir import save_model_dir
+from peterrec_tf.models import Backbone, NextItNet
+from peterrec_tf.recommend import run_recommend
+from peterrec_tf.serving.saved_model import export
+from pipelines import inputs, schema
+from pipelines.prepare import prepare
+from serving_server import SessionModel
+
+quiet = {"log": lambda *_: None}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recommend")
+    prepare("synthetic", str(root / "syn"), max_len=20, seed=1, num_users=120, num_items=60,
+            num_clusters=4, num_targets=20, **quiet)
+    data = str(root / "syn" / "pretrain")
+    vocab = inputs.load_vocab(os.path.join(data, "vocab", "items.txt"))
+    keras.utils.set_random_seed(0)
+    model = NextItNet(Backbone(len(vocab), channels=8, dilations=(1, 2), causal=True), head="dot")
+    model.build()
+    save_model_dir(str(root / "pre"), model, {"max_len": 20}, {"items": vocab})
+    meta = inputs.read_metadata(data)
+    batch = next(iter(inputs._records(data, "test", 10_000, False, 0, True, False, False, None)
+                      .map(inputs._parse("pretrain", "test"))))
+    histories = [[vocab[i] for i in row] for row in batch[schema.ITEM_IDS].to_list()]
+    users = [u.decode() for u in batch[schema.USER_ID].numpy()]
+    return {"root": root, "data": data, "model_dir": str(root / "pre"), "vocab": vocab,
+            "histories": histories, "users": users, "total": meta["splits"]["test"]}
+
+
+def read_lines(path):
+    return [json.loads(line) for line in open(path, encoding="utf-8")]
+
+
+def served(setup, exclude_history, k):
+    report = export([("next", setup["model_dir"])], str(setup["root"] / "sm"),
+                    f"m{int(exclude_history)}", k=k, exclude_history=exclude_history, **quiet)
+    width = 1 + max(len(h) for h in setup["histories"])
+    items = np.array([[""] * (width - len(h)) + h for h in setup["histories"]]).astype(bytes)
+    return SessionModel(report["path"]).run(
+        "next_top_k", {"items": items, "k": np.full(len(items), k, np.int32)})
+
+
+@pytest.mark.parametrize("exclude_history", [False, True])
+def test_recommendations_are_the_served_ranking(setup, tmp_path, exclude_history):
+    """Same users in record order, same ids and order as the served signature for the same
+    histories (one batch both ways), never a history item when excluded, k answers each."""
+    output = str(tmp_path / "recs.jsonl")
+    lines = []
+    result = run_recommend(setup["model_dir"], setup["data"], "test", 10, output,
+                           exclude_history=exclude_history, batch_size=1000,
+                           log=lines.append, every_seconds=0)
+    assert result["users"] == setup["total"] and lines[-1].startswith("wrote") and output in lines[-1]
+    assert "users/s" in lines[0] and "s left" in lines[0]  # progress with its time left
+    recs = read_lines(output)
+    assert [r["user"] for r in recs] == setup["users"]
+    expected = served(setup, exclude_history, 10)
+    np.testing.assert_array_equal([r["ids"] for r in recs], expected["top_k_ids"])
+    np.testing.assert_allclose([r["scores"] for r in recs], expected["scores"], atol=1e-6)
+    assert [r["items"] for r in recs] == [[t.decode() for t in row] for row in expected["top_k_items"]]
+    overlap = sum(len(set(r["items"]) & set(h)) for r, h in zip(recs, setup["histories"]))
+    assert (overlap == 0) if exclude_history else (overlap > 0)  # the option matters here
+    assert all(len(r["ids"]) == 10 for r in recs)
+    assert not [p for p in os.listdir(tmp_path) if ".tmp" in p]
+
+
+def test_sliced_catalogue_and_small_batches_give_the_same_recommendations(setup, tmp_path,
+                                                                          monkeypatch):
+    from peterrec_tf.training import chunked_ranking
+    whole = str(tmp_path / "whole.jsonl")
+    run_recommend(setup["model_dir"], setup["data"], "test", 7, whole, exclude_history=True,
+                  batch_size=1000, **quiet)
+    monkeypatch.setattr(chunked_ranking, "DEFAULT_CHUNK", 9)
+    sliced = str(tmp_path / "sliced.jsonl")
+    run_recommend(setup["model_dir"], setup["data"], "test", 7, sliced, exclude_history=True,
+                  batch_size=1000, **quiet)
+    assert [r["ids"] for r in read_lines(sliced)] == [r["ids"] for r in read_lines(whole)]
+
+
+def test_evaluate_exclude_history_is_recorded_and_only_removes_competitors(setup):
+    plain = run_evaluate(setup["model_dir"], setup["data"], "test", "full", ks=(5, 10), **quiet)
+    excluded = run_evaluate(setup["model_dir"], setup["data"], "test", "full", ks=(5, 10),
+                            exclude_history=True, **quiet)
+    assert excluded["exclude_history"] is True and plain["exclude_history"] is False
+    assert all(excluded[m] >= plain[m] for m in ("hr@5", "hr@10", "ndcg@10"))
+    assert any(excluded[m] > plain[m] for m in ("hr@5", "hr@10", "ndcg@10"))
+
+
+def run_command(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", "peterrec_tf.recommend", *args], cwd=REPO_ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_command_line_one_line_errors_and_last_line(setup, tmp_path):
+    done = run_command(f"--model_dir={setup['model_dir']}", f"--data_dir={setup['data']}",
+                       f"--output={tmp_path / 'no_such_dir' / 'recs.jsonl'}")
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Traceback" not in done.stderr
+    output = tmp_path / "recs.jsonl"
+    done = run_command(f"--model_dir={setup['model_dir']}", f"--data_dir={setup['data']}",
+                       f"--output={output}", "--k=3", "--exclude_history")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1].startswith("wrote top-3") and str(output) in done.stdout
+    assert len(read_lines(output)) == setup["total"]
