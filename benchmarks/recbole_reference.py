@@ -78,6 +78,9 @@ def parse_args(argv=None):
                         "(default: a new temp directory).")
     p.add_argument("--output", default=None, help="JSON path (default <work_dir>/recbole_reference.json).")
     p.add_argument("--seed", type=int, default=2020, help="RecBole seed (init_seed).")
+    p.add_argument("--model", default="NextItNet", choices=sorted(MODEL_SETTINGS),
+                   help="NextItNet (the flags below) or SASRec (RecBole's defaults for it: 2 "
+                        "layers, 2 heads, hidden 64, inner 256, dropout 0.5, gelu, CE loss).")
     p.add_argument("--epochs", type=int, default=50, help="Maximum training epochs.")
     p.add_argument("--stopping_step", type=int, default=10,
                    help="Early stopping: stop after this many + 1 validations without improvement.")
@@ -178,9 +181,23 @@ def write_atomic(rows, work_dir, name):
 
 # ---------------------------------------------------------------- RecBole run
 
+#: SASRec's settings are RecBole 1.2.1's defaults for it (recbole/properties/model/SASRec.yaml),
+#: hidden_size = --embedding_size.
+MODEL_SETTINGS = {
+    "NextItNet": lambda args: {
+        "embedding_size": args.embedding_size, "block_num": args.block_num,
+        "dilations": [int(d) for d in args.dilations.split(",")],
+        "kernel_size": args.kernel_size, "reg_weight": args.reg_weight, "loss_type": "CE"},
+    "SASRec": lambda args: {
+        "n_layers": 2, "n_heads": 2, "hidden_size": args.embedding_size, "inner_size": 256,
+        "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5, "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12, "initializer_range": 0.02, "loss_type": "CE"},
+}
+
+
 def recbole_config(args, work_dir, name):
     return {
-        "model": "NextItNet", "dataset": name,
+        "model": args.model, "dataset": name,
         "data_path": os.path.join(work_dir, "dataset"),
         "checkpoint_dir": os.path.join(work_dir, "saved"),
         # data
@@ -190,9 +207,7 @@ def recbole_config(args, work_dir, name):
         "user_inter_num_interval": "[0,inf)", "item_inter_num_interval": "[0,inf)",
         "filter_inter_by_user_or_item": True, "rm_dup_inter": None, "normalize_all": False,
         # model
-        "embedding_size": args.embedding_size, "block_num": args.block_num,
-        "dilations": [int(d) for d in args.dilations.split(",")],
-        "kernel_size": args.kernel_size, "reg_weight": args.reg_weight, "loss_type": "CE",
+        **MODEL_SETTINGS[args.model](args),
         # training
         "epochs": args.epochs, "train_batch_size": args.train_batch_size,
         "learner": "adam", "learning_rate": args.learning_rate, "weight_decay": 0.0,
@@ -286,12 +301,14 @@ def run(args):
     import recbole
     from recbole.config import Config
     from recbole.data import create_dataset, data_preparation
-    from recbole.model.sequential_recommender import NextItNet
+    from recbole.model import sequential_recommender
+
+    model_class = getattr(sequential_recommender, args.model)
     from recbole.trainer import Trainer
     from recbole.utils import init_logger, init_seed
 
     os.chdir(work_dir)  # RecBole writes ./log and ./log_tensorboard relative to the cwd
-    config = Config(model=NextItNet, dataset=name, config_dict=recbole_config(args, work_dir, name))
+    config = Config(model=model_class, dataset=name, config_dict=recbole_config(args, work_dir, name))
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
 
@@ -309,7 +326,7 @@ def run(args):
     print("split check:", json.dumps(split_check), flush=True)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = NextItNet(config, train_data._dataset).to(config["device"])
+    model = model_class(config, train_data._dataset).to(config["device"])
     n_params = int(sum(p.numel() for p in model.parameters()))
     trainer = Trainer(config, model)
 
@@ -384,8 +401,7 @@ def run(args):
         "split_check": split_check,
         "model_parameters": n_params,
         "config": {k: config[k] for k in (
-            "embedding_size", "block_num", "dilations", "kernel_size", "reg_weight", "loss_type",
-            "MAX_ITEM_LIST_LENGTH", "epochs", "train_batch_size", "eval_batch_size", "learner",
+            "model", *MODEL_SETTINGS[args.model](args), "MAX_ITEM_LIST_LENGTH", "epochs", "train_batch_size", "eval_batch_size", "learner",
             "learning_rate", "weight_decay", "stopping_step", "eval_step", "eval_args", "metrics",
             "topk", "valid_metric", "seed", "reproducibility", "device",
             "user_inter_num_interval", "item_inter_num_interval")},
@@ -398,7 +414,9 @@ def run(args):
         "train_wall_time_s": round(train_time, 1),
         "wall_time_s": round(time.time() - started, 1),
     }
-    report["config"]["dilations_expanded"] = [int(d) for d in args.dilations.split(",")] * args.block_num
+    if args.model == "NextItNet":
+        report["config"]["dilations_expanded"] = (
+            [int(d) for d in args.dilations.split(",")] * args.block_num)
     with open(output, "w") as handle:
         json.dump(report, handle, indent=2, default=str)
     summary = {k: report[k] for k in ("test", "best_valid_epoch", "best_valid", "epochs_run",

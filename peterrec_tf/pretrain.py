@@ -10,7 +10,7 @@ same names as the flags).
 """
 
 from peterrec_tf.jobs.pretraining import (  # noqa: F401
-    HEADS, OBJECTIVES, OPTIMIZERS, SETTINGS, run_pretrain)
+    ARCHITECTURES, HEADS, OBJECTIVES, OPTIMIZERS, SETTINGS, run_pretrain)
 from peterrec_tf.training.flags import define_common_flags, register_validators
 
 
@@ -25,15 +25,25 @@ def define_flags():
                       "next_item: causal NextItNet; masked_item: non-causal GRec encoder.")
     flags.DEFINE_float("mask_rate", 0.3, "masked_item: share of each sequence's items masked "
                        "(80% -> [MASK], 10% kept, 10% random item).")
+    flags.DEFINE_enum("architecture", "dilated_cnn", list(ARCHITECTURES), "dilated_cnn: "
+                      "NextItNet/GRec residual blocks of dilated convolutions (the paper's); "
+                      "self_attention: SASRec-style causal Transformer blocks (next_item only; "
+                      "padding inert, learned positions). Patches, fine-tuning and export work "
+                      "alike on both.")
     flags.DEFINE_integer("channels", 64, "Embedding / hidden width C.")
     flags.DEFINE_list("dilations", ["1", "4", "1", "4", "1", "4", "1", "4"],
-                      "One residual block per value d, its convs at rates d and 2d (the "
-                      "release's convention).")
-    flags.DEFINE_integer("kernel_size", 3, "Convolution kernel size k.")
+                      "dilated_cnn: one residual block per value d, its convs at rates d and "
+                      "2d (the release's convention).")
+    flags.DEFINE_integer("kernel_size", 3, "dilated_cnn: convolution kernel size k.")
+    flags.DEFINE_integer("num_blocks", 2, "self_attention: number of Transformer blocks.")
+    flags.DEFINE_integer("heads", 1, "self_attention: attention heads per block (must "
+                         "divide --channels).")
     flags.DEFINE_enum("head", "full", list(HEADS), "full: 1x1 conv on relu(h) with a full "
-                      "softmax; dot: h @ W^T + b, trained with a sampled softmax.")
-    flags.DEFINE_integer("num_sampled", -1, "dot head: sampled-softmax negatives. -1: the "
-                         "release's 20% of the vocabulary, at most 8,192 (beyond that the "
+                      "softmax; dot: h @ W^T + b with its own W, trained with a sampled "
+                      "softmax; tied: h @ E^T + b with E the input item embedding (SASRec's "
+                      "tying: no second [V, C] table), sampled like dot.")
+    flags.DEFINE_integer("num_sampled", -1, "dot and tied heads: sampled-softmax negatives. "
+                         "-1: the release's 20% of the vocabulary, at most 8,192 (beyond that the "
                          "head outweighs the residual stack; 645K items would sample 129K); "
                          "-2: the release's 20% unbounded (parity); 0: full softmax.")
     flags.DEFINE_enum("optimizer", "adam", list(OPTIMIZERS), "adam: Adam over every "

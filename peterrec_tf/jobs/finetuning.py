@@ -48,6 +48,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     import keras
 
     from pipelines import inputs
+    from pipelines.framing import Framing
     from pipelines.metadata_checksum import read_data_vocab
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.metrics import HitRate
@@ -88,7 +89,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         pooling = source.pooling  # a further fine-tuning reads users as its source did
     check_settings(method, task, backbone.causal, insertion, finelast_blocks, pooling, loss,
                    bottleneck_ratio, patch_activation)
-    check_method(method, finelast_blocks or 1, len(backbone.dilations))
+    check_method(method, finelast_blocks or 1, len(backbone.blocks))
     if backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{data_dir} has {meta['num_items']} items but {pretrained} was "
                          f"pre-trained with {backbone.vocab_size}: prepare the data with "
@@ -115,8 +116,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     check_split_records(data_dir, meta, ("train", "validation", "test"))
     check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     # a further fine-tuning keeps its source's framing (a converted release model's family)
-    framing = inputs.task_framing(meta, source.framing if source.task != "pretrain" else None,
-                                  max_len)
+    framing = inputs.task_framing(
+        meta, source.framing if source.task != "pretrain" else Framing(backbone.FINE_TUNING_FRAMING),
+        max_len)
     settings = TrainingSettings.of(config)
 
     def prepare(strategy_, precision):
@@ -125,7 +127,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
             log(f"{pretrained} is a fine-tuned model; transferring its backbone (without "
                 "patches)")
             if backbone.patches:
-                backbone = _unpatched_copy(backbone)
+                backbone = backbone.plain_copy()
         steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
         patch_config = {"bottleneck_ratio": bottleneck_ratio or PATCH_DEFAULTS["bottleneck_ratio"],
                         "activation": patch_activation or PATCH_DEFAULTS["patch_activation"]}
@@ -174,15 +176,6 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                      steps_per_epoch=meta["splits"]["train"] // batch_size)
 
     return train_job("finetune", config, settings, prepare, log)
-
-
-def _unpatched_copy(backbone):
-    from peterrec_tf.models import Backbone
-
-    plain = Backbone(**backbone.architecture())
-    plain.build()
-    plain.copy_backbone_weights_from(backbone)
-    return plain
 
 
 SETTINGS = job_settings(run_finetune)

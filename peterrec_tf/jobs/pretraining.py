@@ -9,7 +9,9 @@ import os
 from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
 
 OBJECTIVES = ("next_item", "masked_item")
-HEADS = ("full", "dot")
+HEADS = ("full", "dot", "tied")
+#: Backbone architectures (`models.architectures`), by `--architecture`'s names.
+ARCHITECTURES = ("dilated_cnn", "self_attention")
 #: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
 OPTIMIZERS = ("adam", "lazy_adam")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
@@ -43,7 +45,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  num_candidates=100, train_windows="all", select_metric="auto",
                  jit_compile=True, optimizer="adam", patience=0, dropout=0.0,
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
-                 lr_schedule="constant", warmup_steps=0, log=print):
+                 lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
+                 num_blocks=2, heads=1, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
     from pipelines.metadata_checksum import read_data_vocab
@@ -51,7 +54,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from peterrec_tf.model_dir import save_model_dir
     from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
                                            keep_replaced_backbone)
-    from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
+    from peterrec_tf.models import GRecPretrainer, NextItNet
+    from peterrec_tf.models.architectures import backbone_for, check_architecture_settings
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import target_fill, use_xla, xla_plan
@@ -66,10 +70,12 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    check_architecture_settings(architecture, objective, config)
     if head not in HEADS:
-        raise ValueError(f"--head must be full or dot, got {head!r}")
+        raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     if head == "full" and num_sampled > 0:
-        raise ValueError("--num_sampled needs --head=dot (the full head has no sampled softmax)")
+        raise ValueError("--num_sampled needs --head=dot or tied (the full head has no sampled "
+                         "softmax)")
     metrics = [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")]
     config["select_metric"] = selection.resolve_metric(
         select_metric, eval_every, strategy, metrics)
@@ -81,12 +87,12 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                          "dataset (the pretrain/ folder of a preparation)")
     config["data_fingerprint"] = meta.get("fingerprint")
     vocab_size = meta["num_items"]
-    if head == "dot":
+    if head != "full":
         num_sampled = default_num_sampled(num_sampled, vocab_size)
-    num_sampled = max(0, num_sampled) if head == "dot" else 0
+    num_sampled = max(0, num_sampled) if head != "full" else 0
     if label_smoothing and num_sampled:
         raise ValueError("--label_smoothing needs the full softmax: --head=full, or --head=dot "
-                         "with --num_sampled=0")
+                         "or tied with --num_sampled=0")
     if num_sampled >= vocab_size:
         raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
     check_split_records(data_dir, meta, ("train", "validation", "test"))
@@ -111,9 +117,11 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                     if train_windows == "all" else meta["splits"]["train"])
         steps = count_steps(train_steps, epochs, examples, batch_size)
         with strategy_.scope():
-            backbone = Backbone(vocab_size, channels, config["dilations"], kernel_size,
-                                causal=objective == "next_item", dropout=dropout,
-                                embedding_dropout=embedding_dropout)
+            backbone = backbone_for(architecture, vocab_size, channels,
+                                    causal=objective == "next_item", max_len=max_len,
+                                    dilations=config["dilations"], kernel_size=kernel_size,
+                                    num_blocks=num_blocks, heads=heads, dropout=dropout,
+                                    embedding_dropout=embedding_dropout)
             cls = NextItNet if objective == "next_item" else GRecPretrainer
             model = cls(backbone, head=head, num_sampled=num_sampled,
                         framing=inputs.task_framing(meta, None, max_len),
@@ -130,8 +138,10 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                           xla_plan=plan if xla else ())
         log(f"pre-training {cls.__name__} ({objective}, head {head}"
             + (f", sampled softmax {num_sampled}" if num_sampled else "")
-            + f"): {vocab_size} items, {channels} channels, dilations {config['dilations']}, "
-            f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
+            + f"): {vocab_size} items, {channels} channels, "
+            + (f"dilations {config['dilations']}, " if architecture == "dilated_cnn" else
+               f"self-attention, {num_blocks} blocks of {heads} heads, ")
+            + f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
             + (f"XLA: {' + '.join(plan)}, " if xla else "")
             + f"{strategy_.num_replicas_in_sync} replicas)")
 

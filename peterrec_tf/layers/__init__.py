@@ -1,4 +1,5 @@
-"""Keras layers of PeterRec: dilated convolution, residual block, model patch, heads."""
+"""Keras layers of PeterRec: dilated convolution, residual block, self-attention block,
+model patch, heads."""
 
 from peterrec_tf.layers.dilated_conv import DilatedConv1D
 from peterrec_tf.layers.heads import DotProductHead, FullSoftmaxHead, make_head
@@ -8,6 +9,7 @@ from peterrec_tf.layers.residual_block import (
     ResidualBlock,
     default_insertion,
 )
+from peterrec_tf.layers.self_attention import MultiHeadSelfAttention, SelfAttentionBlock
 
 __all__ = [
     "DilatedConv1D",
@@ -15,7 +17,9 @@ __all__ = [
     "FullSoftmaxHead",
     "INSERTIONS",
     "ModelPatch",
+    "MultiHeadSelfAttention",
     "ResidualBlock",
+    "SelfAttentionBlock",
     "default_insertion",
     "gelu_tanh",
     "make_head",

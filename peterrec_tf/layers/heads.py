@@ -1,4 +1,5 @@
-"""Pre-training output heads of the release: `full` (1x1 conv on relu(h)) and `dot`."""
+"""Pre-training output heads: the release's `full` (1x1 conv on relu(h)) and `dot`, and
+`tied` (SASRec's: the item embedding scores the next item)."""
 
 import keras
 from keras import ops
@@ -85,10 +86,42 @@ class DotProductHead(keras.layers.Layer):
         return config
 
 
-def make_head(kind, vocab_size, name="head"):
-    """`full` or `dot`, by the release's names."""
-    if kind == "full":
-        return FullSoftmaxHead(vocab_size, name=name)
-    if kind == "dot":
-        return DotProductHead(vocab_size, name=name)
-    raise ValueError(f"head must be 'full' or 'dot', got {kind!r}")
+@keras.saving.register_keras_serializable(package="peterrec_tf")
+class TiedHead(DotProductHead):
+    """`logits = h @ E^T + b` with E `[V, C]` the backbone's input item embedding (tied
+    input and output embeddings, as SASRec): the head owns only the bias, `kernel` reads
+    the embedding, so everything that uses a `DotProductHead` (sampled and fused softmax,
+    chunked ranking, the int8 index, export through the backbone's variables) uses the
+    one table. `tie(embedding_layer)` must be called before the head is used."""
+
+    def tie(self, embedding_layer):
+        # not tracked as this layer's: the embedding is saved and exported by the backbone
+        object.__setattr__(self, "_embedding", embedding_layer)
+
+    @property
+    def kernel(self):
+        embedding = getattr(self, "_embedding", None)
+        if embedding is None:
+            raise ValueError("a tied head reads the item embedding: call tie() first")
+        return embedding.embeddings
+
+    def build(self, input_shape):
+        if self.built:
+            return
+        self.bias = self.add_weight(name="bias", shape=(self.vocab_size,), initializer="zeros")
+
+
+HEADS = {"full": FullSoftmaxHead, "dot": DotProductHead, "tied": TiedHead}
+
+
+def make_head(kind, vocab_size, name="head", item_embedding=None):
+    """`full` or `dot` (the release's names) or `tied` (needs the backbone's
+    `item_embedding` layer)."""
+    if kind not in HEADS:
+        raise ValueError(f"head must be one of {sorted(HEADS)}, got {kind!r}")
+    head = HEADS[kind](vocab_size, name=name)
+    if kind == "tied":
+        if item_embedding is None:
+            raise ValueError("head 'tied' needs the backbone's item embedding")
+        head.tie(item_embedding)
+    return head

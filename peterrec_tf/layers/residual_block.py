@@ -131,6 +131,17 @@ class ResidualBlock(keras.layers.Layer):
         """The pre-trained sub-layers (everything but the patches)."""
         return [self.conv1, self.layer_norm1, self.conv2, self.layer_norm2]
 
+    @property
+    def trained_norms(self):
+        """The layer norms PeterRec trains with the patches (`train_layer_norm`): the
+        release's LN2."""
+        return [self.layer_norm2]
+
+    @property
+    def transform_layers(self):
+        """The layers that mix channels (what the paper compares the patches with)."""
+        return [self.conv1, self.conv2]
+
     def get_config(self):
         config = super().get_config()
         config.update(

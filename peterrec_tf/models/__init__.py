@@ -1,6 +1,7 @@
 """PeterRec models: backbone, pre-training tasks, fine-tuning task, transfer methods."""
 
 from peterrec_tf.models.backbone import RELEASE_DILATIONS, Backbone
+from peterrec_tf.models.attention_backbone import SelfAttentionBackbone
 from peterrec_tf.models.finetuner import POOLINGS, FineTuner, default_pooling, pool_hidden
 from peterrec_tf.models.pretrainer import (GRecEncoder, GRecPretrainer, NextItNet,
                                           SequencePretrainer, pretrainer_for)
@@ -10,6 +11,6 @@ from peterrec_tf.models.factory import build_finetuner
 
 __all__ = [
     "Backbone", "FineTuner", "GRecEncoder", "GRecPretrainer", "METHODS", "NextItNet", "POOLINGS",
-    "RELEASE_DILATIONS", "SequencePretrainer", "apply_transfer_method", "build_finetuner",
+    "RELEASE_DILATIONS", "SelfAttentionBackbone", "SequencePretrainer", "apply_transfer_method", "build_finetuner",
     "default_pooling", "format_report", "parameter_report", "pool_hidden", "pretrainer_for",
 ]

@@ -29,6 +29,12 @@ def leading_padding_mask(item_ids, dtype):
 class Backbone(keras.Model):
     """Item embedding followed by residual blocks: ids `[B, T]` -> hidden `[B, T, C]`.
 
+    The dilated CNN (NextItNet / GRec). `models.attention_backbone.SelfAttentionBackbone`
+    is the other architecture behind the same interface: a subclass overrides the
+    constructor, `call`/`_run_blocks`, `last_position` and the class attributes below;
+    everything else (patches, copies, transfer methods, export) works on `blocks`,
+    `embedding_layers` and `final_layers`.
+
     `dilations` follows the release's convention: each value d is one residual block
     whose convolutions use rates d and 2d, so (1, 4) means conv rates 1, 2, 4, 8.
     `causal=True` is NextItNet (next-item pre-training); `False` is the GRec encoder
@@ -48,6 +54,14 @@ class Backbone(keras.Model):
     `dropout` (residual branches) and `embedding_dropout` (item embeddings) act in training
     only; evaluation and serving are deterministic.
     """
+
+    #: The architecture's name (flag `--architecture`, config.json's backbone entry).
+    ARCHITECTURE_NAME = "dilated_cnn"
+    #: The constructor arguments that make two backbones of this class interchangeable.
+    ARCHITECTURE_FIELDS = ARCHITECTURE
+    #: How fine-tuning frames a history for this architecture (`pipelines.framing`):
+    #: `tcl` ends it with the [TCL] token (id 0, a learned vector here) whose state is read.
+    FINE_TUNING_FRAMING = "tcl"
 
     def __init__(
         self,
@@ -190,31 +204,55 @@ class Backbone(keras.Model):
         by default: a fine-tuning does not inherit the pre-training's dropout).
         """
         insertion = insertion or default_insertion(self.causal)
-        patched = Backbone(
-            **self.architecture(), insertion=insertion, patch_config=patch_config,
-            name=self.name, **(regularisation or {}))
+        patched = type(self)(**self.architecture(), insertion=insertion,
+                             patch_config=patch_config, name=self.name,
+                             **(regularisation or {}))
         patched.build()
         if copy_weights:
             self.build()
             patched.copy_backbone_weights_from(self)
         return patched
 
+    def plain_copy(self, regularisation=None):
+        """A new, built backbone of the same architecture without patches, holding this
+        one's pre-trained weights; `regularisation` as `with_patches`'."""
+        plain = type(self)(**self.architecture(), **(regularisation or {}))
+        plain.build()
+        self.build()
+        plain.copy_backbone_weights_from(self)
+        return plain
+
+    @property
+    def embedding_layers(self):
+        """The pre-trained layers before the blocks (trained only by `fineall`)."""
+        return [self.item_embedding]
+
+    @property
+    def final_layers(self):
+        """The pre-trained layers after the blocks (trained with the last block)."""
+        return []
+
     def copy_backbone_weights_from(self, other):
         """Copy embedding and block weights (not patches) from a backbone of same shape."""
         self._check_compatible(other)
-        self.item_embedding.set_weights(other.item_embedding.get_weights())
+        for mine, theirs in zip(self.embedding_layers + self.final_layers,
+                                other.embedding_layers + other.final_layers):
+            mine.set_weights(theirs.get_weights())
         for mine, theirs in zip(self.blocks, other.blocks):
             for dst, src in zip(mine.backbone_layers, theirs.backbone_layers):
                 dst.set_weights(src.get_weights())
 
     def architecture(self):
-        """{field: value} of ARCHITECTURE (the constructor arguments of an unpatched copy)."""
-        return {field: getattr(self, field) for field in ARCHITECTURE}
+        """{field: value} of ARCHITECTURE_FIELDS (the constructor arguments of an
+        unpatched copy: `type(self)(**self.architecture())`)."""
+        return {field: getattr(self, field) for field in self.ARCHITECTURE_FIELDS}
 
     def architecture_differences(self, other):
         """["field: mine vs theirs", ...] where `other` has another architecture."""
+        if self.ARCHITECTURE_NAME != other.ARCHITECTURE_NAME:
+            return [f"architecture: {self.ARCHITECTURE_NAME} vs {other.ARCHITECTURE_NAME}"]
         return [f"{f}: {getattr(self, f)} vs {getattr(other, f)}"
-                for f in ARCHITECTURE if getattr(self, f) != getattr(other, f)]
+                for f in self.ARCHITECTURE_FIELDS if getattr(self, f) != getattr(other, f)]
 
     def _check_compatible(self, other):
         diffs = self.architecture_differences(other)

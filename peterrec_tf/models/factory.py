@@ -1,6 +1,5 @@
 """Build a fine-tuning model from a pre-trained backbone by transfer method."""
 
-from peterrec_tf.models.backbone import Backbone
 from peterrec_tf.models.finetuner import FineTuner
 
 
@@ -28,14 +27,12 @@ def build_finetuner(
         import keras
         if seed is not None:
             keras.utils.set_random_seed(seed)
-        source = Backbone(**pretrained_backbone.architecture())
+        source = type(pretrained_backbone)(**pretrained_backbone.architecture())
         source.build()
     if method == "peterrec":
         backbone = source.with_patches(insertion, patch_config, regularisation=regularisation)
     else:
-        backbone = Backbone(**source.architecture(), **(regularisation or {}))
-        backbone.build()
-        backbone.copy_backbone_weights_from(source)
+        backbone = source.plain_copy(regularisation)
     model = FineTuner(backbone, task=task, num_outputs=num_outputs, method=method,
                       **finetuner_kwargs)
     model.build()

@@ -74,7 +74,7 @@ class FineTuner(WrapsBackbone, keras.Model):
             raise ValueError(f"label smoothing applies to softmax losses (loss='ce'), not "
                              f"loss={loss!r}")
         self.label_smoothing = float(label_smoothing)
-        check_method(method, finelast_blocks, len(backbone.dilations))
+        check_method(method, finelast_blocks, len(backbone.blocks))
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if loss not in LOSSES:
@@ -93,7 +93,7 @@ class FineTuner(WrapsBackbone, keras.Model):
         self.method = method
         self.finelast_blocks = int(finelast_blocks)
         self.train_layer_norm = bool(train_layer_norm)
-        self.framing = Framing.from_config(framing or Framing("tcl"))
+        self.framing = Framing.from_config(framing or Framing(backbone.FINE_TUNING_FRAMING))
         if task == "item_rec":
             self.head = keras.layers.Embedding(
                 self.num_outputs, backbone.channels,

@@ -70,8 +70,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         if self.requires_causal is not None and backbone.causal != self.requires_causal:
             kind = "causal" if self.requires_causal else "non-causal"
             raise ValueError(f"{type(self).__name__} needs a {kind} backbone")
-        if num_sampled and head != "dot":
-            raise ValueError("a sampled softmax (num_sampled > 0) needs head='dot'")
+        if num_sampled and head not in ("dot", "tied"):
+            raise ValueError("a sampled softmax (num_sampled > 0) needs head='dot' or 'tied'")
         if num_sampled >= backbone.vocab_size:
             raise ValueError(
                 f"num_sampled={num_sampled} must be below the vocabulary size "
@@ -82,7 +82,8 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.label_smoothing = float(label_smoothing)
         # histories as `next_item_logits` reads them: the last items, left-padded
         self.framing = Framing.from_config(framing or Framing("history"))
-        self.head = make_head(head, backbone.vocab_size, name="head")
+        self.head = make_head(head, backbone.vocab_size, name="head",
+                              item_embedding=backbone.item_embedding)
 
     def build(self, input_shape=None):
         if self.built:

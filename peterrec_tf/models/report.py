@@ -16,7 +16,7 @@ def parameter_report(model):
     """
     backbone = model.backbone
     patch_weights = [w for p in backbone.patches for w in p.weights]
-    conv_weights = [w for b in backbone.blocks for layer in (b.conv1, b.conv2)
+    conv_weights = [w for b in backbone.blocks for layer in b.transform_layers
                     for w in layer.weights]
     head_weights = list(model.head.weights) if hasattr(model, "head") else []
     total = _count(model.weights)

@@ -21,13 +21,18 @@ def apply_transfer_method(model):
         raise ValueError("method 'peterrec' needs a backbone with patches (insertion b/c/d/e)")
     model.head.trainable = True
     everything = method == "fineall"
-    backbone.item_embedding.trainable = everything
+    for layer in backbone.embedding_layers:
+        layer.trainable = everything
+    train_norms = method == "peterrec" and model.train_layer_norm
+    for layer in backbone.final_layers:
+        layer.trainable = everything or method == "finelast" or train_norms
     first_trained = len(backbone.blocks) - model.finelast_blocks
     for index, block in enumerate(backbone.blocks):
         train_block = everything or (method == "finelast" and index >= first_trained)
         for layer in block.backbone_layers:
             layer.trainable = train_block
-        if method == "peterrec" and model.train_layer_norm:
-            block.layer_norm2.trainable = True
+        if train_norms:
+            for norm in block.trained_norms:
+                norm.trainable = True
         for patch in block.patches:
             patch.trainable = method in ("peterrec", "fineall") or train_block

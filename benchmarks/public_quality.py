@@ -1,0 +1,352 @@
+"""Next-item quality on public logs: this project's pre-trained models against popularity
+(and RecBole's figures on the same split), side by side by architecture, head, size and loss.
+
+What it does
+    1. Prepares MovieLens-100K (``../shared/data/ml-100k``, all of u.data: ``--target_genres=``)
+       and the synthetic log with ``pipelines.prepare`` into ``--work_dir`` (OUTSIDE the
+       repository: the MovieLens licence forbids copying derived data into git). The splits
+       are the project's leave-one-out: train seq[:-2], validation seq[:-2] -> seq[-2],
+       test seq[:-1] -> seq[-1] (the split RecBole's reference run was checked against).
+    2. Trains each run of ``--runs`` (named in RUNS, or given as JSON by ``--extra_runs``) with
+       ``peterrec_tf.jobs.pretraining.run_pretrain``: validation NDCG@10 (full ranking) every
+       ``--eval_every`` steps, the best-validation weights kept; the test split selects nothing.
+    3. Scores the saved model on test under two protocols, with ``metrics.true_ranks`` (ties
+       count against the true item):
+         full     the true item among every item (padding excluded, history not masked:
+                  the protocol of benchmarks/RECBOLE_REFERENCE.md);
+         sasrec   SASRec's: the true item among 100, the other 99 drawn uniformly (seeded by
+                  ``--eval_seed`` and the user) from the items the user never rated (any split).
+       Popularity (training-split counts) is scored the same way, on the same candidates.
+    4. Writes everything raw to ``--output`` (default
+       ``benchmarks/results/public_quality_<commit>.json``) after every run: commit, dirty
+       flag, command, machine, load average before/after each run, each run's settings, wall
+       time, the validation curve with elapsed seconds (time to accuracy), the job's own test
+       figures and both protocols' figures. No MovieLens rows are written.
+
+Run (from the repository root; be polite on a shared machine)::
+
+    nice -n 10 .venv/bin/python benchmarks/public_quality.py --work_dir=/tmp/quality \\
+        --datasets=ml100k --runs=cnn_full,sa_full --seeds=0
+
+``--smoke`` trains a few steps only (checks the script, not quality).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+ML100K = os.path.join(os.path.dirname(REPO), "shared", "data", "ml-100k")  # never copied
+#: Shared by every run unless the run sets it (the RecBole comparison's settings).
+BASE = {"objective": "next_item", "channels": 64, "batch_size": 32, "learning_rate": 1e-3,
+        "head": "full", "num_sampled": 0}
+#: Named runs: the settings that differ from BASE.
+RUNS = {
+    "cnn_full": {"architecture": "dilated_cnn", "dilations": [1, 4, 1, 4, 1, 4, 1, 4]},
+    "cnn_dot": {"architecture": "dilated_cnn", "head": "dot"},
+    "cnn_dot_sampled": {"architecture": "dilated_cnn", "head": "dot", "num_sampled": -1},
+    "cnn_wide": {"architecture": "dilated_cnn", "channels": 128},
+    "cnn_shallow": {"architecture": "dilated_cnn", "dilations": [1, 4, 1, 4]},
+    "sa_full": {"architecture": "self_attention", "num_blocks": 2},
+    "sa_dot": {"architecture": "self_attention", "num_blocks": 2, "head": "dot"},
+    "sa_tied": {"architecture": "self_attention", "num_blocks": 2, "head": "tied"},
+    "cnn_tied": {"architecture": "dilated_cnn", "head": "tied"},
+    "sa_dot_sampled": {"architecture": "self_attention", "num_blocks": 2, "head": "dot",
+                       "num_sampled": -1},
+    "sa_deep": {"architecture": "self_attention", "num_blocks": 4},
+    "sa_wide": {"architecture": "self_attention", "num_blocks": 2, "channels": 128,
+                "heads": 2},
+}
+DATASETS = ("ml100k", "synthetic", "amazon_shaped")
+#: The synthetic log shaped like a public Amazon category (about 31K users, 24K items,
+#: sequences of 5-13 items: ~9 a user, ~280K events), for timing the recipe.
+AMAZON_SHAPED = {"num_users": 31000, "num_items": 24000, "num_clusters": 600, "min_len": 5,
+                 "max_len_generated": 13, "num_targets": 100}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--ml100k", default=ML100K, help="The ml-100k folder (u.data, u.item).")
+    p.add_argument("--work_dir", required=True, help="Prepared data and runs (outside the repo).")
+    p.add_argument("--datasets", default="ml100k,synthetic", help=f"Any of {DATASETS}.")
+    p.add_argument("--runs", default="cnn_full,sa_full", help=f"Names of {sorted(RUNS)}.")
+    p.add_argument("--extra_runs", default="{}",
+                   help='JSON {"name": {setting: value}} added to the runs (settings as '
+                        "run_pretrain's, over BASE).")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--max_len", type=int, default=50)
+    p.add_argument("--train_steps", type=int, default=1500)
+    p.add_argument("--eval_every", type=int, default=75)
+    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--eval_seed", type=int, default=0)
+    p.add_argument("--popularity", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--output", default=None)
+    p.add_argument("--allow_dirty", action="store_true")
+    p.add_argument("--smoke", action="store_true", help="A few steps per run (script check).")
+    return p.parse_args(argv)
+
+
+def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K):
+    from pipelines.prepare import prepare
+
+    out = os.path.join(work_dir, "data", name)
+    if name == "ml100k":
+        prepare("movielens_100k", out, input=ml100k, max_len=max_len, target_genres="", log=log)
+    elif name == "synthetic":
+        prepare("synthetic", out, max_len=max_len, seed=0, log=log)
+    elif name == "amazon_shaped":
+        prepare("synthetic", out, max_len=max_len, seed=0, log=log, **AMAZON_SHAPED)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {DATASETS}")
+    return os.path.join(out, "pretrain")
+
+
+def read_split(data_dir, split):
+    """[(user_id, item ids oldest first, target or None)] of a prepared split."""
+    import tensorflow as tf
+
+    from pipelines import inputs, schema
+
+    spec = schema.feature_spec("pretrain", split)
+    rows = []
+    files = inputs.shard_files(data_dir, split)
+    for batch in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
+        parsed = tf.io.parse_example(batch, spec)
+        ids = parsed[schema.ITEM_IDS].to_list()
+        users = parsed[schema.USER_ID].numpy()
+        targets = parsed[schema.TARGET].numpy() if schema.TARGET in parsed else [None] * len(ids)
+        rows += [(u.decode(), list(map(int, i)), None if t is None else int(t))
+                 for u, i, t in zip(users, ids, targets)]
+    inputs.check_count(data_dir, split, len(rows))
+    return rows
+
+
+def sasrec_candidates(test_rows, num_items, count, seed):
+    """`[N, count]` int32: the true item, then count-1 distinct items drawn uniformly from
+    those the user never rated (history and target), seeded by (seed, user)."""
+    import zlib
+
+    import numpy as np
+
+    out = np.zeros((len(test_rows), count), np.int32)
+    for row, (user, history, target) in enumerate(test_rows):
+        rated = set(history) | {target, 0}
+        if num_items - len(rated) < count - 1:
+            raise ValueError(f"user {user} rated all but {num_items - len(rated)} items: "
+                             f"cannot draw {count - 1} unrated ones")
+        rng = np.random.RandomState([seed, zlib.crc32(user.encode())])
+        chosen = []
+        while len(chosen) < count - 1:
+            for item in rng.randint(1, num_items, size=2 * count):
+                if item not in rated:
+                    rated.add(int(item))
+                    chosen.append(int(item))
+                    if len(chosen) == count - 1:
+                        break
+        out[row] = [target] + chosen
+    return out
+
+
+def ranking_figures(score_rows, targets, candidates, ks=(5, 10), batch_size=256):
+    """{protocol: {hr@k, ndcg@k, mrr@k, examples}}; `score_rows(start, stop)` gives the
+    scores `[stop - start, V]` of those test rows (in batches: a catalogue of 24K items
+    times 31K users would not fit whole)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from peterrec_tf.metrics import ranking_gains, true_ranks
+
+    ranks = {"full": [], "sasrec": []}
+    for start in range(0, len(targets), batch_size):
+        stop = min(start + batch_size, len(targets))
+        scores = tf.constant(score_rows(start, stop))
+        ranks["full"].append(true_ranks(tf.constant(targets[start:stop]), scores).numpy())
+        ranks["sasrec"].append(true_ranks(tf.constant(candidates[start:stop]), scores).numpy())
+    out = {}
+    for protocol, parts in ranks.items():
+        ranked = tf.constant(np.concatenate(parts))
+        figures = {"examples": int(len(targets))}
+        for k in ks:
+            for kind in ("hr", "ndcg", "mrr"):
+                figures[f"{kind}@{k}"] = float(np.mean(ranking_gains(ranked, k, kind).numpy()))
+        out[protocol] = figures
+    return out
+
+
+def model_scorer(model_dir, test_rows):
+    """`score_rows` of the saved model: next-item logits for each test history, framed as
+    the model was trained (its own `framing`)."""
+    import tensorflow as tf
+
+    from peterrec_tf.model_dir import load_model_dir, model_framing
+
+    model, config, _ = load_model_dir(model_dir)
+    framing = model_framing(model, config)
+    logits = tf.function(model.next_item_logits)
+
+    def score_rows(start, stop):
+        histories = [h for _, h, _ in test_rows[start:stop]]
+        return logits(framing.frame(tf.ragged.constant(histories, dtype=tf.int32))).numpy()
+
+    return score_rows
+
+
+def popularity_scorer(train_rows, num_items):
+    """`score_rows` of popularity: each item's count in the training split (the same row
+    for every user; padding never ranked)."""
+    import numpy as np
+
+    counts = np.zeros(num_items, np.float32)
+    for _, history, _ in train_rows:
+        np.add.at(counts, history, 1.0)
+    counts[0] = -np.inf
+    return lambda start, stop: np.tile(counts, (stop - start, 1))
+
+
+class TimedLog:
+    """The job's log lines with seconds since the run started; the validation curve
+    (time to accuracy) is read back from them."""
+
+    def __init__(self, echo):
+        self.started, self.lines, self.echo = time.time(), [], echo
+
+    def __call__(self, line):
+        elapsed = time.time() - self.started
+        self.lines.append((round(elapsed, 2), str(line)))
+        self.echo(f"  [{elapsed:7.1f}s] {line}")
+
+    def curve(self):
+        points = []
+        for elapsed, line in self.lines:
+            if " validation: " in line and line.startswith("step "):
+                step = int(line.split()[1])
+                fields = line.split(": ", 1)[1].split()
+                points.append({"step": step, "seconds": elapsed,
+                               **{fields[i]: float(fields[i + 1])
+                                  for i in range(0, len(fields) - 1, 2)}})
+        return points
+
+
+def load_average():
+    try:
+        return list(os.getloadavg())
+    except OSError:
+        return None
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from peterrec_tf.experiments.provenance import check_clean, git_state
+
+    work_dir = os.path.abspath(args.work_dir)
+    if work_dir == REPO or work_dir.startswith(REPO + os.sep):
+        raise SystemExit(f"error: --work_dir {work_dir} is inside the repository: MovieLens "
+                         "data may not be copied into git")
+    state = git_state(REPO)
+    check_clean(state, args.allow_dirty)
+    runs = {name: RUNS[name] for name in args.runs.split(",") if name}
+    runs.update(json.loads(args.extra_runs))
+    unknown = [n for n in args.runs.split(",") if n and n not in RUNS]
+    if unknown:
+        raise SystemExit(f"error: unknown runs {unknown}; expected names of {sorted(RUNS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    steps = 6 if args.smoke else args.train_steps
+    eval_every = 3 if args.smoke else args.eval_every
+    output = args.output or os.path.join(
+        REPO, "benchmarks", "results",
+        f"public_quality_{(state['commit'] or 'unknown')[:10]}{'_smoke' if args.smoke else ''}.json")
+    report = {"benchmark": "public_quality", "commit": state["commit"], "dirty": state["dirty"],
+              "dirty_files": state.get("dirty_files"), "command": " ".join(sys.argv),
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                          "python": platform.python_version()},
+              "load_average_start": load_average(), "base": BASE, "runs_settings": runs,
+              "train_steps": steps, "eval_every": eval_every, "max_len": args.max_len,
+              "candidates": args.candidates, "eval_seed": args.eval_seed, "datasets": {},
+              "results": []}
+    if os.path.exists(output):  # resume: keep what finished, skip it below
+        with open(output, encoding="utf-8") as handle:
+            previous = json.load(handle)
+        if previous.get("commit") == state["commit"]:
+            report["results"] = previous.get("results", [])
+    done = {(r["dataset"], r["run"], r["seed"]) for r in report["results"]}
+
+    def save():
+        os.makedirs(os.path.dirname(output), exist_ok=True)
+        tmp = output + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(report, handle, indent=1)
+        os.replace(tmp, output)
+
+    from pipelines import inputs
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    for dataset in args.datasets.split(","):
+        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None, args.ml100k)
+        meta = inputs.read_metadata(data_dir)
+        num_items = meta["num_items"]
+        test_rows = read_split(data_dir, "test")
+        targets = [t for _, _, t in test_rows]
+        candidates = sasrec_candidates(test_rows, num_items, args.candidates, args.eval_seed)
+        report["datasets"][dataset] = {"num_items": num_items, "splits": meta["splits"],
+                                       "fingerprint": meta.get("fingerprint")}
+        print(f"{dataset}: {num_items - 1} items, {len(test_rows)} test users", flush=True)
+        if args.popularity and (dataset, "popularity", 0) not in done:
+            figures = ranking_figures(popularity_scorer(read_split(data_dir, "train"), num_items),
+                                      targets, candidates)
+            report["results"].append({"dataset": dataset, "run": "popularity", "seed": 0,
+                                      **figures})
+            print(f"  popularity: {json.dumps(figures)}", flush=True)
+            save()
+        for name, settings in runs.items():
+            for seed in seeds:
+                if (dataset, name, seed) in done:
+                    continue
+                model_dir = os.path.join(work_dir, "runs", report["commit"][:10] if
+                                         report["commit"] else "unknown", dataset,
+                                         f"{name}_s{seed}{'_smoke' if args.smoke else ''}")
+                config = dict(BASE, **settings)
+                # a run may set its own length (e.g. larger batches, fewer steps)
+                config.setdefault("train_steps", steps)
+                config.setdefault("eval_every", eval_every)
+                if args.smoke:
+                    config.update(train_steps=steps, eval_every=eval_every)
+                print(f"{dataset} {name} seed {seed}: {config}", flush=True)
+                log = TimedLog(lambda line: print(line, flush=True))
+                load_before = load_average()
+                job = run_pretrain(data_dir, model_dir, select_metric="ndcg@10", seed=seed,
+                                   max_len=args.max_len, checkpoint_every=10 ** 6,
+                                   log_every=max(config["eval_every"], 50), log=log, **config)
+                scored = time.time()
+                figures = ranking_figures(model_scorer(model_dir, test_rows), targets, candidates)
+                job_test = {k: v for k, v in job["test"].items()}
+                if abs(job_test["ndcg@10"] - figures["full"]["ndcg@10"]) > 1e-4:
+                    raise SystemExit(f"error: {model_dir}: this script's full ranking "
+                                     f"({figures['full']['ndcg@10']}) differs from the job's "
+                                     f"({job_test['ndcg@10']})")
+                curve = log.curve()
+                selected = job.get("selected") or {}
+                best = next((p for p in curve if p["step"] == selected.get("step")), None)
+                report["results"].append({
+                    "dataset": dataset, "run": name, "seed": seed, "settings": config,
+                    "model_dir": model_dir, "wall_seconds": job["wall_seconds"],
+                    "scoring_seconds": time.time() - scored,
+                    "examples_per_second": job["examples_per_second"],
+                    "selected_step": selected.get("step"),
+                    "seconds_to_selected": best["seconds"] if best else None,
+                    "validation_curve": curve, "job_test_full": job_test,
+                    "load_average_before": load_before, "load_average_after": load_average(),
+                    **figures})
+                print(f"  -> full {figures['full']}  sasrec {figures['sasrec']}", flush=True)
+                save()
+    report["load_average_end"] = load_average()
+    save()
+    print(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""A SASRec-style causal self-attention user encoder behind the `Backbone` interface."""
+
+import keras
+from keras import ops
+
+from peterrec_tf.layers.residual_block import LAYER_NORM_EPSILON
+from peterrec_tf.layers.self_attention import SelfAttentionBlock
+from peterrec_tf.models.backbone import Backbone
+
+
+@keras.saving.register_keras_serializable(package="peterrec_tf")
+class SelfAttentionBackbone(Backbone):
+    """Item + position embedding, `num_blocks` causal self-attention blocks (pre-norm,
+    SASRec's order) and a final layer norm: ids `[B, T]` -> hidden `[B, T, C]`.
+
+    Everything the pre-trainers, FineTuner, transfer methods, export and serving use of a
+    `Backbone` holds: position t reads positions <= t only, `blocks` carry `patches`
+    (`insertion` as in `SelfAttentionBlock`), `with_patches` grafts identity patches into
+    a trained copy.
+
+    Padding (id 0) is inert: its embedding is masked to zero, no item attends to it and
+    its outputs are zero, so an answer does not depend on how much left padding a history
+    carries. Positions are counted back from the most recent item (0 = the last one), so
+    the last item always has the same position whatever the window's length; positions
+    beyond `max_positions` - 1 share the oldest one. Only causal (next-item) training:
+    masked-item pre-training marks its masks with id 0, the padding id here.
+
+    `dropout` (attention probabilities and each residual branch's output) and
+    `embedding_dropout` (item + position embedding) act in training only; they are
+    training settings, not architecture (a patched copy starts without them).
+    """
+
+    ARCHITECTURE_NAME = "self_attention"
+    ARCHITECTURE_FIELDS = ("vocab_size", "channels", "num_blocks", "heads", "max_positions",
+                           "feed_forward_dim", "causal")
+    #: The [TCL] token is id 0, padding here: fine-tuning reads the last item's state, as
+    #: next-item pre-training does.
+    FINE_TUNING_FRAMING = "history"
+
+    def __init__(self, vocab_size, channels=64, num_blocks=2, heads=1, max_positions=200,
+                 feed_forward_dim=None, causal=True, insertion=None, patch_config=None,
+                 dropout=0.0, embedding_dropout=0.0, **kwargs):
+        kwargs.setdefault("name", "backbone")
+        keras.Model.__init__(self, **kwargs)  # not Backbone's: it makes dilated-CNN blocks
+        if vocab_size < 2 or channels < 1 or num_blocks < 1 or max_positions < 1:
+            raise ValueError(
+                f"need vocab_size >= 2, channels >= 1, num_blocks >= 1 and max_positions >= 1; "
+                f"got {vocab_size}, {channels}, {num_blocks}, {max_positions}")
+        if not causal:
+            raise ValueError("the self-attention backbone is causal only (next-item "
+                             "pre-training): masked-item pre-training marks masks with id 0, "
+                             "which is its padding")
+        for name, rate in (("dropout", dropout), ("embedding_dropout", embedding_dropout)):
+            if not 0.0 <= rate < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {rate}")
+        self.vocab_size = int(vocab_size)
+        self.channels = int(channels)
+        self.num_blocks = int(num_blocks)
+        self.heads = int(heads)
+        if self.channels % self.heads:
+            raise ValueError(f"{self.channels} channels cannot be split into {self.heads} heads")
+        self.max_positions = int(max_positions)
+        self.feed_forward_dim = None if feed_forward_dim is None else int(feed_forward_dim)
+        self.dropout = float(dropout)
+        self.embedding_dropout = float(embedding_dropout)
+        self.causal = True
+        self.insertion = insertion
+        self.patch_config = dict(patch_config or {})
+        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        self.item_embedding = keras.layers.Embedding(
+            self.vocab_size, self.channels, embeddings_initializer=init, name="item_embedding")
+        self.position_embedding = keras.layers.Embedding(
+            self.max_positions, self.channels, embeddings_initializer=init,
+            name="position_embedding")
+        self.embedding_dropout_layer = keras.layers.Dropout(self.embedding_dropout,
+                                                            name="embedding_dropout")
+        self.blocks = [
+            SelfAttentionBlock(self.heads, self.feed_forward_dim, self.dropout, True, insertion,
+                               self.patch_config, name=f"block_{i}")
+            for i in range(self.num_blocks)
+        ]
+        self.output_norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON, name="output_norm")
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        for layer in (self.item_embedding, self.position_embedding):
+            if not layer.built:
+                layer.build((None, None))
+        for layer in (*self.blocks, self.output_norm):
+            layer.build((None, None, self.channels))
+        self.built = True
+
+    @property
+    def embedding_layers(self):
+        return [self.item_embedding, self.position_embedding]
+
+    @property
+    def final_layers(self):
+        return [self.output_norm]
+
+    def call(self, item_ids, training=None):
+        padding = ops.equal(item_ids, 0)
+        length = ops.shape(item_ids)[1]
+        positions = ops.minimum(length - 1 - ops.arange(length), self.max_positions - 1)
+        hidden = self.item_embedding(item_ids) + self.position_embedding(positions)[None]
+        hidden = self.embedding_dropout_layer(hidden, training=training)
+        hidden = ops.where(padding[:, :, None], ops.zeros_like(hidden), hidden)
+        stack = getattr(self, "_xla_blocks", None)
+        # `training` as a Python value: it is part of the compiled function's signature,
+        # so a function traced for training (dropout on) is never reused for evaluation
+        training = bool(training) if training is None or isinstance(training, bool) else training
+        return (stack or self._run_blocks)(hidden, padding, training)
+
+    def _run_blocks(self, hidden, padding, training=False):
+        for block in self.blocks:
+            hidden = block(hidden, padding, training=training)
+        hidden = self.output_norm(hidden)
+        return ops.where(padding[:, :, None], ops.zeros_like(hidden), hidden)
+
+    def last_position(self, item_ids):
+        """`self(item_ids)[:, -1, :]`: every position feeds the last one through attention,
+        so the whole sequence runs."""
+        return self(item_ids)[:, -1, :]
+
+    @property
+    def receptive_field(self):
+        """Every earlier position (the attention sees the whole history)."""
+        return None
+
+    def get_config(self):
+        config = keras.Model.get_config(self)
+        config.update({field: getattr(self, field) for field in self.ARCHITECTURE_FIELDS})
+        config.update(insertion=self.insertion, patch_config=self.patch_config,
+                      dropout=self.dropout, embedding_dropout=self.embedding_dropout)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

@@ -1,0 +1,204 @@
+"""The SASRec-style self-attention backbone behind the Backbone interface: causality, inert
+padding, patches as identity, transfer methods, saving, and pretrain -> finetune -> export."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from peterrec_tf.layers import INSERTIONS
+from peterrec_tf.model_dir import load_model_dir, save_model_dir
+from peterrec_tf.task_artifact import relative_path
+from peterrec_tf.models import (
+    Backbone, FineTuner, NextItNet, SelfAttentionBackbone, build_finetuner)
+
+VOCAB = 30
+quiet = {"log": lambda *_: None}
+
+
+def tiny(**kwargs):
+    keras.utils.set_random_seed(3)
+    settings = dict(channels=8, num_blocks=2, heads=2, max_positions=16)
+    settings.update(kwargs)
+    backbone = SelfAttentionBackbone(VOCAB, **settings)
+    backbone.build()
+    return backbone
+
+
+def perturb(layers, rng):
+    """Non-trivial values in every weight of `layers` (layer norms included), so identity
+    tests cannot pass by accident."""
+    for layer in layers:
+        for weight in layer.weights:
+            weight.assign(rng.randn(*weight.shape).astype("float32") * 0.3
+                          + (1.0 if weight.path.endswith("gamma") else 0.0))
+
+
+def test_a_changed_item_never_changes_earlier_outputs(rng):
+    backbone = tiny()
+    ids = rng.randint(1, VOCAB, (2, 12))
+    ids[0, :3] = 0  # a left-padded row too
+    base = backbone(ids).numpy()
+    for t in (3, 6, 11):
+        changed = ids.copy()
+        changed[:, t] = changed[:, t] % (VOCAB - 1) + 1
+        out = backbone(changed).numpy()
+        np.testing.assert_array_equal(out[:, :t], base[:, :t])
+        assert np.abs(out[:, t] - base[:, t]).max() > 1e-4
+
+
+def test_padding_is_inert_and_positions_count_back_from_the_last_item(rng):
+    """Any amount of left padding leaves every item's state unchanged (up to float
+    rounding) and the padding positions zero."""
+    backbone = tiny()
+    ids = rng.randint(1, VOCAB, (3, 7))
+    base = backbone(ids).numpy()
+    for pad in (1, 5):
+        padded = np.concatenate([np.zeros((3, pad), ids.dtype), ids], axis=1)
+        out = backbone(padded).numpy()
+        np.testing.assert_allclose(out[:, pad:], base, atol=1e-5)
+        assert not out[:, :pad].any()
+        np.testing.assert_allclose(backbone.last_position(padded).numpy(), base[:, -1], atol=1e-5)
+
+
+def test_dropout_acts_in_training_only(rng):
+    backbone = tiny(dropout=0.3, embedding_dropout=0.3)
+    ids = rng.randint(1, VOCAB, (2, 9))
+    first, second = backbone(ids).numpy(), backbone(ids).numpy()
+    np.testing.assert_array_equal(first, second)
+    assert np.abs(backbone(ids, training=True).numpy() - first).max() > 1e-3
+
+
+def test_compiled_blocks_compute_the_same_in_both_modes(rng):
+    """The XLA-compiled stack takes `training` as a Python value: a trace made in training
+    (dropout on) is never reused for inference."""
+    backbone = tiny(dropout=0.3)
+    ids = rng.randint(1, VOCAB, (2, 9))
+    plain = backbone(ids).numpy()
+    backbone.compile_blocks_with_xla()
+    backbone(ids, training=True)
+    np.testing.assert_allclose(backbone(ids).numpy(), plain, atol=1e-5)
+    backbone.compile_blocks_with_xla(False)
+
+
+@pytest.mark.parametrize("insertion", INSERTIONS)
+def test_fresh_patches_compute_the_pretrained_backbone(insertion, rng):
+    backbone = tiny()
+    perturb(backbone.layers, rng)
+    ids = rng.randint(1, VOCAB, (2, 10))
+    ids[1, :4] = 0
+    patched = backbone.with_patches(insertion)
+    assert len(patched.patches) == (1 if insertion == "c" else 2) * backbone.num_blocks
+    np.testing.assert_allclose(patched(ids).numpy(), backbone(ids).numpy(), atol=1e-6)
+    # a non-zero up-projection changes the answer: the patches are in the computation
+    for patch in patched.patches:
+        patch.up_kernels[0].assign(rng.randn(*patch.up_kernels[0].shape).astype("float32"))
+    assert np.abs(patched(ids).numpy() - backbone(ids).numpy()).max() > 1e-3
+
+
+def test_transfer_methods_train_what_they_say():
+    backbone = tiny()
+
+    def trainable(method, **kwargs):
+        model = build_finetuner(backbone, method, "item_rec", 5, **kwargs)
+        return {relative_path(w) for w in model.trainable_weights}
+
+    peterrec = trainable("peterrec")
+    assert any("/mp_1/" in p for p in peterrec) and "target_embeddings/embeddings" in peterrec
+    assert not any("attention" in p or "feed_forward" in p or "embedding/" in p for p in peterrec)
+    assert "backbone/output_norm/gamma" in peterrec  # with the layer norms
+    finelast = trainable("finelast")
+    assert any(p.startswith("backbone/block_1/attention") for p in finelast)
+    assert not any(p.startswith("backbone/block_0/") for p in finelast)
+    fineall = trainable("fineall")
+    assert "backbone/position_embedding/embeddings" in fineall
+    assert trainable("finecls") == {"target_embeddings/embeddings"}
+    # the copy never changes the source
+    assert all(w.trainable for w in backbone.weights)
+
+
+def test_architectures_are_told_apart():
+    attention, cnn = tiny(), Backbone(VOCAB, channels=8, dilations=(1, 2))
+    assert attention.architecture_differences(cnn) == ["architecture: self_attention vs dilated_cnn"]
+    assert attention.architecture_differences(tiny(heads=1)) == ["heads: 2 vs 1"]
+    assert attention.architecture_differences(tiny(dropout=0.5)) == []  # training setting
+    with pytest.raises(ValueError, match="causal only"):
+        SelfAttentionBackbone(VOCAB, channels=8, causal=False)
+    with pytest.raises(ValueError, match="heads"):
+        SelfAttentionBackbone(VOCAB, channels=8, heads=3)
+
+
+def test_saved_models_load_with_the_same_answers(tmp_path, rng):
+    backbone = tiny(dropout=0.2)
+    perturb(backbone.layers, rng)
+    pre = NextItNet(backbone, head="dot")
+    pre.build()
+    tuned = build_finetuner(backbone, "peterrec", "item_rec", 6)
+    for patch in tuned.backbone.patches:
+        perturb([patch], rng)
+    ids = rng.randint(0, VOCAB, (3, 11))
+    for name, model in (("pre", pre), ("tuned", tuned)):
+        save_model_dir(str(tmp_path / name), model, {"max_len": 11})
+        loaded, _, _ = load_model_dir(str(tmp_path / name))
+        assert type(loaded.backbone) is SelfAttentionBackbone
+        assert loaded.backbone.get_config() == model.backbone.get_config()
+        np.testing.assert_array_equal(loaded(ids).numpy(), model(ids).numpy())
+    assert isinstance(tuned, FineTuner) and tuned.framing.kind == "history"
+
+
+def test_pretrain_finetune_export_on_self_attention(tmp_path):
+    """The jobs end to end with `architecture="self_attention"`; the exported signatures
+    answer as the Keras models do."""
+    from peterrec_tf.jobs.finetuning import run_finetune
+    from peterrec_tf.jobs.pretraining import run_pretrain
+    from peterrec_tf.serving.saved_model import export
+    from pipelines.framing import Framing
+    from pipelines.prepare import prepare
+
+    data = str(tmp_path / "syn")
+    prepare("synthetic", data, max_len=12, seed=1, num_users=120, num_items=40, num_clusters=3,
+            num_targets=12, **quiet)
+    pre_dir, ft_dir = str(tmp_path / "pre"), str(tmp_path / "ft")
+    results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, architecture="self_attention",
+                           channels=8, num_blocks=1, heads=2, batch_size=16, train_steps=6,
+                           head="tied", num_sampled=0, checkpoint_every=100, **quiet)
+    assert results["training"]["steps"] == 6
+    pre, config, _ = load_model_dir(pre_dir)
+    assert type(pre.backbone) is SelfAttentionBackbone and pre.backbone.max_positions == 12
+    assert config["backbone"]["heads"] == 2
+    run_finetune(pre_dir, os.path.join(data, "coldrec"), ft_dir, method="peterrec",
+                 train_steps=4, batch_size=16, num_candidates=11, checkpoint_every=100, **quiet)
+    tuned, _, vocabs = load_model_dir(ft_dir)
+    assert tuned.framing.kind == "history" and len(tuned.backbone.patches) == 2
+    report = export([("rec", ft_dir), ("next", pre_dir)], str(tmp_path / "export"), "m", k=3,
+                    **quiet)
+    signatures = tf.saved_model.load(report["path"]).signatures
+    ids = np.array([[3, 5, 7, 9], [0, 0, 2, 4]])
+    items = np.array([[vocabs["items"][i] if i else "" for i in row] for row in ids]).astype(bytes)
+    ragged = tf.ragged.constant([[i for i in row if i] for row in ids], dtype=tf.int32)
+    framed = tuned.framing.frame(ragged).numpy()
+    expected = tuned(framed).numpy()[:, 1:]
+    out = signatures["rec"](items=tf.constant(items))
+    np.testing.assert_array_equal(out["top_k_ids"].numpy(),
+                                  np.argsort(-expected, axis=1, kind="stable")[:, :3] + 1)
+    np.testing.assert_allclose(out["scores"].numpy(), -np.sort(-expected, axis=1)[:, :3], atol=1e-5)
+    logits = pre.next_item_logits(Framing("history", 12).frame(ragged)).numpy()[:, 1:]
+    nxt = signatures["next"](items=tf.constant(items))
+    np.testing.assert_array_equal(nxt["top_k_ids"].numpy(),
+                                  np.argsort(-logits, axis=1, kind="stable")[:, :3] + 1)
+
+
+def test_job_refuses_settings_of_the_other_architecture(tmp_path):
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    with pytest.raises(ValueError, match="next_item only"):
+        run_pretrain(str(tmp_path / "none"), str(tmp_path / "m"), architecture="self_attention",
+                     objective="masked_item", **quiet)
+    with pytest.raises(ValueError, match="--dilations only apply"):
+        run_pretrain(str(tmp_path / "none"), str(tmp_path / "m"), architecture="self_attention",
+                     dilations=(1, 2), **quiet)
+    with pytest.raises(ValueError, match="--heads only apply"):
+        run_pretrain(str(tmp_path / "none"), str(tmp_path / "m"), heads=4, **quiet)
+    assert not os.path.exists(str(tmp_path / "m"))
