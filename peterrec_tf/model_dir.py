@@ -212,6 +212,23 @@ def _without_optimizer(model):
         model.optimizer = optimizer
 
 
+def require_model_dir(directory):
+    """config.json of `directory`, or a `FileNotFoundError` saying what it is instead (a
+    prepared dataset given as a model is named as such): a job checks this before its
+    data, so a swapped --model_dir/--data_dir is reported as what it is."""
+    if os.path.exists(os.path.join(directory, "metadata.json")) and \
+            not os.path.exists(os.path.join(directory, CONFIG_FILE)):
+        raise FileNotFoundError(
+            f"{directory} is a prepared dataset (it holds metadata.json), not a peterrec-tf "
+            "model directory: give the model's directory as --model_dir")
+    config = read_config(directory)
+    if not os.path.exists(os.path.join(directory, MODEL_FILE)) and \
+            "backbone_fingerprint" not in config:
+        raise FileNotFoundError(
+            f"{directory} is not a peterrec-tf model directory: {MODEL_FILE} is missing")
+    return config
+
+
 def load_model_dir(directory, compile=False, backbone_dir=None):
     """(model, config, vocabs) from a model directory; clear error when it is not one.
     Every file is verified against config.json's checksums before it is read. A task
@@ -220,11 +237,8 @@ def load_model_dir(directory, compile=False, backbone_dir=None):
     from peterrec_tf import task_artifact
 
     model_path = os.path.join(directory, MODEL_FILE)
-    config = read_config(directory)
+    config = require_model_dir(directory)
     task_only = "backbone_fingerprint" in config
-    if not os.path.exists(model_path) and not task_only:
-        raise FileNotFoundError(
-            f"{directory} is not a peterrec-tf model directory: {MODEL_FILE} is missing")
     verify_files(directory, config)
     import peterrec_tf  # noqa: F401  (registers the classes)
     if task_only:

@@ -64,7 +64,8 @@ def run(tmp_path_factory):
 def evaluate(model_dir, data_dir, **extra):
     from peterrec_tf.jobs.evaluation import run_evaluate
 
-    return run_evaluate(model_dir, data_dir, num_candidates=5, ks=(1, 3), log=quiet, **extra)
+    extra = {"num_candidates": 5, "ks": (1, 3), **extra}
+    return run_evaluate(model_dir, data_dir, log=quiet, **extra)
 
 
 def test_a_task_evaluated_on_data_whose_target_ids_mean_other_items_is_refused(run, tmp_path):
@@ -259,3 +260,11 @@ def test_a_metadata_size_edited_by_hand_is_refused(run, tmp_path):
     assert not os.path.exists(tmp_path / "model")
     with pytest.raises(ValueError, match=message):
         evaluate(run["pre"], data)
+
+
+def test_a_dataset_given_as_the_model_is_named_as_such(run):
+    """evaluate --model_dir=DATA (the pair swapped): the error was about --num_candidates
+    against DATA's items, not that DATA is no model."""
+    with pytest.raises(FileNotFoundError, match="is a prepared dataset .* not a peterrec-tf "
+                                                "model directory"):
+        evaluate(run["data_pre"], run["data_pre"], num_candidates=500)

@@ -21,7 +21,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     from pipelines.metadata_checksum import read_data_vocab
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir, model_framing, require_model_dir
     from peterrec_tf.training import evaluation
     from peterrec_tf.training.flags import check_values
     from peterrec_tf.training.results import write_json
@@ -31,6 +31,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
                  "max_len": max_len})
     if output:  # found before the evaluation, not after it
         check_output_file(output, "--output")
+    require_model_dir(model_dir)  # before the data's checks: a swapped pair is named as such
     meta = inputs.read_metadata(data_dir)
     inputs.check_vocabularies(data_dir)
     check_split_records(data_dir, meta, (split,))

@@ -429,6 +429,13 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         tasks.append(ServedTask(name, model, kind, framing, outputs, weights,
                                 blocked if kind != "classify" else [], index))
         reports[name] = parameter_report(model)
+        if kind != "classify":
+            rankable = len(outputs) - 1 - len(blocked)
+            reports[name]["k_answered"] = min(int(default_k), rankable)
+            if int(default_k) > rankable:
+                log(f"  warning: {name}: --k={default_k} is above the {rankable} outputs it "
+                    f"can rank (id 0 and padding tokens are never answers), so its signatures "
+                    f"answer {rankable} (recorded as k_answered in the export report)")
         full_model_bytes += sum(int(np.prod(w.shape)) * 4 for w in model.weights)
     if next_item_index != "none" and not any(t.index is not None for t in tasks):
         raise ExportError(f"--next_item_index={next_item_index} indexes next-item (pre-trained "
