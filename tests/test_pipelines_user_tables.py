@@ -253,3 +253,42 @@ def test_command_line(logs, tmp_path):
     assert meta["options"]["cutoff_time"] == 600.0 and meta["options"]["label_col"] == "tier"
     assert any(name.startswith("events:") for name in meta["source_checksums"])
     assert meta["events_source"] == logs["events"] and "events" not in meta["options"]
+
+
+def test_paper_log_writes_a_learnable_label_table_and_a_target_log(tmp_path):
+    """`pipelines.paper_log --labels/--target_log` (the README's fine-tuning inputs): the
+    log is the same bytes with or without them, each user's label is the parity most of
+    their items have, and each user's target events come after their last event and are
+    counterparts of their own items."""
+    from collections import defaultdict
+
+    from pipelines.paper_log import TARGETS_PER_USER, write_paper_log
+
+    plain, log = tmp_path / "plain.tsv", tmp_path / "log.tsv"
+    labels, targets = tmp_path / "labels.tsv", tmp_path / "targets.tsv"
+    settings = dict(events=3000, num_items=300, history=20, seed=4, block_users=40)
+    write_paper_log(str(plain), **settings)
+    write_paper_log(str(log), labels_path=str(labels), target_log_path=str(targets), **settings)
+    assert log.read_bytes() == plain.read_bytes()
+    items, last = defaultdict(list), {}
+    for line in log.read_text().splitlines()[1:]:
+        user, item, stamp = line.split("\t")
+        items[user].append(int(item[1:]))
+        last[user] = max(last.get(user, 0), int(stamp))
+    label_rows = [line.split("\t") for line in labels.read_text().splitlines()]
+    assert label_rows[0] == ["user", "label"]
+    assert [user for user, _ in label_rows[1:]] == [f"u{n}" for n in range(len(items))]
+    expected = {user: "even" if 2 * sum(i % 2 == 0 for i in got) > len(got) else "odd"
+                for user, got in items.items()}
+    assert dict(label_rows[1:]) == expected
+    assert set(expected.values()) == {"even", "odd"}
+    target_rows = [line.split("\t") for line in targets.read_text().splitlines()]
+    assert target_rows[0] == ["user", "item", "timestamp"]
+    per_user = defaultdict(list)
+    for user, item, stamp in target_rows[1:]:
+        per_user[user].append((item, int(stamp)))
+    assert set(per_user) == set(items)
+    for user, events in per_user.items():
+        assert len(events) == TARGETS_PER_USER
+        assert all(item.startswith("t") and int(item[1:]) in items[user] for item, _ in events)
+        assert all(stamp > last[user] for _, stamp in events)

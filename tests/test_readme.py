@@ -32,9 +32,10 @@ CONSOLE_COMMANDS = {"peterrec-prepare": "pipelines.prepare",
                     "peterrec-export": "peterrec_tf.export",
                     "peterrec-convert": "peterrec_tf.convert_tf1",
                     "peterrec-demo": "peterrec_tf.demo"}
-#: Copied into the working copy (what the README's commands read from the repository).
-COPIED = ("peterrec_tf", "pipelines", "benchmarks", "README.md", "pyproject.toml",
-          "requirements.txt", "saved_models")
+#: Copied into the working copy (what the README's commands read from the repository;
+#: `benchmarks.tables --write` rewrites BUILD_NOTES.md's tables).
+COPIED = ("peterrec_tf", "pipelines", "benchmarks", "README.md", "BUILD_NOTES.md",
+          "pyproject.toml", "requirements.txt", "saved_models")
 
 
 def readme_blocks(text):
