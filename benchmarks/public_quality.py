@@ -17,11 +17,15 @@ What it does
          sasrec   SASRec's: the true item among 100, the other 99 drawn uniformly (seeded by
                   ``--eval_seed`` and the user) from the items the user never rated (any split).
        Popularity (training-split counts) is scored the same way, on the same candidates.
-    4. Writes everything raw to ``--output`` (default
-       ``benchmarks/results/public_quality_<commit>.json``) after every run: commit, dirty
-       flag, command, machine, load average before/after each run, each run's settings, wall
-       time, the validation curve with elapsed seconds (time to accuracy), the job's own test
-       figures and both protocols' figures. No MovieLens rows are written.
+    4. Keeps its progress in ``--output`` (default ``<work_dir>/public_quality_progress_<commit>.json``,
+       rewritten after every run; a re-run at the same commit resumes from it), and at the end
+       writes the kept raw output through ``benchmarks/raw_output.py``:
+       ``benchmarks/results/public_quality_<commit>_<tag>.json`` (``--tag``, default the
+       datasets joined by ``_``), provenance (commit, dirty flag, command, machine, load
+       averages) plus, under ``raw``, the whole record: load average before/after each run,
+       each run's settings, wall time, the validation curve with elapsed seconds (time to
+       accuracy), the job's own test figures and both protocols' figures; ``summary`` holds
+       each run's figures (``summarise``). No MovieLens rows are written.
 
 Run (from the repository root; be polite on a shared machine)::
 
@@ -85,7 +89,10 @@ def parse_args(argv=None):
     p.add_argument("--candidates", type=int, default=100)
     p.add_argument("--eval_seed", type=int, default=0)
     p.add_argument("--popularity", action=argparse.BooleanOptionalAction, default=True)
-    p.add_argument("--output", default=None)
+    p.add_argument("--output", default=None,
+                   help="The progress file (resume); default in --work_dir.")
+    p.add_argument("--tag", default=None,
+                   help="The kept output's tag (default: the datasets joined by '_').")
     p.add_argument("--allow_dirty", action="store_true")
     p.add_argument("--smoke", action="store_true", help="A few steps per run (script check).")
     return p.parse_args(argv)
@@ -239,8 +246,22 @@ def load_average():
         return None
 
 
+#: A result's keys that `summarise` leaves to `raw` (the curve, paths, the job's own copy).
+RAW_ONLY = ("validation_curve", "model_dir", "job_test_full")
+
+
+def summarise(report):
+    """The kept output's `summary`: every run's figures, settings, selected step, times and
+    load averages, without the validation curves (those stay in `raw`)."""
+    return {"train_steps": report["train_steps"], "eval_every": report["eval_every"],
+            "datasets": report["datasets"],
+            "results": [{k: v for k, v in r.items() if k not in RAW_ONLY}
+                        for r in report["results"]]}
+
+
 def main(argv=None):
     args = parse_args(argv)
+    from benchmarks.raw_output import Run
     from peterrec_tf.experiments.provenance import check_clean, git_state
 
     work_dir = os.path.abspath(args.work_dir)
@@ -257,9 +278,10 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     steps = 6 if args.smoke else args.train_steps
     eval_every = 3 if args.smoke else args.eval_every
+    tag = (args.tag or args.datasets.replace(",", "_")) + ("_smoke" if args.smoke else "")
+    run = Run("public_quality", tag=tag, note="load averages before/after each run in raw")
     output = args.output or os.path.join(
-        REPO, "benchmarks", "results",
-        f"public_quality_{(state['commit'] or 'unknown')[:10]}{'_smoke' if args.smoke else ''}.json")
+        work_dir, f"public_quality_progress_{(state['commit'] or 'unknown')[:10]}_{tag}.json")
     report = {"benchmark": "public_quality", "commit": state["commit"], "dirty": state["dirty"],
               "dirty_files": state.get("dirty_files"), "command": " ".join(sys.argv),
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
@@ -345,7 +367,7 @@ def main(argv=None):
                 save()
     report["load_average_end"] = load_average()
     save()
-    print(f"wrote {output}")
+    print(f"wrote {run.write(summarise(report), report)}")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,105 @@ def render_recbole_reference():
             f"{test['MRR@10']:.4f} |", "", _source(found)]
 
 
+def _settings(config):
+    """A public_quality run's settings as the quality table names them."""
+    if config["architecture"] == "dilated_cnn":
+        shape = f"dil {len(config.get('dilations') or (1, 4) * 4)}"
+    else:
+        shape = f"blocks {config.get('num_blocks', 2)}"
+    words = [config["architecture"], f"C{config['channels']}", shape, "head", config["head"]]
+    words += ["sampled"] if config.get("num_sampled") else []
+    words += [f"drop {config['dropout']}"] if config.get("dropout") else []
+    words += [f"b{config['batch_size']}"] if config.get("batch_size", 32) != 32 else []
+    return " ".join(words)
+
+
+def render_public_quality():
+    found = [raw_output.newest("public_quality", tag)
+             for tag in ("ml100k", "ml100k_regularisation", "synthetic")]
+    if None in found:
+        return None
+    lines = ["| data | run | settings | full HR@10 | full NDCG@10 | SASRec-protocol HR@10 | "
+             "NDCG@10 | best step | s to best | wall s | commit | load |",
+             "|---" * 12 + "|"]
+    for payload in found:
+        commit = payload["provenance"]["commit"][:7]
+        for r in payload["summary"]["results"]:
+            figures = [f"{r['full']['hr@10']:.4f}", f"{r['full']['ndcg@10']:.4f}",
+                       f"{r['sasrec']['hr@10']:.4f}", f"{r['sasrec']['ndcg@10']:.4f}"]
+            if "settings" not in r:  # popularity
+                rest = ["-", "-", "-", commit, "-"]
+                settings = "popularity"
+            else:
+                config = r["settings"]
+                steps = config.get("train_steps", payload["summary"]["train_steps"])
+                best = (f"{r['seconds_to_selected']:.0f}" if r["seconds_to_selected"] is not None
+                        else f"{r['wall_seconds']:.0f}")
+                if r["selected_step"] == steps:
+                    best += " (last)"
+                rest = [r["selected_step"], best, f"{r['wall_seconds']:.0f}", commit,
+                        f"{r['load_average_before'][0]:.1f}"]
+                settings = _settings(config)
+            cells = [r["dataset"], r["run"], settings] + figures + rest
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines + [""] + [_source(p) for p in found]
+
+
+def render_short_history():
+    found = raw_output.find("train_throughput_short")
+    if not found:
+        return None
+    sides = ["nojit_compile", "softmax", "blocks+softmax", "whole_step"]
+    lines = ["| run | repeats x timed steps | `--nojit_compile` | fused softmax in XLA | "
+             "blocks + fused softmax | whole step (head on target rows) | the default | "
+             "default / nojit |", "|---" * 8 + "|"]
+    for payload in found:
+        prov = payload["provenance"]
+        arguments = payload["raw"].get("configuration") or payload["raw"].get("arguments")
+        name = prov["commit"][:7] + (" (_dirty)" if prov["dirty"] else "")
+        for row in payload["summary"]["rows"]:
+            default = row.get("default_side") or "+".join(row["default_plan"])
+            by_side = dict(row["medians"])
+            if "default" in by_side:  # runs before the plans had their own columns
+                by_side[default] = by_side.pop("default")
+            medians = [f"{by_side[s]:.0f}" if s in by_side else "-" for s in sides]
+            cells = [name, f"{arguments['repeats']} x {arguments['steps']}"] + medians + [
+                default, f"{row['default_over_nojit']:.2f}"]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines + [""] + [_source(p) for p in found]
+
+
+def render_recipe_timing():
+    found = raw_output.newest("recipe_timing", "amazon_shaped")
+    if found is None:
+        return None
+    lines = ["| run | commit | steps | XLA | sampled | examples/s | wall s | load at start | "
+             "load at end |", "|---" * 9 + "|"]
+    for r in found["summary"]["runs"]:
+        load = [" ".join(line.split(" load ", 1)[1].split()[:3])
+                for line in (r["load_start"], r["load_end"])]
+        cells = [r["run"], r["commit"], r["train_steps"], "yes" if r["jit_compile"] else "no",
+                 r["num_sampled"] or "-", f"{r['examples_per_second']:.0f}",
+                 f"{r['wall_seconds']:.0f}"] + load
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines + [""] + [_source(found)]
+
+
+def render_litert_recall():
+    found = raw_output.newest("litert_recall")
+    if found is None:
+        return None
+    s = found["summary"]
+    recall = s[f"int8_recall_at_{s['k']}_vs_float32"]
+    return ["| model | items | history length | histories | float32 = SavedModel ids | "
+            f"int8 recall@{s['k']} vs float32 | int8 same list and order | float32 bytes | "
+            "int8 bytes |", "|---" * 9 + "|",
+            f"| {s['model']} | {s['items']} | {s['history_length']} | {s['histories']} | "
+            f"{s['float32_same_ids_as_saved_model']}/{s['histories']} | {recall:.3f} | "
+            f"{s['int8_same_ids_and_order_as_float32']}/{s['histories']} | "
+            f"{s['bytes']['none']:,} | {s['bytes']['dynamic_int8']:,} |", "", _source(found)]
+
+
 def render_pending():
     lines = ["| BUILD_NOTES section | measured figures without a kept raw output | command "
              "that would write one |", "|---|---|---|"]
@@ -129,6 +228,16 @@ TABLES = {
     "recbole-reference": (render_recbole_reference,
                           "python benchmarks/recbole_reference.py --seed 2020 --epochs 50 "
                           "--threads 1 (in RecBole's own venv)"),
+    "public-quality": (render_public_quality,
+                       "python benchmarks/public_quality.py (the commands in BUILD_NOTES' "
+                       "quality section)"),
+    "short-history": (render_short_history,
+                      "python benchmarks/train_throughput.py --history_len=9 --channels=64 "
+                      "--vocabs=24000 --repeats=3 --steps=30"),
+    "recipe-timing": (render_recipe_timing,
+                      "python -m peterrec_tf.pretrain --flagfile=recipes/public_sequential.flags "
+                      "... (no script gathers these runs; see BUILD_NOTES' recipe section)"),
+    "litert-recall": (render_litert_recall, "python benchmarks/litert_recall.py"),
     "pending": (render_pending, None),
 }
 

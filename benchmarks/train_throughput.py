@@ -21,8 +21,8 @@ median of about 9 real items in `--seq_len`-wide windows), this project against 
 the fused softmax in XLA, and the step compiled whole (the head on the target rows only,
 `SequencePretrainer._compact_loss_sum`), alternated in one process; the row names the one
 the `pretrain` job chooses by default (`xla_policy.xla_plan` on the measured share of
-target positions); raw samples, commit, load average and command go to
-`benchmarks/results/train_throughput_short_<commit>.json`.
+target positions); raw samples, commit, load average and command go through
+`benchmarks/raw_output.py` to `benchmarks/results/train_throughput_short_<commit>.json`.
 """
 
 import argparse
@@ -316,17 +316,14 @@ def prepare_data(root, num_items, num_users, seq_len, history_len=None):
 def short_history_rows(args):
     """Default `pretrain` vs `--nojit_compile` vs the whole step compiled, on short
     histories; prints medians and writes the raw samples (see the module docstring)."""
-    import json
-
     from pipelines import inputs
-    from peterrec_tf.experiments import provenance
     from peterrec_tf.training.xla_policy import target_fill, xla_plan
 
     dilations = (1, 4, 1, 4, 1, 4, 1, 4)
     sides = {"nojit_compile": (), "softmax": ("softmax",), "blocks+softmax": ("blocks", "softmax"),
              "whole_step": ("step", "softmax")}
-    record = dict(provenance.collect(vars(args)), load_average_before=os.getloadavg(),
-                  rows=[])
+    run, rows = Run("train_throughput_short", note="every plan alternates in one process; "
+                    "load average after each row in raw"), []
     with tempfile.TemporaryDirectory() as root:
         for vocab in [int(v) for v in args.vocabs.split(",")]:
             prepared = prepare_data(root, vocab - 1, 4000, args.seq_len, args.history_len)
@@ -352,19 +349,22 @@ def short_history_rows(args):
                        "samples_seq_per_s": samples, "medians": medians,
                        "default_over_nojit": medians[default_side] / medians["nojit_compile"],
                        "load_average_after": os.getloadavg()}
-                record["rows"].append(row)
+                rows.append(row)
                 print(f"short histories (median {row['median_real_items']} of {args.seq_len}, "
                       f"fill {fill:.2f}) V={vocab} C={channels}: "
                       + ", ".join(f"{side} {m:,.0f}" for side, m in medians.items())
                       + f" seq/s; the default ({default_side}) / nojit "
                       f"{row['default_over_nojit']:.2f}", flush=True)
-    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"train_throughput_short_{(record['commit'] or 'unknown')[:7]}"
-                                 f"{'_dirty' if record['dirty'] else ''}.json")
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(record, handle, indent=2, default=str)
-    print(f"raw samples: {path}")
+    print("raw samples: " + run.write(short_history_summary(rows),
+                                      {"rows": rows, "arguments": vars(args)}))
+
+
+def short_history_summary(rows):
+    """The kept output's `summary` of the short-history rows: each row's medians and the
+    default plan's ratio to `--nojit_compile` (the samples stay in `raw`)."""
+    keep = ("vocab", "channels", "batch", "seq_len", "median_real_items", "fill",
+            "default_plan", "default_side", "medians", "default_over_nojit")
+    return {"rows": [{k: row.get(k) for k in keep} for row in rows]}
 
 
 ROWS = {  # name: (kind, batch)

@@ -13,8 +13,8 @@ def test_generated_tables_in_build_notes_match_their_raw_outputs():
     assert tables.main(["--check"]) == 0
     text = open(os.path.join(REPO_ROOT, "BUILD_NOTES.md"), encoding="utf-8").read()
     names = [m["name"] for m in tables.REGION.finditer(text)]
-    assert {"pending", "multiworker-default", "multiworker-own-update",
-            "recbole-reference"} <= set(names)
+    assert {"pending", "multiworker-default", "multiworker-own-update", "recbole-reference",
+            "public-quality", "short-history", "recipe-timing", "litert-recall"} <= set(names)
     for name in names:  # every generated table names the file it came from
         body = tables.render(name)
         assert name == "pending" or "Source: `benchmarks/results/" in body
@@ -58,3 +58,23 @@ def test_raw_output_records_provenance_and_never_overwrites(tmp_path):
     newest = raw_output.newest("unit_bench", "t", results_dir=str(tmp_path))
     assert newest["summary"]["median"] == 3.0
     assert raw_output.percentile([1, 2, 3, 4], 50) == 2.5
+
+
+def test_every_kept_output_is_in_the_raw_output_format():
+    """A script that writes its own format again would leave its file out of every table
+    (`raw_output.find` skips it): each file under benchmarks/results/ is one `find` reads,
+    named after its benchmark, commit, tag and dirty flag."""
+    results = os.path.join(REPO_ROOT, "benchmarks", "results")
+    names = sorted(n for n in os.listdir(results) if n.endswith(".json"))
+    assert names
+    for name in names:
+        payload = json.load(open(os.path.join(results, name), encoding="utf-8"))
+        assert {"benchmark", "tag", "provenance", "summary", "raw"} <= set(payload), name
+        prov = payload["provenance"]
+        assert {"commit", "dirty", "command", "load"} <= set(prov), name
+        expected = "_".join([payload["benchmark"], str(prov["commit"])[:7]]
+                            + ([payload["tag"]] if payload["tag"] else [])
+                            + (["dirty"] if prov["dirty"] else []))
+        assert name == expected + ".json" or name.startswith(expected + "_"), name
+        found = raw_output.find(payload["benchmark"], payload["tag"], results_dir=results)
+        assert name in [os.path.basename(p["path"]) for p in found], name

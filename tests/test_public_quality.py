@@ -44,3 +44,20 @@ def test_ranking_figures_count_ties_against_the_true_item():
     assert figures["full"]["hr@1"] == pytest.approx(0.5)  # user 0 ranks 1 (tie), user 1 ranks 0
     assert figures["full"]["hr@2"] == pytest.approx(1.0)
     assert figures["sasrec"]["mrr@2"] == pytest.approx((0.5 + 1.0) / 2)
+
+
+def test_summary_keeps_every_figure_and_leaves_the_curves_to_raw():
+    report = {"train_steps": 6, "eval_every": 3, "datasets": {"d": {"num_items": 5}},
+              "results": [{"dataset": "d", "run": "popularity", "seed": 0, "full": {"hr@10": 1}},
+                          {"dataset": "d", "run": "r", "seed": 0, "full": {"hr@10": 0.5},
+                           "sasrec": {"hr@10": 0.7}, "settings": {"head": "tied"},
+                           "selected_step": 6, "wall_seconds": 2.0,
+                           "load_average_before": [1, 2, 3], "model_dir": "/tmp/m",
+                           "validation_curve": [{"step": 3}], "job_test_full": {}}]}
+    summary = public_quality.summarise(report)
+    assert summary["results"][0] == report["results"][0]
+    kept = summary["results"][1]
+    assert kept["full"] == {"hr@10": 0.5} and kept["sasrec"] == {"hr@10": 0.7}
+    assert kept["load_average_before"] == [1, 2, 3] and kept["selected_step"] == 6
+    assert not {"validation_curve", "model_dir", "job_test_full"} & set(kept)
+    assert summary["train_steps"] == 6 and summary["datasets"] == report["datasets"]
