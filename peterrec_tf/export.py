@@ -118,8 +118,8 @@ def export_artifacts(v):
     from pipelines.command import report_done
 
     report_done(f"wrote {', '.join(written)}",
-                "load embeddings.npy into your ANN index (tensorboard --logdir=DIR shows the "
-                "projector)" if v.item_embeddings else
+                f"load {os.path.join(v.item_embeddings, 'embeddings.npy')} into your ANN index, "
+                f"or look at it: tensorboard --logdir={v.item_embeddings}" if v.item_embeddings else
                 f"run {v.litert} with the LiteRT interpreter (ids in, top-k ids and scores out)")
     return 0
 def export_checked(dirs, export_base, *args, **kwargs):

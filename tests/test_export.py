@@ -568,7 +568,8 @@ def test_command_line(dirs, tmp_path):
     done = run_command(f"--model_dir={dirs['pre']}", f"--item_embeddings={tmp_path / 'emb'}",
                        f"--litert={tmp_path / 'pre.tflite'}", "--k=3")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.strip().splitlines()[-1] == f"wrote {tmp_path / 'emb'}, {tmp_path / 'pre.tflite'}"
+    assert done.stdout.strip().splitlines()[-1].startswith(
+        f"wrote {tmp_path / 'emb'}, {tmp_path / 'pre.tflite'}; next: ")
     assert os.path.exists(tmp_path / "emb" / "embeddings.npy") and os.path.exists(tmp_path / "pre.tflite")
     done = run_command(f"--model_dir={dirs['pre']}", f"--item_embeddings={tmp_path / 'emb'}")
     assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: ")
