@@ -12,6 +12,9 @@ request, the same sequence for every mode) after 20 warm-up calls; the gRPC answ
 checked equal to the in-process ones on the first histories. The JSON keeps every timing
 (ms) with the commit, dirty flag, command, machine and load average before and after, so
 a figure quoted from it can be re-read; targets: p99 <= 2.5 ms in-process, <= 5 ms gRPC.
+A breakdown times the model's two parts alone (next-item state; scores + top-k) on the
+same kind of histories, so what is left of a request is the signature's own work
+(string lookup, framing, exclusion, output tokens).
 Measure on a quiet machine: a loaded one measures the load.
 """
 
@@ -56,6 +59,35 @@ def build_exports(root, items, channels, history, log):
                              mode, k=10, exclude_history=exclude, log=lambda *_: None)["path"]
         log(f"exported {mode}: {paths[mode]}")
     return paths, vocab
+
+
+def breakdown(model_dir, vocab, requests, history, seed, log):
+    """Where one in-process request's time goes: the model's own parts as tf.functions
+    (framed ids -> next-item state; state -> scores over the catalogue + top-k), each
+    timed alone over the same histories, beside the whole signature."""
+    import numpy as np
+    import tensorflow as tf
+    from peterrec_tf.model_dir import load_model_dir
+
+    model, _, _ = load_model_dir(model_dir)
+    rng = np.random.RandomState(seed)
+    ids = tf.constant(rng.randint(1, len(vocab), (WARMUP + requests, 1, history)), tf.int32)
+    state = tf.function(lambda x: model.user_embedding(x))
+    rank = tf.function(lambda h: tf.math.top_k(model.head(h), 10))
+    hidden = state(ids[0])
+    parts = {"backbone_state": lambda i: state(ids[i]), "head_scores_top_k": lambda i: rank(hidden)}
+    found = {}
+    for name, call in parts.items():
+        times = []
+        for i in range(WARMUP + requests):
+            started = time.perf_counter()
+            out = call(i)
+            tf.nest.map_structure(lambda t: t.numpy(), out)
+            if i >= WARMUP:
+                times.append((time.perf_counter() - started) * 1000)
+        found[name] = times
+        log(f"breakdown {name:18s} p50 {statistics.median(times):.2f} ms")
+    return found
 
 
 def measure(paths, vocab, requests, history, seed, log):
@@ -122,6 +154,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="serving-latency-") as root:
         paths, vocab = build_exports(root, args.items, args.channels, args.history, print)
         results = measure(paths, vocab, args.requests, args.history, args.seed, print)
+        parts = breakdown(os.path.join(root, "model"), vocab, args.requests, args.history,
+                          args.seed, print)
     setup = {"items": args.items, "channels": args.channels, "history": args.history,
              "requests": args.requests, "warmup": WARMUP, "k": 10, "head": "full",
              "signature": "serving_default", "batch": 1}
@@ -129,8 +163,10 @@ def main(argv=None):
                "results": {mode: {way: {k: v for k, v in entry.items() if k != "times_ms"}
                                   for way, entry in ways.items()}
                            for mode, ways in results.items()}}
+    summary["breakdown_in_process"] = {name: percentiles(times) for name, times in parts.items()}
     raw = {mode: {way: entry["times_ms"] for way, entry in ways.items()}
            for mode, ways in results.items()}
+    raw["breakdown_in_process"] = parts
     path = run.write(summary, raw, **({"results_dir": args.output} if args.output else {}))
     load = run.provenance["load"]
     print(f"wrote {path} (load average {load['loadavg_before']} before, "

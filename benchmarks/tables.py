@@ -212,6 +212,50 @@ def render_litert_recall():
             f"{s['bytes']['none']:,} | {s['bytes']['dynamic_int8']:,} |", "", _source(found)]
 
 
+def render_serving_latency():
+    found = raw_output.newest("serving_latency")
+    if found is None:
+        return None
+    s = found["summary"]
+    setup, targets = s["setup"], s["targets_p99_ms"]
+    lines = [f"One user's next item ({setup['channels']} channels, {setup['items']:,} items, "
+             f"{setup['history']}-item history, k {setup['k']}, {setup['head']} head), "
+             f"{setup['requests']:,} requests a row after {setup['warmup']} warm-up calls:", "",
+             "| export | path | p50 ms | p90 ms | p99 ms | max ms | target p99 | met |",
+             "|---|---|---|---|---|---|---|---|"]
+    for mode, ways in s["results"].items():
+        for way, e in ways.items():
+            lines.append(f"| {mode} | {way} | {e['p50_ms']:.2f} | {e['p90_ms']:.2f} | "
+                         f"{e['p99_ms']:.2f} | {e['max_ms']:.2f} | {targets[way]} ms | "
+                         f"{'yes' if e['p99_ms'] <= targets[way] else 'no'} |")
+    load = found["provenance"]["load"]
+    lines += ["", f"Load average before / after: {load.get('loadavg_before')} / "
+              f"{load.get('loadavg_after')}.", _source(found)]
+    return lines
+
+
+def render_recommend_throughput():
+    found = raw_output.newest("recommend_throughput")
+    if found is None:
+        return None
+    s = found["summary"]
+    setup = s["setup"]
+    lines = [f"`peterrec_tf.recommend` over the test split ({setup['channels']} channels, "
+             f"{setup['history']}-item histories, k {setup['k']}, batch {setup['batch_size']}, "
+             f"median of {setup['repeats']}; users/s over the ranking and writing "
+             "`run_recommend` times, the whole call with loading beside it):", "",
+             "| items | users | users/s | users/s, --exclude_history | whole call s | "
+             "whole call s, --exclude_history |", "|---|---|---|---|---|---|"]
+    for items, e in s.items():
+        if items == "setup":
+            continue
+        lines.append(f"| {int(items):,} | {e['users']:,} | {e['plain']['users_per_second']:,.0f} | "
+                     f"{e['exclude_history']['users_per_second']:,.0f} | "
+                     f"{e['plain']['median_wall_seconds']:.1f} | "
+                     f"{e['exclude_history']['median_wall_seconds']:.1f} |")
+    return lines + ["", _source(found)]
+
+
 def render_pending():
     lines = ["| BUILD_NOTES section | measured figures without a kept raw output | command "
              "that would write one |", "|---|---|---|"]
@@ -238,6 +282,10 @@ TABLES = {
                       "python -m peterrec_tf.pretrain --flagfile=recipes/public_sequential.flags "
                       "... (no script gathers these runs; see BUILD_NOTES' recipe section)"),
     "litert-recall": (render_litert_recall, "python benchmarks/litert_recall.py"),
+    "serving-latency": (render_serving_latency, "python benchmarks/serving_latency.py"),
+    "recommend-throughput": (render_recommend_throughput,
+                             "python benchmarks/recommend_throughput.py --items=23700,645000 "
+                             "--users=5000 --repeats=3"),
     "pending": (render_pending, None),
 }
 
