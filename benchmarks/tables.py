@@ -228,6 +228,9 @@ def render_serving_latency():
             lines.append(f"| {mode} | {way} | {e['p50_ms']:.2f} | {e['p90_ms']:.2f} | "
                          f"{e['p99_ms']:.2f} | {e['max_ms']:.2f} | {targets[way]} ms | "
                          f"{'yes' if e['p99_ms'] <= targets[way] else 'no'} |")
+    for part, e in s.get("breakdown_in_process", {}).items():
+        lines.append(f"| breakdown: {part} alone | in_process | {e['p50_ms']:.2f} | "
+                     f"{e['p90_ms']:.2f} | {e['p99_ms']:.2f} | {e['max_ms']:.2f} | - | - |")
     load = found["provenance"]["load"]
     lines += ["", f"Load average before / after: {load.get('loadavg_before')} / "
               f"{load.get('loadavg_after')}.", _source(found)]

@@ -14,7 +14,8 @@ def test_generated_tables_in_build_notes_match_their_raw_outputs():
     text = open(os.path.join(REPO_ROOT, "BUILD_NOTES.md"), encoding="utf-8").read()
     names = [m["name"] for m in tables.REGION.finditer(text)]
     assert {"pending", "multiworker-default", "multiworker-own-update", "recbole-reference",
-            "public-quality", "short-history", "recipe-timing", "litert-recall"} <= set(names)
+            "public-quality", "short-history", "recipe-timing", "litert-recall",
+            "serving-latency", "recommend-throughput"} <= set(names)
     for name in names:  # every generated table names the file it came from
         body = tables.render(name)
         assert name == "pending" or "Source: `benchmarks/results/" in body
