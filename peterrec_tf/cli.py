@@ -16,14 +16,12 @@ def run_guarded(function, *args, **kwargs):
 
 def run_training_job(argv, run, names):
     """A training job's absl `main`: flags -> `run(**config)`; exit 2 on a usage error
-    (including stray positional arguments), 130 when a signal interrupted training."""
+    (`pipelines.command.run_command` refuses stray positional arguments before it), 130
+    when a signal interrupted training."""
     from absl import flags
 
     from peterrec_tf.training.flags import config_from_flags
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
     report, code = run_guarded(run, **config_from_flags(flags.FLAGS, names))
     if code:
         return code

@@ -138,10 +138,6 @@ def main(argv):
 
     from peterrec_tf.cli import run_guarded
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]} (flags take the form --name=value)",
-              file=sys.stderr)
-        return 2
     v = flags.FLAGS
     if bool(v.model_dir) == bool(v.tasks):
         print("error: give exactly one of --model_dir or --tasks", file=sys.stderr)

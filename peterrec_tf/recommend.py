@@ -160,10 +160,6 @@ def main(argv):
 
     from peterrec_tf.cli import run_guarded
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]} (flags take the form --name=value)",
-              file=sys.stderr)
-        return 2
     v = flags.FLAGS
     return run_guarded(run_recommend, v.model_dir, v.data_dir, v.split, v.k, v.output,
                        v.exclude_history, v.batch_size, v.max_len, v.backbone_dir)[1]

@@ -71,6 +71,10 @@ def run_command(define_flags, main, doc=None, known_only=False, minimums=None):
 
     def run_main(argv):
         quiet_logs(values["verbosity"].present)
+        if len(argv) > 1 and not known_only:  # known_only: the rest goes to Beam
+            print(f"error: unexpected arguments {argv[1:]} (flags take the form "
+                  "--name=value)", file=sys.stderr)
+            return 2
         return main(argv)
 
     app.run(run_main, flags_parser=parse)

@@ -129,9 +129,6 @@ def main(argv):
 
     from pipelines.command import command_line, report_done
 
-    if len(argv) > 1:
-        print(f"error: unexpected arguments {argv[1:]}", file=sys.stderr)
-        return 2
     v = flags.FLAGS
     try:
         rows = write_paper_log(v.output, v.events, num_items=v.num_items, history=v.history,

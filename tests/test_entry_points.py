@@ -123,3 +123,25 @@ def test_a_bad_flag_value_is_one_line_and_exit_2(module, args, expected):
     done = run(module, *args)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: {expected}"], done.stderr
+
+
+def test_a_stray_argument_is_refused_by_every_command():
+    """A positional argument (a flag missing its `--`, a path given bare) is an error in
+    every command, not ignored: evaluate and convert_tf1 used to drop it silently and run
+    with their defaults. `prepare` passes what it does not know to Beam instead."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cases = {"peterrec_tf.evaluate": ["--model_dir=/nonexistent", "--data_dir=/nonexistent",
+                                      "ks=1"],
+             "peterrec_tf.convert_tf1": ["--checkpoint=/nonexistent", "--output_dir=/tmp/x",
+                                         "causal=true"],
+             "peterrec_tf.pretrain": ["--data_dir=/nonexistent", "--model_dir=/nonexistent",
+                                      "extra"]}
+    running = {module: subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
+                                        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        text=True) for module, args in cases.items()}
+    for module, process in running.items():
+        _, err = process.communicate(timeout=300)
+        stray = cases[module][-1]
+        assert process.returncode == 2, (module, err[-1000:])
+        assert err.strip().splitlines()[-1] == (f"error: unexpected arguments ['{stray}'] "
+                                                "(flags take the form --name=value)"), module

@@ -17,6 +17,21 @@ def default_insertion(causal):
     return "b" if causal else "d"
 
 
+def block_patches(insertion, patch_config):
+    """The model patches a residual block of either architecture holds for `insertion`:
+    none, one (`c`: `mp`) or two (`mp_1`, `mp_2`); serial insertions (b, c) need their
+    identity shortcut, the parallel ones (d, e) have none unless `patch_config` asks
+    (a converted release checkpoint)."""
+    if insertion is None:
+        return []
+    config = dict(patch_config)
+    config.setdefault("shortcut", insertion in SERIAL_INSERTIONS)
+    if insertion in SERIAL_INSERTIONS and not config["shortcut"]:
+        raise ValueError("serial insertions (b, c) need patches with an identity shortcut")
+    names = ["mp"] if insertion == "c" else ["mp_1", "mp_2"]
+    return [ModelPatch(name=name, **config) for name in names]
+
+
 @keras.saving.register_keras_serializable(package="peterrec_tf")
 class ResidualBlock(keras.layers.Layer):
     """`out = x + relu(LN2(conv2(relu(LN1(conv1(x))))))`, conv1 at rate d, conv2 at 2d.
@@ -71,19 +86,7 @@ class ResidualBlock(keras.layers.Layer):
             None, self.kernel_size, 2 * self.dilation, self.causal, name="dilated_conv2")
         self.layer_norm2 = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, name="layer_norm2")
-        if insertion == "c":
-            self.patches = [self._make_patch("mp")]
-        elif insertion is not None:
-            self.patches = [self._make_patch("mp_1"), self._make_patch("mp_2")]
-        else:
-            self.patches = []
-
-    def _make_patch(self, name):
-        config = dict(self.patch_config)
-        config.setdefault("shortcut", self.insertion in SERIAL_INSERTIONS)
-        if self.insertion in SERIAL_INSERTIONS and not config["shortcut"]:
-            raise ValueError("serial insertions (b, c) need patches with an identity shortcut")
-        return ModelPatch(name=name, **config)
+        self.patches = block_patches(insertion, self.patch_config)
 
     def build(self, input_shape):
         if self.built:

@@ -3,8 +3,7 @@
 import keras
 from keras import ops
 
-from peterrec_tf.layers.model_patch import ModelPatch
-from peterrec_tf.layers.residual_block import INSERTIONS, LAYER_NORM_EPSILON, SERIAL_INSERTIONS
+from peterrec_tf.layers.residual_block import INSERTIONS, LAYER_NORM_EPSILON, block_patches
 
 
 def attention_mask(padding, causal):
@@ -110,19 +109,7 @@ class SelfAttentionBlock(keras.layers.Layer):
         self.layer_norm2 = keras.layers.LayerNormalization(
             epsilon=LAYER_NORM_EPSILON, name="layer_norm2")
         self.branch_dropout = keras.layers.Dropout(self.dropout, name="branch_dropout")
-        if insertion == "c":
-            self.patches = [self._make_patch("mp")]
-        elif insertion is not None:
-            self.patches = [self._make_patch("mp_1"), self._make_patch("mp_2")]
-        else:
-            self.patches = []
-
-    def _make_patch(self, name):
-        config = dict(self.patch_config)
-        config.setdefault("shortcut", self.insertion in SERIAL_INSERTIONS)
-        if self.insertion in SERIAL_INSERTIONS and not config["shortcut"]:
-            raise ValueError("serial insertions (b, c) need patches with an identity shortcut")
-        return ModelPatch(name=name, **config)
+        self.patches = block_patches(insertion, self.patch_config)
 
     def build(self, input_shape):
         if self.built:
