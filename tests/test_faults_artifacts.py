@@ -19,13 +19,7 @@ import pytest
 from conftest import REPO_ROOT
 from pipelines.prepare import prepare
 
-MODEL = dict(channels=8, dilations=(1, 2), batch_size=16, eval_batch_size=64, log_every=100,
-             checkpoint_every=2, num_candidates=11, eval_ranking="sampled", jit_compile=False)
-FINETUNE = {k: v for k, v in MODEL.items() if k not in ("channels", "dilations")}
-
-
-def quiet(*_):
-    pass
+from test_faults import FINETUNE, MODEL, quiet  # the same tiny settings as the other faults
 
 
 @pytest.fixture(scope="module")
