@@ -105,6 +105,26 @@ def test_dirty_tree_is_refused_before_anything_runs(tiny, tmp_path):
     provenance.check_clean(state, allow_dirty=True)  # told to: allowed (and recorded)
 
 
+def test_an_uncommitted_benchmark_output_is_not_a_code_change(tmp_path):
+    """A kept output waiting to be committed leaves the next run of a series clean; an
+    untracked file anywhere else, or a modified one under results/, still marks it dirty."""
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "benchmarks" / "results").mkdir(parents=True)
+    (repo / "benchmarks" / "results" / "kept.json").write_text("{}\n")
+    for args in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t",
+                                               "commit", "-qm", "x"]):
+        subprocess.run(["git", "-C", str(repo), *args], check=True)
+    (repo / "benchmarks" / "results" / "new_abc.json").write_text("{}\n")
+    assert provenance.git_state(str(repo))["dirty"] is False
+    (repo / "benchmarks" / "results" / "kept.json").write_text("{\"edited\": 1}\n")
+    assert provenance.git_state(str(repo))["dirty_files"] == ["benchmarks/results/kept.json"]
+    subprocess.run(["git", "-C", str(repo), "checkout", "-q", "--", "."], check=True)
+    (repo / "b.py").write_text("x = 1\n")
+    assert provenance.git_state(str(repo))["dirty_files"] == ["b.py"]
+
+
 def test_old_results_format_is_not_resumed(tiny, tmp_path):
     data, repo = tiny
     out = tmp_path / "report"

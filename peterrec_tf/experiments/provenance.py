@@ -24,6 +24,9 @@ def repository_root(start=None):
     return out.stdout.strip() or None
 
 
+RESULTS_DIR = "benchmarks/results/"
+
+
 def git_state(repo_dir=None):
     """{"commit", "dirty", "dirty_files", "repository"}; commit None outside a git tree."""
     root = repository_root(repo_dir)
@@ -37,7 +40,11 @@ def git_state(repo_dir=None):
         commit = git("rev-parse", "HEAD").strip()
     except subprocess.CalledProcessError:  # a repository without commits
         commit = None
-    changed = [line[3:] for line in git("status", "--porcelain").splitlines() if line.strip()]
+    # A kept benchmark output that is not committed yet is a result, not a code change:
+    # counting it would mark every later run of a series "dirty".
+    changed = [line[3:] for line in git("status", "--porcelain").splitlines()
+               if line.strip() and not (line.startswith("?? ")
+                                        and line[3:].startswith(RESULTS_DIR))]
     return {"commit": commit, "dirty": bool(changed) or commit is None,
             "dirty_files": changed[:50], "repository": root}
 
