@@ -398,7 +398,9 @@ def main():
         args.channels, args.vocabs, args.repeats = "64", "1683", 2
     dilations = (1, 4, 1, 4, 1, 4, 1, 4)
     rng = np.random.RandomState(0)
-    run, rows, fidelity = Run("train_throughput", note="the two sides alternate in one process"), [], None
+    run = Run("train_throughput", tag="vocab" + args.vocabs.replace(",", "-"),
+              note="the two sides alternate in one process")
+    rows, fidelity = [], None
     print(f"{'row':<14}{'C':>5}{'vocab':>8}{'batch':>7}{'release seq/s':>15}{'peterrec-tf seq/s':>19}{'ratio':>8}")
     with tempfile.TemporaryDirectory() as root:
         meta = release_meta_path()
