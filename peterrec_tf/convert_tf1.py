@@ -15,7 +15,6 @@ of its release script family (see BUILD_NOTES.md). The work is in `peterrec_tf.c
 """
 
 import json
-import sys
 
 from peterrec_tf.conversion import (POOLINGS, RELEASE_INSERTIONS, ConversionError,
                                     convert_checkpoint, release_token_order)
@@ -76,31 +75,22 @@ def define_flags():
     flags.mark_flags_as_required(["checkpoint", "output_dir"])
 
 
-def main(argv):
-    from absl import flags
+def main(values):
+    """flags -> convert_checkpoint -> its framing and backbone (JSON) and the last line."""
+    from pipelines.command import Done, command_line
 
-    del argv
-    values = flags.FLAGS
-    try:
-        config = convert_checkpoint(values.checkpoint, values.output_dir,
-                                    _parse_bool(values.causal), values.insertion,
-                                    values.vocab_csv, values.target_vocab_csv,
-                                    max_len=values.max_len, pooling=values.pooling,
-                                    overwrite=values.overwrite)
-    except (ConversionError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    config = convert_checkpoint(values.checkpoint, values.output_dir,
+                                _parse_bool(values.causal), values.insertion,
+                                values.vocab_csv, values.target_vocab_csv,
+                                max_len=values.max_len, pooling=values.pooling,
+                                overwrite=values.overwrite)
     print(json.dumps({k: config[k] for k in ("kind", "framing", "backbone") if k in config},
                      indent=2))
-    from pipelines.command import command_line, report_done
-
-    report_done(f"wrote {values.output_dir}",
+    return Done(f"wrote {values.output_dir}",
                 command_line("peterrec_tf.export", model_dir=values.output_dir)
                 if config.get("kind") != "pretrain" else
                 command_line("peterrec_tf.finetune", pretrained=values.output_dir,
                              data_dir="PREPARED_TASK_DIR", model_dir="runs/TASK"))
-    return 0
-
 
 
 def cli():

@@ -120,21 +120,15 @@ def define_flags():
     flags.DEFINE_integer("finetune_steps", 400, "Fine-tuning steps per task and method (batch 128).")
 
 
-def main(argv):
-    """The demo prints its own progress; the command's start-up (`pipelines.command`)
-    keeps TensorFlow's INFO log (saver timings, SavedModel asset lines) off."""
-    from absl import flags
+def main(v):
+    """flags -> run_demo (which prints its own progress) -> the last line."""
+    from pipelines.command import Done, command_line
 
-    del argv
-    v = flags.FLAGS
     run_demo(v.workdir, v.export_base, v.shared, v.seed, v.pretrain_steps, v.finetune_steps)
-    from pipelines.command import command_line, report_done
-
-    report_done(f"wrote {v.workdir} (datasets, model directories) and {v.export_base}",
+    return Done(f"wrote {v.workdir} (datasets, model directories) and {v.export_base}",
                 command_line("peterrec_tf.evaluate",
                              model_dir=os.path.join(v.workdir, "models", "coldrec_peterrec"),
                              data_dir=os.path.join(v.workdir, "data", "coldrec")))
-    return 0
 
 
 def cli():

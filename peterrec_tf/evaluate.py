@@ -41,24 +41,16 @@ def define_flags():
     register_validators()  # after every flag: the single-flag range checks
 
 
-def main(argv):
-    from absl import flags
+def main(v):
+    """flags -> run_evaluate -> the last line (the metrics JSON it wrote, export next)."""
+    from pipelines.command import Done, command_line
 
-    del argv
-    v = flags.FLAGS
-    from peterrec_tf.cli import run_guarded
-
-    from pipelines.command import command_line, report_done
-
-    code = run_guarded(run_evaluate, v.model_dir, v.data_dir, v.split, v.ranking, v.ks,
-                       v.num_candidates, v.batch_size, v.seed, v.max_len, v.output,
-                       backbone_dir=v.backbone_dir, exclude_history=v.exclude_history)[1]
-    if not code:
-        report_done(f"wrote {v.output}" if v.output else f"evaluated {v.model_dir} on "
-                    f"{v.data_dir} ({v.split}; --output writes the metrics as JSON)",
-                    command_line("peterrec_tf.export", model_dir=v.model_dir))
-    return code
-
+    run_evaluate(v.model_dir, v.data_dir, v.split, v.ranking, v.ks, v.num_candidates,
+                 v.batch_size, v.seed, v.max_len, v.output, backbone_dir=v.backbone_dir,
+                 exclude_history=v.exclude_history)
+    return Done(f"wrote {v.output}" if v.output else f"evaluated {v.model_dir} on "
+                f"{v.data_dir} ({v.split}; --output writes the metrics as JSON)",
+                command_line("peterrec_tf.export", model_dir=v.model_dir))
 
 
 def cli():

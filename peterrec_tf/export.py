@@ -9,7 +9,6 @@ module defines the flags and maps them onto `export(...)`; exit 2 on a usage err
 """
 
 import os
-import sys
 
 from peterrec_tf.serving.saved_model import (REPORT_FILE, WARMUP_FILE, ExportError,  # noqa: F401
                                              build_serving_module, export, write_models_config)
@@ -90,38 +89,30 @@ def define_flags():
 
 
 def export_artifacts(v):
-    """--item_embeddings and/or --litert of one --model_dir (no SavedModel); exit code."""
-    from peterrec_tf.cli import run_guarded
+    """--item_embeddings and/or --litert of one --model_dir (no SavedModel); the last line."""
+    from pipelines.command import Done
 
     if v.tasks:
-        print("error: --item_embeddings and --litert take one --model_dir, not --tasks",
-              file=sys.stderr)
-        return 2
+        raise ValueError("--item_embeddings and --litert take one --model_dir, not --tasks")
     written = []
     if v.item_embeddings:
         from peterrec_tf.serving.item_embeddings import write_item_embeddings
 
-        path, code = run_guarded(write_item_embeddings, v.model_dir, v.item_embeddings,
-                                 backbone_dir=v.backbone_dir)
-        if code:
-            return code
+        path = write_item_embeddings(v.model_dir, v.item_embeddings, backbone_dir=v.backbone_dir)
         written.append(os.path.dirname(path))
     if v.litert:
         from peterrec_tf.serving.litert import write_litert
 
-        _, code = run_guarded(write_litert, v.model_dir, v.litert, k=v.k,
-                              quantize=v.litert_quantize, max_len=v.max_len,
-                              exclude_history=v.exclude_history, backbone_dir=v.backbone_dir)
-        if code:
-            return code
+        write_litert(v.model_dir, v.litert, k=v.k, quantize=v.litert_quantize,
+                     max_len=v.max_len, exclude_history=v.exclude_history,
+                     backbone_dir=v.backbone_dir)
         written.append(v.litert)
-    from pipelines.command import report_done
-
-    report_done(f"wrote {', '.join(written)}",
+    return Done(f"wrote {', '.join(written)}",
                 f"load {os.path.join(v.item_embeddings, 'embeddings.npy')} into your ANN index, "
                 f"or look at it: tensorboard --logdir={v.item_embeddings}" if v.item_embeddings else
                 f"run {v.litert} with the LiteRT interpreter (ids in, top-k ids and scores out)")
-    return 0
+
+
 def export_checked(dirs, export_base, *args, **kwargs):
     """`export`, with --export_base checked writable before any model is loaded and a
     write that fails later (a full disk) reported as one line naming the place."""
@@ -132,37 +123,28 @@ def export_checked(dirs, export_base, *args, **kwargs):
         return export(dirs, export_base, *args, **kwargs)
 
 
-def main(argv):
-    """Entry point of `python -m peterrec_tf.export`; exit code 2 on user errors."""
-    from absl import flags
+def main(v):
+    """flags -> export (or the single-model artifacts) -> the last line."""
+    from pipelines.command import Done
 
-    from peterrec_tf.cli import run_guarded
-
-    v = flags.FLAGS
     if bool(v.model_dir) == bool(v.tasks):
-        print("error: give exactly one of --model_dir or --tasks", file=sys.stderr)
-        return 2
+        raise ValueError("give exactly one of --model_dir or --tasks")
     if v.tasks and v.task_name:
-        print("error: --task_name names a single --model_dir export; with --tasks use "
-              "name=dir pairs", file=sys.stderr)
-        return 2
+        raise ValueError("--task_name names a single --model_dir export; with --tasks use "
+                         "name=dir pairs")
     if v.item_embeddings or v.litert:
         return export_artifacts(v)
     dirs = parse_tasks(v.tasks) if v.tasks else [
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
-    report, code = run_guarded(export_checked, dirs, v.export_base, v.model_name, v.version,
-                               v.k, max_len=v.max_len, serving_base_path=v.serving_base_path,
-                               num_versions=v.num_versions, backbone_dir=v.backbone_dir,
-                               next_item_index=v.next_item_index,
-                               exclude_history=v.exclude_history)
-    if not code:
-        from pipelines.command import report_done
-
-        report_done(f"wrote {report['path']} and {os.path.join(v.export_base, 'models.config')}",
-                    "tensorflow_model_server --port=8500 --rest_api_port=8501 "
-                    f"--model_config_file={os.path.abspath(os.path.join(v.export_base, 'models.config'))}")
-    return code
-
+    report = export_checked(dirs, v.export_base, v.model_name, v.version, v.k,
+                            max_len=v.max_len, serving_base_path=v.serving_base_path,
+                            num_versions=v.num_versions, backbone_dir=v.backbone_dir,
+                            next_item_index=v.next_item_index,
+                            exclude_history=v.exclude_history)
+    config = os.path.join(v.export_base, "models.config")
+    return Done(f"wrote {report['path']} and {config}",
+                "tensorflow_model_server --port=8500 --rest_api_port=8501 "
+                f"--model_config_file={os.path.abspath(config)}")
 
 
 def cli():

@@ -7,7 +7,7 @@ that fails later (a full disk, a file system remounted read-only) reported as
         ...
 
 Both raise `WriteFault`, a `ValueError`, which the entry points print as `error: ...` and
-exit 2 with (`cli.run_guarded`). What is written is published by renames (model
+exit 2 with (`pipelines.command.run_command`). What is written is published by renames (model
 directories, results.json, exported versions), so a failed write leaves nothing partial.
 """
 

@@ -10,6 +10,7 @@ model_dir=..., **settings)`.
 
 from peterrec_tf.jobs.finetuning import (PATCH_DEFAULTS, SETTINGS, check_settings,  # noqa: F401
                                          run_finetune)
+from peterrec_tf.cli import training_main
 from peterrec_tf.training.flags import define_common_flags, register_validators
 
 
@@ -62,12 +63,8 @@ def define_flags():
     register_validators()  # after every flag: the single-flag range checks
 
 
-def main(argv):
-    """absl entry: flags -> run_finetune; exit 2 on a usage error, 130 when interrupted."""
-    from peterrec_tf.cli import run_training_job
-
-    return run_training_job(argv, run_finetune, SETTINGS)
-
+#: flags -> run_finetune -> the last line (exit 130 when interrupted, resumable).
+main = training_main(run_finetune, SETTINGS)
 
 
 def cli():

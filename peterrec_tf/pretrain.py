@@ -11,6 +11,7 @@ same names as the flags).
 
 from peterrec_tf.jobs.pretraining import (  # noqa: F401
     ARCHITECTURES, HEADS, OBJECTIVES, OPTIMIZERS, SETTINGS, run_pretrain)
+from peterrec_tf.cli import training_main
 from peterrec_tf.training.flags import define_common_flags, register_validators
 
 
@@ -61,12 +62,8 @@ def define_flags():
     register_validators()  # after every flag: the single-flag range checks
 
 
-def main(argv):
-    """absl entry: flags -> run_pretrain; exit 2 on a usage error, 130 when interrupted."""
-    from peterrec_tf.cli import run_training_job
-
-    return run_training_job(argv, run_pretrain, SETTINGS)
-
+#: flags -> run_pretrain -> the last line (exit 130 when interrupted, resumable).
+main = training_main(run_pretrain, SETTINGS)
 
 
 def cli():

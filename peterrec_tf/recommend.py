@@ -17,7 +17,6 @@ end); the last line names it.
 
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -154,19 +153,18 @@ def define_flags():
     flags.mark_flags_as_required(["model_dir", "data_dir", "output"])
 
 
-def main(argv):
-    """Entry point of `python -m peterrec_tf.recommend`; exit code 2 on user errors."""
-    from absl import flags
+def main(v):
+    """flags -> run_recommend, whose last line names the file it wrote."""
+    run_recommend(v.model_dir, v.data_dir, v.split, v.k, v.output, v.exclude_history,
+                  v.batch_size, v.max_len, v.backbone_dir)
 
-    from peterrec_tf.cli import run_guarded
 
-    v = flags.FLAGS
-    return run_guarded(run_recommend, v.model_dir, v.data_dir, v.split, v.k, v.output,
-                       v.exclude_history, v.batch_size, v.max_len, v.backbone_dir)[1]
+def cli():
+    """The command (`python -m peterrec_tf.recommend`)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__)
 
 
 if __name__ == "__main__":
-    from absl import app
-
-    define_flags()
-    app.run(main)
+    cli()

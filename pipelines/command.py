@@ -5,7 +5,10 @@ key flag of the program actually started (so `--help` lists every flag the job r
 including the shared ones defined in another module, whatever the program is called),
 turns a bad flag value (an absl validator) into the project's one-line `error: ...` with
 exit status 2, and keeps absl's, TensorFlow's and Beam's INFO logs off unless `--verbosity`
-asks for them. `main(argv)` returns the exit status.
+asks for them. Then it runs `main(flags.FLAGS)`, the same way for every command: a stray
+positional argument is refused, a user's error (`ValueError`, `OSError`) raised by `main`
+is one `error: ...` line with exit status 2, an interruption exits 130, and the `Done`
+that `main` returns is printed as the last line (what was written; what to run next).
 
 Lives in `pipelines` because the data command uses it too and `pipelines` never imports
 the model package.
@@ -13,6 +16,7 @@ the model package.
 
 import os
 import sys
+from typing import NamedTuple, Optional
 
 #: absl flags every command's --help shows beside the job's (--flagfile is absl's special
 #: flag, listed by --helpfull).
@@ -42,10 +46,33 @@ def command_line(module, **flag_values):
     return " ".join([program] + [f"--{name}={value}" for name, value in flag_values.items()])
 
 
-def run_command(define_flags, main, doc=None, known_only=False, minimums=None):
-    """Define the flags, parse them and run `main` (see the module docstring); exits.
-    `minimums` ({flag: smallest value}) become absl validators of those numeric flags
-    (None, an unset optional flag, passes): the command line is refused while parsing,
+class Done(NamedTuple):
+    """What a command's `main` returns when it finished: the last line's two halves (what
+    it wrote; the command to run next, None when there is none) and the exit status."""
+
+    wrote: str
+    next_command: Optional[str] = None
+    code: int = 0
+
+
+class Interrupted(Exception):
+    """Raised by a command stopped part-way (a signal) with its work resumable: exit 130,
+    the last line says where it stopped and to run the same command again."""
+
+
+#: What a command's `main` may raise for a fault of the user's (a bad flag value, a missing
+#: or unfit file, an unwritable place): one line, exit 2, no traceback.
+USER_ERRORS = (ValueError, OSError)
+
+
+def run_command(define_flags, main, doc=None, *, passes_unknown=False, minimums=None):
+    """Define the flags, parse them and run `main(flags.FLAGS)` (see the module docstring);
+    exits with its status. `main` returns a `Done`, an exit status or None (0); the user's
+    errors it raises (`USER_ERRORS`) become one `error: ...` line and exit 2, `Interrupted`
+    and Ctrl-C exit 130. A positional argument is refused, unless `passes_unknown`: then
+    what the command does not define goes to `main(flags.FLAGS, unknown_args)` (Beam's
+    options). `minimums` ({flag: smallest value}) become absl validators of those numeric
+    flags (None, an unset optional flag, passes): the command line is refused while parsing,
     the library keeps its own checks for Python callers."""
     from absl import app, flags
 
@@ -64,20 +91,47 @@ def run_command(define_flags, main, doc=None, known_only=False, minimums=None):
 
     def parse(argv):
         try:
-            return values(argv, known_only=known_only)
+            return values(argv, known_only=passes_unknown)
         except flags.Error as error:
             print(f"error: {flag_error_text(error)}", file=sys.stderr)
             sys.exit(2)
 
     def run_main(argv):
         quiet_logs(values["verbosity"].present)
-        if len(argv) > 1 and not known_only:  # known_only: the rest goes to Beam
+        if len(argv) > 1 and not passes_unknown:
             print(f"error: unexpected arguments {argv[1:]} (flags take the form "
                   "--name=value)", file=sys.stderr)
             return 2
-        return main(argv)
+        return run_guarded(lambda: main(values, argv[1:]) if passes_unknown else main(values))
 
     app.run(run_main, flags_parser=parse)
+
+
+def run_guarded(call):
+    """`call()`'s exit status as `run_command` reports it (printing its last line)."""
+    try:
+        outcome = call()
+    except USER_ERRORS as error:
+        print(f"error: {user_error_text(error)}", file=sys.stderr)
+        return 2
+    except (Interrupted, KeyboardInterrupt) as stopped:
+        where = f" at {stopped}" if isinstance(stopped, Interrupted) else ""
+        report_done(f"interrupted{where}", "the same command again to resume")
+        return 130
+    if isinstance(outcome, Done):
+        if outcome.next_command is None:
+            print(outcome.wrote, flush=True)
+        else:
+            report_done(outcome.wrote, outcome.next_command)
+        return outcome.code
+    return outcome or 0
+
+
+def user_error_text(error):
+    """One line for a user's error: an operating system's fault as `<file>: <what>`."""
+    if isinstance(error, OSError) and error.filename is not None and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return str(error)
 
 
 def flag_error_text(error):

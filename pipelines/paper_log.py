@@ -10,7 +10,6 @@ order) matters. Generated block by block: memory does not grow with the log.
 """
 
 import contextlib
-import sys
 
 import numpy as np
 
@@ -123,24 +122,15 @@ def define_flags():
                                  message=f"--{name} must be >= {low}")
 
 
-def main(argv):
+def main(v):
     """Write a paper-shaped log (for trying the commands without data of one's own)."""
-    from absl import flags
+    from pipelines.command import Done, command_line
 
-    from pipelines.command import command_line, report_done
-
-    v = flags.FLAGS
-    try:
-        rows = write_paper_log(v.output, v.events, num_items=v.num_items, history=v.history,
-                               seed=v.seed, labels_path=v.labels, target_log_path=v.target_log)
-    except OSError as error:
-        print(f"error: {error.filename or v.output}: {error.strerror or error}",
-              file=sys.stderr)
-        return 2
+    rows = write_paper_log(v.output, v.events, num_items=v.num_items, history=v.history,
+                           seed=v.seed, labels_path=v.labels, target_log_path=v.target_log)
     also = "".join(f", {path}" for path in (v.labels, v.target_log) if path)
-    report_done(f"wrote {v.output} ({rows:,} events){also}", command_line(
+    return Done(f"wrote {v.output} ({rows:,} events){also}", command_line(
         "pipelines.prepare", format="interactions", input=v.output, output_dir="DIR"))
-    return 0
 
 
 if __name__ == "__main__":

@@ -375,35 +375,27 @@ def options_from_flags(values):
     return {}
 
 
-def main(argv):
-    from absl import flags
-
-    values = flags.FLAGS
-    beam_args = argv[1:]
+def main(values, beam_args):
+    """flags -> prepare -> the last line; `beam_args` are the flags prepare does not
+    define: Beam pipeline options, refused with the local runner."""
     if beam_args and values.runner == "local":
-        print(f"error: unknown flags {beam_args} (Beam pipeline options need a Beam --runner)",
-              file=sys.stderr)
-        return 2
+        raise ValueError(f"unknown flags {beam_args} (Beam pipeline options need a Beam "
+                         "--runner)")
     if values.runner != "local" and not values["verbosity"].present and not any(
             arg.startswith("--default_sdk_harness_log_level") for arg in beam_args):
         # Beam's workers (processes of their own) log at INFO unless told otherwise
         beam_args = beam_args + ["--default_sdk_harness_log_level=WARNING"]
-    try:
-        index = prepare(
-            values.format, values.output_dir, values.input, values.max_len, values.num_shards,
-            values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
-            max_oov_share=values.max_oov_share, runner=values.runner, beam_args=beam_args,
-            **options_from_flags(values))
-    except (DataError, ValueError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print_next_step(values.output_dir, index)
-    return 0
+    index = prepare(
+        values.format, values.output_dir, values.input, values.max_len, values.num_shards,
+        values.vocab, values.seed, values.skip_bad_lines, values.overwrite,
+        max_oov_share=values.max_oov_share, runner=values.runner, beam_args=beam_args,
+        **options_from_flags(values))
+    return next_step(values.output_dir, index)
 
 
-def print_next_step(output_dir, index):
+def next_step(output_dir, index):
     """The last line: where each prepared dataset's --data_dir is and what to run next."""
-    from pipelines.command import command_line, report_done
+    from pipelines.command import Done, command_line
 
     data_dirs = {name: os.path.normpath(os.path.join(output_dir, name)) for name in index}
     listed = ", ".join(f"{data_dirs[name]} ({info['task']})" for name, info in index.items())
@@ -412,7 +404,7 @@ def print_next_step(output_dir, index):
                               model_dir="runs/pretrained") if pretrain else
                  command_line("peterrec_tf.finetune", pretrained="PRETRAINED_MODEL_DIR",
                               data_dir=next(iter(data_dirs.values())), model_dir="runs/TASK"))
-    report_done(f"wrote --data_dir {listed}", following)
+    return Done(f"wrote --data_dir {listed}", following)
 
 
 def cli():
@@ -420,7 +412,7 @@ def cli():
     not define are Beam pipeline options (--runner=...)."""
     from pipelines.command import run_command
 
-    run_command(define_flags, main, __doc__, known_only=True,
+    run_command(define_flags, main, __doc__, passes_unknown=True,
                 minimums={"max_len": 1, "num_shards": 1, "max_oov_share": 0})
 
 

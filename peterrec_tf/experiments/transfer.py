@@ -30,12 +30,12 @@ import json
 import math
 import os
 import shutil
-import sys
 import time
 
 import numpy as np
 
 from peterrec_tf.experiments import provenance, stats, svg
+from pipelines.command import Interrupted
 
 METHODS = [  # (label, finetune kwargs, or the name of a simple baseline)
     ("LabelCS", "majority"),
@@ -60,10 +60,6 @@ PRIMARY = {"classify": "accuracy", "item_rec": "hr@5"}
 CURVE_METRICS = {"classify": ("accuracy", "balanced_accuracy"),
                  "item_rec": ("hr@5", "mrr@5", "full_hr@5", "full_mrr@5")}
 FORMAT = 2
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM stopped a run (checkpointed); re-running the command resumes."""
 
 
 def method_key(label):
@@ -903,21 +899,11 @@ def define_flags():
     flags.mark_flags_as_required(["dataset", "output_dir"])
 
 
-def main(argv):
-    from absl import flags
-
-    del argv
-    v = flags.FLAGS
-    try:
-        _run_from_flags(v)
-    except Interrupted as stopped:
-        print(f"interrupted at {stopped}; run the same command again to resume", file=sys.stderr)
-        return 130
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(open(os.path.join(v.output_dir, "results.md")).read())
-    return 0
+def main(v):
+    """flags -> the experiment -> its results.md (stopped by a signal: exit 130, resumable)."""
+    _run_from_flags(v)
+    with open(os.path.join(v.output_dir, "results.md"), encoding="utf-8") as handle:
+        print(handle.read())
 
 
 def _run_from_flags(v):
