@@ -28,7 +28,7 @@ DEFAULT_SHARED = os.environ.get("PETERREC_SHARED") or (
 
 def run_demo(workdir, export_base, shared, seed=0, pretrain_steps=800, finetune_steps=400,
              log=print):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.serving.saved_model import export
     from peterrec_tf.jobs.finetuning import run_finetune
     from peterrec_tf.jobs.pretraining import run_pretrain

@@ -8,7 +8,7 @@ recommendation; accuracy for classification. Prints and writes JSON (--output).
 Only reads --model_dir (so takes no lock on it); a corrupt or short split is an error.
 """
 
-from peterrec_tf.jobs.evaluation import run_evaluate  # noqa: F401
+from peterrec_tf.jobs.evaluating import run_evaluate  # noqa: F401
 from peterrec_tf.training.flags import register_validators
 
 

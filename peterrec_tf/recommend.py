@@ -30,7 +30,7 @@ def top_k_function(model, k, blocked, exclude_history, item_to_output, chunk_siz
     import tensorflow as tf
 
     from peterrec_tf.training import chunked_ranking
-    from peterrec_tf.training.evaluation import history_exclusion
+    from peterrec_tf.training.scoring import history_exclusion
 
     chunk = chunk_size or chunked_ranking.DEFAULT_CHUNK
     exclusion = history_exclusion(item_to_output) if exclude_history else None
@@ -55,9 +55,7 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
                   log=print, every_seconds=30.0):
     """Write `output` (see the module docstring); returns {"users", "output", ...}."""
     from pipelines import inputs
-    from peterrec_tf.model_dir import load_model_dir, model_framing
-    from peterrec_tf.training.evaluation import item_to_output_ids
-    from pipelines import schema
+    from peterrec_tf.training.scoring import item_to_output_ids
 
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -66,6 +64,46 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     if not output:
         raise ValueError("give --output, the JSON-lines file to write")
     meta = inputs.read_metadata(data_dir)
+    model, items, outputs, blocked, framing = ranked_outputs(model_dir, data_dir, meta, max_len,
+                                                             backbone_dir)
+    k = min(int(k), len(outputs) - len(blocked))
+    total = meta["splits"].get(split)
+    if not total:
+        raise ValueError(f"{data_dir}: split {split!r} holds no examples")
+    tmp = f"{output}.tmp{os.getpid()}"
+    try:
+        handle = open(tmp, "w", encoding="utf-8")  # unwritable output: refused before work
+    except OSError as error:
+        raise ValueError(f"{output}: cannot write here ({error.strerror})") from error
+    rank = top_k_function(model, k, blocked, exclude_history,
+                          item_to_output_ids(items, outputs))
+    dataset = inputs._records(data_dir, split, int(batch_size), False, 0, True, False, False,
+                              None).map(inputs._parse(meta["task"], split))
+    started = time.monotonic()
+    try:
+        with handle, inputs.reading(data_dir, (split,)):
+            count = write_recommendations(handle, dataset, rank, framing, outputs,
+                                          UserProgress(split, total, log, every_seconds))
+        inputs.check_count(data_dir, split, count, "recommended for")
+        os.replace(tmp, output)
+    except OSError as error:
+        raise ValueError(f"{output}: {error.strerror or error}") from error
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    seconds = time.monotonic() - started
+    log(f"wrote top-{k} recommendations for {count:,} users of {split} to {output} "
+        f"({count / max(seconds, 1e-9):,.0f} users/s{', history excluded' if exclude_history else ''})")
+    return {"users": count, "output": output, "k": k, "seconds": seconds,
+            "exclude_history": bool(exclude_history)}
+
+
+def ranked_outputs(model_dir, data_dir, meta, max_len, backbone_dir):
+    """(model, item tokens, output tokens, output ids never recommended, framing) of a
+    model that ranks items (next item or targets) in the vocabulary of `data_dir`."""
+    from pipelines import inputs
+    from peterrec_tf.model_dir import load_model_dir, model_framing
+
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.task == "classify":
         raise ValueError(f"{model_dir} is a classification model: it recommends no items")
@@ -84,53 +122,45 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
         raise ValueError(f"{model_dir} has no target_vocab.txt: recommendations would have no names")
     padding = set(config.get("padding_tokens", []))
     blocked = [0] + [i for i, token in enumerate(outputs) if i > 0 and token in padding]
-    k = min(int(k), len(outputs) - len(blocked))
     framing = inputs.task_framing(meta, model_framing(model, config), max_len)
-    total = meta["splits"].get(split)
-    if not total:
-        raise ValueError(f"{data_dir}: split {split!r} holds no examples")
-    tmp = f"{output}.tmp{os.getpid()}"
-    try:
-        handle = open(tmp, "w", encoding="utf-8")  # unwritable output: refused before work
-    except OSError as error:
-        raise ValueError(f"{output}: cannot write here ({error.strerror})") from error
-    rank = top_k_function(model, k, blocked, exclude_history,
-                          item_to_output_ids(items, outputs))
-    dataset = inputs._records(data_dir, split, int(batch_size), False, 0, True, False, False,
-                              None).map(inputs._parse(meta["task"], split))
-    count, started, last = 0, time.monotonic(), time.monotonic()
-    try:
-        with handle, inputs.reading(data_dir, (split,)):
-            for batch in dataset:
-                history = batch[schema.ITEM_IDS]
-                scores, ids = rank(framing.frame(history), history.to_tensor(-1))
-                scores, ids = scores.numpy(), ids.numpy()
-                for user, row_scores, row_ids in zip(batch[schema.USER_ID].numpy(), scores, ids):
-                    answered = ~np.isneginf(row_scores)
-                    row_ids = row_ids[answered]
-                    handle.write(json.dumps({
-                        "user": user.decode("utf-8"), "items": [outputs[i] for i in row_ids],
-                        "ids": [int(i) for i in row_ids],
-                        "scores": [float(s) for s in row_scores[answered]]}) + "\n")
-                count += len(ids)
-                now = time.monotonic()
-                if now - last >= every_seconds:
-                    last = now
-                    rate = count / max(now - started, 1e-9)
-                    log(f"  {split}: {count:,} of {total:,} users, {rate:,.0f} users/s, "
-                        f"{(total - count) / rate:.0f} s left")
-        inputs.check_count(data_dir, split, count, "recommended for")
-        os.replace(tmp, output)
-    except OSError as error:
-        raise ValueError(f"{output}: {error.strerror or error}") from error
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    seconds = time.monotonic() - started
-    log(f"wrote top-{k} recommendations for {count:,} users of {split} to {output} "
-        f"({count / max(seconds, 1e-9):,.0f} users/s{', history excluded' if exclude_history else ''})")
-    return {"users": count, "output": output, "k": k, "seconds": seconds,
-            "exclude_history": bool(exclude_history)}
+    return model, items, outputs, blocked, framing
+
+
+class UserProgress:
+    """Users done of a split's total, users/s and the time left, every `every_seconds`."""
+
+    def __init__(self, split, total, log, every_seconds):
+        self.split, self.total, self.log, self.every_seconds = split, total, log, every_seconds
+        self.started = self.last = time.monotonic()
+
+    def done(self, count):
+        now = time.monotonic()
+        if now - self.last >= self.every_seconds:
+            self.last = now
+            rate = count / max(now - self.started, 1e-9)
+            self.log(f"  {self.split}: {count:,} of {self.total:,} users, {rate:,.0f} users/s, "
+                     f"{(self.total - count) / rate:.0f} s left")
+
+
+def write_recommendations(handle, dataset, rank, framing, outputs, progress):
+    """One JSON line a user of `dataset` (see the module docstring); returns the count."""
+    from pipelines import schema
+
+    count = 0
+    for batch in dataset:
+        history = batch[schema.ITEM_IDS]
+        scores, ids = rank(framing.frame(history), history.to_tensor(-1))
+        scores, ids = scores.numpy(), ids.numpy()
+        for user, row_scores, row_ids in zip(batch[schema.USER_ID].numpy(), scores, ids):
+            answered = ~np.isneginf(row_scores)
+            row_ids = row_ids[answered]
+            handle.write(json.dumps({
+                "user": user.decode("utf-8"), "items": [outputs[i] for i in row_ids],
+                "ids": [int(i) for i in row_ids],
+                "scores": [float(s) for s in row_scores[answered]]}) + "\n")
+        count += len(ids)
+        progress.done(count)
+    return count
 
 
 def define_flags():

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from peterrec_tf.metrics import MISS_RANK, true_ranks
 from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet
-from peterrec_tf.training import chunked_ranking, evaluation
+from peterrec_tf.training import chunked_ranking, scoring
 
 VOCAB = 53  # not a multiple of the chunk sizes below: the last slice is short
 
@@ -54,8 +54,8 @@ def test_evaluate_in_slices_gives_the_same_metrics(rng):
     x = rng.randint(0, VOCAB, (50, 6)).astype("int32")
     y = rng.randint(1, VOCAB, 50).astype("int32")
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
-    whole = evaluation.evaluate(model, data, "pretrain", ks=(1, 5, 10))
-    sliced = evaluation.evaluate(model, data, "pretrain", ks=(1, 5, 10), chunk_size=10)
+    whole = scoring.evaluate(model, data, "pretrain", ks=(1, 5, 10))
+    sliced = scoring.evaluate(model, data, "pretrain", ks=(1, 5, 10), chunk_size=10)
     assert sliced == pytest.approx(whole, abs=1e-7) and whole["examples"] == 50
     assert 0 < whole["hr@10"] < 1  # not a degenerate comparison
 
@@ -108,13 +108,13 @@ def test_excluding_the_history_ranks_as_hand_masked_logits(chunk, rng):
     y[:4] = x[:4, -1]  # the true item is in the history
     x[4, :] = 0  # no history at all
     logits = model.next_item_logits(x).numpy()
-    exclude = evaluation.history_exclusion(None)
+    exclude = scoring.history_exclusion(None)
     candidates = np.stack([y, *rng.randint(1, VOCAB, (30, 12))], axis=1).astype("int32")
     for truth in (y, candidates):
         expected = hand_masked_ranks(logits, x, truth)
         plain = true_ranks(truth, logits).numpy()
         assert (expected <= plain).all() and (expected < plain).any()  # exclusion matters
-        ranked = evaluation.rank_function(model, chunk, exclude=exclude)(x, truth)
+        ranked = scoring.rank_function(model, chunk, exclude=exclude)(x, truth)
         np.testing.assert_array_equal(np.asarray(ranked), expected)
         sliced = chunked_ranking.next_item_ranks(model, x, truth, chunk, exclude(x))
         np.testing.assert_array_equal(sliced.numpy(), expected)
@@ -122,8 +122,8 @@ def test_excluding_the_history_ranks_as_hand_masked_logits(chunk, rng):
 
 def test_item_to_output_ids_maps_history_items_to_target_ids_by_token():
     items = ["<UNK>", "a", "b", "c", "d"]
-    assert evaluation.item_to_output_ids(items, list(items)) is None
-    table = evaluation.item_to_output_ids(items, ["<UNK>", "c", "z", "a"])
+    assert scoring.item_to_output_ids(items, list(items)) is None
+    table = scoring.item_to_output_ids(items, ["<UNK>", "c", "z", "a"])
     np.testing.assert_array_equal(table, [-1, 3, -1, 1, -1])
-    excluded = evaluation.history_exclusion(table)(tf.constant([[0, 1, 2, 3, 9]]))
+    excluded = scoring.history_exclusion(table)(tf.constant([[0, 1, 2, 3, 9]]))
     np.testing.assert_array_equal(excluded.numpy(), [[-1, 3, -1, 1, -1]])

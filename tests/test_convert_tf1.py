@@ -400,7 +400,7 @@ def test_fineall_checkpoint_converts_with_parity(fineall_checkpoints, family, po
 
 def test_converted_fineall_model_evaluates_finetunes_and_exports_alone(fineall_checkpoints,
                                                                        tmp_path):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.serving.saved_model import export
     from peterrec_tf.jobs.finetuning import run_finetune
     from pipelines.prepare import prepare

@@ -42,7 +42,7 @@ def test_a_user_set_log_level_is_respected():
 
 @pytest.mark.parametrize("module", ["peterrec_tf.pretrain", "peterrec_tf.finetune"])
 def test_every_job_setting_is_a_flag_and_every_flag_a_setting(module):
-    """The settings are read off the job's `run_*` signature (jobs.skeleton.job_settings):
+    """The settings are read off the job's `run_*` signature (jobs.training_job.job_settings):
     the flags the entry point defines must be exactly those, so neither list can drift."""
     code = (f"import json, {module} as m; from absl import flags; m.define_flags(); "
             "owned = flags.FLAGS.flags_by_module_dict(); "

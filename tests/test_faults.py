@@ -245,7 +245,7 @@ def test_metadata_records_every_shard(run):
 
 
 def test_a_truncated_shard_is_an_error_naming_it(run, tmp_path):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
 
     data = copy_dataset(run["pretrain"], str(tmp_path / "data"))
     shard = inputs.shard_files(data, "test")[0]
@@ -278,7 +278,7 @@ def cut_points(shard):
 
 
 def test_old_preparations_without_shard_records_are_still_verified_by_count(run, tmp_path):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
 
     data = copy_dataset(run["pretrain"], str(tmp_path / "old"))
     path = os.path.join(data, "metadata.json")
@@ -326,7 +326,7 @@ def test_finetune_candidates_beyond_the_targets_are_refused_before_training(run,
 
 
 def test_vocabularies_are_compared_by_size_and_content(run, tmp_path):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.jobs.finetuning import run_finetune
 
     data = copy_dataset(run["pretrain"], str(tmp_path / "other-vocab"))

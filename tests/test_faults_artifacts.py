@@ -48,7 +48,7 @@ def command(*args):
 
 
 def evaluate(model_dir, data_dir, **extra):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
 
     return run_evaluate(model_dir, data_dir, num_candidates=11, log=quiet, **extra)
 
@@ -121,7 +121,7 @@ def test_evaluating_an_empty_split_is_refused(run, tmp_path):
     ("sampled", 10, (10, 20), 10), ("sampled", 11, (5, 11), 11), ("full", 11, (5, None), None)])
 def test_a_cut_off_at_or_above_the_items_ranked_is_refused(run, tmp_path, ranking, candidates,
                                                             ks, count):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.jobs.finetuning import run_finetune
     from peterrec_tf.jobs.pretraining import run_pretrain
 
@@ -422,11 +422,11 @@ def test_a_full_disk_while_checkpointing_is_one_line(run, tmp_path, monkeypatch)
 def test_an_unwritable_evaluation_output_is_found_before_the_evaluation(run, tmp_path,
                                                                         monkeypatch):
     from peterrec_tf.filesystem import WriteFault
-    from peterrec_tf.training import evaluation, results
+    from peterrec_tf.training import results, scoring
 
     def never(*args, **kwargs):
         raise AssertionError("evaluated although the output cannot be written")
-    monkeypatch.setattr(evaluation, "evaluate", never)
+    monkeypatch.setattr(scoring, "evaluate", never)
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(WriteFault, match=f"{blocker}: not a directory, so --output="):

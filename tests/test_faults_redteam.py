@@ -62,7 +62,7 @@ def run(tmp_path_factory):
 
 
 def evaluate(model_dir, data_dir, **extra):
-    from peterrec_tf.jobs.evaluation import run_evaluate
+    from peterrec_tf.jobs.evaluating import run_evaluate
 
     extra = {"num_candidates": 5, "ks": (1, 3), **extra}
     return run_evaluate(model_dir, data_dir, log=quiet, **extra)

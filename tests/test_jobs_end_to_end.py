@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from peterrec_tf.jobs.evaluation import run_evaluate
+from peterrec_tf.jobs.evaluating import run_evaluate
 from peterrec_tf.jobs.finetuning import run_finetune
 from peterrec_tf.model_dir import load_model_dir
 from peterrec_tf.jobs.pretraining import run_pretrain

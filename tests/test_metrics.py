@@ -88,7 +88,7 @@ def test_sample_weights_and_accuracy():
 
 def test_long_evaluations_report_progress_with_the_time_left():
     import tensorflow as tf
-    from peterrec_tf.training.evaluation import evaluate
+    from peterrec_tf.training.scoring import evaluate
 
     class Scores:
         task = "pretrain"

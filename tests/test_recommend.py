@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from peterrec_tf.jobs.evaluation import run_evaluate
+from peterrec_tf.jobs.evaluating import run_evaluate
 from peterrec_tf.model_dir import save_model_dir
 from peterrec_tf.models import Backbone, NextItNet
 from peterrec_tf.recommend import run_recommend

@@ -6,7 +6,7 @@ pre-trained encoder to a downstream task with PeterRec or the paper's baselines.
 
 import os
 
-from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
+from peterrec_tf.jobs.training_job import TrainingJob, job_settings, ranking_metric_names, run_training
 
 PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
 
@@ -45,137 +45,180 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
                  lr_schedule="constant", warmup_steps=0, log=print):
     """Run the fine-tuning job; returns the results dict also written to results.json."""
-    import keras
-
-    from pipelines import inputs
-    from pipelines.framing import Framing
-    from pipelines.metadata_checksum import read_data_vocab
-    from peterrec_tf.jobs.checks import check_ranking, check_split_records
-    from peterrec_tf.metrics import HitRate
-    from peterrec_tf.model_dir import load_model_dir, save_model_dir
-    from peterrec_tf.task_artifact import stores_task_only
-    from peterrec_tf.models import build_finetuner, format_report, parameter_report
-    from peterrec_tf.models.transfer_methods import check_method
-    from peterrec_tf.training import best as selection
-    from peterrec_tf.training.flags import check_values, total_steps as count_steps
-    from peterrec_tf.training.xla_policy import use_xla
-    from peterrec_tf.training.optimizer import make_optimizer
-
-    # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in SETTINGS}
-    config["ks"] = [int(k) for k in ks]
-    check_values(config)
-    meta = inputs.read_metadata(data_dir)
-    data_task = meta["task"]
-    if data_task not in ("item_rec", "classify"):
-        raise ValueError(f"{data_dir} holds {data_task} data; fine-tuning needs item_rec or "
-                         "classify data")
-    if task is not None and task != data_task:
-        raise ValueError(f"--task={task} but {data_dir} holds {data_task} data")
-    task = data_task
-    config["data_fingerprint"] = meta.get("fingerprint")
-    choices = (["accuracy"] if task == "classify"
-               else [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")])
-    config["select_metric"] = selection.resolve_metric(
-        select_metric, eval_every, strategy, choices)
-    selection.check_selection(config["select_metric"], eval_every, strategy, choices, patience,
-                              explicit=select_metric != "auto")
-    if os.path.abspath(pretrained) == os.path.abspath(model_dir):
-        raise ValueError("--model_dir must differ from --pretrained (the pre-trained model is "
-                         "never modified)")
-    source, _, source_vocabs = load_model_dir(pretrained)
-    backbone = source.backbone
-    if pooling is None and source.task != "pretrain":
-        pooling = source.pooling  # a further fine-tuning reads users as its source did
-    check_settings(method, task, backbone.causal, insertion, finelast_blocks, pooling, loss,
-                   bottleneck_ratio, patch_activation)
-    check_method(method, finelast_blocks or 1, len(backbone.blocks))
-    if backbone.vocab_size != meta["num_items"]:
-        raise ValueError(f"{data_dir} has {meta['num_items']} items but {pretrained} was "
-                         f"pre-trained with {backbone.vocab_size}: prepare the data with "
-                         f"--vocab={os.path.join(pretrained, 'vocab.txt')}")
-    data_vocab = read_data_vocab(data_dir, "items.txt", meta)
-    data_vocabs = {"items": data_vocab}  # every vocabulary verified now, saved with the task
-    for key, name in (("targets", "targets.txt"), ("labels", "labels.txt")):
-        if os.path.exists(os.path.join(data_dir, "vocab", name)):
-            data_vocabs[key] = read_data_vocab(data_dir, name, meta)
-    if "items" in source_vocabs and source_vocabs["items"] != data_vocab:
-        raise ValueError(f"{data_dir}/vocab/items.txt differs from {pretrained}/vocab.txt: item "
-                         "ids would silently mean other items; prepare with --vocab")
-    if "items" not in source_vocabs:
-        log(f"warning: {pretrained} has no vocab.txt; only the vocabulary size "
-            f"({backbone.vocab_size}) could be checked against {data_dir}")
-    num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
-    loss = loss or ("pairwise" if task == "item_rec" else "ce")
-    if label_smoothing and loss != "ce":
-        raise ValueError(f"--label_smoothing applies to softmax losses (--loss=ce), not "
-                         f"--loss={loss}")
-    if task == "item_rec" and loss != "ce" and num_negatives and num_outputs < 3:
-        raise ValueError(f"{data_dir}: --loss={loss} samples negatives and needs at least 2 "
-                         f"real targets, the data has {num_outputs - 1}")
-    check_split_records(data_dir, meta, ("train", "validation", "test"))
-    check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
-    # a further fine-tuning keeps its source's framing (a converted release model's family)
-    framing = inputs.task_framing(
-        meta, source.framing if source.task != "pretrain" else Framing(backbone.FINE_TUNING_FRAMING),
-        max_len)
-    settings = TrainingSettings.of(config)
+    return run_training(FinetuningJob(config, log))
 
-    def prepare(strategy_, precision):
-        nonlocal backbone
-        if source.task != "pretrain":
-            log(f"{pretrained} is a fine-tuned model; transferring its backbone (without "
-                "patches)")
-            if backbone.patches:
-                backbone = backbone.plain_copy()
-        steps = count_steps(train_steps, epochs, meta["splits"]["train"], batch_size)
-        patch_config = {"bottleneck_ratio": bottleneck_ratio or PATCH_DEFAULTS["bottleneck_ratio"],
-                        "activation": patch_activation or PATCH_DEFAULTS["patch_activation"]}
-        negatives = num_negatives if (task == "item_rec" and loss != "ce") else 0
-        with strategy_.scope():
-            model = build_finetuner(backbone, method, task, num_outputs, insertion=insertion,
-                                    patch_config=patch_config, from_scratch=from_scratch,
-                                    seed=seed, pooling=pooling, loss=loss, l2_reg=l2_reg,
-                                    finelast_blocks=finelast_blocks or 1,
-                                    train_layer_norm=train_layer_norm, framing=framing,
-                                    label_smoothing=label_smoothing,
-                                    regularisation={"dropout": dropout,
-                                                    "embedding_dropout": embedding_dropout})
-            # fit-time metrics: accuracy, or how often the positive outscores its negatives
-            fit_metrics = ([keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
-                           if task == "classify" else [HitRate(1, name="pos_beats_neg")]
-                           if negatives else [])
-            xla = use_xla(jit_compile, strategy, deterministic)
-            model.compile(optimizer=make_optimizer("adam", learning_rate, steps, lr_schedule,
-                                                   warmup_steps, weight_decay),
-                          metrics=fit_metrics, jit_compile=xla)
-        report = parameter_report(model)
-        log(f"fine-tuning {task} ({num_outputs} outputs) with {method}"
-            + (" from scratch" if from_scratch else "")
-            + (f", insertion {model.backbone.insertion}" if model.backbone.insertion else "")
-            + f": {steps} steps of batch {batch_size}" + (" (XLA)" if xla else ""))
-        log("  " + format_report(report, "parameters"))
 
-        def make_dataset():
-            return inputs.finetune_dataset(data_dir, "train", batch_size, negatives,
-                                           framing=framing, shuffle=True, seed=seed, repeat=True,
-                                           drop_remainder=strategy_.num_replicas_in_sync > 1)
+class FinetuningJob(TrainingJob):
+    """Transfer of a pre-trained encoder to a downstream task (`run_finetune`'s settings as
+    `config`). What the settings leave open is resolved into attributes (`task`, `pooling`,
+    `loss`), while `config` keeps them as given (flags.json, the resume comparison)."""
 
-        def save():
-            vocabs = dict(data_vocabs)
-            alone = not (save_full_model or from_scratch) and stores_task_only(model)
-            save_model_dir(model_dir, model, {"pretrained": os.path.abspath(pretrained),
-                                              "data_dir": os.path.abspath(data_dir),
-                                              "max_len": framing.length}, vocabs,
-                           task_over=(pretrained, backbone) if alone else None)
+    kind = "finetune"
 
-        evaluate_split = split_evaluator(model, data_dir, task, config["ks"], eval_batch_size,
-                                         eval_ranking, num_candidates, seed, framing, log)
-        return Built(model, steps, make_dataset, evaluate_split, save,
-                     report={"parameters": report},
-                     steps_per_epoch=meta["splits"]["train"] // batch_size)
+    def check(self):
+        """Every setting, the pre-trained model and the data, before anything is written
+        (flags.json included)."""
+        from pipelines import inputs
+        from pipelines.framing import Framing
+        from peterrec_tf.jobs.checks import check_ranking, check_split_records
+        from peterrec_tf.model_dir import load_model_dir
+        from peterrec_tf.models.transfer_methods import check_method
+        from peterrec_tf.training.flags import check_values
 
-    return train_job("finetune", config, settings, prepare, log)
+        c = self.config
+        c["ks"] = [int(k) for k in c["ks"]]
+        check_values(c)
+        data_dir, pretrained = c["data_dir"], c["pretrained"]
+        self.meta = meta = inputs.read_metadata(data_dir)
+        data_task = meta["task"]
+        if data_task not in ("item_rec", "classify"):
+            raise ValueError(f"{data_dir} holds {data_task} data; fine-tuning needs item_rec "
+                             "or classify data")
+        if c["task"] is not None and c["task"] != data_task:
+            raise ValueError(f"--task={c['task']} but {data_dir} holds {data_task} data")
+        self.task = task = data_task
+        c["data_fingerprint"] = meta.get("fingerprint")
+        self.resolve_selection(["accuracy"] if task == "classify"
+                               else ranking_metric_names(c["ks"]))
+        if os.path.abspath(pretrained) == os.path.abspath(c["model_dir"]):
+            raise ValueError("--model_dir must differ from --pretrained (the pre-trained model "
+                             "is never modified)")
+        self.source, _, source_vocabs = load_model_dir(pretrained)
+        self.backbone = backbone = self.source.backbone
+        self.pooling = c["pooling"]
+        if self.pooling is None and self.source.task != "pretrain":
+            self.pooling = self.source.pooling  # a further fine-tuning reads users as before
+        check_settings(c["method"], task, backbone.causal, c["insertion"], c["finelast_blocks"],
+                       self.pooling, c["loss"], c["bottleneck_ratio"], c["patch_activation"])
+        check_method(c["method"], c["finelast_blocks"] or 1, len(backbone.blocks))
+        self.data_vocabs = self.check_vocabularies(source_vocabs)
+        self.num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
+        self.loss = c["loss"] or ("pairwise" if task == "item_rec" else "ce")
+        self.check_loss()
+        check_split_records(data_dir, meta, ("train", "validation", "test"))
+        check_ranking(data_dir, meta, c["eval_ranking"], c["num_candidates"], c["ks"])
+        # a further fine-tuning keeps its source's framing (a converted release model's family)
+        self.framing = inputs.task_framing(
+            meta, self.source.framing if self.source.task != "pretrain"
+            else Framing(backbone.FINE_TUNING_FRAMING), c["max_len"])
+
+    def check_vocabularies(self, source_vocabs):
+        """The data's vocabularies (verified now, saved with the task), the items the same
+        as the pre-trained model's."""
+        from pipelines.metadata_checksum import read_data_vocab
+
+        data_dir, pretrained, meta = self.config["data_dir"], self.config["pretrained"], self.meta
+        vocab_size = self.backbone.vocab_size
+        if vocab_size != meta["num_items"]:
+            raise ValueError(f"{data_dir} has {meta['num_items']} items but {pretrained} was "
+                             f"pre-trained with {vocab_size}: prepare the data with "
+                             f"--vocab={os.path.join(pretrained, 'vocab.txt')}")
+        data_vocab = read_data_vocab(data_dir, "items.txt", meta)
+        data_vocabs = {"items": data_vocab}
+        for key, name in (("targets", "targets.txt"), ("labels", "labels.txt")):
+            if os.path.exists(os.path.join(data_dir, "vocab", name)):
+                data_vocabs[key] = read_data_vocab(data_dir, name, meta)
+        if "items" in source_vocabs and source_vocabs["items"] != data_vocab:
+            raise ValueError(f"{data_dir}/vocab/items.txt differs from {pretrained}/vocab.txt: "
+                             "item ids would silently mean other items; prepare with --vocab")
+        if "items" not in source_vocabs:
+            self.log(f"warning: {pretrained} has no vocab.txt; only the vocabulary size "
+                     f"({vocab_size}) could be checked against {data_dir}")
+        return data_vocabs
+
+    def check_loss(self):
+        """The loss fits the task and the data's targets."""
+        c, loss = self.config, self.loss
+        if c["label_smoothing"] and loss != "ce":
+            raise ValueError(f"--label_smoothing applies to softmax losses (--loss=ce), not "
+                             f"--loss={loss}")
+        if self.task == "item_rec" and loss != "ce" and c["num_negatives"] \
+                and self.num_outputs < 3:
+            raise ValueError(f"{c['data_dir']}: --loss={loss} samples negatives and needs at "
+                             f"least 2 real targets, the data has {self.num_outputs - 1}")
+
+    @property
+    def negatives(self):
+        """Sampled negative targets per positive (pairwise item_rec losses only)."""
+        return self.config["num_negatives"] if (self.task == "item_rec"
+                                                and self.loss != "ce") else 0
+
+    def build_model(self, strategy, precision):
+        """The method's fine-tuning model over the pre-trained backbone, compiled."""
+        from peterrec_tf.models import build_finetuner, format_report, parameter_report
+        from peterrec_tf.training.flags import total_steps as count_steps
+        from peterrec_tf.training.optimizer import make_optimizer
+        from peterrec_tf.training.xla_policy import use_xla
+
+        c, task = self.config, self.task
+        if self.source.task != "pretrain":
+            self.log(f"{c['pretrained']} is a fine-tuned model; transferring its backbone "
+                     "(without patches)")
+            if self.backbone.patches:
+                self.backbone = self.backbone.plain_copy()
+        train_examples = self.meta["splits"]["train"]
+        self.steps = count_steps(c["train_steps"], c["epochs"], train_examples, c["batch_size"])
+        self.steps_per_epoch = train_examples // c["batch_size"]
+        patch_config = {
+            "bottleneck_ratio": c["bottleneck_ratio"] or PATCH_DEFAULTS["bottleneck_ratio"],
+            "activation": c["patch_activation"] or PATCH_DEFAULTS["patch_activation"]}
+        with strategy.scope():
+            self.model = model = build_finetuner(
+                self.backbone, c["method"], task, self.num_outputs, insertion=c["insertion"],
+                patch_config=patch_config, from_scratch=c["from_scratch"], seed=c["seed"],
+                pooling=self.pooling, loss=self.loss, l2_reg=c["l2_reg"],
+                finelast_blocks=c["finelast_blocks"] or 1,
+                train_layer_norm=c["train_layer_norm"], framing=self.framing,
+                label_smoothing=c["label_smoothing"],
+                regularisation={"dropout": c["dropout"],
+                                "embedding_dropout": c["embedding_dropout"]})
+            xla = use_xla(c["jit_compile"], c["strategy"], c["deterministic"])
+            model.compile(optimizer=make_optimizer("adam", c["learning_rate"], self.steps,
+                                                   c["lr_schedule"], c["warmup_steps"],
+                                                   c["weight_decay"]),
+                          metrics=self.fit_metrics(), jit_compile=xla)
+        self.report = {"parameters": parameter_report(model)}
+        self.log(f"fine-tuning {task} ({self.num_outputs} outputs) with {c['method']}"
+                 + (" from scratch" if c["from_scratch"] else "")
+                 + (f", insertion {model.backbone.insertion}" if model.backbone.insertion
+                    else "")
+                 + f": {self.steps} steps of batch {c['batch_size']}" + (" (XLA)" if xla else ""))
+        self.log("  " + format_report(self.report["parameters"], "parameters"))
+
+    def fit_metrics(self):
+        """Fit-time metrics: accuracy, or how often the positive outscores its negatives."""
+        import keras
+
+        from peterrec_tf.metrics import HitRate
+
+        if self.task == "classify":
+            return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+        return [HitRate(1, name="pos_beats_neg")] if self.negatives else []
+
+    def build_inputs(self, strategy):
+        """Training examples (with sampled negatives for pairwise losses), repeated."""
+        from pipelines import inputs
+
+        c = self.config
+        return inputs.finetune_dataset(c["data_dir"], "train", c["batch_size"], self.negatives,
+                                       framing=self.framing, shuffle=True, seed=c["seed"],
+                                       repeat=True,
+                                       drop_remainder=strategy.num_replicas_in_sync > 1)
+
+    def save(self):
+        """The task's model directory: by default only what it trained, over --pretrained
+        (`task_artifact`), the whole model with --save_full_model or --from_scratch."""
+        from peterrec_tf.model_dir import save_model_dir
+        from peterrec_tf.task_artifact import stores_task_only
+
+        c, model = self.config, self.model
+        alone = not (c["save_full_model"] or c["from_scratch"]) and stores_task_only(model)
+        save_model_dir(c["model_dir"], model, {"pretrained": os.path.abspath(c["pretrained"]),
+                                               "data_dir": os.path.abspath(c["data_dir"]),
+                                               "max_len": self.framing.length},
+                       dict(self.data_vocabs),
+                       task_over=(c["pretrained"], self.backbone) if alone else None)
 
 
 SETTINGS = job_settings(run_finetune)

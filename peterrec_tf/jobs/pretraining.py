@@ -6,7 +6,7 @@
 
 import os
 
-from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
+from peterrec_tf.jobs.training_job import TrainingJob, job_settings, ranking_metric_names, run_training
 
 OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot", "tied")
@@ -15,15 +15,14 @@ ARCHITECTURES = ("dilated_cnn", "self_attention")
 #: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
 OPTIMIZERS = ("adam", "lazy_adam")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
-#: paper's 645K items 20% is 129K candidates a step, nearly a full softmax (the 366K-item
-#: probe of issue 14 ran at 9 sequences/s); with 8,192 the head's matmul (2 C N FLOPs a
-#: position) stays below the 8-block residual stack's (~96 C^2: equal at N = 48 C, 12,288
-#: for C = 256). `--num_sampled=-2` keeps the release's unbounded rule for parity.
+#: paper's 645K items 20% is nearly a full softmax; with 8,192 the head's matmul (2 C N
+#: FLOPs a position) stays below the 8-block residual stack's (~96 C^2: equal at N = 48 C,
+#: 12,288 for C = 256). `--num_sampled=-2` keeps the release's unbounded rule for parity.
 MAX_DEFAULT_SAMPLED = 8192
 #: The largest `[positions, items]` float32 logits tensor a full-softmax training step may
 #: form. Its gradient and the softmax take as much again; at the paper's 645K items and
 #: batches of 32 x 100 positions it would be 8.3 GB, which is refused (not chunked: a full
-#: softmax at that size is ~3 TFLOP a step, hours per thousand steps on a CPU).
+#: softmax at that size is ~3 TFLOP a step).
 MAX_FULL_SOFTMAX_BYTES = 4 * 2 ** 30
 
 
@@ -48,126 +47,171 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
                  num_blocks=2, heads=1, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
-    from pipelines import inputs
-    from pipelines.metadata_checksum import read_data_vocab
-    from peterrec_tf.jobs.checks import check_ranking, check_split_records
-    from peterrec_tf.model_dir import save_model_dir
-    from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
-                                           keep_replaced_backbone)
-    from peterrec_tf.models import GRecPretrainer, NextItNet
-    from peterrec_tf.models.architectures import backbone_for, check_architecture_settings
-    from peterrec_tf.training import best as selection
-    from peterrec_tf.training.flags import check_values, total_steps as count_steps
-    from peterrec_tf.training.xla_policy import target_fill, use_xla, xla_plan
-    from peterrec_tf.training.optimizer import make_optimizer
-
-    # everything is checked before anything is written (flags.json included)
     config = {k: v for k, v in locals().items() if k in SETTINGS}
-    config["dilations"] = [int(d) for d in dilations]
-    config["ks"] = [int(k) for k in ks]
-    check_values(config)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    check_architecture_settings(architecture, objective, config)
-    if head not in HEADS:
-        raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
-    if head == "full" and num_sampled > 0:
-        raise ValueError("--num_sampled needs --head=dot or tied (the full head has no sampled "
-                         "softmax)")
-    metrics = [f"{m}@{k}" for k in config["ks"] for m in ("hr", "mrr", "ndcg")]
-    config["select_metric"] = selection.resolve_metric(
-        select_metric, eval_every, strategy, metrics)
-    selection.check_selection(config["select_metric"], eval_every, strategy, metrics, patience,
-                              explicit=select_metric != "auto")
-    meta = inputs.read_metadata(data_dir)
-    if meta["task"] != "pretrain":
-        raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a pretrain "
-                         "dataset (the pretrain/ folder of a preparation)")
-    config["data_fingerprint"] = meta.get("fingerprint")
-    vocab_size = meta["num_items"]
-    if head != "full":
-        num_sampled = default_num_sampled(num_sampled, vocab_size)
-    num_sampled = max(0, num_sampled) if head != "full" else 0
-    if label_smoothing and num_sampled:
-        raise ValueError("--label_smoothing needs the full softmax: --head=full, or --head=dot "
-                         "or tied with --num_sampled=0")
-    if num_sampled >= vocab_size:
-        raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
-    check_split_records(data_dir, meta, ("train", "validation", "test"))
-    check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
-    vocab = read_data_vocab(data_dir, "items.txt", meta)  # verified before any training
-    max_len = max_len or meta["max_len"]
-    logits_bytes = batch_size * max_len * vocab_size * 4
-    if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
-        raise ValueError(
-            f"a full softmax over {vocab_size:,} items for batches of {batch_size} x {max_len} "
-            f"positions forms [{batch_size * max_len:,}, {vocab_size:,}] logits "
-            f"({logits_bytes / 1e9:.1f} GB, about three times that with the softmax and its "
-            f"gradient; the limit is {MAX_FULL_SOFTMAX_BYTES / 1e9:.1f} GB): use --head=dot "
-            "with the bounded sampled softmax (--num_sampled=-1, the default) or a smaller "
-            "--batch_size / --max_len")
-    if train_windows not in inputs.WINDOWS:
-        raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
-    settings = TrainingSettings.of(config)
+    return run_training(PretrainingJob(config, log))
 
-    def prepare(strategy_, precision):
-        examples = (inputs.count_windows(data_dir, "train", max_len, objective)
-                    if train_windows == "all" else meta["splits"]["train"])
-        steps = count_steps(train_steps, epochs, examples, batch_size)
-        with strategy_.scope():
-            backbone = backbone_for(architecture, vocab_size, channels,
-                                    causal=objective == "next_item", max_len=max_len,
-                                    dilations=config["dilations"], kernel_size=kernel_size,
-                                    num_blocks=num_blocks, heads=heads, dropout=dropout,
-                                    embedding_dropout=embedding_dropout)
+
+class PretrainingJob(TrainingJob):
+    """Pre-training of a universal user encoder (`run_pretrain`'s settings as `config`)."""
+
+    kind = task = "pretrain"
+
+    def check(self):
+        """Every setting and the data, before anything is written (flags.json included)."""
+        from pipelines import inputs
+        from pipelines.metadata_checksum import read_data_vocab
+        from peterrec_tf.jobs.checks import check_ranking, check_split_records
+        from peterrec_tf.models.architectures import check_architecture_settings
+        from peterrec_tf.training.flags import check_values
+
+        c = self.config
+        c["dilations"] = [int(d) for d in c["dilations"]]
+        c["ks"] = [int(k) for k in c["ks"]]
+        check_values(c)
+        if c["objective"] not in OBJECTIVES:
+            raise ValueError(f"--objective must be one of {OBJECTIVES}, got {c['objective']!r}")
+        if c["optimizer"] not in OPTIMIZERS:
+            raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {c['optimizer']!r}")
+        check_architecture_settings(c["architecture"], c["objective"], c)
+        if c["head"] not in HEADS:
+            raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {c['head']!r}")
+        if c["head"] == "full" and c["num_sampled"] > 0:
+            raise ValueError("--num_sampled needs --head=dot or tied (the full head has no "
+                             "sampled softmax)")
+        self.resolve_selection(ranking_metric_names(c["ks"]))
+        data_dir = c["data_dir"]
+        self.meta = meta = inputs.read_metadata(data_dir)
+        if meta["task"] != "pretrain":
+            raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a "
+                             "pretrain dataset (the pretrain/ folder of a preparation)")
+        c["data_fingerprint"] = meta.get("fingerprint")
+        self.vocab_size = meta["num_items"]
+        self.num_sampled = self.check_softmax()
+        check_split_records(data_dir, meta, ("train", "validation", "test"))
+        check_ranking(data_dir, meta, c["eval_ranking"], c["num_candidates"], c["ks"])
+        self.vocab = read_data_vocab(data_dir, "items.txt", meta)  # verified before training
+        self.max_len = c["max_len"] or meta["max_len"]
+        self.check_logits_size()
+        if c["train_windows"] not in inputs.WINDOWS:
+            raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got "
+                             f"{c['train_windows']!r}")
+        self.test_label = f"test ({c['eval_ranking']} ranking)"
+
+    def check_softmax(self):
+        """The sampled softmax's negatives the head trains with (0: a full softmax)."""
+        c, vocab_size = self.config, self.vocab_size
+        num_sampled = c["num_sampled"]
+        if c["head"] != "full":
+            num_sampled = default_num_sampled(num_sampled, vocab_size)
+        num_sampled = max(0, num_sampled) if c["head"] != "full" else 0
+        if c["label_smoothing"] and num_sampled:
+            raise ValueError("--label_smoothing needs the full softmax: --head=full, or "
+                             "--head=dot or tied with --num_sampled=0")
+        if num_sampled >= vocab_size:
+            raise ValueError(f"--num_sampled={num_sampled} must be below the {vocab_size} items")
+        return num_sampled
+
+    def check_logits_size(self):
+        """A full softmax's logits of one batch must stay below MAX_FULL_SOFTMAX_BYTES."""
+        batch_size, max_len, vocab_size = self.config["batch_size"], self.max_len, self.vocab_size
+        logits_bytes = batch_size * max_len * vocab_size * 4
+        if not self.num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
+            raise ValueError(
+                f"a full softmax over {vocab_size:,} items for batches of {batch_size} x "
+                f"{max_len} positions forms [{batch_size * max_len:,}, {vocab_size:,}] logits "
+                f"({logits_bytes / 1e9:.1f} GB, about three times that with the softmax and "
+                f"its gradient; the limit is {MAX_FULL_SOFTMAX_BYTES / 1e9:.1f} GB): use "
+                "--head=dot with the bounded sampled softmax (--num_sampled=-1, the default) "
+                "or a smaller --batch_size / --max_len")
+
+    def build_model(self, strategy, precision):
+        """NextItNet (next item) or GRecPretrainer (masked item) over the chosen backbone,
+        compiled with the job's optimizer and XLA plan."""
+        from pipelines import inputs
+        from peterrec_tf.models import GRecPretrainer, NextItNet
+        from peterrec_tf.models.architectures import backbone_for
+        from peterrec_tf.training.flags import total_steps as count_steps
+        from peterrec_tf.training.optimizer import make_optimizer
+        from peterrec_tf.training.xla_policy import use_xla
+
+        c = self.config
+        objective = c["objective"]
+        self.examples = (inputs.count_windows(c["data_dir"], "train", self.max_len, objective)
+                         if c["train_windows"] == "all" else self.meta["splits"]["train"])
+        self.steps = count_steps(c["train_steps"], c["epochs"], self.examples, c["batch_size"])
+        self.steps_per_epoch = self.examples // c["batch_size"]
+        with strategy.scope():
+            backbone = backbone_for(c["architecture"], self.vocab_size, c["channels"],
+                                    causal=objective == "next_item", max_len=self.max_len,
+                                    dilations=c["dilations"], kernel_size=c["kernel_size"],
+                                    num_blocks=c["num_blocks"], heads=c["heads"],
+                                    dropout=c["dropout"],
+                                    embedding_dropout=c["embedding_dropout"])
             cls = NextItNet if objective == "next_item" else GRecPretrainer
-            model = cls(backbone, head=head, num_sampled=num_sampled,
-                        framing=inputs.task_framing(meta, None, max_len),
-                        label_smoothing=label_smoothing)
+            self.model = model = cls(backbone, head=c["head"], num_sampled=self.num_sampled,
+                                     framing=inputs.task_framing(self.meta, None, self.max_len),
+                                     label_smoothing=c["label_smoothing"])
             model.build()
-            xla = use_xla(jit_compile, strategy, deterministic)
-            plan = xla_plan(objective, num_sampled, channels, fill=target_fill(
-                inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
-                                        mask_rate=mask_rate, shuffle=False, seed=seed,
-                                        windows=train_windows))
-                if xla and objective == "next_item" and not num_sampled else 1.0)
-            model.compile(optimizer=make_optimizer(optimizer, learning_rate, steps, lr_schedule,
-                                                   warmup_steps, weight_decay),
+            xla = use_xla(c["jit_compile"], c["strategy"], c["deterministic"])
+            plan = self.xla_plan() if xla else None
+            model.compile(optimizer=make_optimizer(c["optimizer"], c["learning_rate"],
+                                                   self.steps, c["lr_schedule"],
+                                                   c["warmup_steps"], c["weight_decay"]),
                           xla_plan=plan if xla else ())
-        log(f"pre-training {cls.__name__} ({objective}, head {head}"
-            + (f", sampled softmax {num_sampled}" if num_sampled else "")
-            + f"): {vocab_size} items, {channels} channels, "
-            + (f"dilations {config['dilations']}, " if architecture == "dilated_cnn" else
-               f"self-attention, {num_blocks} blocks of {heads} heads, ")
-            + f"{steps} steps of batch {batch_size} ({examples} training windows, {precision}, "
-            + (f"XLA: {' + '.join(plan)}, " if xla else "")
-            + f"{strategy_.num_replicas_in_sync} replicas)")
+        self.framing = model.framing
+        self.log(self.describe(cls.__name__, plan, precision, strategy))
 
-        def make_dataset():
-            return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
-                                           mask_rate=mask_rate, shuffle=True, seed=seed,
-                                           repeat=True, windows=train_windows,
-                                           drop_remainder=strategy_.num_replicas_in_sync > 1)
+    def xla_plan(self):
+        """What of the training step XLA compiles (`training.xla_policy`)."""
+        from pipelines import inputs
+        from peterrec_tf.training.xla_policy import target_fill, xla_plan
 
-        def save():
-            # a finished model this run replaces stays loadable for the tasks over it
-            keep_replaced_backbone(model_dir, model.backbone, log)
-            save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
-                                              "data_dir": os.path.abspath(data_dir),
-                                              PRETRAINED_FINGERPRINT:
-                                                  backbone_fingerprint(model.backbone)},
-                           {"items": vocab})
+        c = self.config
+        objective = c["objective"]
+        return xla_plan(objective, self.num_sampled, c["channels"], fill=target_fill(
+            inputs.pretrain_dataset(c["data_dir"], "train", c["batch_size"], objective,
+                                    self.max_len, mask_rate=c["mask_rate"], shuffle=False,
+                                    seed=c["seed"], windows=c["train_windows"]))
+            if objective == "next_item" and not self.num_sampled else 1.0)
 
-        evaluate_split = split_evaluator(model, data_dir, "pretrain", config["ks"],
-                                         eval_batch_size, eval_ranking, num_candidates, seed,
-                                         model.framing, log)
-        return Built(model, steps, make_dataset, evaluate_split, save,
-                     test_label=f"test ({eval_ranking} ranking)",
-                     steps_per_epoch=examples // batch_size)
+    def describe(self, model_name, plan, precision, strategy):
+        """The log line saying what is trained, how long and how (`plan` None: no XLA)."""
+        c = self.config
+        return (f"pre-training {model_name} ({c['objective']}, head {c['head']}"
+                + (f", sampled softmax {self.num_sampled}" if self.num_sampled else "")
+                + f"): {self.vocab_size} items, {c['channels']} channels, "
+                + (f"dilations {c['dilations']}, " if c["architecture"] == "dilated_cnn" else
+                   f"self-attention, {c['num_blocks']} blocks of {c['heads']} heads, ")
+                + f"{self.steps} steps of batch {c['batch_size']} ({self.examples} training "
+                f"windows, {precision}, "
+                + (f"XLA: {' + '.join(plan)}, " if plan is not None else "")
+                + f"{strategy.num_replicas_in_sync} replicas)")
 
-    return train_job("pretrain", config, settings, prepare, log)
+    def build_inputs(self, strategy):
+        """Training windows (shuffled, masked for masked_item), repeated."""
+        from pipelines import inputs
+
+        c = self.config
+        return inputs.pretrain_dataset(c["data_dir"], "train", c["batch_size"], c["objective"],
+                                       self.max_len, mask_rate=c["mask_rate"], shuffle=True,
+                                       seed=c["seed"], repeat=True, windows=c["train_windows"],
+                                       drop_remainder=strategy.num_replicas_in_sync > 1)
+
+    def save(self):
+        """The model directory; a finished model this run replaces stays loadable for the
+        tasks over it."""
+        from peterrec_tf.model_dir import save_model_dir
+        from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
+                                               keep_replaced_backbone)
+
+        c, model = self.config, self.model
+        keep_replaced_backbone(c["model_dir"], model.backbone, self.log)
+        save_model_dir(c["model_dir"], model, {"objective": c["objective"],
+                                               "max_len": self.max_len,
+                                               "data_dir": os.path.abspath(c["data_dir"]),
+                                               PRETRAINED_FINGERPRINT:
+                                                   backbone_fingerprint(model.backbone)},
+                       {"items": self.vocab})
 
 
 SETTINGS = job_settings(run_pretrain)

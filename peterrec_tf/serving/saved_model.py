@@ -47,7 +47,7 @@ import tensorflow as tf
 
 from pipelines.vocab import write_tokens
 from peterrec_tf.training import chunked_ranking
-from peterrec_tf.training.evaluation import item_to_output_ids
+from peterrec_tf.training.scoring import item_to_output_ids
 
 WARMUP_FILE = "tf_serving_warmup_requests"
 #: --next_item_index choices: none (float32 scan) or int8 (candidate_index).

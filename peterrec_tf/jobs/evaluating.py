@@ -22,7 +22,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
     from peterrec_tf.model_dir import load_model_dir, model_framing, require_model_dir
-    from peterrec_tf.training import evaluation
+    from peterrec_tf.training import scoring
     from peterrec_tf.training.flags import check_values
     from peterrec_tf.training.results import write_json
 
@@ -68,13 +68,13 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
             raise ValueError(f"{model_dir}: --exclude_history needs vocab.txt"
                              f"{' and target_vocab.txt' if model.task == 'item_rec' else ''} "
                              "to know which outputs are the history's items")
-        exclude = evaluation.history_exclusion(
-            evaluation.item_to_output_ids(vocabs["items"], outputs))
+        exclude = scoring.history_exclusion(
+            scoring.item_to_output_ids(vocabs["items"], outputs))
     dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
                                   framing=model_framing(model, config), max_len=max_len)
     started = time.monotonic()
     with inputs.reading(data_dir, (split,)):
-        results = evaluation.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),
+        results = scoring.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),
                                       log=log, label=f"{split} ({ranking} ranking)",
                                       exclude=exclude)
     seconds = time.monotonic() - started

@@ -1,4 +1,7 @@
-"""Evaluate a model on a tf.data dataset with the project's metrics."""
+"""How a model is scored on a tf.data dataset: its score rows, the true items' ranks (with
+a user's history excluded as the export serves it) and the project's metrics over every
+batch. The jobs (`jobs.training_job`, `jobs.evaluating`) and the recommender use it.
+"""
 
 import time
 
