@@ -52,9 +52,6 @@ PENDING = [
      "(sampled by hand from /proc; the MEASURED table above it has its file)",
      "no script yet: a sampler of /proc/PID/status around python -m peterrec_tf.pretrain "
      "--strategy=multi_worker (the flags in that section)"),
-    ("Design decisions; Export (int8 index)", "timings quoted in prose: dilated conv vs "
-     "im2col/shifted matmuls, the int8 index's scan and top-k times",
-     "no script writes them yet (the int8 index's serving figures come with paper_scale.py)"),
 ]
 
 
