@@ -48,6 +48,10 @@ PENDING = [
      "benchmarks/RECBOLE_REFERENCE.md); no script writes its raw output yet"),
     ("Measured performance (benchmarks/)", "input pipeline sequences/s, release feed vs "
      "tf.data", "python benchmarks/input_pipeline.py"),
+    ("pipelines/NOTES.md: Benchmark", "its input pipeline tables (100K and 1M sequences: "
+     "release/s, tf.data/s, train/s, headroom) and the 1M preparation's seconds and shard "
+     "bytes", "python benchmarks/input_pipeline.py && python benchmarks/input_pipeline.py "
+     "--sequences=1000000 --train_steps=0"),
     ("The optimizers' own update under the strategy", "peak RSS by phase, adam vs lazy_adam "
      "(sampled by hand from /proc; the MEASURED table above it has its file)",
      "no script yet: a sampler of /proc/PID/status around python -m peterrec_tf.pretrain "
