@@ -36,22 +36,14 @@ PENDING = [
      "p50/p99 in-process and gRPC, export sizes",
      "python benchmarks/paper_scale.py --scale=0.002 --items=645000 --serve_repeats=2000 "
      "--write_notes"),
-    ("Memory and time of the local path (measured)", "prepare seconds and peak RSS per "
-     "log size, extrapolated 155M figures",
-     "python benchmarks/prepare_scale.py --sizes=5000000,15000000 --beam_events=200000"),
-    ("Beam DirectRunner throughput", "events/s of the Beam path",
-     "python benchmarks/prepare_scale.py --sizes=5000000,15000000 --beam_events=200000"),
     ("More notes (RecBole reference)", "this project's 3 seeds on the RecBole split "
      "(benchmarks/RECBOLE_REFERENCE.md: test HR@10 / NDCG@10 / MRR@10 per seed); RecBole's "
      "own figures have a file (recbole_reference)",
      "for S in 0 1 2: python -m peterrec_tf.pretrain ... --seed=S (the command in "
      "benchmarks/RECBOLE_REFERENCE.md); no script writes its raw output yet"),
-    ("Measured performance (benchmarks/)", "input pipeline sequences/s, release feed vs "
-     "tf.data", "python benchmarks/input_pipeline.py"),
-    ("pipelines/NOTES.md: Benchmark", "its input pipeline tables (100K and 1M sequences: "
-     "release/s, tf.data/s, train/s, headroom) and the 1M preparation's seconds and shard "
-     "bytes", "python benchmarks/input_pipeline.py && python benchmarks/input_pipeline.py "
-     "--sequences=1000000 --train_steps=0"),
+    ("pipelines/NOTES.md: Benchmark", "the 1M-sequence input pipeline run: its table and the "
+     "preparation's seconds and shard bytes (the 100K table has its file, input_pipeline)",
+     "python benchmarks/input_pipeline.py --sequences=1000000 --train_steps=0"),
     ("The optimizers' own update under the strategy", "peak RSS by phase, adam vs lazy_adam "
      "(sampled by hand from /proc; the MEASURED table above it has its file)",
      "no script yet: a sampler of /proc/PID/status around python -m peterrec_tf.pretrain "
@@ -290,6 +282,13 @@ TABLES = {
                              "--users=5000 --repeats=3"),
     "task-artifact-bytes": (scale_tables.render_task_artifact_bytes,
                             "python benchmarks/task_artifact_bytes.py"),
+    "input-pipeline": (scale_tables.render_input_pipeline, "python benchmarks/input_pipeline.py"),
+    "prepare-scale": (scale_tables.render_prepare_scale,
+                      "python benchmarks/prepare_scale.py --sizes=5000000,15000000 "
+                      "--beam_events=200000 (and --sizes=155000000 --beam_events=0)"),
+    "beam-throughput": (scale_tables.render_beam_throughput,
+                        "python benchmarks/prepare_scale.py --sizes=5000000,15000000 "
+                        "--beam_events=200000"),
     "pending": (render_pending, None),
 }
 
