@@ -97,3 +97,12 @@ def render_beam_throughput():
                      f"{run['events_per_second']:,} | {run['peak_rss_mb']:,} MB | "
                      f"`{payload['path']}` |")
     return lines + [""] + sorted({source(payload) for _, payload in runs})
+
+
+def render_paper_scale():
+    """The table `benchmarks/paper_scale.py` printed (its percentiles are nearest-rank over
+    the kept samples, `serve_measurements`), from its newest kept output."""
+    found = raw_output.newest("paper_scale")
+    if found is None:
+        return None
+    return [found["summary"]["table"], "", source(found)]
