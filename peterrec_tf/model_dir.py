@@ -125,9 +125,9 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
 @contextlib.contextmanager
 def _without_optimizer(model):
     """Save the model without its optimizer's state. Keras stores a compiled model's Adam
-    moments in `model.keras` (twice the weights again, and as much more memory to load;
-    BUILD_NOTES has the paper-scale sizes); resuming reads
-    `checkpoints/`, and every job compiles a loaded model afresh, so nothing reads them.
+    moments in `model.keras` (two slots: twice the weights' bytes again; BUILD_NOTES has
+    the paper-scale sizes); resuming reads `checkpoints/`, and every job compiles a loaded
+    model afresh, so nothing reads them.
     A fresh optimizer of the same configuration stands in (no moments: its step count and
     learning rate only), so that `keras.saving.load_model` compiles the model with it and
     finds in the file exactly the variables that optimizer has."""

@@ -23,7 +23,7 @@ also as int8 (one scale per row: a quarter of the bytes) and answers in three st
    sometimes slower.
 
 The int8 product is fast only when XLA compiles it (TF's own int8 kernels on CPU are
-several times slower; the timings are in BUILD_NOTES), so an export with this index needs XLA
+slower; BUILD_NOTES lists what was compared), so an export with this index needs XLA
 where it is served: `tensorflow_model_server --xla_cpu_compilation_enabled=true` (off by
 default in TF Serving; without it the model fails at load, on its warm-up requests).
 That and its size (+25% of the head's bytes) are why it is opt-in

@@ -3,8 +3,8 @@
 Keras' Adam writes its update as about a dozen element-wise ops per variable (subtract,
 multiply, assign_add, square, sqrt, divide...), each a pass over the variable outside XLA.
 With 100,000 items the embedding and the head are 13M parameters, and those passes cost
-several times what the fused kernel (the one the release's `tf.train.AdamOptimizer`
-runs) does (measured: BUILD_NOTES).  The formula is the same: TF's kernel computes
+more per step than the fused kernel (the one the release's `tf.train.AdamOptimizer`
+runs) does (BUILD_NOTES, `FusedAdam`).  The formula is the same: TF's kernel computes
 `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
 `var -= m * lr * sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, as Keras' Adam does.
 Sparse gradients are made dense first.  Keras' Adam does not quite: on a
