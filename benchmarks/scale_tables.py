@@ -106,3 +106,35 @@ def render_paper_scale():
     if found is None:
         return None
     return [found["summary"]["table"], "", source(found)]
+
+
+def render_train_throughput():
+    """Release approach vs this project, one row per (row, channels, vocabulary), from the
+    newest kept output of each vocabulary tag; the fidelity row from the run that has it."""
+    found = [raw_output.newest("train_throughput", tag)
+             for tag in ("vocab1683", "vocab100000")]
+    found = [f for f in found if f is not None]
+    if not found:
+        return None
+    lines = []
+    for payload in found:
+        medians = payload["summary"].get("fidelity_medians")
+        if medians:
+            meta, copy, ours = medians
+            lines += [f"Fidelity (the release's demo model: 175 items, 64 channels, full "
+                      f"softmax, batch 32): release `.meta` graph {meta:,.0f} seq/s, TF1 "
+                      f"re-creation {copy:,.0f} ({copy / meta:.2f}x), this project "
+                      f"{ours:,.0f} ({ours / meta:.2f}x of the graph).", ""]
+    lines += ["| row | C | items | batch | release seq/s | peterrec-tf seq/s | ratio | "
+              "head matmuls alone (ceiling) seq/s |", "|---|---|---|---|---|---|---|---|"]
+    for payload in found:
+        for r in payload["raw"]["rows"]:
+            ceiling = r.get("ceiling_per_s") or []
+            ceiling_text = f"{sorted(ceiling)[len(ceiling) // 2]:,.0f}" if ceiling else "-"
+            ratio = r["ratio"]
+            lines.append(f"| {r['row']} | {r['channels']} | {r['vocab']:,} | {r['batch']} | "
+                         f"{r['release_median']:,.0f} | {r['peterrec_tf_median']:,.0f} | "
+                         + (f"**{ratio:.2f}**" if ratio >= 2 else f"{ratio:.2f}")
+                         + f" | {ceiling_text} |")
+    return lines + ["", "Ratios of 2x and above are in bold."] + [
+        source(payload) for payload in found]
