@@ -145,3 +145,29 @@ def test_a_stray_argument_is_refused_by_every_command():
         assert process.returncode == 2, (module, err[-1000:])
         assert err.strip().splitlines()[-1] == (f"error: unexpected arguments ['{stray}'] "
                                                 "(flags take the form --name=value)"), module
+
+
+def test_every_main_ends_alike(capsys):
+    """What `run_command` makes of a `main`'s outcome, the same for every command: a `Done`
+    is the last line (what was written; what to run next) and its exit status, a user's
+    error one `error:` line with exit 2 (an OS fault as `<file>: <what>`), an
+    interruption exit 130 with the way to resume."""
+    from pipelines.command import Done, Interrupted, run_guarded
+
+    assert run_guarded(lambda: Done("wrote d", "python -m x --a=1")) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "wrote d; next: python -m x --a=1"
+    assert run_guarded(lambda: Done("stopped at step 3", "again", 130)) == 130
+    assert run_guarded(lambda: None) == 0 and run_guarded(lambda: 1) == 1
+
+    def missing():
+        open("/nonexistent/file.txt")
+    for fails, line in ((missing, "error: /nonexistent/file.txt: No such file or directory"),
+                        (lambda: int("x"), "error: invalid literal for int() with base 10: 'x'")):
+        assert run_guarded(fails) == 2
+        assert capsys.readouterr().err.splitlines() == [line]
+
+    def stopped():
+        raise Interrupted("step 40")
+    assert run_guarded(stopped) == 130
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "interrupted at step 40; next: the same command again to resume")
