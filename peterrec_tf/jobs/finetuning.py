@@ -6,7 +6,8 @@ pre-trained encoder to a downstream task with PeterRec or the paper's baselines.
 
 import os
 
-from peterrec_tf.jobs.training_job import TrainingJob, job_settings, ranking_metric_names, run_training
+from peterrec_tf.jobs.training_job import (TrainingJob, job_settings, ranking_metric_names,
+                                           run_training)
 
 PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
 

@@ -6,7 +6,8 @@
 
 import os
 
-from peterrec_tf.jobs.training_job import TrainingJob, job_settings, ranking_metric_names, run_training
+from peterrec_tf.jobs.training_job import (TrainingJob, job_settings, ranking_metric_names,
+                                           run_training)
 
 OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot", "tied")
