@@ -289,9 +289,10 @@ def define_flags():
                        "than this share of item occurrences is out of the vocabulary, or of "
                        "test targets never occurs in training.")
     formats.define_flags(flags)  # every format's own flags
+    from pipelines.beam_prepare import beam_formats
     flags.DEFINE_string("runner", "local", "local (in memory; interaction logs in compact "
                         "arrays), or a Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
-                        "DataflowRunner, ... (formats interactions, peterrec_*_csv). Flags this "
+                        f"DataflowRunner, ... (formats {', '.join(beam_formats())}). Flags this "
                         "command does not know are passed to Beam as pipeline options.")
     flags.mark_flags_as_required(["format", "output_dir"])
 
