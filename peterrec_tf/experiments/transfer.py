@@ -35,6 +35,7 @@ import time
 
 import numpy as np
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.experiments import provenance, stats, svg
 
 METHODS = [  # (label, finetune kwargs, or the name of a simple baseline)
@@ -51,6 +52,8 @@ METHODS = [  # (label, finetune kwargs, or the name of a simple baseline)
     ("PeterRec (d)", {"method": "peterrec", "insertion": "d"}),
     ("PeterRec (e)", {"method": "peterrec", "insertion": "e"}),
 ]
+METHODS += [(name, {"method": name}) for name in transfer_methods.names()  # a newer method
+            if name not in {spec["method"] for _, spec in METHODS if isinstance(spec, dict)}]
 BASELINE_TASKS = {"majority": ("classify", "item_rec"), "popularity": ("item_rec",),
                   "naive_bayes": ("classify",)}
 #: patch bottleneck as a share of C: the release's C/4 (the project's default), the paper's C/8
@@ -266,7 +269,7 @@ def parameter_shares(vocab_size, channels, dilations, objective, tasks):
                     continue
                 kwargs = dict(spec)
                 kwargs.pop("from_scratch", None)
-                if kwargs["method"] == "peterrec":
+                if transfer_methods.get(kwargs["method"]).grafts_patches:
                     kwargs["patch_config"] = {"bottleneck_ratio": ratio,
                                               "activation": PATCH_ACTIVATION}
                 model = build_finetuner(backbone, task=task, num_outputs=outputs,
@@ -469,7 +472,7 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
                     record.update(baseline=details, trainable=0)
                 else:
                     kwargs = dict(spec)
-                    if kwargs["method"] == "peterrec":
+                    if transfer_methods.get(kwargs["method"]).grafts_patches:
                         kwargs["bottleneck_ratio"] = PATCH_PRESETS[patch_preset]
                         kwargs["patch_activation"] = PATCH_ACTIVATION
                     every = max(1, finetune_steps // max(1, curve_points))
