@@ -21,7 +21,9 @@ quiet = {"log": lambda *_: None}
 
 
 class LastNorm(TransferMethod):
-    """A toy method: the head and the last block's layer norm train, nothing else."""
+    """A toy method: the head and the last block's layer norm train, nothing else; it
+    declares that it changes the backbone (so serving must refuse to share one) and that
+    its task is stored alone."""
 
     name = "lastnorm"
     summary = "head + the last block's layer norm"

@@ -6,11 +6,13 @@ here is imported below, so adding a method is adding one file):
     name             the `--method` value, recorded in a fine-tuned model's config
     summary          one line for `--method`'s help
     grafts_patches   its backbone gets model patches (the patch flags apply to it)
-    changes_backbone it trains pre-trained backbone weights, so its task cannot be served
-                     over a backbone shared with other tasks
+    changes_backbone it trains the pre-trained backbone itself (whole blocks or all of it),
+                     so its task is served alone, not over a backbone shared with other
+                     tasks (the few norms a sharing method trains are kept per task)
     stored_alone     a task fine-tuned with it is stored as what it trained, over its
                      pre-trained directory (`task_artifact`); false for a method that
-                     trains nearly everything, where that would be the whole model
+                     trains everything, where that would be the whole model. Not the
+                     same question: FineLast changes the backbone yet is stored alone
     settings         the job flags it reads (`check_flags` refuses them for other methods)
     check_settings(num_blocks, **settings)    refuse values it cannot use
     prepare_backbone(source, insertion, patch_config, regularisation)    a new backbone
