@@ -6,6 +6,7 @@ pre-trained encoder to a downstream task with PeterRec or the paper's baselines.
 
 import os
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.jobs.training_job import (TrainingJob, job_settings, ranking_metric_names,
                                            run_training)
 
@@ -15,16 +16,9 @@ PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
 def check_settings(method, task, causal, insertion=None, finelast_blocks=None, pooling=None,
                    loss=None, bottleneck_ratio=None, patch_activation=None):
     """Refuse flag combinations that contradict each other or the pre-trained backbone."""
-    if method != "peterrec":
-        given = [name for name, value in (("--insertion", insertion),
-                                          ("--bottleneck_ratio", bottleneck_ratio),
-                                          ("--patch_activation", patch_activation))
-                 if value is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} only apply to --method=peterrec (model "
-                             f"patches), not --method={method}")
-    if method != "finelast" and finelast_blocks is not None:
-        raise ValueError(f"--finelast_blocks only applies to --method=finelast, not {method}")
+    transfer_methods.check_flags(method, insertion=insertion, finelast_blocks=finelast_blocks,
+                                 bottleneck_ratio=bottleneck_ratio,
+                                 patch_activation=patch_activation)
     if pooling == "first_last" and causal:
         raise ValueError("--pooling=first_last needs a non-causal (masked-item) backbone: the "
                          "first position of a causal backbone sees only the [TCL] token")
@@ -64,7 +58,6 @@ class FinetuningJob(TrainingJob):
         from pipelines.framing import Framing
         from peterrec_tf.jobs.checks import check_ranking, check_split_records
         from peterrec_tf.model_dir import load_model_dir
-        from peterrec_tf.models.transfer_methods import check_method
         from peterrec_tf.training.flags import check_values
 
         c = self.config
@@ -92,7 +85,8 @@ class FinetuningJob(TrainingJob):
             self.pooling = self.source.pooling  # a further fine-tuning reads users as before
         check_settings(c["method"], task, backbone.causal, c["insertion"], c["finelast_blocks"],
                        self.pooling, c["loss"], c["bottleneck_ratio"], c["patch_activation"])
-        check_method(c["method"], c["finelast_blocks"] or 1, len(backbone.blocks))
+        transfer_methods.get(c["method"]).check_settings(
+            len(backbone.blocks), finelast_blocks=c["finelast_blocks"] or 1)
         self.data_vocabs = self.check_vocabularies(source_vocabs)
         self.num_outputs = meta["num_targets"] if task == "item_rec" else meta["num_classes"]
         self.loss = c["loss"] or ("pairwise" if task == "item_rec" else "ce")
