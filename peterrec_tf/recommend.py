@@ -55,10 +55,10 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
                   exclude_history=False, batch_size=256, max_len=0, backbone_dir=None,
                   log=print, every_seconds=30.0):
     """Write `output` (see the module docstring); returns {"users", "output", ...}."""
-    from pipelines import inputs
+    from pipelines import inputs, schema
+    from peterrec_tf.data import datasets, records
     from peterrec_tf.model_dir import load_model_dir, model_framing
     from peterrec_tf.training.evaluation import item_to_output_ids
-    from pipelines import schema
 
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -86,7 +86,7 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     padding = set(config.get("padding_tokens", []))
     blocked = [0] + [i for i, token in enumerate(outputs) if i > 0 and token in padding]
     k = min(int(k), len(outputs) - len(blocked))
-    framing = inputs.task_framing(meta, model_framing(model, config), max_len)
+    framing = datasets.task_framing(meta, model_framing(model, config), max_len)
     total = meta["splits"].get(split)
     if not total:
         raise ValueError(f"{data_dir}: split {split!r} holds no examples")
@@ -97,8 +97,8 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
         raise ValueError(f"{output}: cannot write here ({error.strerror})") from error
     rank = top_k_function(model, k, blocked, exclude_history,
                           item_to_output_ids(items, outputs))
-    dataset = inputs._records(data_dir, split, int(batch_size), False, 0, True, False, False,
-                              None).map(inputs._parse(meta["task"], split))
+    dataset = records.record_batches(data_dir, split, int(batch_size), False, 0, True, False,
+                                     False, None).map(records.parser(meta["task"], split))
     count, started, last = 0, time.monotonic(), time.monotonic()
     try:
         with handle, inputs.reading(data_dir, (split,)):

@@ -87,7 +87,7 @@ def as_tokens(ids):
 
 def training_input(ids, finetuned=True):
     """What the training/evaluation input pipeline feeds the Keras model for these histories."""
-    from pipelines.framing import Framing
+    from peterrec_tf.data.framing import Framing
     ragged = tf.ragged.constant([list(row) for row in ids], dtype=tf.int32)
     return Framing("tcl" if finetuned else "history", MAX_LEN).frame(ragged).numpy()
 

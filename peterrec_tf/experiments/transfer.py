@@ -186,7 +186,7 @@ def scorer(model):
 
 
 def frame_batches(items, framing, batch_size=256):
-    """Unpadded histories framed as the model reads them (`pipelines.framing`), in batches."""
+    """Unpadded histories framed as the model reads them (`peterrec_tf.data.framing`), in batches."""
     import tensorflow as tf
 
     return [framing.frame(tf.ragged.constant(
@@ -252,9 +252,11 @@ def make_subset(data_dir, out_dir, fraction, seed):
 def parameter_shares(vocab_size, channels, dilations, objective, tasks):
     """{task: {preset: {method: fine-tuned params / FineAll params}}} (the paper's unit),
     plus the absolute counts, from models built (not trained) for each task."""
+    from peterrec_tf import objectives
     from peterrec_tf.models import Backbone, build_finetuner, parameter_report
 
-    backbone = Backbone(vocab_size, channels, tuple(dilations), causal=objective == "next_item")
+    backbone = Backbone(vocab_size, channels, tuple(dilations),
+                        causal=objectives.get(objective).causal)
     backbone.build()
     shares = {}
     for task_name, task, outputs in tasks:

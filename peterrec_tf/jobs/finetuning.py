@@ -48,8 +48,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     import keras
 
     from pipelines import inputs
-    from pipelines.framing import Framing
-    from pipelines.metadata_checksum import read_data_vocab
+    from pipelines.inputs import read_data_vocab
+    from peterrec_tf.data import datasets
+    from peterrec_tf.data.framing import Framing
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.metrics import HitRate
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
@@ -116,7 +117,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     check_split_records(data_dir, meta, ("train", "validation", "test"))
     check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     # a further fine-tuning keeps its source's framing (a converted release model's family)
-    framing = inputs.task_framing(
+    framing = datasets.task_framing(
         meta, source.framing if source.task != "pretrain" else Framing(backbone.FINE_TUNING_FRAMING),
         max_len)
     settings = TrainingSettings.of(config)
@@ -157,9 +158,9 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         log("  " + format_report(report, "parameters"))
 
         def make_dataset():
-            return inputs.finetune_dataset(data_dir, "train", batch_size, negatives,
-                                           framing=framing, shuffle=True, seed=seed, repeat=True,
-                                           drop_remainder=strategy_.num_replicas_in_sync > 1)
+            return datasets.finetune_dataset(data_dir, "train", batch_size, negatives,
+                                             framing=framing, shuffle=True, seed=seed,
+                                             repeat=True, drop_remainder=strategy_.num_replicas_in_sync > 1)
 
         def save():
             vocabs = dict(data_vocabs)

@@ -8,7 +8,6 @@ import os
 
 from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
 
-OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot", "tied")
 #: Backbone architectures (`models.architectures`), by `--architecture`'s names.
 ARCHITECTURES = ("dilated_cnn", "self_attention")
@@ -49,16 +48,18 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  num_blocks=2, heads=1, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     from pipelines import inputs
-    from pipelines.metadata_checksum import read_data_vocab
+    from pipelines.inputs import read_data_vocab
+    from peterrec_tf import objectives
+    from peterrec_tf.data import datasets
+    from peterrec_tf.data.windows import WINDOWS
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.model_dir import save_model_dir
     from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
                                            keep_replaced_backbone)
-    from peterrec_tf.models import GRecPretrainer, NextItNet
     from peterrec_tf.models.architectures import backbone_for, check_architecture_settings
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
-    from peterrec_tf.training.xla_policy import target_fill, use_xla, xla_plan
+    from peterrec_tf.training.xla_policy import target_fill, use_xla
     from peterrec_tf.training.optimizer import make_optimizer
 
     # everything is checked before anything is written (flags.json included)
@@ -66,8 +67,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     config["dilations"] = [int(d) for d in dilations]
     config["ks"] = [int(k) for k in ks]
     check_values(config)
-    if objective not in OBJECTIVES:
-        raise ValueError(f"--objective must be one of {OBJECTIVES}, got {objective!r}")
+    objective = objectives.get(objective)  # its model, preprocessor and XLA plan
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
     check_architecture_settings(architecture, objective, config)
@@ -108,35 +108,33 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
             f"gradient; the limit is {MAX_FULL_SOFTMAX_BYTES / 1e9:.1f} GB): use --head=dot "
             "with the bounded sampled softmax (--num_sampled=-1, the default) or a smaller "
             "--batch_size / --max_len")
-    if train_windows not in inputs.WINDOWS:
-        raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got {train_windows!r}")
+    if train_windows not in WINDOWS:
+        raise ValueError(f"--train_windows must be one of {WINDOWS}, got {train_windows!r}")
     settings = TrainingSettings.of(config)
 
     def prepare(strategy_, precision):
-        examples = (inputs.count_windows(data_dir, "train", max_len, objective)
+        examples = (datasets.count_windows(data_dir, "train", max_len, objective)
                     if train_windows == "all" else meta["splits"]["train"])
         steps = count_steps(train_steps, epochs, examples, batch_size)
         with strategy_.scope():
             backbone = backbone_for(architecture, vocab_size, channels,
-                                    causal=objective == "next_item", max_len=max_len,
+                                    causal=objective.causal, max_len=max_len,
                                     dilations=config["dilations"], kernel_size=kernel_size,
                                     num_blocks=num_blocks, heads=heads, dropout=dropout,
                                     embedding_dropout=embedding_dropout)
-            cls = NextItNet if objective == "next_item" else GRecPretrainer
-            model = cls(backbone, head=head, num_sampled=num_sampled,
-                        framing=inputs.task_framing(meta, None, max_len),
-                        label_smoothing=label_smoothing)
+            model = objective.build_model(backbone, head=head, num_sampled=num_sampled,
+                                          framing=datasets.task_framing(meta, None, max_len),
+                                          label_smoothing=label_smoothing)
             model.build()
             xla = use_xla(jit_compile, strategy, deterministic)
-            plan = xla_plan(objective, num_sampled, channels, fill=target_fill(
-                inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
-                                        mask_rate=mask_rate, shuffle=False, seed=seed,
-                                        windows=train_windows))
-                if xla and objective == "next_item" and not num_sampled else 1.0)
+            plan = objective.xla_plan(num_sampled, channels, fill=lambda: target_fill(
+                datasets.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
+                                          mask_rate=mask_rate, shuffle=False, seed=seed,
+                                          windows=train_windows))) if xla else ()
             model.compile(optimizer=make_optimizer(optimizer, learning_rate, steps, lr_schedule,
                                                    warmup_steps, weight_decay),
                           xla_plan=plan if xla else ())
-        log(f"pre-training {cls.__name__} ({objective}, head {head}"
+        log(f"pre-training {type(model).__name__} ({objective.name}, head {head}"
             + (f", sampled softmax {num_sampled}" if num_sampled else "")
             + f"): {vocab_size} items, {channels} channels, "
             + (f"dilations {config['dilations']}, " if architecture == "dilated_cnn" else
@@ -146,15 +144,15 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
             + f"{strategy_.num_replicas_in_sync} replicas)")
 
         def make_dataset():
-            return inputs.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
-                                           mask_rate=mask_rate, shuffle=True, seed=seed,
-                                           repeat=True, windows=train_windows,
-                                           drop_remainder=strategy_.num_replicas_in_sync > 1)
+            return datasets.pretrain_dataset(data_dir, "train", batch_size, objective, max_len,
+                                             mask_rate=mask_rate, shuffle=True, seed=seed,
+                                             repeat=True, windows=train_windows,
+                                             drop_remainder=strategy_.num_replicas_in_sync > 1)
 
         def save():
             # a finished model this run replaces stays loadable for the tasks over it
             keep_replaced_backbone(model_dir, model.backbone, log)
-            save_model_dir(model_dir, model, {"objective": objective, "max_len": max_len,
+            save_model_dir(model_dir, model, {"objective": objective.name, "max_len": max_len,
                                               "data_dir": os.path.abspath(data_dir),
                                               PRETRAINED_FINGERPRINT:
                                                   backbone_fingerprint(model.backbone)},

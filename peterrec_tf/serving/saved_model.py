@@ -19,7 +19,7 @@ batch dimension, so Serving's request batching (--enable_batching) can merge req
 Histories are the user's items oldest first, padded with "" / id 0 on either side. Unknown
 tokens and ids outside [1, V) are dropped like padding, so they never select a wrong
 embedding row. The graph then frames what is left with the model's own `Framing`
-(`pipelines.framing`, recorded in the model's config: the last `max_len` items, padded,
+(`peterrec_tf.data.framing`, recorded in the model's config: the last `max_len` items, padded,
 with the [TCL] tokens of its family), exactly as the training input pipeline does. A
 ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
 (`config.json["padding_tokens"]`, e.g. the release CSVs' literal `0`), and with
@@ -65,7 +65,7 @@ class ServedTask:
     name: str
     model: keras.Model        # NextItNet / GRecPretrainer / FineTuner (never tracked itself)
     kind: str                 # pretrain | item_rec | classify
-    framing: object           # pipelines.framing.Framing with a length
+    framing: object           # data.framing.Framing with a length
     outputs_vocab: list
     weights: list             # [(Keras variable of `model`, tf.Variable the export stores)]
     blocked_outputs: list     # output ids a ranking never returns (besides id 0)
