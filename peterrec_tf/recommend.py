@@ -57,7 +57,7 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     """Write `output` (see the module docstring); returns {"users", "output", ...}."""
     from pipelines import inputs, schema
     from peterrec_tf.data import datasets, records
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
     from peterrec_tf.training.evaluation import item_to_output_ids
 
     if int(k) < 1:
@@ -86,7 +86,7 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     padding = set(config.get("padding_tokens", []))
     blocked = [0] + [i for i, token in enumerate(outputs) if i > 0 and token in padding]
     k = min(int(k), len(outputs) - len(blocked))
-    framing = datasets.task_framing(meta, model_framing(model, config), max_len)
+    framing = datasets.data_framing(meta, model.framing, max_len)
     total = meta["splits"].get(split)
     if not total:
         raise ValueError(f"{data_dir}: split {split!r} holds no examples")

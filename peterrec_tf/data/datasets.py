@@ -16,7 +16,7 @@ from pipelines.inputs import check_count, read_metadata, reading, shard_files
 from peterrec_tf import objectives
 from peterrec_tf.data.candidates import (RANKINGS, check_candidates, example_seeds,
                                          sample_candidates, sample_negatives)
-from peterrec_tf.data.framing import Framing
+from peterrec_tf.data.framing import Framing, default_framing, resolve_length
 from peterrec_tf.data.records import AUTOTUNE, finish, parser, record_batches, with_batch_seeds
 from peterrec_tf.data.windows import WINDOWS, split_into_windows, window_counts
 
@@ -64,9 +64,9 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
     objective = objective_of(objective)
     if windows not in WINDOWS:
         raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
-    preprocessor = objective.preprocessor(max_len or meta["max_len"], meta["num_items"],
-                                          mask_rate=mask_rate, max_predictions=max_predictions,
-                                          pad_to_max_len=pad_to_max_len)
+    preprocessor = objective.preprocessor(
+        resolve_length(max_len, metadata=meta), meta["num_items"], mask_rate=mask_rate,
+        max_predictions=max_predictions, pad_to_max_len=pad_to_max_len)
     shuffle = (split == "train") if shuffle is None else shuffle
     if windows == "all":
         dataset = _all_windows(data_dir, split, batch_size, preprocessor.window, shuffle, seed,
@@ -95,15 +95,12 @@ def count_windows(data_dir, split, max_len, objective="next_item"):
     return total
 
 
-def task_framing(meta, framing=None, max_len=None):
+def data_framing(meta, framing=None, max_len=None):
     """The framing a dataset's examples get: `framing` (the model's own, e.g. a converted
-    release model's) at `max_len` when given, else this project's default for the data's
-    task (`tcl` for fine-tuning tasks, `history` for pre-training) at the dataset's
-    max_len. The one place where max_len falls back to metadata.json."""
-    if framing is None:
-        framing = Framing("history" if meta["task"] == "pretrain" else "tcl", None)
-    framing = Framing.from_config(framing)
-    return framing.with_length(max_len or framing.length or meta["max_len"])
+    release model's) or this project's default for the data's task (`default_framing`),
+    at the length `framing.resolve_length` gives (`max_len`, the framing's, the data's)."""
+    framing = Framing.from_config(framing) if framing is not None else default_framing(meta["task"])
+    return framing.resolved(max_len, meta)
 
 
 def _framed_labels(dataset, framing):
@@ -117,14 +114,14 @@ def finetune_dataset(data_dir, split, batch_size, num_negatives=1, max_len=None,
                      seed=0, deterministic=True, repeat=False, drop_remainder=False,
                      input_context=None, shuffle_buffer=10_000, framing=None):
     """(x, y) batches, x = the histories framed by `framing` (default `[0] + items + [0]`
-    `[B, max_len+2]`, see `task_framing`): item_rec y = [target, negatives...]
+    `[B, max_len+2]`, see `data_framing`): item_rec y = [target, negatives...]
     `[B, 1+num_negatives]` (negatives uniform over the other real targets); classify y =
     `[B]` class ids."""
     meta = read_metadata(data_dir)
     task = meta["task"]
     if task not in ("item_rec", "classify"):
         raise ValueError(f"{data_dir} holds {task} data, not a fine-tuning task")
-    framing = task_framing(meta, framing, max_len)
+    framing = data_framing(meta, framing, max_len)
     shuffle = (split == "train") if shuffle is None else shuffle
     dataset = record_batches(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,
                              drop_remainder, input_context, shuffle_buffer).map(
@@ -152,7 +149,7 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
                  drop_remainder=False, input_context=None, shuffle_buffer=10_000, framing=None):
     """(x, y) for evaluation. sampled: y = true id + (num_candidates-1) negatives; full: y = true id.
 
-    x is the history framed by `framing` (see `task_framing`; by default the history for
+    x is the history framed by `framing` (see `data_framing`; by default the history for
     pre-training splits, the model predicting from its last position, and `[0] + items +
     [0]` for fine-tuning datasets); classify: y = label.
     Sampled candidates depend only on (user id, true id, seed): the same on every call.
@@ -163,7 +160,7 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
         raise ValueError("pre-training evaluation uses the validation or test split")
     if ranking not in RANKINGS:
         raise ValueError(f"ranking must be sampled or full, got {ranking!r}")
-    framing = task_framing(meta, framing, max_len)
+    framing = data_framing(meta, framing, max_len)
     dataset = record_batches(data_dir, split, batch_size, shuffle, seed, deterministic, repeat,
                              drop_remainder, input_context, shuffle_buffer).map(
                                  parser(task, split), num_parallel_calls=AUTOTUNE)

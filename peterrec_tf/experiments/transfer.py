@@ -288,13 +288,13 @@ def _curve(model_dir, data):
     """Test and validation metrics of every checkpoint a run kept (its learning curve)."""
     import tensorflow as tf
 
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
 
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
     if state is None:
         return []
     model, config, _ = load_model_dir(model_dir)
-    framing = model_framing(model, config)
+    framing = model.framing
     checkpoint = tf.train.Checkpoint(model=model)
     call = scorer(model)
     points = []
@@ -486,10 +486,10 @@ def run(dataset, output_dir, seeds=3, objectives=("next_item", "masked_item"), c
                                        **kwargs)
                     if out["training"]["interrupted"]:
                         raise Interrupted(run_dir)
-                    from peterrec_tf.model_dir import load_model_dir, model_framing
+                    from peterrec_tf.model_dir import load_model_dir
 
-                    model, model_config, _ = load_model_dir(run_dir)
-                    framing = model_framing(model, model_config)  # as finetune trained it
+                    model, _, _ = load_model_dir(run_dir)
+                    framing = model.framing  # as finetune trained it
                     call = scorer(model)
                     outputs = {split: data.evaluate(split, score_model(
                         model, data.batches(split, framing), call))

@@ -22,7 +22,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     from peterrec_tf.data.datasets import eval_dataset
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
-    from peterrec_tf.model_dir import load_model_dir, model_framing, require_model_dir
+    from peterrec_tf.model_dir import load_model_dir, require_model_dir
     from peterrec_tf.training import evaluation
     from peterrec_tf.training.flags import check_values
     from peterrec_tf.training.results import write_json
@@ -72,7 +72,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
         exclude = evaluation.history_exclusion(
             evaluation.item_to_output_ids(vocabs["items"], outputs))
     dataset = eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
-                           framing=model_framing(model, config), max_len=max_len)
+                           framing=model.framing, max_len=max_len)
     started = time.monotonic()
     with inputs.reading(data_dir, (split,)):
         results = evaluation.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),

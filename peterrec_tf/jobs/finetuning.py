@@ -117,7 +117,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     check_split_records(data_dir, meta, ("train", "validation", "test"))
     check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     # a further fine-tuning keeps its source's framing (a converted release model's family)
-    framing = datasets.task_framing(
+    framing = datasets.data_framing(
         meta, source.framing if source.task != "pretrain" else Framing(backbone.FINE_TUNING_FRAMING),
         max_len)
     settings = TrainingSettings.of(config)
@@ -166,8 +166,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
             vocabs = dict(data_vocabs)
             alone = not (save_full_model or from_scratch) and stores_task_only(model)
             save_model_dir(model_dir, model, {"pretrained": os.path.abspath(pretrained),
-                                              "data_dir": os.path.abspath(data_dir),
-                                              "max_len": framing.length}, vocabs,
+                                              "data_dir": os.path.abspath(data_dir)}, vocabs,
                            task_over=(pretrained, backbone) if alone else None)
 
         evaluate_split = split_evaluator(model, data_dir, task, config["ks"], eval_batch_size,

@@ -51,6 +51,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     from pipelines.inputs import read_data_vocab
     from peterrec_tf import objectives
     from peterrec_tf.data import datasets
+    from peterrec_tf.data.framing import resolve_length
     from peterrec_tf.data.windows import WINDOWS
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.model_dir import save_model_dir
@@ -98,7 +99,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
     check_split_records(data_dir, meta, ("train", "validation", "test"))
     check_ranking(data_dir, meta, eval_ranking, num_candidates, config["ks"])
     vocab = read_data_vocab(data_dir, "items.txt", meta)  # verified before any training
-    max_len = max_len or meta["max_len"]
+    max_len = resolve_length(max_len, metadata=meta)
     logits_bytes = batch_size * max_len * vocab_size * 4
     if not num_sampled and logits_bytes > MAX_FULL_SOFTMAX_BYTES:
         raise ValueError(
@@ -123,7 +124,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                                     num_blocks=num_blocks, heads=heads, dropout=dropout,
                                     embedding_dropout=embedding_dropout)
             model = objective.build_model(backbone, head=head, num_sampled=num_sampled,
-                                          framing=datasets.task_framing(meta, None, max_len),
+                                          framing=datasets.data_framing(meta, None, max_len),
                                           label_smoothing=label_smoothing)
             model.build()
             xla = use_xla(jit_compile, strategy, deterministic)
@@ -152,7 +153,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
         def save():
             # a finished model this run replaces stays loadable for the tasks over it
             keep_replaced_backbone(model_dir, model.backbone, log)
-            save_model_dir(model_dir, model, {"objective": objective.name, "max_len": max_len,
+            save_model_dir(model_dir, model, {"objective": objective.name,
                                               "data_dir": os.path.abspath(data_dir),
                                               PRETRAINED_FINGERPRINT:
                                                   backbone_fingerprint(model.backbone)},

@@ -365,7 +365,7 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
     history length; `backbone_dir` is where tasks stored alone find their backbone when
     it moved; `next_item_index="int8"` adds `candidate_index.Int8CandidateIndex` to
     every next-item task (see there: exact answers, needs XLA where served)."""
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
 
     if next_item_index not in NEXT_ITEM_INDEXES:
         raise ExportError(f"next_item_index must be one of {NEXT_ITEM_INDEXES}, got {next_item_index!r}")
@@ -397,7 +397,7 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
         if len(model_dirs) > 1 and finetuned and model.method not in ("peterrec", "finecls"):
             raise ExportError(f"task {name} ({directory}) was fine-tuned with {model.method}, which "
                               "changes the backbone: export it on its own, not over a shared backbone")
-        framing = model_framing(model, config).with_length(max_len)
+        framing = model.framing.resolved(max_len)
         if not framing.length:
             raise ExportError(f"{directory} records no history length: give --max_len (served "
                               "answers must not depend on how much padding a request carries)")
