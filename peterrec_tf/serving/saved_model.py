@@ -46,6 +46,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.vocab import write_tokens
+from peterrec_tf import transfer_methods
 from peterrec_tf.training import chunked_ranking
 from peterrec_tf.training.evaluation import item_to_output_ids
 
@@ -394,7 +395,8 @@ def build_serving_module(model_dirs, asset_dir, default_k=10, log=print, max_len
             if differs:
                 raise ExportError(f"task {name} ({directory}) has another backbone architecture "
                                   f"than task {tasks[0].name}: {'; '.join(differs)}")
-        if len(model_dirs) > 1 and finetuned and model.method not in ("peterrec", "finecls"):
+        if (len(model_dirs) > 1 and finetuned
+                and transfer_methods.get(model.method).changes_backbone):
             raise ExportError(f"task {name} ({directory}) was fine-tuned with {model.method}, which "
                               "changes the backbone: export it on its own, not over a shared backbone")
         framing = model.framing.resolved(max_len)
