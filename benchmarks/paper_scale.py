@@ -28,8 +28,9 @@ steady rates leave out start-up and the first step's tracing:
             side, ids compared on every call, how often the index's certificate held)
 
 The table (stage, size, time, rate, peak RSS, projection to the paper's full data on
-this machine) is printed, written as JSON with the run's provenance to `--output`, and
-with `--write_notes` replaces the section between the markers in BUILD_NOTES.md.
+this machine) is printed, written as JSON with the run's provenance to `--output` and
+as a kept raw output into benchmarks/results/; `--write_notes` then regenerates BUILD_NOTES'
+tables from the kept outputs (`python -m benchmarks.tables --write`), this one among them.
 Projections are labelled: they divide the paper's counts by rates measured here.
 """
 
@@ -51,8 +52,6 @@ PAPER_USERS = 1_550_000
 PAPER_ITEMS = 645_000
 PAPER_TARGET_INSTANCES = 3_800_000   # the paper's largest target set
 PAPER_EVENTS = 155_000_000
-NOTES_BEGIN = "<!-- paper_scale:begin -->"
-NOTES_END = "<!-- paper_scale:end -->"
 STEP_LINE = re.compile(r"^step (\d+)/(\d+)\s")
 EVAL_LINE = re.compile(r"^\s+\w+ \(\w+ ranking\): ([\d,]+) examples")
 
@@ -273,7 +272,8 @@ def main(argv=None):
     parser.add_argument("--work_dir", default="/tmp/peterrec_paper_scale")
     parser.add_argument("--output", default=None, help="JSON of the run (default WORK/paper_scale.json).")
     parser.add_argument("--write_notes", action="store_true",
-                        help="Replace the table in BUILD_NOTES.md between its markers.")
+                        help="Regenerate BUILD_NOTES.md's tables from the kept raw outputs "
+                        "afterwards (python -m benchmarks.tables --write).")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args(argv)
     if args.serve:
@@ -499,7 +499,7 @@ def run_chain(args, log=print):
         {"rows": rows, "table": table},
         {"provenance_at_start": found, "arguments": vars(args), "stages": stages}))
     if args.write_notes:
-        write_notes(table)
+        write_notes()
     return 0
 
 
@@ -521,16 +521,10 @@ def render(rows, args, found):
     return "\n".join(lines)
 
 
-def write_notes(table):
-    path = os.path.join(REPO, "BUILD_NOTES.md")
-    text = open(path, encoding="utf-8").read()
-    if NOTES_BEGIN not in text or NOTES_END not in text:
-        raise RuntimeError(f"{path} has no {NOTES_BEGIN} ... {NOTES_END} section")
-    head, rest = text.split(NOTES_BEGIN, 1)
-    _, tail = rest.split(NOTES_END, 1)
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(head + NOTES_BEGIN + "\n" + table + "\n" + NOTES_END + tail)
-
+def write_notes():
+    """Regenerate BUILD_NOTES' tables (this run's among them) from the kept raw outputs."""
+    from benchmarks import tables
+    tables.main(["--write"])
 
 if __name__ == "__main__":
     sys.exit(main())

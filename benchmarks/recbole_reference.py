@@ -1,4 +1,4 @@
-"""RecBole's NextItNet on MovieLens-100K: the reference figures for issue 4's pre-training target.
+"""RecBole's NextItNet on MovieLens-100K: the reference figures for the pre-training target.
 
 What it does
     1. Reads ``../shared/data/ml-100k/u.data`` (relative to the repository root) and writes RecBole

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from benchmarks import raw_output  # noqa: E402
+from benchmarks import raw_output, scale_tables  # noqa: E402
 
 NOTES = os.path.join(REPO, "BUILD_NOTES.md")
 REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
@@ -28,35 +28,18 @@ REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /tab
 
 #: (BUILD_NOTES section, what it quotes, the command that would write its raw output).
 PENDING = [
-    ("Measured performance (benchmarks/)", "training seq/s of the release's approach vs "
-     "this project, 16 rows and the fidelity row, and their ratios",
-     "python benchmarks/train_throughput.py --vocabs=1683 --repeats=3 && python "
-     "benchmarks/train_throughput.py --vocabs=100000 --steps=10 --skip_fidelity --repeats=3"),
-    ("Paper scale: a task costs only its patch, on disk too", "task directory bytes and "
-     "shares at 645K items", "python benchmarks/task_artifact_bytes.py"),
-    ("Paper scale: the whole chain on one machine", "stage times, peak RSS, rates, serving "
-     "p50/p99 in-process and gRPC, export sizes",
-     "python benchmarks/paper_scale.py --scale=0.002 --items=645000 --serve_repeats=2000 "
-     "--write_notes"),
-    ("Memory and time of the local path (measured)", "prepare seconds and peak RSS per "
-     "log size, extrapolated 155M figures",
-     "python benchmarks/prepare_scale.py --sizes=5000000,15000000 --beam_events=200000"),
-    ("Beam DirectRunner throughput", "events/s of the Beam path",
-     "python benchmarks/prepare_scale.py --sizes=5000000,15000000 --beam_events=200000"),
     ("More notes (RecBole reference)", "this project's 3 seeds on the RecBole split "
      "(benchmarks/RECBOLE_REFERENCE.md: test HR@10 / NDCG@10 / MRR@10 per seed); RecBole's "
      "own figures have a file (recbole_reference)",
      "for S in 0 1 2: python -m peterrec_tf.pretrain ... --seed=S (the command in "
      "benchmarks/RECBOLE_REFERENCE.md); no script writes its raw output yet"),
-    ("Measured performance (benchmarks/)", "input pipeline sequences/s, release feed vs "
-     "tf.data", "python benchmarks/input_pipeline.py"),
+    ("pipelines/NOTES.md: Benchmark", "the 1M-sequence input pipeline run: its table and the "
+     "preparation's seconds and shard bytes (the 100K table has its file, input_pipeline)",
+     "python benchmarks/input_pipeline.py --sequences=1000000 --train_steps=0"),
     ("The optimizers' own update under the strategy", "peak RSS by phase, adam vs lazy_adam "
      "(sampled by hand from /proc; the MEASURED table above it has its file)",
      "no script yet: a sampler of /proc/PID/status around python -m peterrec_tf.pretrain "
      "--strategy=multi_worker (the flags in that section)"),
-    ("Design decisions; Export (int8 index)", "timings quoted in prose: dilated conv vs "
-     "im2col/shifted matmuls, the int8 index's scan and top-k times",
-     "no script writes them yet (the int8 index's serving figures come with paper_scale.py)"),
 ]
 
 
@@ -289,6 +272,22 @@ TABLES = {
     "recommend-throughput": (render_recommend_throughput,
                              "python benchmarks/recommend_throughput.py --items=23700,645000 "
                              "--users=5000 --repeats=3"),
+    "task-artifact-bytes": (scale_tables.render_task_artifact_bytes,
+                            "python benchmarks/task_artifact_bytes.py"),
+    "input-pipeline": (scale_tables.render_input_pipeline, "python benchmarks/input_pipeline.py"),
+    "prepare-scale": (scale_tables.render_prepare_scale,
+                      "python benchmarks/prepare_scale.py --sizes=5000000,15000000 "
+                      "--beam_events=200000 (and --sizes=155000000 --beam_events=0)"),
+    "beam-throughput": (scale_tables.render_beam_throughput,
+                        "python benchmarks/prepare_scale.py --sizes=5000000,15000000 "
+                        "--beam_events=200000"),
+    "paper-scale": (scale_tables.render_paper_scale,
+                    "python benchmarks/paper_scale.py --scale=0.002 --items=645000 "
+                    "--serve_repeats=2000"),
+    "train-throughput": (scale_tables.render_train_throughput,
+                         "python benchmarks/train_throughput.py --vocabs=1683 --repeats=3 && "
+                         "python benchmarks/train_throughput.py --vocabs=100000 --steps=10 "
+                         "--skip_fidelity --repeats=3"),
     "pending": (render_pending, None),
 }
 

@@ -428,8 +428,8 @@ def main():
             for channels in [int(c) for c in args.channels.split(",")]:
                 for name in args.rows.split(","):
                     kind, batch = ROWS[name]
-                    # the same number of sequences per row, but at least 10 steps: 3 timed steps
-                    # of batch 512 (the old floor) moved the PeterRec ratio by 30% run to run
+                    # the same number of sequences per row, but at least 10 steps: the old
+                    # floor of 3 timed steps at batch 512 left the PeterRec ratio unstable
                     steps = max(10, args.steps * 32 // batch) if batch > 32 else args.steps
                     ours, theirs = [], []
                     for _ in range(args.repeats):  # alternate the sides

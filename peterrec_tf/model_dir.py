@@ -18,24 +18,19 @@ config.json records the SHA-256 of every other file it was saved with (`checksum
 model.keras its size) and one of its own content (`config_sha256`); `load_model_dir`
 verifies them before reading anything, so a vocabulary with two ids swapped, a hand-edited
 config or a truncated task archive is an error naming the file. Directories saved before
-record neither and load as they are.
+record neither and load as they are. The file names and those checks are `model_files`'s,
+shared with `task_artifact` (the task-only layout), which this module dispatches to.
 """
 
 import contextlib
-import hashlib
 import json
 import os
-import tempfile
-import zipfile
 
-import keras
-
+from peterrec_tf import task_artifact
+from peterrec_tf.model_files import (CONFIG_FILE, MODEL_FILE, VOCAB_FILES, config_checksum,
+                                     require_model_dir, temporary_path, verify_files)
 from pipelines.dataset import file_checksum
 from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
-VOCAB_FILES = {"items": "vocab.txt", "targets": "target_vocab.txt", "labels": "labels.txt"}
 
 
 def model_kind(model):
@@ -61,7 +56,6 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     is written. `task_over=(backbone_dir, backbone)` stores a fine-tuned model as its task
     alone over that pre-trained backbone (`task_artifact`).
     """
-    from peterrec_tf import task_artifact
     from peterrec_tf.training.finite import check_finite
 
     check_finite(model.variables, f"(refusing to save {directory})")
@@ -79,7 +73,7 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     shared_items = os.path.join(task_over[0], VOCAB_FILES["items"]) if task_over else None
     if shared_items and vocabs.get("items") is not None and os.path.exists(shared_items) \
             and read_lines(shared_items) == list(vocabs["items"]):
-        del vocabs["items"]  # a task stored alone reads its backbone's (645K items: ~5 MB)
+        del vocabs["items"]  # a task stored alone reads its backbone's, not a copy
         config["items_vocab_of_backbone"] = True
     staged = {}  # final name -> temporary path, renamed into place together at the end
     try:
@@ -89,7 +83,7 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
             if key not in VOCAB_FILES:
                 raise ValueError(f"unknown vocabulary {key!r}; expected one of "
                                  f"{sorted(VOCAB_FILES)}")
-            staged[VOCAB_FILES[key]] = _temporary(directory, VOCAB_FILES[key])
+            staged[VOCAB_FILES[key]] = temporary_path(directory, VOCAB_FILES[key])
             write_lines(staged[VOCAB_FILES[key]], tokens)
             config.setdefault("vocab_files", {})[key] = VOCAB_FILES[key]
         if config.get("items_vocab_of_backbone"):
@@ -100,14 +94,14 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
             for key in ("backbone_dir", "backbone_fingerprint", "task_weights",
                         "backbone_items_vocab_sha256"):
                 config.pop(key, None)
-            staged[MODEL_FILE] = _temporary(directory, MODEL_FILE)
+            staged[MODEL_FILE] = temporary_path(directory, MODEL_FILE)
             with _without_optimizer(model):
                 model.save(staged[MODEL_FILE])
         config["checksums"] = {name: (f"bytes:{os.path.getsize(path)}" if name == MODEL_FILE
                                       else file_checksum(path))
                                for name, path in sorted(staged.items())}
         config["config_sha256"] = config_checksum(config)
-        staged[CONFIG_FILE] = _temporary(directory, CONFIG_FILE)
+        staged[CONFIG_FILE] = temporary_path(directory, CONFIG_FILE)
         with open(staged[CONFIG_FILE], "w", encoding="utf-8") as handle:
             json.dump(config, handle, indent=2, sort_keys=True)
         for name, path in staged.items():
@@ -128,76 +122,12 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     return config
 
 
-def _temporary(directory, name):
-    """A fresh temporary path beside `directory/name` (removed or renamed by the caller)."""
-    handle, path = tempfile.mkstemp(prefix=".tmp-", suffix=f"-{name}", dir=directory)
-    os.close(handle)
-    return path
-
-
-def config_checksum(config):
-    """SHA-256 of config.json's content without its own checksum, canonically encoded:
-    the same for any whitespace or key order, different for any changed value."""
-    content = {k: v for k, v in config.items() if k != "config_sha256"}
-    return hashlib.sha256(json.dumps(content, sort_keys=True, separators=(",", ":"))
-                          .encode("utf-8")).hexdigest()
-
-
-def read_config(directory):
-    """config.json of a model directory ({} when absent), verified against its recorded
-    checksum (older directories record none and are read as they are)."""
-    path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.exists(path):
-        return {}
-    try:
-        with open(path, encoding="utf-8") as handle:
-            config = json.load(handle)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path}: not valid JSON ({error}); the model directory is damaged") \
-            from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    recorded = config.get("config_sha256")
-    if recorded is not None and recorded != config_checksum(config):
-        raise ValueError(f"{path}: content differs from its recorded checksum (edited or "
-                         "damaged after it was saved); restore it or save the model again")
-    return config
-
-
-def verify_files(directory, config, names=None):
-    """Check each file config.json records (`checksums`) is there with its recorded
-    SHA-256 (model.keras: size), and that no vocabulary it does not record is there;
-    `ValueError`/`FileNotFoundError` naming the file. Nothing to check in directories
-    saved before checksums were recorded."""
-    recorded = config.get("checksums")
-    if recorded is None:
-        return
-    for name, expected in sorted(recorded.items()):
-        if names is not None and name not in names:
-            continue
-        path = os.path.join(directory, name)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path}: missing (config.json records it); the model "
-                                    "directory is incomplete")
-        found = (f"bytes:{os.path.getsize(path)}" if expected.startswith("bytes:")
-                 else file_checksum(path))
-        if found != expected:
-            raise ValueError(f"{path}: {'size' if expected.startswith('bytes:') else 'SHA-256'} "
-                             f"differs from config.json's record (truncated, edited or "
-                             "replaced after the model was saved)")
-    for name in VOCAB_FILES.values():
-        if name not in recorded and os.path.exists(os.path.join(directory, name)) \
-                and (names is None or name in names):
-            raise ValueError(f"{os.path.join(directory, name)}: not written with this model "
-                             "(config.json does not record it); remove it")
-
-
 @contextlib.contextmanager
 def _without_optimizer(model):
     """Save the model without its optimizer's state. Keras stores a compiled model's Adam
-    moments in `model.keras` (twice the weights again: a 645K-item model took 4.0 GB
-    instead of 1.3 GB, and loading it peaked at 11 GB of memory); resuming reads
-    `checkpoints/`, and every job compiles a loaded model afresh, so nothing reads them.
+    moments in `model.keras` (two slots: twice the weights' bytes again; BUILD_NOTES has
+    the paper-scale sizes); resuming reads `checkpoints/`, and every job compiles a loaded
+    model afresh, so nothing reads them.
     A fresh optimizer of the same configuration stands in (no moments: its step count and
     learning rate only), so that `keras.saving.load_model` compiles the model with it and
     finds in the file exactly the variables that optimizer has."""
@@ -212,43 +142,15 @@ def _without_optimizer(model):
         model.optimizer = optimizer
 
 
-def require_model_dir(directory):
-    """config.json of `directory`, or a `FileNotFoundError` saying what it is instead (a
-    prepared dataset given as a model is named as such): a job checks this before its
-    data, so a swapped --model_dir/--data_dir is reported as what it is."""
-    if os.path.exists(os.path.join(directory, "metadata.json")) and \
-            not os.path.exists(os.path.join(directory, CONFIG_FILE)):
-        raise FileNotFoundError(
-            f"{directory} is a prepared dataset (it holds metadata.json), not a peterrec-tf "
-            "model directory: give the model's directory as --model_dir")
-    config = read_config(directory)
-    if not os.path.exists(os.path.join(directory, MODEL_FILE)) and \
-            "backbone_fingerprint" not in config:
-        raise FileNotFoundError(
-            f"{directory} is not a peterrec-tf model directory: {MODEL_FILE} is missing")
-    return config
-
-
 def load_model_dir(directory, compile=False, backbone_dir=None):
     """(model, config, vocabs) from a model directory; clear error when it is not one.
     Every file is verified against config.json's checksums before it is read. A task
     stored alone is put over its backbone (config.json's `backbone_dir`, or
     `backbone_dir`), refused when that backbone's fingerprint differs."""
-    from peterrec_tf import task_artifact
-
-    model_path = os.path.join(directory, MODEL_FILE)
     config = require_model_dir(directory)
-    task_only = "backbone_fingerprint" in config
     verify_files(directory, config)
-    import peterrec_tf  # noqa: F401  (registers the classes)
-    if task_only:
-        model, backbone_dir = task_artifact.load_task_over(directory, config, backbone_dir)
-    else:
-        try:
-            model = keras.saving.load_model(model_path, compile=compile)
-        except (zipfile.BadZipFile, EOFError) as error:
-            raise ValueError(f"{model_path}: damaged archive ({error}); save the model "
-                             "again") from None
+    model, backbone_dir = task_artifact.load_directory_model(directory, config, compile,
+                                                             backbone_dir)
     vocabs = {}
     for key, name in VOCAB_FILES.items():
         path = os.path.join(directory, name)

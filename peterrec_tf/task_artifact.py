@@ -1,8 +1,8 @@
 """A fine-tuned task stored as only what it trained, over the backbone it was trained on.
 
 PeterRec's promise is that a task costs a few per cent of the parameters; at the paper's
-645K items a full model directory is ~1.3 GB, so a fine-tuned model directory holds, like
-a PEFT adapter, only:
+item count a whole model directory is mostly embedding and head (sizes in BUILD_NOTES), so
+a fine-tuned model directory holds, like a PEFT adapter, only:
 
     DIR/task_model.json    the FineTuner's Keras config (architecture, method, framing)
     DIR/task_weights.npz   the weights the task trained (patches, head, trained layer norms;
@@ -30,6 +30,8 @@ import tempfile
 import zipfile
 
 import numpy as np
+
+from peterrec_tf import model_files
 
 TASK_MODEL_FILE = "task_model.json"
 TASK_WEIGHTS_FILE = "task_weights.npz"
@@ -67,7 +69,7 @@ _shared_sources = None
 @contextlib.contextmanager
 def sharing_backbones():
     """Within this block, tasks over the same pre-trained directory load it (and hash its
-    backbone) once: an export of N tasks at 645K items otherwise reads the 1.3 GB directory
+    backbone) once: an export of N tasks otherwise reads the whole pre-trained directory
     N times, each load a transient copy of embedding and head. Only the backbone is kept,
     not the pre-training head."""
     global _shared_sources
@@ -82,8 +84,6 @@ def sharing_backbones():
 
 def _source_backbone(backbone_dir):
     """(backbone, fingerprint) of a pre-trained directory, shared within `sharing_backbones`."""
-    from peterrec_tf.model_dir import load_model_dir
-
     key = None
     if _shared_sources is not None:
         stat = [(entry.name, entry.stat().st_mtime_ns, entry.stat().st_size)
@@ -92,7 +92,9 @@ def _source_backbone(backbone_dir):
         key = (os.path.realpath(backbone_dir), tuple(stat))
         if key in _shared_sources:
             return _shared_sources[key]
-    source, _, _ = load_model_dir(backbone_dir)
+    config = model_files.require_model_dir(backbone_dir)
+    model_files.verify_files(backbone_dir, config)
+    source, _ = load_directory_model(backbone_dir, config)
     found = (source.backbone, backbone_fingerprint(source.backbone))
     del source  # the head (as large as the embedding at 645K items) is not needed
     if key is not None:
@@ -114,8 +116,6 @@ def save_task(directory, model, backbone_dir, backbone, staged=None):
     the caller to rename into place."""
     import keras
 
-    from peterrec_tf.model_dir import _temporary
-
     trained = {id(w) for w in model.trainable_weights}
     source = {relative_path(w): w for w in backbone.backbone_weights()}
     stored, changed = {}, []
@@ -131,7 +131,7 @@ def save_task(directory, model, backbone_dir, backbone, staged=None):
     config = keras.saving.serialize_keras_object(model)
     paths = {}
     for name in (TASK_MODEL_FILE, TASK_WEIGHTS_FILE):
-        paths[name] = (_temporary(directory, name) if staged is not None
+        paths[name] = (model_files.temporary_path(directory, name) if staged is not None
                        else os.path.join(directory, name))
         if staged is not None:
             staged[name] = paths[name]
@@ -157,6 +157,15 @@ def backbone_version_dir(backbone_dir, fingerprint):
     """Where a pre-trained directory keeps the earlier backbone a re-run replaced
     (`pretrain` moves it there so that the tasks fine-tuned over it keep loading)."""
     return os.path.join(backbone_dir, VERSIONS_DIR, str(fingerprint)[:16])
+
+
+def load_directory_model(directory, config, compile=False, backbone_dir=None):
+    """(model, backbone directory) of a model directory in either layout, its files
+    verified by the caller: a task stored alone is put over its backbone (`load_task_over`),
+    anything else is its model.keras (the backbone directory then as given)."""
+    if "backbone_fingerprint" in config:
+        return load_task_over(directory, config, backbone_dir)
+    return model_files.load_model_file(directory, compile), backbone_dir
 
 
 def load_task(directory, config, backbone_dir=None):
@@ -219,9 +228,7 @@ def load_task_over(directory, config, backbone_dir=None):
 
 def _recorded_fingerprint(backbone_dir):
     """The backbone fingerprint a pre-trained directory's config.json records, or None."""
-    from peterrec_tf.model_dir import read_config
-
-    return read_config(backbone_dir).get(PRETRAINED_FINGERPRINT)
+    return model_files.read_config(backbone_dir).get(PRETRAINED_FINGERPRINT)
 
 
 def read_task_weights(directory, config):
@@ -251,11 +258,9 @@ def keep_replaced_backbone(directory, backbone, log=print):
     it is saved, so a hard link keeps the old content."""
     import shutil
 
-    from peterrec_tf.model_dir import MODEL_FILE, read_config
-
-    if not os.path.exists(os.path.join(directory, MODEL_FILE)):
+    if not os.path.exists(os.path.join(directory, model_files.MODEL_FILE)):
         return None  # an interrupted run: no finished model anyone could depend on
-    config = read_config(directory)
+    config = model_files.read_config(directory)
     old = config.get(PRETRAINED_FINGERPRINT) or _source_backbone(directory)[1]
     if old == backbone_fingerprint(backbone):
         return None

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from peterrec_tf.experiments import provenance, stats
-from peterrec_tf.experiments.transfer import METHODS, PATCH_PRESETS, parameter_shares, run
+from peterrec_tf.experiments.transfer.plan import METHODS, PATCH_PRESETS
+from peterrec_tf.experiments.transfer.runner import parameter_shares, run
 from pipelines.prepare import prepare
 
 

@@ -5,7 +5,9 @@ import os
 import numpy as np
 import pytest
 
-from peterrec_tf.experiments import reinterval, stats, transfer
+from peterrec_tf.experiments import reinterval, stats
+from peterrec_tf.experiments.transfer.plan import run_file
+from peterrec_tf.experiments.transfer.summary import summarise
 
 REPORTS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "reports")
 
@@ -80,7 +82,7 @@ def _fake_experiment(tmp_path, seed_accuracy):
                       "method": method, "fraction": 1.0, "metric": "accuracy",
                       "value": float((pred == truth).mean()), "train_examples": 10,
                       "test": {"accuracy": float((pred == truth).mean())}}
-            np.savez(out / "per_example" / transfer._run_file(record), pred=pred)
+            np.savez(out / "per_example" / run_file(record), pred=pred)
             runs.append(record)
     results = {"runs": runs, "provenance": {"configuration": {"limited_methods": []}}}
     return results, str(out)
@@ -89,7 +91,7 @@ def _fake_experiment(tmp_path, seed_accuracy):
 def test_summary_std_is_the_sample_std_and_intervals_include_the_seeds(tmp_path):
     results, out = _fake_experiment(tmp_path, {"FineAll": [0.5, 0.5, 0.5],
                                                "PeterRec (b)": [0.3, 0.6, 0.9]})
-    summary = transfer.summarise(results, out, resamples=400, seed=0)
+    summary = summarise(results, out, resamples=400, seed=0)
     entries = {e["method"]: e for e in summary["main"]}
     peter = entries["PeterRec (b)"]
     assert peter["std"] == pytest.approx(np.std([0.3, 0.6, 0.9], ddof=1))

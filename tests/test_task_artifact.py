@@ -125,14 +125,15 @@ def test_an_export_of_several_tasks_loads_their_backbone_once(setup, tmp_path, m
     """At 645K items each load of the pre-trained directory is 1.3 GB: N tasks over it load
     it once per export (and each process that loads one task still loads it itself)."""
     import peterrec_tf.model_dir as model_dir
+    import peterrec_tf.model_files as model_files
     root, pre, models = setup
     calls = []
-    real = model_dir.load_model_dir
+    real = model_files.load_model_file  # every whole model.keras is read through it
 
     def counting(directory, *args, **kwargs):
         calls.append(os.path.realpath(directory))
         return real(directory, *args, **kwargs)
-    monkeypatch.setattr(model_dir, "load_model_dir", counting)
+    monkeypatch.setattr(model_files, "load_model_file", counting)
     report = export([("rec", str(root / "rec")), ("gender", str(root / "gender"))],
                     str(tmp_path / "sm"), "tasks", **quiet)
     assert calls.count(os.path.realpath(root / "pre")) == 1, calls

@@ -26,7 +26,10 @@ import os
 import statistics
 import sys
 
-from peterrec_tf.experiments import provenance, stats, transfer
+from peterrec_tf.experiments import provenance, stats
+from peterrec_tf.experiments.transfer.report import write_report
+from peterrec_tf.experiments.transfer.runner import save_results
+from peterrec_tf.experiments.transfer.summary import COMPARISONS, USER_INTERVALS
 
 METHOD = ("95% normal interval over training seeds and test users: variance = (user-only "
           "bootstrap half-width / 1.96)^2 + sample variance (n-1) over seeds of the per-seed "
@@ -67,7 +70,7 @@ def reinterval(results, state=None):
     for e in summary["main"]:
         own = values[(e["objective"], e["task"], e["method"])]
         e["ci95"] = _combined(e["mean"], e["ci95_users"], [own[s] for s in sorted(own)])
-        for name, reference in transfer.COMPARISONS:
+        for name, reference in COMPARISONS:
             if name in e:
                 reference = e[name]["reference"]
             elif isinstance(reference, dict):
@@ -94,7 +97,7 @@ def reinterval(results, state=None):
             d["ci95"] = _combined(d["difference"], user_ci, differences)
     resamples = results["provenance"]["configuration"]["evaluation"]["bootstrap_resamples"]
     summary["intervals"] = METHOD
-    summary["intervals_users"] = transfer.USER_INTERVALS.format(n=resamples)
+    summary["intervals_users"] = USER_INTERVALS.format(n=resamples)
     if state is not None:
         summary["rewritten"] = {
             "commit": state["commit"], "dirty": state["dirty"],
@@ -110,7 +113,7 @@ def reinterval(results, state=None):
 
 def _render(results, directory):
     """results.md and the charts as write_report makes them, in `directory`."""
-    transfer.write_report(results, directory)
+    write_report(results, directory)
 
 
 def main(argv):
@@ -157,7 +160,7 @@ def main(argv):
         print(f"error: {error}", file=sys.stderr)
         return 2
     reinterval(results, state)
-    transfer._save(path, results)
+    save_results(path, results)
     _render(results, directory)
     print(f"wrote {path}, {os.path.join(directory, 'results.md')} and the charts")
     return 0

@@ -1,8 +1,8 @@
 """Exact next-item top-k for a few users over a large catalogue, from an int8 copy of the head.
 
-Scoring every item in float32 reads the whole head per request: 660 MB at the paper's
-645K items x 256 channels, ~25 ms of memory traffic on a 2-core machine whatever the
-kernel, above a 20 ms budget for one user. `Int8CandidateIndex` keeps the head's rows
+Scoring every item in float32 reads the whole head per request (at the paper's 645K
+items x 256 channels, 4 bytes each), memory traffic no kernel avoids, too slow for one
+user's request on a small CPU machine. `Int8CandidateIndex` keeps the head's rows
 also as int8 (one scale per row: a quarter of the bytes) and answers in three steps:
 
 1. Candidates (one XLA-compiled function per history, shape `[1, C]`): the query is
@@ -22,8 +22,8 @@ also as int8 (one scale per row: a quarter of the bytes) and answers in three st
    by slice (`chunked_ranking.top_k_in_chunks`): the answer is never approximate, only
    sometimes slower.
 
-The int8 product is fast only when XLA compiles it (TF 2.21 on CPU: 6.9 ms for 645K x 256
-under XLA, 56-86 ms in TF's own int8 kernels), so an export with this index needs XLA
+The int8 product is fast only when XLA compiles it (TF's own int8 kernels on CPU are
+slower; BUILD_NOTES lists what was compared), so an export with this index needs XLA
 where it is served: `tensorflow_model_server --xla_cpu_compilation_enabled=true` (off by
 default in TF Serving; without it the model fails at load, on its warm-up requests).
 That and its size (+25% of the head's bytes) are why it is opt-in
@@ -109,8 +109,7 @@ class Int8CandidateIndex(tf.Module):
         self.row_norm = tf.Variable(norm, trainable=False, name="row_norm")
         self.bias = bias
         # compiled apart from the query's quantization: XLA fuses an int8 cast computed in
-        # the same cluster into the product's loop and recomputes it per row (25-30 ms
-        # instead of 9 at 645K items, measured)
+        # the same cluster into the product's loop and recomputes it per row
         self._compiled_bounds = tf.function(
             self._upper_bounds, jit_compile=True,
             input_signature=[tf.TensorSpec([1, self.channels], tf.int8),
@@ -125,9 +124,9 @@ class Int8CandidateIndex(tf.Module):
     def _upper_bounds(self, query8, query_scale, query_norm, query_error):
         """Upper bounds `[V]` of every row's float32 logit (-inf for blocked ids) for one
         query quantized as `query8` `[1, C]` int8 x `query_scale`, of norm `query_norm`,
-        quantization error of norm `query_error`. Its top rows are taken outside XLA: an
-        XLA TopK of 512 over 645K after these element-wise ops ran 178 ms (a sort), TF's
-        kernel 3 ms (measured)."""
+        quantization error of norm `query_error`. Its top rows are taken outside XLA: XLA
+        lowers a TopK after these element-wise ops to a whole sort, far slower than TF's
+        kernel (BUILD_NOTES)."""
         products = tf.linalg.matmul(query8, self.rows, transpose_b=True,
                                     output_type=tf.int32)[0]  # exact in int32
         bias = tf.convert_to_tensor(self.bias)
@@ -204,8 +203,8 @@ class Int8CandidateIndex(tf.Module):
 def top_k_by_blocks(values, k, block=BLOCK):
     """`tf.math.top_k(values, k)` for `values` `[B, V]` up to ties: the k largest lie in the
     k blocks of `block` ids with the largest maxima, so only those blocks are ranked (at
-    645K ids: 10K maxima and 32K values instead of a pass of top-k over 645K, ~1.6 ms less,
-    measured). Whatever it picks among ties, no value left out exceeds the k-th returned,
+    645K ids: 10K maxima and 32K values instead of a pass of top-k over 645K). Whatever it
+    picks among ties, no value left out exceeds the k-th returned,
     which is all the certificate needs. Padding ids (>= V) come back as id 0 (blocked)."""
     size = values.shape[-1]
     if size is None or size <= block * k:

@@ -27,8 +27,8 @@ def changing_variables(model):
     frozen pre-trained backbone (PeterRec, FineCLS, FineLast), every variable but the
     frozen ones, keyed by path. A fine-tuning run rebuilds the frozen part from
     `--pretrained` before restoring, so checkpointing it again would copy the backbone
-    into every task's `checkpoints/` (670 MB a checkpoint at 645K items, for a task whose
-    own files are 3 MB)."""
+    into every task's `checkpoints/`: each checkpoint the whole model, many times the
+    task's own files (BUILD_NOTES, the task artifact)."""
     backbone = getattr(model, "backbone", None)
     if backbone is None or getattr(model, "task", "pretrain") == "pretrain":
         return model

@@ -3,8 +3,8 @@
 Keras' Adam writes its update as about a dozen element-wise ops per variable (subtract,
 multiply, assign_add, square, sqrt, divide...), each a pass over the variable outside XLA.
 With 100,000 items the embedding and the head are 13M parameters, and those passes cost
-37 ms a step where the fused kernel (the one the release's `tf.train.AdamOptimizer`
-runs) costs 11 ms (measured, BUILD_NOTES).  The formula is the same: TF's kernel computes
+more per step than the fused kernel (the one the release's `tf.train.AdamOptimizer`
+runs) does (BUILD_NOTES, `FusedAdam`).  The formula is the same: TF's kernel computes
 `m += (g - m)(1 - b1)`, `v += (g^2 - v)(1 - b2)`,
 `var -= m * lr * sqrt(1 - b2^t) / (1 - b1^t) / (sqrt(v) + eps)`, as Keras' Adam does.
 Sparse gradients are made dense first.  Keras' Adam does not quite: on a
@@ -122,8 +122,8 @@ class LazyAdam(FusedAdam):
     the sampled softmax's rows), leaving every other row, and its moments, as they are.
 
     At the paper's 645K items the embedding and the dot head are 330M parameters; a dense
-    Adam step reads and writes all of them and their moments (~9 GB of memory traffic,
-    about a second on this machine) although a batch of 32 histories touches a few
+    Adam step reads and writes all of them and their moments (gigabytes of memory
+    traffic, BUILD_NOTES) although a batch of 32 histories touches a few
     thousand rows. This is the "lazy" Adam of TF Addons / `tf.keras` recommenders: rows
     seen in the batch get exactly Adam's update (duplicates summed first, as TF1's Adam
     does), unseen rows keep their moments undecayed, so it is not the release's optimizer
