@@ -293,6 +293,11 @@ def main(argv=None):
     return run_chain(args)
 
 
+#: The prepare row is not projected: the paper-size preparation is measured whole.
+PREPARE_PROJECTION = ("not projected: the paper-size preparation is measured whole by "
+                      "benchmarks/prepare_scale.py (table prepare-scale, Data preparation)")
+
+
 def run_chain(args, log=print):
     from pipelines.paper_log import write_paper_log
     found = provenance()  # the code the stages run, taken before they start
@@ -330,8 +335,7 @@ def run_chain(args, log=print):
                            f"{args.items + 1}")
     row("prepare (local streaming path)", f"{events:,} events", stage,
         events / stage["seconds"], "events/s (incl. start-up)",
-        "measured, not projected: 155M events in 17.5 min, peak 5.16 GB "
-        "(benchmarks/prepare_scale.py, Data preparation above)")
+        PREPARE_PROJECTION)
 
     # pre-train
     pre_dir = os.path.join(work, "models", "pretrained")

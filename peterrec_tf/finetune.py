@@ -19,7 +19,7 @@ def define_flags():
 
     from peterrec_tf.layers.residual_block import INSERTIONS
     from peterrec_tf.models.finetuner import LOSSES, POOLINGS, TASKS
-    from peterrec_tf.models.transfer_methods import METHODS
+    from peterrec_tf import transfer_methods
     from pipelines.inputs import RANKINGS
 
     define_common_flags(batch_size=512, learning_rate=1e-3)
@@ -27,9 +27,8 @@ def define_flags():
                         "--model_dir or a convert_tf1 --output_dir). Only read, never written.")
     flags.DEFINE_enum("task", None, list(TASKS), "Downstream task; by default the "
                       "task named in the dataset's metadata.json (another one is an error).")
-    flags.DEFINE_enum("method", "peterrec", list(METHODS),
-                      "peterrec: patches + head (+ layer norms), backbone frozen; fineall: all "
-                      "weights; finecls: head only; finelast: last --finelast_blocks blocks + head.")
+    flags.DEFINE_enum("method", "peterrec", transfer_methods.names(), "; ".join(
+        f"{name}: {transfer_methods.get(name).summary}" for name in transfer_methods.names()))
     flags.DEFINE_integer("finelast_blocks", None, "finelast: how many of the last residual "
                          "blocks train (default 1).")
     flags.DEFINE_bool("from_scratch", False, "Random initialisation instead of the pre-trained "

@@ -103,9 +103,11 @@ def _source_backbone(backbone_dir):
 
 
 def stores_task_only(model):
-    """Whether a fine-tuned model can be stored as its task alone (every method but
-    fineall, which changes the whole backbone)."""
-    return model.task != "pretrain" and model.method != "fineall"
+    """Whether a fine-tuned model can be stored as its task alone: as its transfer method
+    declares (`stored_alone`; not a method that trains the whole backbone)."""
+    from peterrec_tf import transfer_methods
+
+    return model.task != "pretrain" and transfer_methods.get(model.method).stored_alone
 
 
 def save_task(directory, model, backbone_dir, backbone, staged=None):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.layers import INSERTIONS
 from peterrec_tf.models import (
-    METHODS, Backbone, FineTuner, GRecPretrainer, NextItNet, build_finetuner, parameter_report)
+    Backbone, FineTuner, GRecPretrainer, NextItNet, build_finetuner, parameter_report)
 
 VOCAB = 30
 
@@ -148,7 +149,7 @@ def trainable_layers(model):
 
 def test_transfer_methods_select_the_right_weights():
     backbone = tiny_backbone()
-    for method in METHODS:
+    for method in transfer_methods.names():
         model = build_finetuner(backbone, method, "classify", 3, finelast_blocks=1, loss="ce")
         paths = [w.path for w in model.trainable_weights]
         head = [p for p in paths if "classifier" in p]

@@ -6,6 +6,7 @@ pre-trained encoder to a downstream task with PeterRec or the paper's baselines.
 
 import os
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.jobs.skeleton import Built, TrainingSettings, job_settings, split_evaluator, train_job
 
 PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
@@ -14,16 +15,9 @@ PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
 def check_settings(method, task, causal, insertion=None, finelast_blocks=None, pooling=None,
                    loss=None, bottleneck_ratio=None, patch_activation=None):
     """Refuse flag combinations that contradict each other or the pre-trained backbone."""
-    if method != "peterrec":
-        given = [name for name, value in (("--insertion", insertion),
-                                          ("--bottleneck_ratio", bottleneck_ratio),
-                                          ("--patch_activation", patch_activation))
-                 if value is not None]
-        if given:
-            raise ValueError(f"{', '.join(given)} only apply to --method=peterrec (model "
-                             f"patches), not --method={method}")
-    if method != "finelast" and finelast_blocks is not None:
-        raise ValueError(f"--finelast_blocks only applies to --method=finelast, not {method}")
+    transfer_methods.check_flags(method, insertion=insertion, finelast_blocks=finelast_blocks,
+                                 bottleneck_ratio=bottleneck_ratio,
+                                 patch_activation=patch_activation)
     if pooling == "first_last" and causal:
         raise ValueError("--pooling=first_last needs a non-causal (masked-item) backbone: the "
                          "first position of a causal backbone sees only the [TCL] token")
@@ -55,7 +49,6 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
     from peterrec_tf.model_dir import load_model_dir, save_model_dir
     from peterrec_tf.task_artifact import stores_task_only
     from peterrec_tf.models import build_finetuner, format_report, parameter_report
-    from peterrec_tf.models.transfer_methods import check_method
     from peterrec_tf.training import best as selection
     from peterrec_tf.training.flags import check_values, total_steps as count_steps
     from peterrec_tf.training.xla_policy import use_xla
@@ -89,7 +82,8 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
         pooling = source.pooling  # a further fine-tuning reads users as its source did
     check_settings(method, task, backbone.causal, insertion, finelast_blocks, pooling, loss,
                    bottleneck_ratio, patch_activation)
-    check_method(method, finelast_blocks or 1, len(backbone.blocks))
+    transfer_methods.get(method).check_settings(len(backbone.blocks),
+                                                finelast_blocks=finelast_blocks or 1)
     if backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{data_dir} has {meta['num_items']} items but {pretrained} was "
                          f"pre-trained with {backbone.vocab_size}: prepare the data with "

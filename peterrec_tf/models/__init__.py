@@ -1,4 +1,5 @@
-"""PeterRec models: backbone, pre-training tasks, fine-tuning task, transfer methods."""
+"""PeterRec models: backbone, pre-training tasks, fine-tuning task (transfer methods:
+`peterrec_tf.transfer_methods`)."""
 
 from peterrec_tf.models.backbone import RELEASE_DILATIONS, Backbone
 from peterrec_tf.models.attention_backbone import SelfAttentionBackbone
@@ -6,11 +7,10 @@ from peterrec_tf.models.finetuner import POOLINGS, FineTuner, default_pooling, p
 from peterrec_tf.models.pretrainer import (GRecEncoder, GRecPretrainer, NextItNet,
                                           SequencePretrainer, pretrainer_for)
 from peterrec_tf.models.report import format_report, parameter_report
-from peterrec_tf.models.transfer_methods import METHODS, apply_transfer_method
 from peterrec_tf.models.factory import build_finetuner
 
 __all__ = [
-    "Backbone", "FineTuner", "GRecEncoder", "GRecPretrainer", "METHODS", "NextItNet", "POOLINGS",
-    "RELEASE_DILATIONS", "SelfAttentionBackbone", "SequencePretrainer", "apply_transfer_method", "build_finetuner",
+    "Backbone", "FineTuner", "GRecEncoder", "GRecPretrainer", "NextItNet", "POOLINGS",
+    "RELEASE_DILATIONS", "SelfAttentionBackbone", "SequencePretrainer", "build_finetuner",
     "default_pooling", "format_report", "parameter_report", "pool_hidden", "pretrainer_for",
 ]

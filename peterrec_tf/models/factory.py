@@ -1,5 +1,6 @@
 """Build a fine-tuning model from a pre-trained backbone by transfer method."""
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.models.finetuner import FineTuner
 
 
@@ -17,9 +18,10 @@ def build_finetuner(
 ):
     """A FineTuner whose backbone copies `pretrained_backbone` (never modifies it).
 
-    `peterrec` grafts patches (`insertion`, default b causal / d non-causal); the other
-    methods fine-tune a plain copy.  `from_scratch=True` keeps the architecture but not
-    the weights: the paper's PeterZero / FineZero baselines. `regularisation`
+    The method prepares the backbone: one that grafts patches (`peterrec`) gets them
+    (`insertion`, default b causal / d non-causal), the others fine-tune a plain copy.
+    `from_scratch=True` keeps the architecture but not the weights: the paper's PeterZero /
+    FineZero baselines. `regularisation`
     ({"dropout", "embedding_dropout"}) is the fine-tuning backbone's (none by default).
     """
     source = pretrained_backbone
@@ -29,10 +31,8 @@ def build_finetuner(
             keras.utils.set_random_seed(seed)
         source = type(pretrained_backbone)(**pretrained_backbone.architecture())
         source.build()
-    if method == "peterrec":
-        backbone = source.with_patches(insertion, patch_config, regularisation=regularisation)
-    else:
-        backbone = source.plain_copy(regularisation)
+    backbone = transfer_methods.get(method).prepare_backbone(
+        source, insertion, patch_config, regularisation)
     model = FineTuner(backbone, task=task, num_outputs=num_outputs, method=method,
                       **finetuner_kwargs)
     model.build()

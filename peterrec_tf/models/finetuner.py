@@ -6,10 +6,10 @@ from keras import ops
 
 from pipelines.framing import Framing
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.layers.fused_softmax import smoothed_cross_entropy
 from peterrec_tf.models.backbone import WrapsBackbone
 from peterrec_tf.models.replica_losses import scale_for_replicas
-from peterrec_tf.models.transfer_methods import apply_transfer_method, check_method
 
 POOLINGS = ("last", "first_last", "sum", "mean")
 TASKS = ("item_rec", "classify")
@@ -47,8 +47,8 @@ class FineTuner(WrapsBackbone, keras.Model):
     or `ce` (softmax over all targets); labels `y` are `[B]` positives (one negative is
     then drawn uniformly in the graph) or `[B, 1 + n]` = positive then negatives.
     `task="classify"`: logits of a dense layer, softmax cross-entropy on labels `[B]`.
-    `method` says which weights train (see `transfer.py`); it is part of the config so a
-    saved and re-loaded model keeps its frozen backbone. `label_smoothing` applies to the
+    `method` (a name of `peterrec_tf.transfer_methods`) says which weights train; it is
+    part of the config so a saved and re-loaded model keeps its frozen backbone. `label_smoothing` applies to the
     softmax losses (`ce`, classification) only.
     """
 
@@ -74,7 +74,8 @@ class FineTuner(WrapsBackbone, keras.Model):
             raise ValueError(f"label smoothing applies to softmax losses (loss='ce'), not "
                              f"loss={loss!r}")
         self.label_smoothing = float(label_smoothing)
-        check_method(method, finelast_blocks, len(backbone.blocks))
+        transfer_methods.get(method).check_settings(len(backbone.blocks),
+                                                    finelast_blocks=finelast_blocks)
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
         if loss not in LOSSES:
@@ -108,7 +109,7 @@ class FineTuner(WrapsBackbone, keras.Model):
         self.backbone.build()
         if not self.head.built:
             self.head.build((None,) if self.task == "item_rec" else (None, self.backbone.channels))
-        apply_transfer_method(self)
+        transfer_methods.get(self.method).mark_trainable(self)
         self.built = True
 
     def user_embedding(self, item_ids, training=None):

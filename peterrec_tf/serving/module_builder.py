@@ -10,6 +10,7 @@ one frozen backbone between several tasks' models (BUILD_NOTES, Export).
 import numpy as np
 import tensorflow as tf
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.serving.export_options import ExportError, ExportOptions
 from peterrec_tf.serving.serving_module import ServedTask, ServingModule
 
@@ -121,7 +122,8 @@ def _check_backbone_shareable(name, directory, model, tasks, num_tasks):
         if differs:
             raise ExportError(f"task {name} ({directory}) has another backbone architecture "
                               f"than task {tasks[0].name}: {'; '.join(differs)}")
-    if num_tasks > 1 and finetuned and model.method not in ("peterrec", "finecls"):
+    if (num_tasks > 1 and finetuned
+            and transfer_methods.get(model.method).changes_backbone):
         raise ExportError(f"task {name} ({directory}) was fine-tuned with {model.method}, which "
                           "changes the backbone: export it on its own, not over a shared backbone")
 

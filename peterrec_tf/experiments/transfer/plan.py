@@ -2,6 +2,8 @@
 neural transfer methods), the patch presets, each task kind's primary and curve metrics,
 and the names of a run's per-example file. Everything else in the experiment reads these."""
 
+from peterrec_tf import transfer_methods
+
 METHODS = [  # (label, finetune kwargs, or the name of a simple baseline)
     ("LabelCS", "majority"),
     ("Popularity", "popularity"),
@@ -16,6 +18,8 @@ METHODS = [  # (label, finetune kwargs, or the name of a simple baseline)
     ("PeterRec (d)", {"method": "peterrec", "insertion": "d"}),
     ("PeterRec (e)", {"method": "peterrec", "insertion": "e"}),
 ]
+METHODS += [(name, {"method": name}) for name in transfer_methods.names()  # a newer method
+            if name not in {spec["method"] for _, spec in METHODS if isinstance(spec, dict)}]
 BASELINE_TASKS = {"majority": ("classify", "item_rec"), "popularity": ("item_rec",),
                   "naive_bayes": ("classify",)}
 #: patch bottleneck as a share of C: the release's C/4 (the project's default), the paper's C/8

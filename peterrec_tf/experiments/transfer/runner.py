@@ -9,6 +9,7 @@ import time
 
 import numpy as np
 
+from peterrec_tf import transfer_methods
 from peterrec_tf.experiments import provenance, stats
 from peterrec_tf.experiments.transfer.data import (TaskData, baseline_scores, make_subset,
                                                    score_model, scorer)
@@ -42,7 +43,7 @@ def parameter_shares(vocab_size, channels, dilations, objective, tasks):
                     continue
                 kwargs = dict(spec)
                 kwargs.pop("from_scratch", None)
-                if kwargs["method"] == "peterrec":
+                if transfer_methods.get(kwargs["method"]).grafts_patches:
                     kwargs["patch_config"] = {"bottleneck_ratio": ratio,
                                               "activation": PATCH_ACTIVATION}
                 model = build_finetuner(backbone, task=task, num_outputs=outputs,
@@ -301,7 +302,7 @@ class _Experiment:
         settings, curve_points = self.config["finetune"], self.config["curve_points"]
         steps, fraction = settings["steps"], record["fraction"]
         kwargs = dict(spec)
-        if kwargs["method"] == "peterrec":
+        if transfer_methods.get(kwargs["method"]).grafts_patches:
             kwargs["bottleneck_ratio"] = settings["bottleneck_ratio"]
             kwargs["patch_activation"] = settings["patch_activation"]
         every = max(1, steps // max(1, curve_points))
