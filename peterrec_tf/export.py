@@ -71,8 +71,9 @@ def define_flags():
                       "pre-trained model): 'none' scores the whole catalogue in float32 per "
                       "request; 'int8' adds an int8 copy of the head (+25% of its bytes) from "
                       "which candidates are picked, re-scored in float32 and proven to be the "
-                      "exact top k (else the whole catalogue is scored): ~3x faster for one "
-                      "user at 645K items, but it needs XLA where it is served "
+                      "exact top k (else the whole catalogue is scored): faster for one user "
+                      "over a large catalogue (measured in BUILD_NOTES), but it needs XLA "
+                      "where it is served "
                       "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
     flags.DEFINE_boolean("exclude_history", False, "Ranking signatures never return an item "
                          "of the request's own history (every item it sends, not only the "
