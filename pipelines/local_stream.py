@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from pipelines import canonical, schema
+from pipelines import canonical, dialect, schema, text_lines, writer
 from pipelines.dataset import SPLITS, leave_last_out
 from pipelines.errors import DataError
 
@@ -41,18 +41,18 @@ def _first_positions(values, count, step=1 << 23):
 def read_events(path, user_col, item_col, time_col, delimiter, bad, chunk_bytes=None):
     """(user names, item tokens, user ranks, item codes, stamps): names and tokens in
     order of first appearance in the file, the arrays per valid row in file order."""
-    header_number, header = canonical.first_nonblank_line(path)
-    delimiter, width, columns = canonical.interactions_header(
+    header_number, header = text_lines.first_nonblank_line(path)
+    delimiter, width, columns = dialect.interactions_header(
         path, header_number, header, delimiter, user_col, item_col, time_col)
     users, tokens = {}, {}
     user_ranks, item_codes, stamps = array.array("i"), array.array("i"), array.array("d")
-    reports = canonical.LineReports(bad, path)
-    plan = canonical.plan_chunks(path, chunk_bytes or canonical.CHUNK_BYTES)
+    reports = text_lines.LineReports(bad, path)
+    plan = text_lines.plan_chunks(path, chunk_bytes or text_lines.CHUNK_BYTES)
     for start, end, first in plan:
-        lines = canonical.chunk_lines(path, start, end, first)
+        lines = text_lines.chunk_lines(path, start, end, first)
         if first <= header_number:
             lines = [(n, t) for n, t in lines if n > header_number]
-        numbers, names, things, times, bad_rows = canonical.parse_interaction_chunk(
+        numbers, names, things, times, bad_rows = dialect.parse_interaction_chunk(
             lines, delimiter, width, columns)
         for number, message, blank in bad_rows:
             if blank:
@@ -125,7 +125,7 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
         "min_length": min_length, "skipped_bad_lines": bad.count})
     os.makedirs(os.path.join(tmp, "vocab"))
     items.save(os.path.join(tmp, "vocab", "items.txt"))
-    writers = {split: canonical.ShardWriters(tmp, split, kept, num_shards) for split in SPLITS}
+    writers = {split: writer.ShardWriters(tmp, split, kept, num_shards) for split in SPLITS}
     record_stats, shares = canonical.RecordStats(common.get("max_len")), canonical.Quality()
     dropped = duplicates = 0
     try:
@@ -153,10 +153,10 @@ def prepare_interactions(path, tmp, items, bad, num_shards, common, options, log
         quality("dataset", stats, canonical.quality_shares(
             "pretrain", record_stats, shares.seen, shares.test_targets))
     counts = {split: kept for split in SPLITS}
-    metadata = canonical.dataset_metadata(
+    metadata = writer.dataset_metadata(
         common, "pretrain", len(items), counts, record_stats, stats,
-        shards=canonical.shard_records(tmp, counts, num_shards))
-    canonical.write_metadata(tmp, metadata)
+        shards=writer.shard_records(tmp, counts, num_shards))
+    writer.write_metadata(tmp, metadata)
     log("  wrote dataset: pretrain, " + ", ".join(f"{s} {kept}" for s in SPLITS)
         + f" ({events:,} events, {time.time() - started:.1f}s, peak RSS {_peak_mb()} MB)")
     return metadata

@@ -3,8 +3,8 @@
     python -m pipelines.prepare --format=FORMAT --input=PATH --output_dir=DIR \
         [--max_len=N] [--num_shards=N] [--vocab=PATH] [--seed=S] [--skip_bad_lines]
 
-Formats: peterrec_pretrain_csv, peterrec_finetune_csv, movielens_100k, interactions,
-synthetic (no --input). Multi-task sources (movielens_100k, synthetic) write one
+Formats (--format): one module each in pipelines/formats/, with the flags it reads
+(`synthetic` reads no --input). Multi-task sources (movielens_100k, synthetic) write one
 sub-directory per dataset (`pretrain/`, then one per downstream task) and `datasets.json`.
 """
 
@@ -17,15 +17,11 @@ import shutil
 import sys
 import time
 
-from pipelines import canonical, fileio, writer
+from pipelines import canonical, fileio, formats, streaming, writer
 from pipelines.dataset import file_checksum, quality
 from pipelines.errors import BadLines, DataError
-from pipelines.formats import TABLE_FORMATS, table_format
 from pipelines.locking import exclusive_lock
 from pipelines.vocab import Vocabulary
-
-FORMATS = ("peterrec_pretrain_csv", "peterrec_finetune_csv", "movielens_100k", "interactions",
-           "synthetic") + tuple(TABLE_FORMATS)
 
 
 def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None, seed=0,
@@ -41,9 +37,7 @@ def prepare(format, output_dir, input=None, max_len=50, num_shards=4, vocab=None
     `runner` is "local" or a Beam runner (`beam_args`: its pipeline options); it is not
     part of the fingerprint, since every runner writes the same records.
     """
-    if format not in FORMATS:
-        raise ValueError(f"--format must be one of {FORMATS}, got {format!r}")
-    if format != "synthetic" and not input:
+    if not formats.get(format).generated and not input:
         raise ValueError(f"--input is required for --format={format}")
     if not (max_len >= 1 and num_shards >= 1):
         raise ValueError(f"--max_len and --num_shards must be >= 1, got {max_len}, {num_shards}")
@@ -184,10 +178,11 @@ def _note_quality(where, stats, shares, max_oov_share, log):
         log(f"warning: {warning}")
 
 
-def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
-             overwrite, log, max_oov_share, options, runner="local", beam_args=()):
+def _source_checksums(input, vocab, events):
+    """{name: SHA-256} of every source (a file `input`, each file of a directory `input`,
+    the event log as `events:NAME`); DataError for a source that is missing."""
     checksums = {}
-    for path in (input, vocab, options.get("events")):
+    for path in (input, vocab, events):
         if fileio.is_remote(path) and not fileio.exists(path):
             raise DataError(path, None, "not found")
     if fileio.is_remote(input):
@@ -200,13 +195,19 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
                 checksums[name] = file_checksum(os.path.join(input, name))
     elif input:
         raise DataError(input, None, "not found")
-    events = options.get("events")
     if events and not fileio.isfile(events):
         raise DataError(events, None, "--events not found (expected the event log file)")
     if events:
         checksums["events:" + fileio.split(events)[1]] = file_checksum(events)
     if vocab and not fileio.isfile(vocab):
         raise DataError(vocab, None, "--vocab not found (expected PRETRAIN_DIR/vocab/items.txt)")
+    return checksums
+
+
+def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_bad_lines,
+             overwrite, log, max_oov_share, options, runner="local", beam_args=()):
+    events = options.get("events")
+    checksums = _source_checksums(input, vocab, events)
     vocab_checksum = file_checksum(vocab) if vocab else None
     # the event log is a source like --input: its checksum counts, not where it lies
     recorded = {k: v for k, v in options.items() if k != "events"}
@@ -237,12 +238,12 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     start = time.time()
     log(f"reading {input or 'synthetic generator'} as {format}")
     common = {"format": format, "max_len": max_len, "seed": seed, "fingerprint": fingerprint,
-              "seeds": {"split": seed, "generator": seed if format == "synthetic" else None},
+              "seeds": {"split": seed,
+                        "generator": seed if formats.get(format).generated else None},
               "source_checksums": checksums, "vocab_source": vocab,
               "vocab_source_checksum": vocab_checksum, "options": recorded}
     if events:
         common["events_source"] = events
-    from pipelines import streaming
     if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
         index = streaming.prepare(
             format, output_dir, input, items, bad, num_shards, seed, common, options, runner,
@@ -252,7 +253,7 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
             log(f"  skipped {bad.count} bad lines, e.g. {bad.examples[:3]}")
         log(f"prepared in {time.time() - start:.1f}s (fingerprint {fingerprint})")
         return index
-    datasets = _read(format, input, items, bad, seed, options)
+    datasets = formats.get(format).read(input, items, bad, seed, options)
     for dataset in datasets:
         dataset.stats.update(bad.summary())
         canonical.check_not_empty(
@@ -267,41 +268,10 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
     return index
 
 
-def _read(format, input, items, bad, seed, options):
-    if format in TABLE_FORMATS:
-        return table_format(format).read(input, items, bad, seed, options)
-    if format == "peterrec_pretrain_csv":
-        from pipelines.formats.peterrec_csv import read_pretrain
-        return read_pretrain(input, items, bad, seed, options.get("zero_is_padding", False),
-                             options.get("min_length", 3))
-    if format == "peterrec_finetune_csv":
-        from pipelines.formats.peterrec_csv import read_finetune
-        return read_finetune(input, items, bad, seed, options.get("zero_is_padding", False),
-                             options.get("split_by", "user"))
-    if format == "movielens_100k":
-        from pipelines.formats.movielens import read_movielens
-        genres = [g for g in options.get("target_genres", "Comedy").split(",") if g]
-        return read_movielens(input, items, bad, seed, genres, options.get("max_targets", 3),
-                              options.get("min_length", 3))
-    if format == "interactions":
-        from pipelines.formats.interactions import read_interactions
-        return read_interactions(input, items, bad, options.get("user_col", "user"),
-                                 options.get("item_col", "item"),
-                                 options.get("time_col", "timestamp"), options.get("delimiter"),
-                                 options.get("min_length", 3))
-    from pipelines.formats.synthetic import generate
-    keys = ("num_users", "num_items", "num_clusters", "min_len", "max_len_generated",
-            "num_targets")
-    kwargs = {k: options[k] for k in keys if k in options}
-    if "max_len_generated" in kwargs:
-        kwargs["max_len"] = kwargs.pop("max_len_generated")
-    return generate(items, seed, **kwargs)
-
-
 def define_flags():
     from absl import flags
 
-    flags.DEFINE_enum("format", None, list(FORMATS), "Source format of --input.")
+    flags.DEFINE_enum("format", None, list(formats.names()), "Source format of --input.")
     flags.DEFINE_string("input", None, "Input file (CSV/TSV formats) or directory "
                         "(movielens_100k: the ml-100k folder). Not used by synthetic.")
     flags.DEFINE_string("output_dir", None, "Directory to write the prepared dataset(s) into.")
@@ -318,34 +288,11 @@ def define_flags():
     flags.DEFINE_float("max_oov_share", 0.05, "Warn (and record in metadata.json) when more "
                        "than this share of item occurrences is out of the vocabulary, or of "
                        "test targets never occurs in training.")
-    flags.DEFINE_string("target_genres", "Comedy", "movielens_100k: comma-separated genres that "
-                        "form the cold-start target domain; empty = no domain split.")
-    flags.DEFINE_integer("min_seq_len", 3, "Pre-training sequences shorter than this are dropped "
-                         "(counted); leave-last-out needs 3 (train, validation, test items).")
-    flags.DEFINE_bool("zero_is_padding", False, "peterrec_*_csv: treat the literal token '0' "
-                      "as padding and drop it. Default off: the release gives '0' an id of its "
-                      "own (the demo files then have 175 item ids, as the release checkpoint).")
-    flags.DEFINE_enum("split_by", "user", ["user", "instance"], "peterrec_finetune_csv: split "
-                      "70/3/27 by line (all targets of a line together; default, no leakage of "
-                      "a source sequence into the test split) or by instance (the release).")
-    flags.DEFINE_integer("max_targets", 3, "movielens_100k: target-domain items per user (ColdRec).")
-    flags.DEFINE_string("user_col", "user", "interactions: user column name.")
-    flags.DEFINE_string("item_col", "item", "interactions: item column name.")
-    flags.DEFINE_string("time_col", "timestamp", "interactions: timestamp column name (numeric).")
-    flags.DEFINE_string("delimiter", None, "interactions: field delimiter (default: tab for "
-                        ".tsv or tab-containing headers, else comma).")
-    from pipelines.formats import user_history
-    user_history.define_flags(flags)
-    flags.adopt_module_key_flags(user_history)  # --help lists them with this command's
-    flags.DEFINE_integer("synthetic_users", 2000, "synthetic: number of users.")
-    flags.DEFINE_integer("synthetic_items", 500, "synthetic: number of items.")
-    flags.DEFINE_integer("synthetic_clusters", 10, "synthetic: latent item clusters.")
-    flags.DEFINE_integer("synthetic_min_len", 10, "synthetic: shortest sequence.")
-    flags.DEFINE_integer("synthetic_max_len", 40, "synthetic: longest sequence.")
-    flags.DEFINE_integer("synthetic_targets", 100, "synthetic: target-domain items (coldrec).")
+    formats.define_flags(flags)  # every format's own flags
+    from pipelines.beam_prepare import beam_formats
     flags.DEFINE_string("runner", "local", "local (in memory; interaction logs in compact "
                         "arrays), or a Beam runner: DirectRunner, FlinkRunner, SparkRunner, "
-                        "DataflowRunner, ... (formats interactions, peterrec_*_csv). Flags this "
+                        f"DataflowRunner, ... (formats {', '.join(beam_formats())}). Flags this "
                         "command does not know are passed to Beam as pipeline options.")
     flags.mark_flags_as_required(["format", "output_dir"])
 
@@ -353,26 +300,7 @@ def define_flags():
 def options_from_flags(values):
     """The format-specific options of `prepare` from parsed flags (only the relevant ones,
     so an unrelated flag does not change the fingerprint)."""
-    if values.format in TABLE_FORMATS:
-        from pipelines.formats import user_history
-        return user_history.options_from_flags(values)
-    extra = {} if values.min_seq_len == 3 else {"min_length": values.min_seq_len}
-    csv = {"zero_is_padding": True} if values.zero_is_padding else {}
-    if values.format == "peterrec_pretrain_csv":
-        return dict(extra, **csv)
-    if values.format == "peterrec_finetune_csv":
-        return dict(csv, **({} if values.split_by == "user" else {"split_by": values.split_by}))
-    if values.format == "movielens_100k":
-        return dict(extra, target_genres=values.target_genres, max_targets=values.max_targets)
-    if values.format == "interactions":
-        return dict(extra, user_col=values.user_col, item_col=values.item_col,
-                    time_col=values.time_col, delimiter=values.delimiter)
-    if values.format == "synthetic":
-        return {"num_users": values.synthetic_users, "num_items": values.synthetic_items,
-                "num_clusters": values.synthetic_clusters, "min_len": values.synthetic_min_len,
-                "max_len_generated": values.synthetic_max_len,
-                "num_targets": values.synthetic_targets}
-    return {}
+    return formats.get(values.format).options(values)
 
 
 def main(argv):

@@ -1,4 +1,6 @@
-"""Write prepared datasets as GZIP TFRecord shards + vocabularies + metadata, atomically."""
+"""Write prepared datasets as GZIP TFRecord shards + vocabularies + metadata, atomically:
+in memory (`write_all`), or shard by shard for the streaming paths (`ShardWriters`,
+`shard_records`, `dataset_metadata`, `write_metadata`, `temp_dir`, `publish`)."""
 
 import json
 import os
@@ -7,7 +9,7 @@ import tempfile
 
 import tensorflow as tf
 
-from pipelines import canonical, metadata_checksum, schema
+from pipelines import canonical, fileio, metadata_checksum, schema
 from pipelines.dataset import SPLITS, file_checksum
 
 FORMAT_VERSION = 1
@@ -88,7 +90,6 @@ def write_dataset(directory, dataset, num_shards, common):
 
 def shard_record(path, records):
     """What readers verify a shard against: record count, byte size, SHA-256."""
-    from pipelines import fileio
     return {"records": records, "bytes": fileio.size(path), "sha256": file_checksum(path)}
 
 
@@ -99,9 +100,7 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
     plus `datasets.json`.  An interrupted run leaves only the temporary directory
     (`.<name>.tmp-*`), never a half-written dataset that looks finished.
     """
-    parent = os.path.dirname(os.path.abspath(output_dir)) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+    tmp = temp_dir(output_dir)
     try:
         index = {}
         for dataset in datasets:
@@ -117,7 +116,7 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
             with open(os.path.join(tmp, "datasets.json"), "w", encoding="utf-8") as handle:
                 json.dump({"fingerprint": common["fingerprint"], "datasets": index}, handle,
                           indent=2, sort_keys=True)
-        canonical.publish(tmp, output_dir)  # an earlier preparation was checked by the caller
+        publish(tmp, output_dir)  # an earlier preparation was checked by the caller
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -126,7 +125,6 @@ def write_all(output_dir, datasets, num_shards, common, log=None):
 
 def read_index(output_dir):
     """{name: {"task", "splits"}} of a finished preparation ("." for a single dataset)."""
-    from pipelines import fileio
     path = fileio.join(output_dir, "datasets.json")
     if fileio.exists(path):
         return json.loads(fileio.read_bytes(path))["datasets"]
@@ -136,7 +134,6 @@ def read_index(output_dir):
 
 def existing_fingerprint(output_dir):
     """The fingerprint of a preparation already in `output_dir`, '' if empty, None if absent."""
-    from pipelines import fileio
     if fileio.is_remote(output_dir):  # a prefix: "absent" and "empty" are the same
         if fileio.exists(fileio.join(output_dir, fileio.INCOMPLETE)):
             return ""  # a publish was interrupted: the next preparation replaces it
@@ -153,3 +150,101 @@ def existing_fingerprint(output_dir):
             with open(path, encoding="utf-8") as handle:
                 return json.load(handle).get("fingerprint", "")
     return "" if not os.listdir(output_dir) else "unknown"
+
+
+def shard_records(directory, counts, num_shards):
+    """metadata.json's "shards": each written shard's records, bytes and SHA-256."""
+    found = {}
+    for split in SPLITS:
+        count = counts.get(split, 0)
+        shards = canonical.shard_count(count, num_shards)
+        for i in range(shards):
+            name = shard_name(split, i, shards)
+            found[name] = shard_record(fileio.join(directory, name),
+                                              len(range(i, count, shards)))
+    return found
+
+
+def dataset_metadata(common, task, num_items, counts, record_stats, stats, num_targets=None,
+                     num_classes=None, shards=None):
+    """metadata.json of one dataset, field for field what `write_dataset` writes."""
+    longest, with_oov, longer = record_stats.as_tuple()[:3]
+    metadata = dict(common)
+    metadata.update({
+        "version": FORMAT_VERSION,
+        "task": task,
+        "num_items": num_items,
+        "splits": counts,
+        "shards": shards,
+        "longest_sequence": longest,
+        "stats": stats,
+        "summary": {
+            "dropped_users_too_short": stats.get("users_too_short", 0),
+            "skipped_bad_lines": stats.get("skipped_bad_lines", 0),
+            "zero_tokens_dropped": stats.get("zero_tokens_dropped", 0),
+            "oov_occurrences": stats.get("oov_occurrences", 0),
+            "oov_distinct": stats.get("oov_distinct", 0),
+            "records_with_oov": with_oov,
+            "records_longer_than_max_len": longer if common.get("max_len") else 0,
+            "duplicate_interactions": stats.get("duplicate_interactions", 0),
+            **{key: stats[key] for key in QUALITY_KEYS if key in stats},
+        },
+    })
+    if num_targets is not None:
+        metadata["num_targets"] = num_targets
+    if num_classes is not None:
+        metadata["num_classes"] = num_classes
+    metadata["stats"]["sequences_longer_than_max_len"] = metadata["summary"][
+        "records_longer_than_max_len"]
+    return metadata
+
+def write_metadata(directory, metadata):
+    metadata = metadata_checksum.sealed(directory, metadata)  # verified by every reader
+    fileio.write_bytes(fileio.join(directory, "metadata.json"),
+                       json.dumps(metadata, indent=2, sort_keys=True).encode("utf-8"))
+
+
+class ShardWriters:
+    """A split's GZIP shards, written round-robin in record order (the writer's layout)."""
+
+    def __init__(self, directory, split, num_records, num_shards):
+        self.shards = canonical.shard_count(num_records, num_shards)
+        self.writers = [tf.io.TFRecordWriter(
+            os.path.join(directory, shard_name(split, i, self.shards)), options="GZIP")
+            for i in range(self.shards)]
+        self.written = 0
+
+    def write(self, serialized):
+        self.writers[self.written % self.shards].write(serialized)
+        self.written += 1
+
+    def close(self):
+        for each in self.writers:
+            each.close()
+
+
+def temp_dir(output_dir):
+    """`.<name>.tmp-*` beside the output, the writer's naming (so its clean-up sees it)."""
+    parent = os.path.dirname(os.path.abspath(output_dir)) or "."
+    os.makedirs(parent, exist_ok=True)
+    return tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.tmp-", dir=parent)
+
+
+def publish(tmp, output_dir):
+    """Move a finished `tmp` into place (every writer's last step): an earlier preparation
+    is renamed aside first and deleted last, so an interruption leaves the old one or the
+    new one, never a half-written directory (a failing move puts the earlier one back)."""
+    parent = os.path.dirname(os.path.abspath(output_dir)) or "."
+    old = None
+    if os.path.exists(output_dir):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(output_dir)}.old-", dir=parent)
+        os.replace(output_dir, os.path.join(old, "previous"))
+    try:
+        os.replace(tmp, output_dir)
+    except BaseException:
+        if old:  # put the earlier preparation back
+            os.replace(os.path.join(old, "previous"), output_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)

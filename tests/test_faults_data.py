@@ -18,7 +18,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from pipelines import beam_prepare, canonical, inputs, writer
+from pipelines import beam_stages, dialect, inputs, writer
 from pipelines.errors import DataError
 from pipelines.prepare import prepare
 
@@ -132,7 +132,7 @@ def test_quoted_fields_follow_the_dialect(tmp_path):
     out = str(tmp_path / "out")
     prepare("interactions", out, path, **quiet)
     assert inputs.load_vocab(os.path.join(out, "vocab", "items.txt"))[1:] == ["i1", 'i"2', "i3"]
-    assert canonical.split_delimited('"x","",', ",") == ["x", "", ""]
+    assert dialect.split_delimited('"x","",', ",") == ["x", "", ""]
     with pytest.raises(ValueError, match="--delimiter must be one character"):
         prepare("interactions", str(tmp_path / "o2"), path, delimiter='"', **quiet)
 
@@ -299,7 +299,7 @@ def test_a_full_disk_is_one_line_and_keeps_the_earlier_preparation(tmp_path, mon
 
     def exhausted(self, serialized):  # what tf.io reports for a full disk
         raise tf.errors.ResourceExhaustedError(None, None, "out; No space left on device")
-    monkeypatch.setattr(canonical.ShardWriters, "write", exhausted)
+    monkeypatch.setattr(writer.ShardWriters, "write", exhausted)
     log = write(tmp_path / "log.csv", "user,item,timestamp\n" + "".join(
         f"u,i{t},{t}\n" for t in range(3)))
     with pytest.raises(DataError, match=f"{out}: out; No space left on device"):
@@ -355,7 +355,7 @@ def test_a_failing_final_move_puts_the_earlier_preparation_back(tmp_path, monkey
 def test_a_full_disk_in_a_beam_worker_is_one_line(tmp_path, monkeypatch):
     def full(grouped, directory):
         raise OSError(errno.ENOSPC, "No space left on device", os.path.join(directory, "x"))
-    monkeypatch.setattr(beam_prepare, "write_shard", full)
+    monkeypatch.setattr(beam_stages, "write_shard", full)
     seq = write(tmp_path / "seq.csv", "1,2,3\n4,5,6\n")
     out = str(tmp_path / "out")
     with pytest.raises(DataError, match=f"{out}: No space left on device"):
@@ -379,8 +379,8 @@ def test_the_fast_chunk_parser_equals_the_row_parser_on_mutated_lines():
                 at = rng.randint(0, len(text))
                 text = text[:at] + rng.choice(noise) + text[at:]
             lines.append((number, text))
-        numbers, users, items, stamps, bad = canonical.parse_interaction_chunk(
+        numbers, users, items, stamps, bad = dialect.parse_interaction_chunk(
             lines, delimiter, 3, (0, 1, 2))
-        rows = list(canonical.parse_interaction_rows(lines, delimiter, 3, (0, 1, 2)))
+        rows = list(dialect.parse_interaction_rows(lines, delimiter, 3, (0, 1, 2)))
         assert bad == [r for r in rows if len(r) == 3], lines
         assert list(zip(numbers, users, items, stamps)) == [r for r in rows if len(r) == 4], lines

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import FINETUNE_CSV, PRETRAIN_CSV, REPO_ROOT, SHARED, needs_shared
-from pipelines import canonical, inputs, streaming
+from pipelines import canonical, dialect, inputs, streaming, text_lines, writer
 from pipelines.errors import DataError
 from pipelines.paper_log import write_paper_log
 from pipelines.prepare import prepare
@@ -51,10 +51,10 @@ def in_memory(monkeypatch):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    from pipelines import beam_prepare
-    monkeypatch.setattr(canonical, "CHUNK_BYTES", 4096)  # many chunks on small files
+    from pipelines import beam_stages
+    monkeypatch.setattr(text_lines, "CHUNK_BYTES", 4096)  # many chunks on small files
     # Beam ranks records in buckets of 16 lines' keys: many buckets, offsets that matter
-    monkeypatch.setattr(beam_prepare, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 4)
+    monkeypatch.setattr(beam_stages, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 4)
 
 
 def test_demo_csvs_beam_equals_local(tmp_path, small_chunks):
@@ -86,7 +86,7 @@ ML100K = os.path.join(SHARED, "data", "ml-100k")
 @needs_shared(os.path.join(ML100K, "u.data"), "MovieLens-100K")
 @pytest.mark.parametrize("genres", ["Comedy", ""])
 def test_movielens_every_task_beam_equals_local(tmp_path, monkeypatch, genres):
-    monkeypatch.setattr(canonical, "CHUNK_BYTES", 1 << 16)  # u.data in ~30 chunks
+    monkeypatch.setattr(text_lines, "CHUNK_BYTES", 1 << 16)  # u.data in ~30 chunks
     local, beam = str(tmp_path / "local"), str(tmp_path / "beam")
     index = prepare("movielens_100k", local, ML100K, target_genres=genres, **quiet)
     assert prepare("movielens_100k", beam, ML100K, target_genres=genres, **BEAM, **quiet) == index
@@ -183,7 +183,7 @@ def test_interrupted_beam_run_keeps_the_previous_preparation(tmp_path, monkeypat
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(canonical, "write_metadata", interrupted)
+    monkeypatch.setattr(writer, "write_metadata", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare("peterrec_pretrain_csv", out, PRETRAIN_CSV, max_len=7, overwrite=True, **BEAM,
                 **quiet)
@@ -220,8 +220,8 @@ def test_cli_passes_pipeline_options_to_beam(tmp_path):
 ])
 def test_chunk_parser_equals_the_row_parser(texts):
     lines = list(enumerate(texts, 2))
-    numbers, users, items, stamps, bad = canonical.parse_interaction_chunk(lines, "\t", 3, (0, 1, 2))
-    rows = list(canonical.parse_interaction_rows(lines, "\t", 3, (0, 1, 2)))
+    numbers, users, items, stamps, bad = dialect.parse_interaction_chunk(lines, "\t", 3, (0, 1, 2))
+    rows = list(dialect.parse_interaction_rows(lines, "\t", 3, (0, 1, 2)))
     assert bad == [r for r in rows if len(r) == 3]
     valid = [(n, u, i, repr(t)) for n, u, i, t in (r for r in rows if len(r) == 4)]
     assert list(zip(numbers, users, items, map(repr, stamps))) == valid  # repr: nan == nan

@@ -11,7 +11,7 @@ import posixpath
 import pytest
 
 from conftest import FINETUNE_CSV, PRETRAIN_CSV
-from pipelines import canonical, fileio
+from pipelines import fileio, text_lines
 from pipelines.prepare import prepare
 
 beam_filesystem = pytest.importorskip("apache_beam.io.filesystem")
@@ -147,7 +147,7 @@ def download(prefix, directory):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    monkeypatch.setattr(canonical, "CHUNK_BYTES", 4096)
+    monkeypatch.setattr(text_lines, "CHUNK_BYTES", 4096)
 
 
 def test_remote_input_and_output_equal_the_local_preparation(bucket, tmp_path, small_chunks):

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import REPO_ROOT
-from pipelines import canonical, inputs
+from pipelines import canonical, inputs, text_lines
 from pipelines.dataset import hash_split_users, split_users
 from pipelines.errors import DataError
 from pipelines.prepare import prepare
@@ -191,10 +191,10 @@ def test_checks_and_messages(logs, tmp_path):
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    from pipelines import beam_prepare
-    monkeypatch.setattr(canonical, "CHUNK_BYTES", 256)  # many chunks on small files
+    from pipelines import beam_stages
+    monkeypatch.setattr(text_lines, "CHUNK_BYTES", 256)  # many chunks on small files
     # Beam ranks records in buckets of 4 lines' keys: many buckets, offsets that matter
-    monkeypatch.setattr(beam_prepare, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 2)
+    monkeypatch.setattr(beam_stages, "RECORD_BUCKET_SHIFT", canonical.POSITION_BITS + 2)
 
 
 def test_beam_equals_local(logs, tmp_path, small_chunks):

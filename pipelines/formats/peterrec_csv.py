@@ -8,14 +8,27 @@ file), but the release gives it an id of its own like any other token (174 disti
 tokens incl. "0" + `<UNK>` = 175 ids, the checkpoint's vocabulary). `zero_is_padding=False`
 (default) reproduces that; `True` drops "0" tokens as padding (174 ids, no longer the
 release's vocabulary), counted in the stats.
+
+`peterrec_pretrain_csv` is a `SequenceLines` format (local and Beam paths there);
+`peterrec_finetune_csv` has its own (`read_finetune`, `prepare_finetune_beam`).
 """
 
-from pipelines.dataset import (PreparedDataset, Record, by_instance_split, by_user_split,
-                               leave_last_out)
+from pipelines import beam_driver, beam_stages, canonical, fileio, text_lines
+from pipelines.dataset import SPLITS, PreparedDataset, Record, by_instance_split, by_user_split
+from pipelines.dataset import split_users
+from pipelines.formats import DataFormat, Flag, register
 from pipelines.formats.common import item_tokens_error, read_lines, split_tokens
+from pipelines.formats.sequence_lines import SequenceLines
 from pipelines.vocab import Vocabulary
 
 ZERO = "0"
+ZERO_IS_PADDING = Flag("bool", "zero_is_padding", False, "peterrec_*_csv: treat the literal "
+                       "token '0' as padding and drop it. Default off: the release gives '0' "
+                       "an id of its own (the demo files then have 175 item ids, as the "
+                       "release checkpoint).")
+SPLIT_BY = Flag("enum", "split_by", "user", "peterrec_finetune_csv: split 70/3/27 by line "
+                "(all targets of a line together; default, no leakage of a source sequence "
+                "into the test split) or by instance (the release).", (["user", "instance"],))
 
 
 def _strip_zeros(tokens, zero_is_padding):
@@ -72,18 +85,9 @@ def parse_finetune_line(line, zero_is_padding=False):
 
 
 def read_pretrain(path, items, bad, seed, zero_is_padding=False, min_length=3):
-    sequences, zeros = [], 0
-    for number, line in read_lines(path):
-        tokens, message, dropped = parse_pretrain_line(line, zero_is_padding)
-        zeros += dropped
-        if message:
-            bad.report(path, number, message)
-            continue
-        sequences.append((f"line{number}", items.ids(tokens)))
-    splits, stats = leave_last_out(sequences, min_length)
-    stats.update(items.oov_summary(), users=len(sequences), zero_is_padding=zero_is_padding,
-                 zero_tokens_dropped=zeros)
-    return [PreparedDataset("pretrain", splits, items, stats=stats)]
+    """The datasets of a pre-training CSV, in memory (what `--runner=local` reads)."""
+    return PretrainCsv().read(path, items, bad, seed, {"zero_is_padding": zero_is_padding,
+                                                       "min_length": min_length})
 
 
 def check_finetune_options(items, split_by):
@@ -113,3 +117,149 @@ def read_finetune(path, items, bad, seed, zero_is_padding=False, split_by="user"
     split = by_user_split if split_by == "user" else by_instance_split
     return [PreparedDataset("item_rec", split(records, seed), items, targets=targets,
                             stats=stats)]
+
+
+@register
+class PretrainCsv(SequenceLines):
+    """The release's pre-training CSV: one user per line, `item,item,...`."""
+
+    name = "peterrec_pretrain_csv"
+    flags = SequenceLines.flags + (ZERO_IS_PADDING,)
+
+    def options(self, values):
+        return dict(super().options(values),
+                    **({"zero_is_padding": True} if values.zero_is_padding else {}))
+
+    def parse_line(self, text, options):
+        return parse_pretrain_line(text, options.get("zero_is_padding", False))
+
+    def line_stats(self, options, dropped):
+        return {"zero_is_padding": options.get("zero_is_padding", False),
+                "zero_tokens_dropped": dropped}
+
+
+@register
+class FinetuneCsv(DataFormat):
+    """The release's fine-tuning CSV: `source items,,target[,target...]` per line."""
+
+    name = "peterrec_finetune_csv"
+    flags = (ZERO_IS_PADDING, SPLIT_BY)
+
+    def options(self, values):
+        return dict({"zero_is_padding": True} if values.zero_is_padding else {},
+                    **({} if values.split_by == "user" else {"split_by": values.split_by}))
+
+    def read(self, input, items, bad, seed, options):
+        return read_finetune(input, items, bad, seed, options.get("zero_is_padding", False),
+                             options.get("split_by", "user"))
+
+    def prepare_beam(self, *args, **kwargs):
+        return prepare_finetune_beam(*args, **kwargs)
+
+
+# --- the fine-tuning CSV on Beam (worker functions at module level: runners pickle them) ---
+
+def parse_finetune_chunk(chunk, path, zero_is_padding):
+    """Worker: (line, source tokens, target tokens) of one byte range's lines, bad lines,
+    the last non-blank line and the "0" tokens dropped."""
+    import apache_beam as beam
+    start, end, first = chunk
+    last, zeros = 0, 0
+    for number, text in text_lines.chunk_lines(path, start, end, first):
+        if text:
+            last = number
+        source, targets, message, dropped = parse_finetune_line(text, zero_is_padding)
+        zeros += dropped
+        if message:
+            yield beam.pvalue.TaggedOutput("bad", (number, message, not text))
+            continue
+        yield number, source, targets
+    yield beam.pvalue.TaggedOutput("last", last)
+    yield beam.pvalue.TaggedOutput("zeros", zeros)
+
+
+def instance_assignment(lines, seed, split_by):
+    """{record key: split} of the fine-tuning instances, as `by_user_split` /
+    `by_instance_split` assign them over the whole file."""
+    lines = sorted(lines)  # (line, number of targets)
+    if split_by == "user":
+        users = split_users([f"line{n}" for n, _ in lines], seed)
+        return {canonical.record_key(n, p): users[f"line{n}"] for n, k in lines for p in range(k)}
+    keys, offset = [], 0
+    for n, k in lines:
+        keys.extend((canonical.record_key(n, p), f"line{n}#{offset + p}") for p in range(k))
+        offset += k
+    by_key = split_users([name for _, name in keys], seed)
+    return {key: by_key[name] for key, name in keys}
+
+
+def finetune_records(row, index, target_index, assignment):
+    number, source, targets = row
+    ids = [index.get(t, 0) for t in source]
+    for position, token in enumerate(targets):
+        key = canonical.record_key(number, position)
+        yield assignment[key], key, Record(ids, f"line{number}", target=target_index[token])
+
+
+def entirely_oov(sequence, index):
+    return int(all(index.get(t, 0) == 0 for t in sequence[2]))
+
+
+def build_finetune_beam(pipeline, path, tmp, items, bad, num_shards, seed, max_len, options,
+                        plan):
+    import apache_beam as beam
+    from apache_beam.pvalue import AsSingleton
+
+    parsed = beam_stages.parse_stage(pipeline, plan, parse_finetune_chunk, path,
+                                     options.get("zero_is_padding", False),
+                                     outputs=("bad", "last", "zeros"))
+    # the source sequence of each line plays the part of a sequence
+    sequences = parsed.rows | "Sources" >> beam.Map(lambda r: (f"line{r[0]}", r[0], r[1]))
+    index, parts = beam_stages.vocabulary_stage(pipeline, sequences, items)
+    parts.update(beam_stages.bad_stage(parsed, 0, bad.keep),
+                 zeros=parsed.zeros | "Zeros" >> beam.CombineGlobally(sum))
+    parts["targets"], target_index = beam_stages.first_seen_vocabulary(
+        parsed.rows | "TargetFirstSeen" >> beam.FlatMap(
+            lambda r: beam_stages.first_occurrences(r[0], r[2])),
+        Vocabulary().tokens, "Target")
+    assignment = (parsed.rows
+                  | "Instances" >> beam.Map(lambda r: (r[0], len(r[2])))
+                  | "AllInstances" >> beam.combiners.ToList()
+                  | "Assign" >> beam.Map(instance_assignment, seed,
+                                         options.get("split_by", "user")))
+    records = parsed.rows | "Records" >> beam.FlatMap(
+        finetune_records, AsSingleton(index), AsSingleton(target_index),
+        AsSingleton(assignment))
+    parts["entirely_oov"] = (sequences
+                             | "EntirelyOOV" >> beam.Map(entirely_oov, AsSingleton(index))
+                             | "EntirelyOOVSum" >> beam.CombineGlobally(sum))
+    beam_stages.write_stage(pipeline, records, tmp, num_shards, max_len, parts)
+
+
+def prepare_finetune_beam(path, tmp, items, bad, num_shards, seed, common, options,
+                          pipeline_options, log=print, chunk_bytes=None, quality=None):
+    split_by = options.get("split_by", "user")
+    check_finetune_options(items, split_by)
+    text_lines.first_nonblank_line(path)  # "file is empty"
+    plan = text_lines.plan_chunks(path, chunk_bytes or text_lines.CHUNK_BYTES)
+    log(f"  running the Beam pipeline on {beam_driver.runner_name(pipeline_options)} "
+        f"({len(plan)} chunk(s))")
+    beam_driver.run_pipeline(pipeline_options, path, lambda pipeline: build_finetune_beam(
+        pipeline, path, tmp, items, bad, num_shards, seed, common.get("max_len"), options, plan))
+    report = beam_driver.read_report(tmp)
+    beam_driver.settle(bad, path, report)
+    canonical.check_not_empty(path, "item_rec",
+                              {split: report["counts"].get(split, 0) for split in SPLITS},
+                              {"split_by": split_by, "skipped_bad_lines": bad.count})
+    targets = Vocabulary(report["targets"])
+    fileio.makedirs(fileio.join(tmp, "vocab"))
+    targets.save(fileio.join(tmp, "vocab", "targets.txt"))
+
+    def stats(counts):
+        return dict(beam_driver.oov_stats(report), sources_entirely_oov=report["entirely_oov"],
+                    instances=sum(counts.values()), split_by=split_by,
+                    zero_is_padding=options.get("zero_is_padding", False),
+                    zero_tokens_dropped=report["zeros"])
+    return beam_driver.finish_dataset(
+        tmp, report, Vocabulary(report["tokens"], frozen=items.frozen), bad, num_shards, common,
+        "item_rec", stats, log, quality, num_targets=len(targets))

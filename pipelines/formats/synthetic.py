@@ -14,6 +14,7 @@ through the behaviour sequence:
 import numpy as np
 
 from pipelines.dataset import PreparedDataset, Record, by_user_split, leave_last_out
+from pipelines.formats import DataFormat, Flag, register
 from pipelines.vocab import Vocabulary
 
 
@@ -80,3 +81,32 @@ def generate(items, seed, num_users=2000, num_items=500, num_clusters=10, min_le
                                     targets=targets, name="coldrec",
                                     stats={"instances": len(records)}))
     return datasets
+
+
+@register
+class Synthetic(DataFormat):
+    """No --input: the data are generated from --seed (`generate`); local runner only."""
+
+    name = "synthetic"
+    generated = True
+    flags = (Flag("integer", "synthetic_users", 2000, "synthetic: number of users."),
+             Flag("integer", "synthetic_items", 500, "synthetic: number of items."),
+             Flag("integer", "synthetic_clusters", 10, "synthetic: latent item clusters."),
+             Flag("integer", "synthetic_min_len", 10, "synthetic: shortest sequence."),
+             Flag("integer", "synthetic_max_len", 40, "synthetic: longest sequence."),
+             Flag("integer", "synthetic_targets", 100, "synthetic: target-domain items "
+                  "(coldrec)."))
+    #: options -> `generate`'s keyword arguments
+    ARGUMENTS = {"num_users": "num_users", "num_items": "num_items",
+                 "num_clusters": "num_clusters", "min_len": "min_len",
+                 "max_len_generated": "max_len", "num_targets": "num_targets"}
+
+    def options(self, values):
+        return {"num_users": values.synthetic_users, "num_items": values.synthetic_items,
+                "num_clusters": values.synthetic_clusters, "min_len": values.synthetic_min_len,
+                "max_len_generated": values.synthetic_max_len,
+                "num_targets": values.synthetic_targets}
+
+    def read(self, input, items, bad, seed, options):
+        return generate(items, seed, **{argument: options[option] for option, argument
+                                        in self.ARGUMENTS.items() if option in options})

@@ -8,7 +8,7 @@ their events strictly before `--cutoff_time` (all events without it), ordered by
 ties in file order (`canonical.order_events`), mapped through the pre-training
 vocabulary (`--vocab`, required; unknown items become id 0 and are counted).
 
-Both files are read by the shared line and row rules (`canonical.plan_chunks`,
+Both files are read by the shared line and row rules (`text_lines.plan_chunks`,
 `chunk_lines`, `table_rows`, `parse_interaction_chunk`), bad lines of the table are
 reported before those of the log (the order a front-to-back reader meets them), and
 users are split 70/3/27 by `dataset.hash_split_users`: a seeded hash per user, ranked,
@@ -25,10 +25,13 @@ import types
 
 import numpy as np
 
-from pipelines import canonical
-from pipelines.dataset import SPLITS, PreparedDataset, Record, hash_split_users, split_of_rank
+from pipelines import beam_driver, beam_stages, canonical, text_lines
+from pipelines.dataset import SPLITS, hash_split_users, split_of_rank
 from pipelines.dataset import HASH_BITS, user_hash
 from pipelines.errors import DataError
+from pipelines.formats import DataFormat, Flag
+from pipelines.formats.common import EVENT_COLUMNS, event_column_options
+from pipelines.formats.interactions import log_settings, parse_log_chunk
 
 RANK_BUCKET_BITS = 12  # users are ranked in 4096 hash buckets (one worker per bucket)
 
@@ -45,14 +48,6 @@ def check_options(items, options, format):
         raise ValueError(f"--cutoff_time must be a finite number, got {cutoff}")
 
 
-def events_settings(path, options):
-    """(header line number, (delimiter, width, columns)) of the event log."""
-    number, text = canonical.first_nonblank_line(path)
-    return number, canonical.interactions_header(
-        path, number, text, options.get("delimiter"), options.get("user_col", "user"),
-        options.get("item_col", "item"), options.get("time_col", "timestamp"))
-
-
 def before_cutoff(stamp, cutoff):
     return cutoff is None or stamp < cutoff
 
@@ -63,13 +58,31 @@ def duplicates_of(events):
     return len(events) - len(set(events))
 
 
-class UserTableFormat:
-    """One table format: how its rows are read and what a user's record holds. Subclasses
-    (`user_labels.LABELS`, `user_targets.TARGETS`) define the table's columns and rows
-    (`table_settings`, `parse_table_lines`), what a user's value is (`user_value`), the
-    output vocabulary (`value_vocabulary`) and the records (`records`)."""
+EVENTS = Flag("string", "events", None, "user_labels, user_targets: the event log the users' "
+              "histories come from (a header with --user_col, --item_col, --time_col, like "
+              "--format=interactions' input).")
+CUTOFF_TIME = Flag("float", "cutoff_time", None, "user_labels, user_targets: a user's history "
+                   "is their events strictly before this time (--time_col's unit); default: "
+                   "every event. The targets of user_targets are not cut.")
 
-    name = task = None
+
+class UserTableFormat(DataFormat):
+    """One table format: how its rows are read and what a user's record holds. Subclasses
+    (`user_labels.UserLabels`, `user_targets.UserTargets`) define the table's columns and
+    rows (`table_settings`, `parse_table_lines`), what a user's value is (`user_value`),
+    the output vocabulary (`value_vocabulary`) and the records (`records`)."""
+
+    task = None
+    flags = EVENT_COLUMNS + (EVENTS, CUTOFF_TIME)
+
+    def options(self, values):
+        options = dict(event_column_options(values), events=values.events)
+        if values.cutoff_time is not None:
+            options["cutoff_time"] = values.cutoff_time
+        return options
+
+    def prepare_beam(self, *args, **kwargs):
+        return prepare_beam(self, *args, **kwargs)
 
     # --- the table -------------------------------------------------------------------
     def table_settings(self, path, options):
@@ -105,12 +118,12 @@ class UserTableFormat:
     # --- local ---------------------------------------------------------------------
     def read_table(self, path, settings, bad):
         """{user: (line, value)} in table order (first row's line). Bad lines are settled
-        as the Beam pipeline settles them (`canonical.settle_reports`: the smallest line
+        as the Beam pipeline settles them (`text_lines.settle_reports`: the smallest line
         first), since a repeated user's row is only known bad once its first row is."""
         header_number = settings[0]
         reports, last, rows = [], header_number, {}
-        for start, end, first in canonical.plan_chunks(path, canonical.CHUNK_BYTES):
-            lines = [(n, t) for n, t in canonical.chunk_lines(path, start, end, first)
+        for start, end, first in text_lines.plan_chunks(path, text_lines.CHUNK_BYTES):
+            lines = [(n, t) for n, t in text_lines.chunk_lines(path, start, end, first)
                      if n > header_number]
             found, bad_rows = self.parse_table_lines(lines, settings)
             reports.extend(bad_rows)
@@ -124,7 +137,7 @@ class UserTableFormat:
             reports.extend((number, message, False) for number, message in user_bad)
             if line is not None:
                 values[user] = (line, value)
-        canonical.settle_reports(bad, path, reports, last)
+        text_lines.settle_reports(bad, path, reports, last)
         if not values:
             raise DataError(path, None, f"no {self.name} rows after the header")
         return dict(sorted(values.items(), key=lambda kv: kv[1][0]))
@@ -135,7 +148,7 @@ class UserTableFormat:
         check_options(items, options, self.name)
         settings = self.table_settings(path, options)
         events = options["events"]
-        events_settings(events, options)  # the log's header errors before its rows'
+        log_settings(events, options)  # the log's header errors before its rows'
         table = self.read_table(path, settings, bad)
         names, tokens, user_ranks, item_codes, stamps = read_events(
             events, options.get("user_col", "user"), options.get("item_col", "item"),
@@ -199,7 +212,7 @@ def parse_table_chunk(chunk, path, format, settings):
     """Worker: the table rows of one byte range, bad lines and the last non-blank line."""
     import apache_beam as beam
     start, end, first = chunk
-    lines = [(n, t) for n, t in canonical.chunk_lines(path, start, end, first)
+    lines = [(n, t) for n, t in text_lines.chunk_lines(path, start, end, first)
              if n > settings[0]]
     rows, bad_rows = format.parse_table_lines(lines, settings)
     last = max([row[1][0] for row in rows] + [n for n, _, blank in bad_rows if not blank]
@@ -214,7 +227,6 @@ def join_user(grouped, format, cutoff, seed):
     """Worker: one user's table rows and events -> the user with history (hash, user,
     line, value, history items), plus bad rows, counters and vocabulary occurrences."""
     import apache_beam as beam
-    from pipelines.beam_prepare import order_user
     user, parts = grouped
     rows, events = sorted(parts["table"]), list(parts["events"])
     if events:
@@ -236,7 +248,7 @@ def join_user(grouped, format, cutoff, seed):
     if not events:
         yield beam.pvalue.TaggedOutput("count", "users_without_history")
         return
-    _, _, history = order_user((user, events))
+    _, _, history = beam_stages.order_user((user, events))
     yield beam.pvalue.TaggedOutput("duplicates", duplicates_of((s, i) for _, s, i in events))
     yield user_hash(user, seed), user, line, value, history
 
@@ -255,21 +267,13 @@ def build_beam(pipeline, format, path, events, tmp, items, bad, num_shards, seed
     """The Beam preparation of a table format; the driver reads the report afterwards."""
     import apache_beam as beam
     from apache_beam.pvalue import AsSingleton
-    from pipelines import beam_prepare
 
     table_plan, events_plan = plans
     table_settings, (events_header, events_columns) = settings
-    table = (pipeline
-             | "TableChunks" >> beam.Create(table_plan)
-             | "TableSpread" >> beam.Reshuffle()
-             | "TableParse" >> beam.FlatMap(parse_table_chunk, path, format, table_settings)
-             .with_outputs("bad", "last", main="rows"))
-    logged = (pipeline
-              | "Chunks" >> beam.Create(events_plan)
-              | "Spread" >> beam.Reshuffle()
-              | "Parse" >> beam.FlatMap(beam_prepare.parse_chunk, events, "interactions",
-                                        events_header, events_columns)
-              .with_outputs("bad", "last", "zeros", main="rows"))
+    table = beam_stages.parse_stage(pipeline, table_plan, parse_table_chunk, path, format,
+                                    table_settings, label="Table")
+    logged = beam_stages.parse_stage(pipeline, events_plan, parse_log_chunk, events,
+                                     events_header, events_columns)
     joined = ({"table": table.rows, "events": logged.rows}
               | "Join" >> beam.CoGroupByKey()
               | "PerUser" >> beam.FlatMap(join_user, format, options.get("cutoff_time"), seed)
@@ -278,11 +282,11 @@ def build_beam(pipeline, format, path, events, tmp, items, bad, num_shards, seed
         last=table.last,
         bad=(table.bad, joined.bad) | "TableBad" >> beam.Flatten())
     sequences = joined.users | "Sequences" >> beam.Map(lambda u: (u[1], u[2], u[4]))
-    index, parts = beam_prepare.vocabulary_stage(pipeline, sequences, items)
+    index, parts = beam_stages.vocabulary_stage(pipeline, sequences, items)
     del parts["users"]  # users of the table, counted below
-    parts.update({f"table_{k}": v for k, v in beam_prepare.bad_stage(
+    parts.update({f"table_{k}": v for k, v in beam_stages.bad_stage(
         table_bad, table_settings[0], bad.keep, "Table").items()})
-    parts.update(beam_prepare.bad_stage(logged, events_header, bad.keep))
+    parts.update(beam_stages.bad_stage(logged, events_header, bad.keep))
     parts["counters"] = (joined.count
                          | "Counters" >> beam.combiners.Count.PerElement()
                          | "AllCounters" >> beam.combiners.ToList()
@@ -296,84 +300,50 @@ def build_beam(pipeline, format, path, events, tmp, items, bad, num_shards, seed
     value_index = parts["values"] | "ValueIndex" >> beam.Map(
         lambda ts: {t: i for i, t in enumerate(ts)})
     shift = HASH_BITS - RANK_BUCKET_BITS
-    ranked, _ = beam_prepare.bucket_ranks(
+    ranked, _ = beam_stages.bucket_ranks(
         joined.users | "ByHash" >> beam.Map(lambda u: ("users", (u[0], u[1]), u[1:])),
         "Users", lambda key: key[0] >> shift)
     records = ranked | "Records" >> beam.FlatMap(
         user_records, format, AsSingleton(index), AsSingleton(value_index))
-    beam_prepare.write_stage(pipeline, records, tmp, num_shards, max_len, parts)
+    beam_stages.write_stage(pipeline, records, tmp, num_shards, max_len, parts)
 
 
 def prepare_beam(format, path, tmp, items, bad, num_shards, seed, common, options,
                  pipeline_options, log=print, chunk_bytes=None, quality=None):
     """Run the table format's pipeline, then write vocab/ and metadata.json into `tmp`."""
-    from pipelines import beam_prepare, fileio
+    from pipelines import fileio
 
     check_options(items, options, format.name)
     table_settings = format.table_settings(path, options)
     events = options["events"]
-    settings = (table_settings, events_settings(events, options))
-    plans = tuple(canonical.plan_chunks(p, chunk_bytes or canonical.CHUNK_BYTES)
+    settings = (table_settings, log_settings(events, options))
+    plans = tuple(text_lines.plan_chunks(p, chunk_bytes or text_lines.CHUNK_BYTES)
                   for p in (path, events))
     log(f"  running the Beam pipeline ({len(plans[0])} + {len(plans[1])} chunk(s))")
-    beam_prepare.run_pipeline(pipeline_options, path, lambda pipeline: build_beam(
+    beam_driver.run_pipeline(pipeline_options, path, lambda pipeline: build_beam(
         pipeline, format, path, events, tmp, items, bad, num_shards, seed,
         common.get("max_len"), options, plans, settings))
-    report = beam_prepare._read_report(tmp)
-    canonical.settle_reports(bad, path, [tuple(r) for r in report["table_bad_first"]],
-                             report["table_last"], report["table_bad_count"])
+    report = beam_driver.read_report(tmp)
+    beam_driver.settle(bad, path, report, "table_")
     counters = report["counters"]
     if not counters.get("users"):
         raise DataError(path, None, f"no {format.name} rows after the header")
-    canonical.settle_reports(bad, events, [tuple(r) for r in report["bad_first"]],
-                             report["last"], report["bad_count"])
+    beam_driver.settle(bad, events, report)
     if not counters.get("event_users"):
         raise DataError(events, None, "no interaction rows after the header")
     users = counters.get("users", 0)
     without = counters.get("users_without_history", 0)
-    fileio.makedirs(fileio.join(tmp, "vocab"))
-    items.save(fileio.join(tmp, "vocab", "items.txt"))
-    format.write_vocabulary(tmp, report["values"])
-    counts = beam_prepare._split_counts(report, tmp, num_shards)
-    stats = format.stats(beam_prepare._oov(report), {
-        "users": users, "users_not_in_events": counters.get("users_not_in_events", 0),
-        "users_without_history": without,
-        "event_users_not_in_table": counters.get("event_users_not_in_table", 0),
-        "instances": sum(counts.values()), "duplicate_interactions": report["duplicates"]},
-        options)
     if users == without:
         raise no_history_error(path, events, options.get("cutoff_time"))
-    stats.update(bad.summary())
-    record_stats = beam_prepare._record_stats(report, "", common)
-    if quality:
-        quality("dataset", stats, beam_prepare._shares(report, "", format.task, record_stats))
-    metadata = canonical.dataset_metadata(
-        common, format.task, len(items), counts, record_stats, stats,
-        shards=canonical.shard_records(tmp, counts, num_shards), **format.sizes(report["values"]))
-    canonical.write_metadata(tmp, metadata)
-    log(f"  wrote dataset: {format.task}, " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    return {".": {"task": format.task, "splits": counts}}
+    fileio.makedirs(fileio.join(tmp, "vocab"))
+    format.write_vocabulary(tmp, report["values"])
 
-
-# --- flags ------------------------------------------------------------------------------
-
-def define_flags(flags):
-    """The flags of the table formats (the log's columns are `interactions`' flags)."""
-    flags.DEFINE_string("events", None, "user_labels, user_targets: the event log the users' "
-                        "histories come from (a header with --user_col, --item_col, "
-                        "--time_col, like --format=interactions' input).")
-    flags.DEFINE_string("label_col", "label", "user_labels: label column of the --input table.")
-    flags.DEFINE_float("cutoff_time", None, "user_labels, user_targets: a user's history is "
-                       "their events strictly before this time (--time_col's unit); default: "
-                       "every event. The targets of user_targets are not cut.")
-
-
-def options_from_flags(values):
-    options = {"events": values.events, "user_col": values.user_col,
-               "item_col": values.item_col, "time_col": values.time_col,
-               "delimiter": values.delimiter}
-    if values.format == "user_labels":
-        options["label_col"] = values.label_col
-    if values.cutoff_time is not None:
-        options["cutoff_time"] = values.cutoff_time
-    return options
+    def stats(counts):
+        return format.stats(beam_driver.oov_stats(report), {
+            "users": users, "users_not_in_events": counters.get("users_not_in_events", 0),
+            "users_without_history": without,
+            "event_users_not_in_table": counters.get("event_users_not_in_table", 0),
+            "instances": sum(counts.values()), "duplicate_interactions": report["duplicates"]},
+            options)
+    return beam_driver.finish_dataset(tmp, report, items, bad, num_shards, common, format.task,
+                                      stats, log, quality, **format.sizes(report["values"]))

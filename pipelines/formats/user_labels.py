@@ -9,18 +9,25 @@ ids follow the labels' first appearance in the table (`vocab/labels.txt`). A sec
 for a user, an empty user or label, or a row of another width is a bad line.
 """
 
-from pipelines import canonical, fileio
+from pipelines import canonical, dialect, fileio, text_lines
 from pipelines.dataset import PreparedDataset, Record
+from pipelines.formats import Flag, register
 from pipelines.formats.user_history import UserTableFormat
 from pipelines.vocab import write_tokens
 
 
+@register
 class UserLabels(UserTableFormat):
     name, task = "user_labels", "classify"
+    flags = UserTableFormat.flags + (
+        Flag("string", "label_col", "label", "user_labels: label column of the --input table."),)
+
+    def options(self, values):
+        return dict(super().options(values), label_col=values.label_col)
 
     def table_settings(self, path, options):
-        number, text = canonical.first_nonblank_line(path)
-        delimiter, width, columns = canonical.table_header(
+        number, text = text_lines.first_nonblank_line(path)
+        delimiter, width, columns = dialect.table_header(
             path, number, text, options.get("delimiter"),
             (options.get("user_col", "user"), options.get("label_col", "label")),
             "--user_col/--label_col")
@@ -29,7 +36,7 @@ class UserLabels(UserTableFormat):
     def parse_table_lines(self, lines, settings):
         _, delimiter, width, (u, l) = settings
         rows, bad = [], []
-        for parsed in canonical.table_rows(lines, delimiter, width, "a user, label row"):
+        for parsed in dialect.table_rows(lines, delimiter, width, "a user, label row"):
             if len(parsed) == 3:
                 bad.append(parsed)
             elif not parsed[1][u] or not parsed[1][l]:
@@ -61,5 +68,3 @@ class UserLabels(UserTableFormat):
     def sizes(self, tokens):
         return {"num_classes": len(tokens)}
 
-
-FORMAT = UserLabels()

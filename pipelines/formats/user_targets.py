@@ -11,40 +11,39 @@ file order. Target ids follow first appearance in that order over the whole targ
 bounds the history only; the targets are taken as they are.
 """
 
-from pipelines import canonical, fileio
+from pipelines import beam_stages, canonical, dialect, fileio, text_lines
 from pipelines.dataset import PreparedDataset, Record
+from pipelines.formats import register
 from pipelines.formats.user_history import UserTableFormat
 from pipelines.vocab import Vocabulary
 
 
+@register
 class UserTargets(UserTableFormat):
     name, task = "user_targets", "item_rec"
 
     def table_settings(self, path, options):
-        number, text = canonical.first_nonblank_line(path)
-        return (number,) + canonical.interactions_header(
+        number, text = text_lines.first_nonblank_line(path)
+        return (number,) + dialect.interactions_header(
             path, number, text, options.get("delimiter"), options.get("user_col", "user"),
             options.get("item_col", "item"), options.get("time_col", "timestamp"))
 
     def parse_table_lines(self, lines, settings):
         _, delimiter, width, columns = settings
-        numbers, users, items, stamps, bad = canonical.parse_interaction_chunk(
+        numbers, users, items, stamps, bad = dialect.parse_interaction_chunk(
             lines, delimiter, width, columns)
         return [(user, (number, stamp, item)) for number, user, item, stamp
                 in zip(numbers, users, items, stamps)], bad
 
     def user_value(self, rows):
-        from pipelines.beam_prepare import order_user
-        _, line, targets = order_user((None, rows))
+        _, line, targets = beam_stages.order_user((None, rows))
         return line, targets, []
 
     def value_occurrences(self, line, targets):
-        from pipelines.beam_prepare import first_occurrences
-        return first_occurrences(line, targets)
+        return beam_stages.first_occurrences(line, targets)
 
     def value_vocabulary(self, first_keys):
-        from pipelines.beam_prepare import vocabulary_tokens
-        return vocabulary_tokens(first_keys.items(), Vocabulary().tokens)
+        return beam_stages.vocabulary_tokens(first_keys.items(), Vocabulary().tokens)
 
     def records(self, user, line, targets, ids, index):
         for position, token in enumerate(targets):
@@ -59,5 +58,3 @@ class UserTargets(UserTableFormat):
     def sizes(self, tokens):
         return {"num_targets": len(tokens)}
 
-
-FORMAT = UserTargets()
