@@ -9,7 +9,7 @@ Both sides build the same kind of batches from the same training sequences:
            x/y/weights cut from the slice, masking done per sequence in Python (as the
            release's feed_dict training does), and each batch handed to TensorFlow
            through placeholders (`sess.run` with a feed_dict), so it reaches the runtime;
-  tf.data: GZIP TFRecord shards -> pipelines.inputs.pretrain_dataset (interleaved
+  tf.data: GZIP TFRecord shards -> peterrec_tf.data.datasets.pretrain_dataset (interleaved
            shards, one vectorised parse per batch, vectorised padding and masking,
            prefetch), batches pulled from the iterator.
 It also times what training consumes (Keras steps of the project's NextItNet / GRec
@@ -34,6 +34,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from benchmarks.raw_output import Run  # noqa: E402
+from peterrec_tf.data import datasets  # noqa: E402
+from peterrec_tf.data import framing as framing_ops  # noqa: E402
 from pipelines import inputs  # noqa: E402
 from pipelines.prepare import prepare  # noqa: E402
 
@@ -86,8 +88,8 @@ def release_side(array, batch, objective, length, vocab, steps, rng):
 
 def tfdata_side(data_dir, batch, objective, length, steps):
     """Examples/second pulled from the tf.data pipeline (warmed up first)."""
-    dataset = inputs.pretrain_dataset(data_dir, "train", batch, objective, max_len=length,
-                                      repeat=True, seed=0)
+    dataset = datasets.pretrain_dataset(data_dir, "train", batch, objective, max_len=length,
+                                        repeat=True, seed=0)
     iterator = iter(dataset)
     for _ in range(3):
         next(iterator)
@@ -122,7 +124,7 @@ def padded_array(data_dir, length):
     files = inputs.shard_files(data_dir, "train")
     spec = {"item_ids": tf.io.RaggedFeature(tf.int64)}
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").batch(8192).map(
-        lambda s: inputs.left_pad(tf.io.parse_example(s, spec)["item_ids"], length))
+        lambda s: framing_ops.left_pad(tf.io.parse_example(s, spec)["item_ids"], length))
     return np.concatenate([b.numpy() for b in dataset])
 
 

@@ -35,7 +35,7 @@ def main(argv=None):
     from conftest import PRETRAIN_CSV, PRETRAINED_PREFIX
     from raw_output import Run
     from peterrec_tf.convert_tf1 import convert_checkpoint
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
     from peterrec_tf.serving.litert import run_litert, write_litert
     from peterrec_tf.serving.saved_model import export
 
@@ -49,7 +49,7 @@ def main(argv=None):
         model, config, vocabs = load_model_dir(model_dir)
         items = vocabs["items"]
         index = {token: i for i, token in enumerate(items)}
-        length = model_framing(model, config).length
+        length = model.framing.length
         histories = []
         with open(PRETRAIN_CSV, encoding="utf-8") as handle:
             for line in handle:

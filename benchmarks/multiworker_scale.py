@@ -90,6 +90,7 @@ def probe(args):
     import numpy as np
     import tensorflow as tf
 
+    from peterrec_tf.data import datasets
     from pipelines import inputs
     from peterrec_tf.jobs.pretraining import default_num_sampled
     from peterrec_tf.models import Backbone, NextItNet
@@ -104,9 +105,9 @@ def probe(args):
                                causal=True), head="dot", num_sampled=num_sampled)
     model.build()
     model.compile(optimizer=keras.optimizers.Adam(1e-3), xla_plan=())  # the cluster's path
-    x, y, w = next(iter(inputs.pretrain_dataset(data_dir, "train", args.batch_size,
-                                                "next_item", repeat=True, shuffle=True,
-                                                windows="all", drop_remainder=True)))
+    x, y, w = next(iter(datasets.pretrain_dataset(data_dir, "train", args.batch_size,
+                                                  "next_item", repeat=True, shuffle=True,
+                                                  windows="all", drop_remainder=True)))
     variables = model.trainable_variables
 
     @tf.function(reduce_retracing=True)

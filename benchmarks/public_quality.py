@@ -190,10 +190,10 @@ def model_scorer(model_dir, test_rows):
     the model was trained (its own `framing`)."""
     import tensorflow as tf
 
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
 
     model, config, _ = load_model_dir(model_dir)
-    framing = model_framing(model, config)
+    framing = model.framing
     logits = tf.function(model.next_item_logits)
 
     def score_rows(start, stop):

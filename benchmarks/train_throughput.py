@@ -20,7 +20,7 @@ median of about 9 real items in `--seq_len`-wide windows), this project against 
 `--nojit_compile` (TF's own ops), the fused softmax alone in XLA, the residual stack and
 the fused softmax in XLA, and the step compiled whole (the head on the target rows only,
 `SequencePretrainer._compact_loss_sum`), alternated in one process; the row names the one
-the `pretrain` job chooses by default (`xla_policy.xla_plan` on the measured share of
+the `pretrain` job chooses by default (the objective's `xla_plan` on the measured share of
 target positions); raw samples, commit, load average and command go through
 `benchmarks/raw_output.py` to `benchmarks/results/train_throughput_short_<commit>.json`.
 """
@@ -232,6 +232,7 @@ def release_meta_path():
 def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len, plan=None):
     import keras
 
+    from peterrec_tf.data import datasets
     from pipelines import inputs
     from peterrec_tf.models import Backbone, GRecPretrainer, NextItNet, build_finetuner
 
@@ -240,28 +241,28 @@ def run_keras(kind, prepared, vocab, channels, dilations, batch, steps, seq_len,
         backbone = Backbone(vocab, channels, dilations, 3, causal=True)
         model = build_finetuner(backbone, "peterrec", "item_rec", inputs.read_metadata(
             os.path.join(prepared, "coldrec"))["num_targets"])
-        data = inputs.finetune_dataset(os.path.join(prepared, "coldrec"), "train", batch,
-                                       max_len=seq_len - 2, repeat=True, drop_remainder=True)
+        data = datasets.finetune_dataset(os.path.join(prepared, "coldrec"), "train", batch,
+                                         max_len=seq_len - 2, repeat=True, drop_remainder=True)
     else:
         causal = kind != "masked"
         backbone = Backbone(vocab, channels, dilations, 3, causal=causal)
         head, sampled = ("full", 0) if kind == "next_full" else ("dot", int(0.2 * vocab))
         model = (NextItNet if causal else GRecPretrainer)(backbone, head=head, num_sampled=sampled)
         objective = "masked_item" if kind == "masked" else "next_item"
-        data = inputs.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", batch, objective,
-                                       max_len=seq_len - (1 if causal else 0), repeat=True,
-                                       drop_remainder=True)
+        data = datasets.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", batch, objective,
+                                         max_len=seq_len - (1 if causal else 0), repeat=True,
+                                         drop_remainder=True)
     if not model.built:
         model.build()
     # XLA as the jobs use it: the whole fine-tuning step; in pre-training what
-    # xla_policy.xla_plan says (the whole step, or the residual blocks, plus the fused softmax)
+    # the objective's xla_plan says (the whole step, or the residual blocks, plus the fused softmax)
     from peterrec_tf.training.optimizer import FusedAdam
-    from peterrec_tf.training.xla_policy import xla_plan
+    from peterrec_tf import objectives
     if kind == "peterrec":
         model.compile(optimizer=FusedAdam(1e-3), jit_compile=True)
     else:
-        model.compile(optimizer=FusedAdam(1e-3), xla_plan=xla_plan(objective, sampled, channels)
-                      if plan is None else plan)
+        model.compile(optimizer=FusedAdam(1e-3), xla_plan=objectives.get(objective).xla_plan(
+                          sampled, channels) if plan is None else plan)
     warm_up = 3
     clock = StepClock(warm_up)
     # the jobs' own training driver (fit + the job callback: step counting, progress,
@@ -316,8 +317,10 @@ def prepare_data(root, num_items, num_users, seq_len, history_len=None):
 def short_history_rows(args):
     """Default `pretrain` vs `--nojit_compile` vs the whole step compiled, on short
     histories; prints medians and writes the raw samples (see the module docstring)."""
+    from peterrec_tf.data import datasets
     from pipelines import inputs
-    from peterrec_tf.training.xla_policy import target_fill, xla_plan
+    from peterrec_tf import objectives
+    from peterrec_tf.training.xla_policy import target_fill
 
     dilations = (1, 4, 1, 4, 1, 4, 1, 4)
     sides = {"nojit_compile": (), "softmax": ("softmax",), "blocks+softmax": ("blocks", "softmax"),
@@ -327,14 +330,14 @@ def short_history_rows(args):
     with tempfile.TemporaryDirectory() as root:
         for vocab in [int(v) for v in args.vocabs.split(",")]:
             prepared = prepare_data(root, vocab - 1, 4000, args.seq_len, args.history_len)
-            data = inputs.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", 32,
-                                           max_len=args.seq_len - 1, shuffle=False,
-                                           windows="all")
+            data = datasets.pretrain_dataset(os.path.join(prepared, "pretrain"), "train", 32,
+                                             max_len=args.seq_len - 1, shuffle=False,
+                                             windows="all")
             fill = target_fill(data)
             real = [int(w) for _, _, weights in data.take(32)
                     for w in weights.numpy().sum(axis=1)]
             for channels in [int(c) for c in args.channels.split(",")]:
-                default = xla_plan("next_item", 0, channels, fill=fill)
+                default = objectives.get("next_item").xla_plan(0, channels, fill=fill)
                 default_side = next(k for k, v in sides.items() if v == default)
                 samples = {side: [] for side in sides}
                 for _ in range(args.repeats):  # alternate the sides

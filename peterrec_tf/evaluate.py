@@ -18,7 +18,7 @@ def define_flags():
     flags.DEFINE_string("model_dir", None, "A model directory (pretrain, finetune or convert_tf1 output).")
     flags.DEFINE_string("data_dir", None, "A prepared dataset with the same item vocabulary.")
     flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split to evaluate.")
-    from pipelines.inputs import RANKINGS
+    from peterrec_tf.data.candidates import RANKINGS
 
     flags.DEFINE_enum("ranking", "sampled", list(RANKINGS), "sampled: true item + "
                       "(num_candidates-1) sampled negatives with a fixed seed (the paper's protocol); "

@@ -4,14 +4,20 @@
         [--export_base=saved_models] [--version=N] [--k=10] [--max_len=N]
     python -m peterrec_tf.export --tasks=coldrec=runs/coldrec,gender=runs/gender ...
 
-The library, its signatures and guarantees are `peterrec_tf.serving.saved_model`; this
-module defines the flags and maps them onto `export(...)`; exit 2 on a usage error.
+The library, its signatures and guarantees are `peterrec_tf.serving.saved_model` (and the
+modules it names); this module defines the flags, one per `ExportOptions` field of the same
+name and the choice of tasks, and maps them onto `export(...)`; exit 2 on a usage error.
 """
 
 import os
 
-from peterrec_tf.serving.saved_model import (REPORT_FILE, WARMUP_FILE, ExportError,  # noqa: F401
-                                             build_serving_module, export, write_models_config)
+from peterrec_tf.serving.export_options import (NEXT_ITEM_INDEXES, ExportError,  # noqa: F401
+                                                ExportOptions)
+from peterrec_tf.serving.export_report import REPORT_FILE  # noqa: F401
+from peterrec_tf.serving.models_config import write_models_config  # noqa: F401
+from peterrec_tf.serving.module_builder import build_serving_module  # noqa: F401
+from peterrec_tf.serving.saved_model import export
+from peterrec_tf.serving.warmup import WARMUP_FILE  # noqa: F401
 
 
 def parse_tasks(text):
@@ -60,12 +66,13 @@ def define_flags():
     flags.DEFINE_string("backbone_dir", None, "For tasks stored alone (finetune's default): "
                         "their pre-trained model directory when it is no longer where they "
                         "recorded it; refused unless its backbone fingerprint matches.")
-    flags.DEFINE_enum("next_item_index", "none", ["none", "int8"], "Next-item tasks (a "
+    flags.DEFINE_enum("next_item_index", "none", list(NEXT_ITEM_INDEXES), "Next-item tasks (a "
                       "pre-trained model): 'none' scores the whole catalogue in float32 per "
                       "request; 'int8' adds an int8 copy of the head (+25% of its bytes) from "
                       "which candidates are picked, re-scored in float32 and proven to be the "
-                      "exact top k (else the whole catalogue is scored): ~3x faster for one "
-                      "user at 645K items, but it needs XLA where it is served "
+                      "exact top k (else the whole catalogue is scored): faster for one user "
+                      "over a large catalogue (measured in BUILD_NOTES), but it needs XLA "
+                      "where it is served "
                       "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
     flags.DEFINE_boolean("exclude_history", False, "Ranking signatures never return an item "
                          "of the request's own history (every item it sends, not only the "
@@ -136,11 +143,8 @@ def main(v):
         return export_artifacts(v)
     dirs = parse_tasks(v.tasks) if v.tasks else [
         (v.task_name or os.path.basename(os.path.normpath(v.model_dir)), v.model_dir)]
-    report = export_checked(dirs, v.export_base, v.model_name, v.version, v.k,
-                            max_len=v.max_len, serving_base_path=v.serving_base_path,
-                            num_versions=v.num_versions, backbone_dir=v.backbone_dir,
-                            next_item_index=v.next_item_index,
-                            exclude_history=v.exclude_history)
+    options = {name: getattr(v, name) for name in ExportOptions.field_names()}  # same names
+    report = export_checked(dirs, v.export_base, **options)
     config = os.path.join(v.export_base, "models.config")
     return Done(f"wrote {report['path']} and {config}",
                 "tensorflow_model_server --port=8500 --rest_api_port=8501 "

@@ -21,7 +21,7 @@ def define_flags():
     from peterrec_tf.layers.residual_block import INSERTIONS
     from peterrec_tf.models.finetuner import LOSSES, POOLINGS, TASKS
     from peterrec_tf import transfer_methods
-    from pipelines.inputs import RANKINGS
+    from peterrec_tf.data.candidates import RANKINGS
 
     define_common_flags(batch_size=512, learning_rate=1e-3)
     flags.DEFINE_string("pretrained", None, "Pre-trained model directory (a pretrain job's "

@@ -38,11 +38,14 @@ def model_kind(model):
     return "pretrain" if model.task == "pretrain" else "finetune"
 
 
-def model_framing(model, config):
-    """The model's framing at its length; a model saved before framing was part of the
-    model's config takes its length from config.json's max_len."""
-    framing = model.framing
-    return framing if framing.length else framing.with_length(config.get("max_len"))
+def recorded_framing(model, config):
+    """The model's framing as saved: its own (model.keras), or for a model saved before the
+    framing recorded its length, that kind at config.json's old `max_len`."""
+    import dataclasses
+
+    if model.framing.length or not config.get("max_len"):
+        return model.framing
+    return dataclasses.replace(model.framing, length=int(config["max_len"]))
 
 
 def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
@@ -162,4 +165,5 @@ def load_model_dir(directory, compile=False, backbone_dir=None):
                                  "saved with (config.json's backbone_items_vocab_sha256)")
         if os.path.exists(path):
             vocabs[key] = read_lines(path)
+    model.framing = recorded_framing(model, config)  # the one record every reader uses
     return model, config, vocabs

@@ -10,7 +10,7 @@ same names as the flags).
 """
 
 from peterrec_tf.jobs.pretraining import (  # noqa: F401
-    ARCHITECTURES, HEADS, OBJECTIVES, OPTIMIZERS, SETTINGS, run_pretrain)
+    ARCHITECTURES, HEADS, OPTIMIZERS, SETTINGS, run_pretrain)
 from peterrec_tf.cli import training_main
 from peterrec_tf.training.flags import define_common_flags, register_validators
 
@@ -19,11 +19,13 @@ def define_flags():
     """The job's absl flags (common training flags + architecture and objective)."""
     from absl import flags
 
-    from pipelines.inputs import RANKINGS, WINDOWS
+    from peterrec_tf import objectives
+    from peterrec_tf.data.candidates import RANKINGS
+    from peterrec_tf.data.windows import WINDOWS
 
     define_common_flags(batch_size=32, learning_rate=1e-3)
-    flags.DEFINE_enum("objective", "next_item", list(OBJECTIVES),
-                      "next_item: causal NextItNet; masked_item: non-causal GRec encoder.")
+    flags.DEFINE_enum("objective", objectives.names()[0], list(objectives.names()), "; ".join(
+        f"{name}: {objectives.get(name).summary}" for name in objectives.names()) + ".")
     flags.DEFINE_float("mask_rate", 0.3, "masked_item: share of each sequence's items masked "
                        "(80% -> [MASK], 10% kept, 10% random item).")
     flags.DEFINE_enum("architecture", "dilated_cnn", list(ARCHITECTURES), "dilated_cnn: "

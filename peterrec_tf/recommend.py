@@ -55,6 +55,7 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
                   log=print, every_seconds=30.0):
     """Write `output` (see the module docstring); returns {"users", "output", ...}."""
     from pipelines import inputs
+    from peterrec_tf.data import records
     from peterrec_tf.training.scoring import item_to_output_ids
 
     if int(k) < 1:
@@ -77,8 +78,8 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
         raise ValueError(f"{output}: cannot write here ({error.strerror})") from error
     rank = top_k_function(model, k, blocked, exclude_history,
                           item_to_output_ids(items, outputs))
-    dataset = inputs._records(data_dir, split, int(batch_size), False, 0, True, False, False,
-                              None).map(inputs._parse(meta["task"], split))
+    dataset = records.record_batches(data_dir, split, int(batch_size), False, 0, True, False,
+                                     False, None).map(records.parser(meta["task"], split))
     started = time.monotonic()
     try:
         with handle, inputs.reading(data_dir, (split,)):
@@ -102,7 +103,8 @@ def ranked_outputs(model_dir, data_dir, meta, max_len, backbone_dir):
     """(model, item tokens, output tokens, output ids never recommended, framing) of a
     model that ranks items (next item or targets) in the vocabulary of `data_dir`."""
     from pipelines import inputs
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.data import datasets
+    from peterrec_tf.model_dir import load_model_dir
 
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.task == "classify":
@@ -122,7 +124,7 @@ def ranked_outputs(model_dir, data_dir, meta, max_len, backbone_dir):
         raise ValueError(f"{model_dir} has no target_vocab.txt: recommendations would have no names")
     padding = set(config.get("padding_tokens", []))
     blocked = [0] + [i for i, token in enumerate(outputs) if i > 0 and token in padding]
-    framing = inputs.task_framing(meta, model_framing(model, config), max_len)
+    framing = datasets.data_framing(meta, model.framing, max_len)
     return model, items, outputs, blocked, framing
 
 

@@ -3,7 +3,7 @@ content and its vocabularies, by checksums recorded when the preparation is writ
 
     metadata = sealed(directory, metadata)      # the writer, just before metadata.json
     verify(path, metadata)                      # inputs.read_metadata, on every read
-    tokens = read_data_vocab(data_dir, "items.txt")
+    tokens = inputs.read_data_vocab(data_dir, "items.txt")
 
 `vocab_sha256` holds the SHA-256 of each file under vocab/, `metadata_sha256` one of
 metadata.json's canonical content (keys sorted, no whitespace) without itself: a value
@@ -18,7 +18,6 @@ import os
 
 from pipelines.dataset import file_checksum
 from pipelines.errors import DataError
-from pipelines.vocab import read_tokens
 
 KEY = "metadata_sha256"
 VOCAB_KEY = "vocab_sha256"
@@ -69,23 +68,3 @@ def check_vocab_file(path):
         raise DataError(path, None, "SHA-256 differs from metadata.json's record (edited, or "
                         "copied from another preparation, after this one was written): its "
                         "ids would not mean what the shards hold; prepare the data again")
-
-
-def read_data_vocab(data_dir, name, metadata=None):
-    """Tokens of `data_dir/vocab/<name>`, verified against metadata.json's record (when it
-    has one); a missing file is a `FileNotFoundError`, another content a `DataError`."""
-    from pipelines.inputs import read_metadata
-
-    metadata = metadata if metadata is not None else read_metadata(data_dir)
-    path = os.path.join(data_dir, "vocab", name)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"{path}: missing; the prepared dataset is incomplete")
-    recorded = metadata.get(VOCAB_KEY)
-    if recorded is not None:
-        if name not in recorded:
-            raise DataError(path, None, "not written by this preparation (metadata.json does "
-                            "not record it)")
-        if file_checksum(path) != recorded[name]:
-            raise DataError(path, None, "SHA-256 differs from metadata.json's record (edited or "
-                            "replaced after the preparation); re-run python -m pipelines.prepare")
-    return read_tokens(path)

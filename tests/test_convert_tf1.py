@@ -418,9 +418,9 @@ def test_converted_fineall_model_evaluates_finetunes_and_exports_alone(fineall_c
     tuned = str(tmp_path / "tuned")
     run_finetune(out, data, tuned, method="fineall", train_steps=2, batch_size=8,
                  eval_batch_size=64, num_candidates=11, jit_compile=False, **quiet)
-    model, config, _ = load_model_dir(tuned)
+    model, _, _ = load_model_dir(tuned)
     assert model.method == "fineall" and model.framing.kind == "release_plain"
-    assert config["max_len"] == 9
+    assert model.framing.length == 9
     report = export([("fineall", out)], str(tmp_path / "sm"), "release", k=5, **quiet)
     assert os.path.isdir(report["path"])
 

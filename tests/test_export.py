@@ -87,7 +87,7 @@ def as_tokens(ids):
 
 def training_input(ids, finetuned=True):
     """What the training/evaluation input pipeline feeds the Keras model for these histories."""
-    from pipelines.framing import Framing
+    from peterrec_tf.data.framing import Framing
     ragged = tf.ragged.constant([list(row) for row in ids], dtype=tf.int32)
     return Framing("tcl" if finetuned else "history", MAX_LEN).frame(ragged).numpy()
 
@@ -136,7 +136,7 @@ def test_layout_models_config_and_atomic_versions(exported, dirs, monkeypatch):
     assert sorted(os.listdir(assets)) == ["cls_outputs.txt", "items.txt", "rec_outputs.txt"]
     assert open(os.path.join(assets, "items.txt")).read().split("\n")[:-1] == VOCAB
 
-    import peterrec_tf.serving.saved_model as module
+    import peterrec_tf.serving.version_writer as module
 
     def fail(*_):
         raise OSError("disk full")
@@ -891,15 +891,16 @@ def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):
 def test_k_above_what_a_task_can_rank_is_said_and_recorded(dirs, tmp_path):
     """--k above the outputs a ranking task can answer was clipped silently (the signature
     answered fewer than k with exit 0): it is printed and recorded in the report."""
-    from peterrec_tf.serving.saved_model import build_serving_module
+    from peterrec_tf.serving.export_options import ExportOptions
+    from peterrec_tf.serving.module_builder import build_serving_module
 
     said = []
     big = len(TARGETS) + 5
     _, reports, _ = build_serving_module([("rec", dirs["rec"])], str(tmp_path),
-                                         default_k=big, log=said.append)
+                                         ExportOptions(k=big), log=said.append)
     assert reports["rec"]["k_answered"] == len(TARGETS) - 1  # id 0 is never an answer
     assert any(f"--k={big} is above the {len(TARGETS) - 1} outputs" in line for line in said)
     said.clear()
     _, reports, _ = build_serving_module([("rec", dirs["rec"])], str(tmp_path),
-                                         default_k=2, log=said.append)
+                                         ExportOptions(k=2), log=said.append)
     assert reports["rec"]["k_answered"] == 2 and not any("warning" in line for line in said)

@@ -263,7 +263,7 @@ def test_every_file_of_a_model_directory_is_verified_by_content(run, tmp_path, w
         swap_two_ids(path)
     elif name == "config.json":
         config = json.load(open(path))
-        config["max_len"] = config["max_len"] + 1  # still valid JSON, another framing
+        config["data_dir"] = config["data_dir"] + "x"  # still valid JSON, another source
         json.dump(config, open(path, "w"))
     elif name == "model.keras":
         with open(path, "ab") as handle:

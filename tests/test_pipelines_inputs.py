@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from peterrec_tf.data import datasets, masked_item, windows
+from peterrec_tf.data import framing as framing_ops
 from pipelines import inputs
 from pipelines.prepare import prepare
 
@@ -49,15 +51,15 @@ def as_numpy(dataset):
 
 def test_left_pad_keeps_the_most_recent_items():
     ragged = tf.ragged.constant([[1, 2, 3, 4, 5], [6], []], dtype=tf.int64)
-    np.testing.assert_array_equal(inputs.left_pad(ragged, 3).numpy(),
+    np.testing.assert_array_equal(framing_ops.left_pad(ragged, 3).numpy(),
                                   [[3, 4, 5], [0, 0, 6], [0, 0, 0]])
-    np.testing.assert_array_equal(inputs.left_pad(ragged, None).numpy()[1], [0, 0, 0, 0, 6])
-    assert inputs.left_pad(ragged, 3).dtype == tf.int32
+    np.testing.assert_array_equal(framing_ops.left_pad(ragged, None).numpy()[1], [0, 0, 0, 0, 6])
+    assert framing_ops.left_pad(ragged, 3).dtype == tf.int32
 
 
 def test_next_item_batches_are_the_stored_sequences_shifted(data):
     data_dir = data("pretrain")
-    batches = as_numpy(inputs.pretrain_dataset(data_dir, "train", 64, shuffle=False))
+    batches = as_numpy(datasets.pretrain_dataset(data_dir, "train", 64, shuffle=False))
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
     w = np.concatenate([b[2] for b in batches])
@@ -67,26 +69,26 @@ def test_next_item_batches_are_the_stored_sequences_shifted(data):
     np.testing.assert_array_equal(x, window[:, :-1])
     np.testing.assert_array_equal(y, window[:, 1:])
     np.testing.assert_array_equal(w, (y > 0).astype("float32"))
-    spec = inputs.pretrain_dataset(data_dir, "train", 64).element_spec
+    spec = datasets.pretrain_dataset(data_dir, "train", 64).element_spec
     assert spec[0].shape.as_list() == [None, MAX_LEN]  # static length for Keras
 
 
 def test_truncation_and_per_batch_padding(data):
     data_dir = data("pretrain")
-    x, y, _ = next(iter(inputs.pretrain_dataset(data_dir, "train", 400, max_len=5, shuffle=False)))
+    x, y, _ = next(iter(datasets.pretrain_dataset(data_dir, "train", 400, max_len=5, shuffle=False)))
     first = stored(data_dir, "train")[0][1]
     np.testing.assert_array_equal(x.numpy()[0], first[-6:-1])  # the most recent items kept
     np.testing.assert_array_equal(y.numpy()[0], first[-5:])
-    x, _, _ = next(iter(inputs.pretrain_dataset(data_dir, "train", 7, shuffle=False,
-                                                pad_to_max_len=False)))
+    x, _, _ = next(iter(datasets.pretrain_dataset(data_dir, "train", 7, shuffle=False,
+                                                  pad_to_max_len=False)))
     longest = max(len(ids) for _, ids, _ in stored(data_dir, "train")[:7])
     assert x.shape == (7, longest - 1)
 
 
 def mask_stats(data_dir, seed, rate=0.3, batches=4):
     totals = dict(real=0, chosen=0, zero=0, kept=0, random=0)
-    for x, y, w in as_numpy(inputs.pretrain_dataset(data_dir, "train", 100, "masked_item",
-                                                    mask_rate=rate, seed=seed).take(batches)):
+    for x, y, w in as_numpy(datasets.pretrain_dataset(data_dir, "train", 100, "masked_item",
+                                                      mask_rate=rate, seed=seed).take(batches)):
         w = w.astype(bool)
         n = (y > 0).sum(1)
         expected = np.maximum(1, np.floor(rate * n + 0.5)).astype(int)
@@ -113,10 +115,10 @@ def test_masking_statistics(data):
 
 def test_mask_count_rounds_half_away_from_zero_like_the_release():
     ids = tf.constant([list(range(1, 16)), [0] * 14 + [3], list(range(1, 6)) + [0] * 10])
-    _, weights = inputs.mask_items(ids, tf.constant([0, 0], tf.int64), 20, 0.3)
+    _, weights = masked_item.mask_items(ids, tf.constant([0, 0], tf.int64), 20, 0.3)
     # 0.3 * 15 = 4.5 -> 5 (Python 2 round), 1 real item -> 1, 0.3 * 5 = 1.5 -> 2
     np.testing.assert_array_equal(weights.numpy().sum(1), [5, 1, 2])
-    _, weights = inputs.mask_items(ids, tf.constant([0, 0], tf.int64), 20, 0.3, max_predictions=3)
+    _, weights = masked_item.mask_items(ids, tf.constant([0, 0], tf.int64), 20, 0.3, max_predictions=3)
     np.testing.assert_array_equal(weights.numpy().sum(1), [3, 1, 2])
 
 
@@ -124,10 +126,10 @@ def test_same_seed_same_batches_other_seed_other_batches(data):
     def take(fn, seed):
         return as_numpy(fn(seed).take(3))
     makers = [
-        lambda s: inputs.pretrain_dataset(data("pretrain"), "train", 50, "masked_item", seed=s),
-        lambda s: inputs.pretrain_dataset(data("pretrain"), "train", 50, seed=s),
-        lambda s: inputs.finetune_dataset(data("coldrec"), "train", 50, num_negatives=3, seed=s),
-        lambda s: inputs.eval_dataset(data("coldrec"), "test", 50, seed=s),
+        lambda s: datasets.pretrain_dataset(data("pretrain"), "train", 50, "masked_item", seed=s),
+        lambda s: datasets.pretrain_dataset(data("pretrain"), "train", 50, seed=s),
+        lambda s: datasets.finetune_dataset(data("coldrec"), "train", 50, num_negatives=3, seed=s),
+        lambda s: datasets.eval_dataset(data("coldrec"), "test", 50, seed=s),
     ]
     for make in makers:
         a, b, c = take(make, 7), take(make, 7), take(make, 8)
@@ -137,8 +139,8 @@ def test_same_seed_same_batches_other_seed_other_batches(data):
 
 
 def test_masks_and_negatives_differ_between_epochs(data):
-    batches = as_numpy(inputs.pretrain_dataset(data("pretrain"), "train", 400, "masked_item",
-                                               shuffle=False, repeat=True).take(2))
+    batches = as_numpy(datasets.pretrain_dataset(data("pretrain"), "train", 400, "masked_item",
+                                                 shuffle=False, repeat=True).take(2))
     np.testing.assert_array_equal(batches[0][1], batches[1][1])  # same sequences
     assert not (batches[0][2] == batches[1][2]).all()  # other positions chosen
 
@@ -147,8 +149,8 @@ def test_finetune_item_rec_batches(data):
     data_dir = data("coldrec")
     num_targets = inputs.read_metadata(data_dir)["num_targets"]
     xs, ys = [], []
-    for x, y in as_numpy(inputs.finetune_dataset(data_dir, "train", 128, num_negatives=4, seed=3,
-                                                 shuffle=False)):
+    for x, y in as_numpy(datasets.finetune_dataset(data_dir, "train", 128, num_negatives=4, seed=3,
+                                                   shuffle=False)):
         xs.append(x)
         ys.append(y)
     x, y = np.concatenate(xs), np.concatenate(ys)
@@ -164,11 +166,11 @@ def test_finetune_item_rec_batches(data):
 
 def test_finetune_classification_batches(data):
     data_dir = data("attribute")
-    x, y = next(iter(inputs.finetune_dataset(data_dir, "test", 1000, shuffle=False)))
+    x, y = next(iter(datasets.finetune_dataset(data_dir, "test", 1000, shuffle=False)))
     rows = stored(data_dir, "test")
     assert x.shape == (len(rows), MAX_LEN + 2) and y.shape == (len(rows),) and y.dtype == tf.int32
     np.testing.assert_array_equal(y.numpy(), [label for _, _, label in rows])
-    ex, ey = next(iter(inputs.eval_dataset(data_dir, "test", 1000)))
+    ex, ey = next(iter(datasets.eval_dataset(data_dir, "test", 1000)))
     np.testing.assert_array_equal(ex.numpy(), x.numpy())
     np.testing.assert_array_equal(ey.numpy(), y.numpy())
 
@@ -178,17 +180,17 @@ def test_sampled_candidates_are_fixed_distinct_and_independent_of_batching(data,
     data_dir = data(name)
     meta = inputs.read_metadata(data_dir)
     universe = meta.get("num_targets", meta["num_items"])
-    first = np.concatenate([y for _, y in as_numpy(inputs.eval_dataset(data_dir, "test", 64))])
-    again = np.concatenate([y for _, y in as_numpy(inputs.eval_dataset(data_dir, "test", 64))])
-    other_batching = np.concatenate([y for _, y in as_numpy(inputs.eval_dataset(data_dir, "test", 37))])
+    first = np.concatenate([y for _, y in as_numpy(datasets.eval_dataset(data_dir, "test", 64))])
+    again = np.concatenate([y for _, y in as_numpy(datasets.eval_dataset(data_dir, "test", 64))])
+    other_batching = np.concatenate([y for _, y in as_numpy(datasets.eval_dataset(data_dir, "test", 37))])
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(first, other_batching)
     assert first.shape[1] == 100 and first.dtype == np.int32
     assert all(len(set(row)) == 100 for row in first)
     assert first.min() >= 1 and first.max() < universe  # no padding id, the truth included
     assert (first[:, 1:] != first[:, :1]).all()
-    truth = np.concatenate([t for _, t in as_numpy(inputs.eval_dataset(data_dir, "test", 64,
-                                                                       ranking="full"))])
+    truth = np.concatenate([t for _, t in as_numpy(datasets.eval_dataset(data_dir, "test", 64,
+                                                                         ranking="full"))])
     assert truth.ndim == 1
     np.testing.assert_array_equal(truth, first[:, 0])
     np.testing.assert_array_equal(truth, [t for _, _, t in stored(data_dir, "test")])
@@ -196,7 +198,7 @@ def test_sampled_candidates_are_fixed_distinct_and_independent_of_batching(data,
 
 def test_pretrain_eval_input_is_the_history(data):
     data_dir = data("pretrain")
-    x, y = next(iter(inputs.eval_dataset(data_dir, "validation", 500, ranking="full")))
+    x, y = next(iter(datasets.eval_dataset(data_dir, "validation", 500, ranking="full")))
     rows = stored(data_dir, "validation")
     assert x.shape == (len(rows), MAX_LEN)  # no [TCL] tokens for pre-training evaluation
     np.testing.assert_array_equal(x.numpy(), [padded(ids, MAX_LEN) for _, ids, _ in rows])
@@ -209,8 +211,8 @@ def test_input_context_shards_by_file_and_covers_everything(data, pipelines):
     rows, count = [], 0
     for pipeline in range(pipelines):
         context = tf.distribute.InputContext(pipelines, pipeline, 1)
-        x, y, _ = next(iter(inputs.pretrain_dataset(data_dir, "train", 1000, shuffle=False,
-                                                    input_context=context)))
+        x, y, _ = next(iter(datasets.pretrain_dataset(data_dir, "train", 1000, shuffle=False,
+                                                      input_context=context)))
         count += len(x)
         rows.append({tuple(r) for r in np.concatenate([x.numpy(), y.numpy()[:, -1:]], 1)})
     assert all(not (a & b) for i, a in enumerate(rows) for b in rows[i + 1:])
@@ -224,8 +226,8 @@ def test_input_context_with_more_pipelines_than_files(data):
     seen = []
     for pipeline in range(4):
         context = tf.distribute.InputContext(4, pipeline, 1)
-        _, y = next(iter(inputs.finetune_dataset(data_dir, "train", 1000, shuffle=False,
-                                                 input_context=context)))
+        _, y = next(iter(datasets.finetune_dataset(data_dir, "train", 1000, shuffle=False,
+                                                   input_context=context)))
         seen.append(len(y))
     assert sum(seen) == inputs.read_metadata(data_dir)["splits"]["train"]
     assert max(seen) - min(seen) <= 1
@@ -236,31 +238,31 @@ def test_workers_draw_different_masks(data):
     masks = []
     for pipeline in range(2):
         context = tf.distribute.InputContext(2, pipeline, 1)
-        _, _, w = next(iter(inputs.pretrain_dataset(data_dir, "train", 8, "masked_item",
-                                                    input_context=context, seed=0)))
+        _, _, w = next(iter(datasets.pretrain_dataset(data_dir, "train", 8, "masked_item",
+                                                      input_context=context, seed=0)))
         masks.append(w.numpy())
     assert not (masks[0] == masks[1]).all()
 
 
 def test_datasets_are_auto_shardable_by_file(data):
-    dataset = inputs.pretrain_dataset(data("pretrain"), "train", 8)
+    dataset = datasets.pretrain_dataset(data("pretrain"), "train", 8)
     options = dataset.options()
     assert options.experimental_distribute.auto_shard_policy == tf.data.experimental.AutoShardPolicy.FILE
     assert options.deterministic is True
-    assert inputs.pretrain_dataset(data("pretrain"), "train", 8, deterministic=False).options().deterministic is False
+    assert datasets.pretrain_dataset(data("pretrain"), "train", 8, deterministic=False).options().deterministic is False
 
 
 def test_clear_errors_for_misuse(data, tmp_path):
     with pytest.raises(ValueError, match="not pre-training data"):
-        inputs.pretrain_dataset(data("coldrec"), "train", 8)
+        datasets.pretrain_dataset(data("coldrec"), "train", 8)
     with pytest.raises(ValueError, match="not a fine-tuning task"):
-        inputs.finetune_dataset(data("pretrain"), "train", 8)
+        datasets.finetune_dataset(data("pretrain"), "train", 8)
     with pytest.raises(ValueError, match="validation or test"):
-        inputs.eval_dataset(data("pretrain"), "train", 8)
+        datasets.eval_dataset(data("pretrain"), "train", 8)
     with pytest.raises(ValueError, match="objective"):
-        inputs.pretrain_dataset(data("pretrain"), "train", 8, objective="cloze")
+        datasets.pretrain_dataset(data("pretrain"), "train", 8, objective="cloze")
     with pytest.raises(ValueError, match="1001 candidates need"):
-        inputs.eval_dataset(data("coldrec"), "test", 8, num_candidates=1001)
+        datasets.eval_dataset(data("coldrec"), "test", 8, num_candidates=1001)
     with pytest.raises(FileNotFoundError, match="sub-directories"):
         inputs.read_metadata(os.path.dirname(data("pretrain")))
 
@@ -268,10 +270,10 @@ def test_clear_errors_for_misuse(data, tmp_path):
 def test_split_into_windows_covers_every_target_once():
     ragged = tf.ragged.constant([[1, 2, 3, 4, 5, 6, 7], [8, 9], [10], [11, 12, 13, 14], []],
                                 dtype=tf.int64)
-    assert inputs.split_into_windows(ragged, 4, 1).to_list() == [
+    assert windows.split_into_windows(ragged, 4, 1).to_list() == [
         [1, 2, 3, 4], [4, 5, 6, 7], [8, 9], [10], [11, 12, 13, 14], []]
     # masked windows do not overlap: every item is in exactly one window
-    assert inputs.split_into_windows(ragged, 3, 0).to_list() == [
+    assert windows.split_into_windows(ragged, 3, 0).to_list() == [
         [1], [2, 3, 4], [5, 6, 7], [8, 9], [10], [11], [12, 13, 14], []]
 
 
@@ -283,8 +285,8 @@ def test_all_windows_train_on_every_next_item_target(data):
     expected = collections.Counter()
     for _, ids, _ in stored(data_dir, "train"):
         expected.update(zip(ids[:-1], ids[1:]))
-    dataset = inputs.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=True,
-                                      seed=3, windows="all")
+    dataset = datasets.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=True,
+                                        seed=3, windows="all")
     seen, examples = collections.Counter(), 0
     for x, y, w in as_numpy(dataset):
         assert x.shape[1] == max_len
@@ -293,10 +295,10 @@ def test_all_windows_train_on_every_next_item_target(data):
             for t in np.flatnonzero(row_w):
                 if row_x[t] > 0:  # (the first item of a sequence is predicted from padding)
                     seen[(int(row_x[t]), int(row_y[t]))] += 1
-    assert examples == inputs.count_windows(data_dir, "train", max_len)
+    assert examples == datasets.count_windows(data_dir, "train", max_len)
     assert examples > len(stored(data_dir, "train"))  # sequences were longer than a window
     assert seen == expected
-    last = inputs.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=False)
+    last = datasets.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=False)
     assert sum(len(b[0]) for b in as_numpy(last)) == len(stored(data_dir, "train"))
     with pytest.raises(ValueError, match="windows"):
-        inputs.pretrain_dataset(data_dir, "train", 32, windows="every")
+        datasets.pretrain_dataset(data_dir, "train", 32, windows="every")

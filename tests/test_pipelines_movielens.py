@@ -9,6 +9,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import SHARED, needs_shared
+from peterrec_tf.data import datasets
 from pipelines import inputs
 from pipelines.prepare import prepare
 
@@ -116,12 +117,12 @@ def test_coldrec_targets_at_most_three_per_user(prepared):
             per_user[user] += len(found)
     assert max(per_user.values()) == 3 and meta["num_targets"] > 100
     assert meta["stats"]["max_targets_per_user"] == 3
-    x, y = next(iter(inputs.finetune_dataset(data_dir, "train", 64, max_len=50)))
+    x, y = next(iter(datasets.finetune_dataset(data_dir, "train", 64, max_len=50)))
     assert x.shape == (64, 52) and y.shape == (64, 2)
-    _, y = next(iter(inputs.eval_dataset(data_dir, "test", 64)))
+    _, y = next(iter(datasets.eval_dataset(data_dir, "test", 64)))
     assert y.shape == (64, 100) and all(len(set(row)) == 100 for row in y.numpy())
-    x, _, w = next(iter(inputs.pretrain_dataset(os.path.join(out, "pretrain"), "train", 64,
-                                                "masked_item", max_len=100)))
+    x, _, w = next(iter(datasets.pretrain_dataset(os.path.join(out, "pretrain"), "train", 64,
+                                                  "masked_item", max_len=100)))
     assert x.shape == (64, 100) and np.isclose(w.numpy().sum() / (x.numpy() > 0).sum(), 0.3, atol=0.12)
 
 

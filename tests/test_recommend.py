@@ -17,6 +17,7 @@ from peterrec_tf.model_dir import save_model_dir
 from peterrec_tf.models import Backbone, NextItNet
 from peterrec_tf.recommend import run_recommend
 from peterrec_tf.serving.saved_model import export
+from peterrec_tf.data import records
 from pipelines import inputs, schema
 from pipelines.prepare import prepare
 from serving_server import SessionModel
@@ -36,8 +37,8 @@ def setup(tmp_path_factory):
     model.build()
     save_model_dir(str(root / "pre"), model, {"max_len": 20}, {"items": vocab})
     meta = inputs.read_metadata(data)
-    batch = next(iter(inputs._records(data, "test", 10_000, False, 0, True, False, False, None)
-                      .map(inputs._parse("pretrain", "test"))))
+    batch = next(iter(records.record_batches(data, "test", 10_000, False, 0, True, False, False,
+                                             None).map(records.parser("pretrain", "test"))))
     histories = [[vocab[i] for i in row] for row in batch[schema.ITEM_IDS].to_list()]
     users = [u.decode() for u in batch[schema.USER_ID].numpy()]
     return {"root": root, "data": data, "model_dir": str(root / "pre"), "vocab": vocab,

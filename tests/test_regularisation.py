@@ -236,8 +236,9 @@ def test_xla_step_on_target_rows_only_trains_as_the_gathering_one(fused):
 
 
 def test_xla_plan_follows_the_share_of_target_positions():
-    from peterrec_tf.training.xla_policy import xla_plan
+    from peterrec_tf import objectives
 
-    assert xla_plan("next_item", 0, 64, fill=0.9) == ("step", "softmax")
-    assert xla_plan("next_item", 0, 64, fill=0.2) == ("blocks", "softmax")
-    assert xla_plan("masked_item", 0, 64, fill=0.2) == ("softmax",)
+    next_item, masked_item = objectives.get("next_item"), objectives.get("masked_item")
+    assert next_item.xla_plan(0, 64, fill=0.9) == ("step", "softmax")
+    assert next_item.xla_plan(0, 64, fill=0.2) == ("blocks", "softmax")
+    assert masked_item.xla_plan(0, 64, fill=0.2) == ("softmax",)

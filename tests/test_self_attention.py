@@ -154,7 +154,7 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     from peterrec_tf.jobs.finetuning import run_finetune
     from peterrec_tf.jobs.pretraining import run_pretrain
     from peterrec_tf.serving.saved_model import export
-    from pipelines.framing import Framing
+    from peterrec_tf.data.framing import Framing
     from pipelines.prepare import prepare
 
     data = str(tmp_path / "syn")

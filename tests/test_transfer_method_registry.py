@@ -40,7 +40,8 @@ class LastNorm(TransferMethod):
 @pytest.fixture
 def registry(monkeypatch):
     """The registry as the package filled it; what a test registers goes with the test."""
-    monkeypatch.setattr(transfer_methods, "_registered", dict(transfer_methods._registered))
+    monkeypatch.setattr(transfer_methods.REGISTRY, "_entries",
+                        dict(transfer_methods.REGISTRY._entries))
     return transfer_methods
 
 
@@ -110,7 +111,7 @@ def test_what_a_method_declares_decides_how_its_task_is_stored(registry, pretrai
 
 
 def test_the_registry_refuses_unknown_duplicate_and_undeclared_methods(registry):
-    with pytest.raises(ValueError, match="unknown transfer method 'finesome': method must be "
+    with pytest.raises(ValueError, match="unknown transfer method 'finesome': --method must be "
                                          "one of fineall, finecls, finelast, peterrec"):
         registry.get("finesome")
     with pytest.raises(ValueError, match="unknown transfer method"):

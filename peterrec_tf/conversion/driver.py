@@ -159,7 +159,7 @@ def settle(prefix, plan, graph, causal, insertion, pooling):
 
 def choose_framing(prefix, plan, settings, max_len, vocab_csv, target_vocab_csv):
     """(Framing, where its length came from): the release family's input framing."""
-    from pipelines.framing import Framing
+    from peterrec_tf.data.framing import Framing
 
     if max_len is not None and max_len < 0:
         raise ConversionError(f"--max_len must be positive, got {max_len}")
@@ -299,7 +299,7 @@ def convert_checkpoint(prefix, output_dir, causal=None, insertion=None, vocab_cs
                        overwrite=False):
     """Convert checkpoint `prefix` into model directory `output_dir`; returns its config.
 
-    The model records its release family's framing (`pipelines.framing`): `history` for
+    The model records its release family's framing (`peterrec_tf.data.framing`): `history` for
     a pre-trained model (length `max_len`, else the pre-training CSV's longest row, minus
     the item a causal graph drops); for a fine-tuned one `release_causal` (causal PeterRec
     scripts), `tcl` (non-causal PeterRec) or `release_plain` (the FineAll scripts), at

@@ -18,10 +18,11 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     user's history (as the dataset holds it: the most recent max_len items) is no
     competitor, except the true item itself."""
     from pipelines import inputs
-    from pipelines.metadata_checksum import read_data_vocab
+    from pipelines.inputs import read_data_vocab
+    from peterrec_tf.data.datasets import eval_dataset
     from peterrec_tf.jobs.checks import check_ranking, check_split_records
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
-    from peterrec_tf.model_dir import load_model_dir, model_framing, require_model_dir
+    from peterrec_tf.model_dir import load_model_dir, require_model_dir
     from peterrec_tf.training import scoring
     from peterrec_tf.training.flags import check_values
     from peterrec_tf.training.results import write_json
@@ -70,8 +71,8 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
                              "to know which outputs are the history's items")
         exclude = scoring.history_exclusion(
             scoring.item_to_output_ids(vocabs["items"], outputs))
-    dataset = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
-                                  framing=model_framing(model, config), max_len=max_len)
+    dataset = eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
+                           framing=model.framing, max_len=max_len)
     started = time.monotonic()
     with inputs.reading(data_dir, (split,)):
         results = scoring.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),

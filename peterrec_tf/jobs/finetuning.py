@@ -55,7 +55,8 @@ class FinetuningJob(TrainingJob):
         """Every setting, the pre-trained model and the data, before anything is written
         (flags.json included)."""
         from pipelines import inputs
-        from pipelines.framing import Framing
+        from peterrec_tf.data import datasets
+        from peterrec_tf.data.framing import Framing
         from peterrec_tf.jobs.checks import check_ranking, check_split_records
         from peterrec_tf.model_dir import load_model_dir
         from peterrec_tf.training.flags import check_values
@@ -94,14 +95,14 @@ class FinetuningJob(TrainingJob):
         check_split_records(data_dir, meta, ("train", "validation", "test"))
         check_ranking(data_dir, meta, c["eval_ranking"], c["num_candidates"], c["ks"])
         # a further fine-tuning keeps its source's framing (a converted release model's family)
-        self.framing = inputs.task_framing(
+        self.framing = datasets.data_framing(
             meta, self.source.framing if self.source.task != "pretrain"
             else Framing(backbone.FINE_TUNING_FRAMING), c["max_len"])
 
     def check_vocabularies(self, source_vocabs):
         """The data's vocabularies (verified now, saved with the task), the items the same
         as the pre-trained model's."""
-        from pipelines.metadata_checksum import read_data_vocab
+        from pipelines.inputs import read_data_vocab
 
         data_dir, pretrained, meta = self.config["data_dir"], self.config["pretrained"], self.meta
         vocab_size = self.backbone.vocab_size
@@ -193,13 +194,13 @@ class FinetuningJob(TrainingJob):
 
     def build_inputs(self, strategy):
         """Training examples (with sampled negatives for pairwise losses), repeated."""
-        from pipelines import inputs
+        from peterrec_tf.data import datasets
 
         c = self.config
-        return inputs.finetune_dataset(c["data_dir"], "train", c["batch_size"], self.negatives,
-                                       framing=self.framing, shuffle=True, seed=c["seed"],
-                                       repeat=True,
-                                       drop_remainder=strategy.num_replicas_in_sync > 1)
+        return datasets.finetune_dataset(c["data_dir"], "train", c["batch_size"], self.negatives,
+                                         framing=self.framing, shuffle=True, seed=c["seed"],
+                                         repeat=True,
+                                         drop_remainder=strategy.num_replicas_in_sync > 1)
 
     def save(self):
         """The task's model directory: by default only what it trained, over --pretrained
@@ -210,8 +211,7 @@ class FinetuningJob(TrainingJob):
         c, model = self.config, self.model
         alone = not (c["save_full_model"] or c["from_scratch"]) and stores_task_only(model)
         save_model_dir(c["model_dir"], model, {"pretrained": os.path.abspath(c["pretrained"]),
-                                               "data_dir": os.path.abspath(c["data_dir"]),
-                                               "max_len": self.framing.length},
+                                               "data_dir": os.path.abspath(c["data_dir"])},
                        dict(self.data_vocabs),
                        task_over=(c["pretrained"], self.backbone) if alone else None)
 

@@ -9,7 +9,6 @@ import os
 from peterrec_tf.jobs.training_job import (TrainingJob, job_settings, ranking_metric_names,
                                            run_training)
 
-OBJECTIVES = ("next_item", "masked_item")
 HEADS = ("full", "dot", "tied")
 #: Backbone architectures (`models.architectures`), by `--architecture`'s names.
 ARCHITECTURES = ("dilated_cnn", "self_attention")
@@ -60,7 +59,10 @@ class PretrainingJob(TrainingJob):
     def check(self):
         """Every setting and the data, before anything is written (flags.json included)."""
         from pipelines import inputs
-        from pipelines.metadata_checksum import read_data_vocab
+        from pipelines.inputs import read_data_vocab
+        from peterrec_tf import objectives
+        from peterrec_tf.data.framing import resolve_length
+        from peterrec_tf.data.windows import WINDOWS
         from peterrec_tf.jobs.checks import check_ranking, check_split_records
         from peterrec_tf.models.architectures import check_architecture_settings
         from peterrec_tf.training.flags import check_values
@@ -69,11 +71,10 @@ class PretrainingJob(TrainingJob):
         c["dilations"] = [int(d) for d in c["dilations"]]
         c["ks"] = [int(k) for k in c["ks"]]
         check_values(c)
-        if c["objective"] not in OBJECTIVES:
-            raise ValueError(f"--objective must be one of {OBJECTIVES}, got {c['objective']!r}")
+        self.objective = objectives.get(c["objective"])  # its model, preprocessor, XLA plan
         if c["optimizer"] not in OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {c['optimizer']!r}")
-        check_architecture_settings(c["architecture"], c["objective"], c)
+        check_architecture_settings(c["architecture"], self.objective, c)
         if c["head"] not in HEADS:
             raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {c['head']!r}")
         if c["head"] == "full" and c["num_sampled"] > 0:
@@ -91,10 +92,10 @@ class PretrainingJob(TrainingJob):
         check_split_records(data_dir, meta, ("train", "validation", "test"))
         check_ranking(data_dir, meta, c["eval_ranking"], c["num_candidates"], c["ks"])
         self.vocab = read_data_vocab(data_dir, "items.txt", meta)  # verified before training
-        self.max_len = c["max_len"] or meta["max_len"]
+        self.max_len = resolve_length(c["max_len"], metadata=meta)
         self.check_logits_size()
-        if c["train_windows"] not in inputs.WINDOWS:
-            raise ValueError(f"--train_windows must be one of {inputs.WINDOWS}, got "
+        if c["train_windows"] not in WINDOWS:
+            raise ValueError(f"--train_windows must be one of {WINDOWS}, got "
                              f"{c['train_windows']!r}")
         self.test_label = f"test ({c['eval_ranking']} ranking)"
 
@@ -128,30 +129,29 @@ class PretrainingJob(TrainingJob):
     def build_model(self, strategy, precision):
         """NextItNet (next item) or GRecPretrainer (masked item) over the chosen backbone,
         compiled with the job's optimizer and XLA plan."""
-        from pipelines import inputs
-        from peterrec_tf.models import GRecPretrainer, NextItNet
+        from peterrec_tf.data import datasets
         from peterrec_tf.models.architectures import backbone_for
         from peterrec_tf.training.flags import total_steps as count_steps
         from peterrec_tf.training.optimizer import make_optimizer
         from peterrec_tf.training.xla_policy import use_xla
 
         c = self.config
-        objective = c["objective"]
-        self.examples = (inputs.count_windows(c["data_dir"], "train", self.max_len, objective)
+        objective = self.objective
+        self.examples = (datasets.count_windows(c["data_dir"], "train", self.max_len, objective)
                          if c["train_windows"] == "all" else self.meta["splits"]["train"])
         self.steps = count_steps(c["train_steps"], c["epochs"], self.examples, c["batch_size"])
         self.steps_per_epoch = self.examples // c["batch_size"]
         with strategy.scope():
             backbone = backbone_for(c["architecture"], self.vocab_size, c["channels"],
-                                    causal=objective == "next_item", max_len=self.max_len,
+                                    causal=objective.causal, max_len=self.max_len,
                                     dilations=c["dilations"], kernel_size=c["kernel_size"],
                                     num_blocks=c["num_blocks"], heads=c["heads"],
                                     dropout=c["dropout"],
                                     embedding_dropout=c["embedding_dropout"])
-            cls = NextItNet if objective == "next_item" else GRecPretrainer
-            self.model = model = cls(backbone, head=c["head"], num_sampled=self.num_sampled,
-                                     framing=inputs.task_framing(self.meta, None, self.max_len),
-                                     label_smoothing=c["label_smoothing"])
+            self.model = model = objective.build_model(
+                backbone, head=c["head"], num_sampled=self.num_sampled,
+                framing=datasets.data_framing(self.meta, None, self.max_len),
+                label_smoothing=c["label_smoothing"])
             model.build()
             xla = use_xla(c["jit_compile"], c["strategy"], c["deterministic"])
             plan = self.xla_plan() if xla else None
@@ -160,20 +160,18 @@ class PretrainingJob(TrainingJob):
                                                    c["warmup_steps"], c["weight_decay"]),
                           xla_plan=plan if xla else ())
         self.framing = model.framing
-        self.log(self.describe(cls.__name__, plan, precision, strategy))
+        self.log(self.describe(type(model).__name__, plan, precision, strategy))
 
     def xla_plan(self):
         """What of the training step XLA compiles (`training.xla_policy`)."""
-        from pipelines import inputs
-        from peterrec_tf.training.xla_policy import target_fill, xla_plan
+        from peterrec_tf.data import datasets
+        from peterrec_tf.training.xla_policy import target_fill
 
         c = self.config
-        objective = c["objective"]
-        return xla_plan(objective, self.num_sampled, c["channels"], fill=target_fill(
-            inputs.pretrain_dataset(c["data_dir"], "train", c["batch_size"], objective,
-                                    self.max_len, mask_rate=c["mask_rate"], shuffle=False,
-                                    seed=c["seed"], windows=c["train_windows"]))
-            if objective == "next_item" and not self.num_sampled else 1.0)
+        return self.objective.xla_plan(self.num_sampled, c["channels"], fill=lambda: target_fill(
+            datasets.pretrain_dataset(c["data_dir"], "train", c["batch_size"], self.objective,
+                                      self.max_len, mask_rate=c["mask_rate"], shuffle=False,
+                                      seed=c["seed"], windows=c["train_windows"])))
 
     def describe(self, model_name, plan, precision, strategy):
         """The log line saying what is trained, how long and how (`plan` None: no XLA)."""
@@ -190,13 +188,13 @@ class PretrainingJob(TrainingJob):
 
     def build_inputs(self, strategy):
         """Training windows (shuffled, masked for masked_item), repeated."""
-        from pipelines import inputs
+        from peterrec_tf.data import datasets
 
         c = self.config
-        return inputs.pretrain_dataset(c["data_dir"], "train", c["batch_size"], c["objective"],
-                                       self.max_len, mask_rate=c["mask_rate"], shuffle=True,
-                                       seed=c["seed"], repeat=True, windows=c["train_windows"],
-                                       drop_remainder=strategy.num_replicas_in_sync > 1)
+        return datasets.pretrain_dataset(c["data_dir"], "train", c["batch_size"], self.objective,
+                                         self.max_len, mask_rate=c["mask_rate"], shuffle=True,
+                                         seed=c["seed"], repeat=True, windows=c["train_windows"],
+                                         drop_remainder=strategy.num_replicas_in_sync > 1)
 
     def save(self):
         """The model directory; a finished model this run replaces stays loadable for the
@@ -207,8 +205,7 @@ class PretrainingJob(TrainingJob):
 
         c, model = self.config, self.model
         keep_replaced_backbone(c["model_dir"], model.backbone, self.log)
-        save_model_dir(c["model_dir"], model, {"objective": c["objective"],
-                                               "max_len": self.max_len,
+        save_model_dir(c["model_dir"], model, {"objective": self.objective.name,
                                                "data_dir": os.path.abspath(c["data_dir"]),
                                                PRETRAINED_FINGERPRINT:
                                                    backbone_fingerprint(model.backbone)},

@@ -127,6 +127,7 @@ def split_evaluator(model, data_dir, task, ks, batch_size, ranking, num_candidat
     """split -> metrics of `model` on that split, checked to have scored every example
     (progress with the time left every 30 s through `log`)."""
     from pipelines import inputs
+    from peterrec_tf.data.datasets import eval_dataset
     from peterrec_tf.training import scoring
 
     splits = inputs.read_metadata(data_dir)["splits"]
@@ -134,8 +135,8 @@ def split_evaluator(model, data_dir, task, ks, batch_size, ranking, num_candidat
     ranker = scoring.rank_function(model) if task != "classify" else None
 
     def evaluate_split(split):
-        data = inputs.eval_dataset(data_dir, split, batch_size, ranking, num_candidates,
-                                   seed=seed, framing=framing)
+        data = eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
+                            framing=framing)
         scores = scoring.evaluate(model, data, task, ks, scorer, ranker=ranker,
                                   total=splits.get(split), log=log,
                                   label=f"{split} ({ranking} ranking)")

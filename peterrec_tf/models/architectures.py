@@ -18,15 +18,19 @@ ARCHITECTURES = {
 
 
 def check_architecture_settings(architecture, objective, settings):
-    """Refuse an unknown architecture, a self-attention backbone for the masked objective,
-    and settings of another architecture changed from their defaults."""
+    """Refuse an unknown architecture, a self-attention backbone for a non-causal
+    `objective` (an `objectives.Objective`), and settings of another architecture changed
+    from their defaults."""
     if architecture not in ARCHITECTURES:
         raise ValueError(f"--architecture must be one of {sorted(ARCHITECTURES)}, got "
                          f"{architecture!r}")
-    if architecture == SelfAttentionBackbone.ARCHITECTURE_NAME and objective != "next_item":
+    if architecture == SelfAttentionBackbone.ARCHITECTURE_NAME and not objective.causal:
+        from peterrec_tf import objectives
+
+        causal = "|".join(name for name in objectives.names() if objectives.get(name).causal)
         raise ValueError("--architecture=self_attention is causal: it pre-trains with "
-                         "--objective=next_item only (the masked objective's [MASK] is id 0, "
-                         "its padding)")
+                         f"--objective={causal} only (--objective={objective.name} is not "
+                         "causal; the masked objective's [MASK] is id 0, its padding)")
     for other, (_, own) in ARCHITECTURES.items():
         if other == architecture:
             continue

@@ -59,7 +59,7 @@ class Backbone(keras.Model):
     ARCHITECTURE_NAME = "dilated_cnn"
     #: The constructor arguments that make two backbones of this class interchangeable.
     ARCHITECTURE_FIELDS = ARCHITECTURE
-    #: How fine-tuning frames a history for this architecture (`pipelines.framing`):
+    #: How fine-tuning frames a history for this architecture (`data.framing`):
     #: `tcl` ends it with the [TCL] token (id 0, a learned vector here) whose state is read.
     FINE_TUNING_FRAMING = "tcl"
 

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from pipelines.framing import Framing
+from peterrec_tf.data.framing import Framing
 
 from peterrec_tf import transfer_methods
 from peterrec_tf.layers.fused_softmax import smoothed_cross_entropy
@@ -38,7 +38,7 @@ def pool_hidden(hidden, pooling):
 class FineTuner(WrapsBackbone, keras.Model):
     """Backbone -> user vector -> scores `[B, num_outputs]`.
 
-    Input: ids `[B, L]` framed as `self.framing` says (`pipelines.framing`): by default
+    Input: ids `[B, L]` framed as `self.framing` says (`data.framing`): by default
     `tcl`, the release's non-causal fine-tuning form `[0, s1..sn, 0]` (left-padded); a
     converted release model records its family's framing. Every path that feeds the model
     (input functions, evaluation, export) frames with it.

@@ -4,7 +4,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from pipelines.framing import Framing
+from peterrec_tf.data.framing import Framing
 
 from peterrec_tf.models.backbone import WrapsBackbone
 from peterrec_tf.models.replica_losses import scale_for_replicas, weighted_mean
@@ -93,7 +93,7 @@ class SequencePretrainer(WrapsBackbone, keras.Model):
         self.built = True
 
     def compile(self, *args, xla_plan=None, **kwargs):
-        """Keras' `compile`, plus, when `xla_plan` is given (`training.xla_policy.xla_plan`),
+        """Keras' `compile`, plus, when `xla_plan` is given (an objective's `xla_plan`, `objectives`),
         what XLA compiles: "step" the whole train step (it sets `jit_compile`), "blocks" the
         residual stack alone (`Backbone.compile_blocks_with_xla`), "softmax" the fused
         softmax losses (`fuse_softmax_with_xla`). `xla_plan=()`: none of them, TF's ops."""

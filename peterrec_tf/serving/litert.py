@@ -89,7 +89,7 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     returns the JSON's dict."""
     import tensorflow as tf
 
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
 
     if quantize not in QUANTIZATIONS:
         raise ValueError(f"litert_quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
@@ -98,7 +98,7 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.task == "classify":
         raise ValueError("the on-device export ranks items: a classification model ranks none")
-    framing = model_framing(model, config).with_length(max_len)
+    framing = model.framing.resolved(max_len)
     if not framing.length:
         raise ValueError(f"{model_dir} records no history length: give --max_len")
     items = vocabs.get("items")

@@ -23,11 +23,7 @@ Consumers ask `get(name)` and never compare method names: `models.factory` and
 serving's shared-backbone check and the transfer experiment.
 """
 
-import importlib
-import pkgutil
-
-#: {name: method}, filled by `register` as this package's modules are imported.
-_registered = {}
+from pipelines.registry import Registry
 
 #: The job flags that configure model patches (read by methods that graft them).
 PATCH_SETTINGS = ("insertion", "bottleneck_ratio", "patch_activation")
@@ -63,42 +59,18 @@ class TransferMethod:
         return f"<transfer method {self.name!r} from {type(self).__module__}>"
 
 
-def register(method):
-    """Register a method (an instance, or a class instantiated without arguments); returns
-    it, so a module may use it as a class decorator. A second method of a name is refused."""
-    instance = method() if isinstance(method, type) else method
-    name = instance.name
-    if not isinstance(name, str) or not name.isidentifier():
-        raise ValueError(f"a transfer method's name must be an identifier, got {name!r}")
+def _check_declared(method):
     undeclared = [attribute for attribute in DECLARED if not isinstance(
-        getattr(instance, attribute, None), bool)]
+        getattr(method, attribute, None), bool)]
     if undeclared:
-        raise ValueError(f"transfer method {name!r} must declare {', '.join(undeclared)} "
-                         "(True or False)")
-    if name in _registered:
-        raise ValueError(f"transfer method {name!r} is already registered (by "
-                         f"{module_of(name)}); pick another name")
-    _registered[name] = instance
-    return method
+        raise ValueError(f"transfer method {method.name!r} must declare "
+                         f"{', '.join(undeclared)} (True or False)")
 
 
-def get(name):
-    """The method registered as `name`; an unknown name is a ValueError listing the known."""
-    try:
-        return _registered[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"unknown transfer method {name!r}: method must be one of "
-                         f"{', '.join(names())}") from None
-
-
-def names():
-    """Every registered method's name, sorted."""
-    return sorted(_registered)
-
-
-def module_of(name):
-    """The dotted module that defines the method `name`."""
-    return type(get(name)).__module__
+#: {name: method}, filled as this package's modules are imported (`pipelines.registry`).
+REGISTRY = Registry("transfer method", "method", TransferMethod, check=_check_declared)
+register, get, names, module_of = (REGISTRY.register, REGISTRY.get, REGISTRY.names,
+                                   REGISTRY.module_of)
 
 
 def check_flags(name, **given):
@@ -142,5 +114,4 @@ def set_trainable(model, embeddings=False, final_layers=False, blocks=(), patche
             patch.trainable = patches or train_block
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+Registry.import_package(__name__, __path__)

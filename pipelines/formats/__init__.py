@@ -12,14 +12,12 @@ what one format splits off (`movielens_files`).
 """
 
 import collections
-import importlib
-import pkgutil
+
+from pipelines.registry import Registry
 
 #: One format-specific flag of `prepare`: `kind` names absl's `DEFINE_<kind>`, `extra` are
 #: the arguments between the default and the help (an enum's values).
 Flag = collections.namedtuple("Flag", "kind name default help extra", defaults=((),))
-
-_FORMATS = {}
 
 
 class DataFormat:
@@ -51,53 +49,26 @@ class DataFormat:
         raise NotImplementedError
 
 
-def register(format_class):
-    """Class decorator: register an instance of `format_class` under its `name`. A name
-    registered by another class, or a flag of the same name declared differently by
-    another format, is a ValueError."""
-    instance = format_class()
-    name = instance.name
-    if not (isinstance(name, str) and name.isidentifier()):
-        raise ValueError(f"{format_class.__qualname__}: a format's name must be an "
-                         f"identifier, got {name!r}")
-    found = _FORMATS.get(name)
-    if found is not None and _origin(type(found)) != _origin(format_class):
-        raise ValueError(f"format {name!r} is already registered by {module_of(name)}")
+def _check_flags(instance):
+    """A flag of the same name must be declared the same way by every format reading it."""
     for flag in instance.flags:
         other = declared_flags().get(flag.name)
         if other is not None and other != flag:
-            raise ValueError(f"format {name!r} declares --{flag.name} differently from "
-                             f"the format(s) that declared it first: {other} vs {flag}")
-    _FORMATS[name] = instance
-    return format_class
+            raise ValueError(f"format {instance.name!r} declares --{flag.name} differently "
+                             f"from the format(s) that declared it first: {other} vs {flag}")
 
 
-def _origin(format_class):
-    return format_class.__module__, format_class.__qualname__
-
-
-def names():
-    """The registered format names, sorted."""
-    return tuple(sorted(_FORMATS))
-
-
-def get(name):
-    """The registered format `name`; a ValueError naming the choices otherwise."""
-    if name not in _FORMATS:
-        raise ValueError(f"--format must be one of {names()}, got {name!r}")
-    return _FORMATS[name]
-
-
-def module_of(name):
-    """The dotted module that defines format `name` (where its name may be compared)."""
-    return type(get(name)).__module__
+#: {name: format}, filled as this package's modules are imported (`pipelines.registry`).
+REGISTRY = Registry("data format", "format", DataFormat, check=_check_flags)
+register, get, names, module_of = (REGISTRY.register, REGISTRY.get, REGISTRY.names,
+                                   REGISTRY.module_of)
 
 
 def declared_flags():
     """{flag name: Flag} of every registered format's flags (each once)."""
     found = {}
-    for name in names():
-        for flag in _FORMATS[name].flags:
+    for instance in REGISTRY.instances():
+        for flag in instance.flags:
             found.setdefault(flag.name, flag)
     return found
 
@@ -108,5 +79,4 @@ def define_flags(flags):
         getattr(flags, f"DEFINE_{flag.kind}")(flag.name, flag.default, *flag.extra, flag.help)
 
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+Registry.import_package(__name__, __path__)

@@ -114,7 +114,7 @@ def scorer(model):
 
 
 def frame_batches(items, framing, batch_size=256):
-    """Unpadded histories framed as the model reads them (`pipelines.framing`), in batches."""
+    """Unpadded histories framed as the model reads them (`peterrec_tf.data.framing`), in batches."""
     import tensorflow as tf
 
     return [framing.frame(tf.ragged.constant(

@@ -26,9 +26,11 @@ from pipelines.command import Interrupted
 def parameter_shares(vocab_size, channels, dilations, objective, tasks):
     """{task: {preset: {method: fine-tuned params / FineAll params}}} (the paper's unit),
     plus the absolute counts, from models built (not trained) for each task."""
+    from peterrec_tf import objectives
     from peterrec_tf.models import Backbone, build_finetuner, parameter_report
 
-    backbone = Backbone(vocab_size, channels, tuple(dilations), causal=objective == "next_item")
+    backbone = Backbone(vocab_size, channels, tuple(dilations),
+                        causal=objectives.get(objective).causal)
     backbone.build()
     shares = {}
     for task_name, task, outputs in tasks:
@@ -294,7 +296,7 @@ class _Experiment:
         """Fine-tune one neural run from `pre_dir` and evaluate its saved model; fills
         `record`'s parameter counts and learning curve, returns {split: outputs}."""
         from peterrec_tf.jobs.finetuning import run_finetune
-        from peterrec_tf.model_dir import load_model_dir, model_framing
+        from peterrec_tf.model_dir import load_model_dir
 
         settings, curve_points = self.config["finetune"], self.config["curve_points"]
         steps, fraction = settings["steps"], record["fraction"]
@@ -315,8 +317,8 @@ class _Experiment:
                            **kwargs)
         if out["training"]["interrupted"]:
             raise Interrupted(run_dir)
-        model, model_config, _ = load_model_dir(run_dir)
-        framing = model_framing(model, model_config)  # as finetune trained it
+        model, _, _ = load_model_dir(run_dir)
+        framing = model.framing  # as finetune trained it
         call = scorer(model)
         outputs = {split: data.evaluate(split, score_model(model, data.batches(split, framing),
                                                            call))
@@ -342,13 +344,13 @@ def _curve(model_dir, data):
     """Test and validation metrics of every checkpoint a run kept (its learning curve)."""
     import tensorflow as tf
 
-    from peterrec_tf.model_dir import load_model_dir, model_framing
+    from peterrec_tf.model_dir import load_model_dir
 
     state = tf.train.get_checkpoint_state(os.path.join(model_dir, "checkpoints"))
     if state is None:
         return []
-    model, config, _ = load_model_dir(model_dir)
-    framing = model_framing(model, config)
+    model, _, _ = load_model_dir(model_dir)
+    framing = model.framing
     checkpoint = tf.train.Checkpoint(model=model)
     call = scorer(model)
     points = []

@@ -14,7 +14,9 @@ and further fine-tuning of converted models. Kinds:
   release_plain   right-padded to `length`, no separator (the release's FineAll scripts)
 
 `length=None` pads to the longest history of the batch (left-padded kinds only). Longer
-histories keep their most recent `length` items in every kind. Id 0 is padding, [TCL],
+histories keep their most recent `length` items in every kind. Which length a path uses is
+decided in one place, `resolve_length`: the length asked for, else the model's own, else
+the prepared data's. Id 0 is padding, [TCL],
 [MASK] and out-of-vocabulary at once, as in the release.
 """
 
@@ -59,6 +61,23 @@ def right_pad(ragged, length):
     return _gather_padded(ragged, starts, positions)
 
 
+def resolve_length(requested=None, recorded=None, metadata=None):
+    """The history length a model reads, by the one rule every path follows: the length
+    asked for (`requested`, a --max_len flag; 0 or None: none), else the one the model
+    records (its framing's), else the prepared data's (metadata.json's `max_len`); None
+    when none of them says."""
+    for length in (requested, recorded, (metadata or {}).get("max_len")):
+        if length:
+            return int(length)
+    return None
+
+
+def default_framing(task):
+    """This project's framing of a new model for data of `task` (metadata.json's "task"),
+    its length still open: `history` for pre-training, `tcl` for fine-tuning."""
+    return Framing("history" if task == "pretrain" else "tcl", None)
+
+
 def drop_padding(ids, vocab_size):
     """Dense ids `[B, L]` with padding anywhere -> ragged histories: ids outside
     [1, vocab_size) (padding, unknown tokens, out-of-range ids) are removed, order kept."""
@@ -88,9 +107,9 @@ class Framing:
         """Positions the framing adds around the history."""
         return {"history": 0, "tcl": 2, "release_causal": 1, "release_plain": 0}[self.kind]
 
-    def with_length(self, length):
-        """The same kind at another length (`None`/0 keep this one's)."""
-        return dataclasses.replace(self, length=length) if length else self
+    def resolved(self, requested=None, metadata=None):
+        """The same kind at `resolve_length(requested, self.length, metadata)`."""
+        return dataclasses.replace(self, length=resolve_length(requested, self.length, metadata))
 
     def frame(self, ragged_ids):
         """Ragged histories `[B, None]` (oldest first) -> framed int32 ids `[B, width]`."""

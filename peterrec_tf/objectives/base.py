@@ -1,0 +1,47 @@
+"""What a pre-training objective is: its model, its preprocessor, its XLA plan."""
+
+
+class Objective:
+    """A pre-training objective. A subclass sets `name` and `model_class` (a
+    `models.pretrainer.SequencePretrainer`; its `requires_causal` says whether the backbone
+    is causal) and implements `preprocessor`; `xla_plan` defaults to compiling the fused
+    softmax alone, the plan that holds for any objective."""
+
+    #: The registered name (`pretrain --objective`), recorded in the model's config.json.
+    name = None
+    #: The pre-training model class the objective trains.
+    model_class = None
+    #: Position among the flag's choices (lowest first: the default).
+    order = 100
+
+    @property
+    def summary(self):
+        """One line for `--objective`'s help: the first line of the class docstring."""
+        return (type(self).__doc__ or self.name).strip().splitlines()[0].rstrip(".")
+
+    @property
+    def causal(self):
+        """Whether the objective trains a causal backbone (reads each position's past only)."""
+        return bool(self.model_class.requires_causal)
+
+    def build_model(self, backbone, **settings):
+        """The objective's pre-training model over `backbone`."""
+        return self.model_class(backbone, **settings)
+
+    def preprocessor(self, max_len, num_items, mask_rate=0.3, max_predictions=None,
+                     pad_to_max_len=True):
+        """The object turning ragged histories into (x, y, weight) examples: its `window`
+        is the (size, overlap) of the windows sequences are cut into, its
+        `examples(dataset, seed, input_context)` maps `{item_ids: ragged}` batches to
+        examples (see `data.next_item`)."""
+        raise NotImplementedError
+
+    def xla_plan(self, num_sampled, channels=64, fill=1.0):
+        """What XLA compiles in a training step (`SequencePretrainer.compile(xla_plan=...)`):
+        here the fused softmax loss only. `fill` is the share of positions that carry a
+        target, or a function measuring it (called only by a plan that depends on it)."""
+        del num_sampled, channels, fill
+        return ("softmax",)
+
+    def __repr__(self):
+        return f"<objective {self.name}>"
