@@ -148,12 +148,7 @@ def cycles(graph):
 
 # --- the rules, on the real code ---------------------------------------------------------
 
-#: The restructuring is merged in steps; each rule's test runs (and is reported) meanwhile,
-#: and this mark goes once the last step lands.
-in_progress = pytest.mark.xfail(reason="restructuring in progress", strict=False)
 
-
-@in_progress
 def test_models_and_layers_do_not_import_the_data_pipelines():
     offenders = {path: pipelines_imports(path, source) for path, source in library_modules()
                  if path.startswith((os.path.join("peterrec_tf", "models") + os.sep,
@@ -161,14 +156,12 @@ def test_models_and_layers_do_not_import_the_data_pipelines():
     assert not {p: i for p, i in offenders.items() if i}
 
 
-@in_progress
 def test_no_module_or_function_over_the_limits():
     found = [problem for path, source in library_modules()
              for problem in over_length(path, source)]
     assert not found, "\n".join(found)
 
 
-@in_progress
 def test_registered_names_are_compared_only_in_their_own_module():
     owners = registered_names()
     assert {"peterrec", "fineall", "next_item", "masked_item", "interactions"} <= set(owners)
@@ -180,7 +173,6 @@ def test_registered_names_are_compared_only_in_their_own_module():
     assert not found, "\n".join(found)
 
 
-@in_progress
 def test_no_import_cycle_in_the_library():
     assert cycles(import_graph()) == []
 
