@@ -33,13 +33,6 @@ PENDING = [
      "own figures have a file (recbole_reference)",
      "for S in 0 1 2: python -m peterrec_tf.pretrain ... --seed=S (the command in "
      "benchmarks/RECBOLE_REFERENCE.md); no script writes its raw output yet"),
-    ("pipelines/NOTES.md: Benchmark", "the 1M-sequence input pipeline run: its table and the "
-     "preparation's seconds and shard bytes (the 100K table has its file, input_pipeline)",
-     "python benchmarks/input_pipeline.py --sequences=1000000 --train_steps=0"),
-    ("The optimizers' own update under the strategy", "peak RSS by phase, adam vs lazy_adam "
-     "(sampled by hand from /proc; the MEASURED table above it has its file)",
-     "no script yet: a sampler of /proc/PID/status around python -m peterrec_tf.pretrain "
-     "--strategy=multi_worker (the flags in that section)"),
 ]
 
 
