@@ -148,3 +148,36 @@ def render_train_throughput():
                          + f" | {ceiling_text} |")
     return lines + ["", "Ratios of 2x and above are in bold."] + [
         source(payload) for payload in found]
+
+
+def render_recbole_split_seeds():
+    """This project's dilated CNN on the RecBole reference's split and protocol (full
+    ranking of every item, best-validation weights, test once), one row per seed and the
+    mean with its sample standard deviation (n - 1), beside RecBole's kept figure."""
+    import statistics
+
+    found = raw_output.newest("public_quality", "ml100k_recbole_split_3seeds")
+    if found is None:
+        return None
+    runs = sorted((r for r in found["summary"]["results"] if r["run"] == "cnn_full"),
+                  key=lambda r: r["seed"])
+    metrics = ("hr@10", "ndcg@10", "mrr@10")
+    lines = ["| seed | selected step | test HR@10 | test NDCG@10 | test MRR@10 |",
+             "|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r['seed']} | {r['selected_step']} | "
+                     + " | ".join(f"{r['full'][m]:.4f}" for m in metrics) + " |")
+    if len(runs) > 1:
+        cells = [f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+                 for values in ([r["full"][m] for r in runs] for m in metrics)]
+        lines.append(f"| **mean ± sample std (n-1)** | | " + " | ".join(cells) + " |")
+    recbole = raw_output.newest("recbole_reference")
+    if recbole is not None:
+        test = recbole["summary"].get("test") or {}
+        figures = [test.get(key) for key in ("HR@10", "NDCG@10", "MRR@10")]
+        if all(isinstance(f, (int, float)) for f in figures):
+            lines.append("| RecBole NextItNet (its kept reference) | | "
+                         + " | ".join(f"{f:.4f}" for f in figures) + " |")
+            above = sum(all(r["full"][m] > f for m, f in zip(metrics, figures)) for r in runs)
+            lines += ["", f"Seeds above RecBole's figure on every metric: {above} of {len(runs)}."]
+    return lines + [""] + [source(found)] + ([source(recbole)] if recbole else [])
