@@ -614,6 +614,13 @@ def test_non_finite_weights_are_never_exported(dirs, tmp_path):
     weight = model.backbone.patches[0].weights[0]
     weight.assign(np.full(weight.shape, np.nan, "float32"))
     model.save(str(directory / "model.keras"))  # as a diverged run would have, bypassing the guard
+    # ... and recorded, as that run's save would have (so the NaN, not the record, is what
+    # the export meets)
+    from peterrec_tf.model_files import config_checksum
+    config = json.loads((directory / "config.json").read_text())
+    config["checksums"]["model.keras"] = f"bytes:{os.path.getsize(directory / 'model.keras')}"
+    config["config_sha256"] = config_checksum(config)
+    (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ExportError, match="holds NaN or Inf .* never exported"):
         export([("rec", str(directory))], str(tmp_path / "sm"), "nan", **quiet)
     assert not os.path.exists(tmp_path / "sm" / "nan" / "1")
