@@ -24,7 +24,7 @@ def define_flags():
     from peterrec_tf.data.windows import WINDOWS
 
     define_common_flags(batch_size=32, learning_rate=1e-3)
-    flags.DEFINE_enum("objective", objectives.names()[0], list(objectives.names()), "; ".join(
+    flags.DEFINE_enum("objective", objectives.default().name, list(objectives.names()), "; ".join(
         f"{name}: {objectives.get(name).summary}" for name in objectives.names()) + ".")
     flags.DEFINE_float("mask_rate", 0.3, "masked_item: share of each sequence's items masked "
                        "(80% -> [MASK], 10% kept, 10% random item).")

@@ -153,3 +153,12 @@ def test_registry_errors(tmp_path):
                                          "synthetic is prepared with --runner=local"):
         prepare("synthetic", str(tmp_path / "out"), **BEAM, **quiet)
     assert os.listdir(tmp_path) == []
+
+
+def test_a_format_that_reads_nothing_is_refused():
+    class Readerless(DataFormat):
+        name = "readerless"
+    with pytest.raises(ValueError, match="'readerless' must define read"):
+        register(Readerless)
+    assert "readerless" not in formats.names()
+

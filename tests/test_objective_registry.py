@@ -118,6 +118,10 @@ class Toy(objectives.Objective):
     name = "test_toy"
     model_class = NextItNet
 
+    def preprocessor(self, max_len, *args, **kwargs):
+        from peterrec_tf.data.next_item import NextItemPreprocessor
+        return NextItemPreprocessor(max_len)
+
 import peterrec_tf.pretrain as pretrain
 pretrain.define_flags()
 flag = flags.FLAGS["objective"]
@@ -135,3 +139,32 @@ def test_the_flag_offers_every_registered_objective():
     choices, default, text = json.loads(done.stdout.strip().splitlines()[-1])
     assert choices == ["next_item", "masked_item", "test_toy"] and default == "next_item"
     assert "test_toy: A toy objective" in text and "masked_item: GRec" in text
+
+
+def test_an_objective_must_be_complete_and_cannot_take_the_default_silently():
+    assert objectives.default().name == "next_item" == objectives.names()[0]
+
+    class Modelless(Objective):
+        name = "modelless"
+
+        def preprocessor(self, *args, **kwargs):
+            return None
+    with pytest.raises(ValueError, match="'modelless' must set model_class"):
+        objectives.register(Modelless)
+
+    class Unprepared(Objective):
+        name = "unprepared"
+        model_class = NextItNet
+    with pytest.raises(ValueError, match="'unprepared' must define preprocessor"):
+        objectives.register(Unprepared)
+
+    class Usurper(LastItem):
+        name = "a_usurper"  # sorts before next_item
+        default = True
+        order = -1
+    with pytest.raises(ValueError, match="'a_usurper' claims to be the default, which "
+                                         "'next_item' is"):
+        objectives.register(Usurper)
+    assert objectives.default().name == "next_item"
+    assert not {"modelless", "unprepared", "a_usurper"} & set(objectives.names())
+

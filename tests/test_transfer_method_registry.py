@@ -142,3 +142,21 @@ def test_the_built_in_methods_declare_what_the_consumers_once_hard_coded():
                         "finecls": (False, False, True), "finelast": (False, True, True)}
     for name in transfer_methods.names():
         assert transfer_methods.module_of(name) == f"peterrec_tf.transfer_methods.{name}"
+
+
+def test_a_method_must_say_what_trains_and_read_the_patch_flags_iff_it_grafts(registry):
+    silent = type("Silent", (TransferMethod,), {
+        "name": "silent", "grafts_patches": False, "changes_backbone": False,
+        "stored_alone": True})
+    with pytest.raises(ValueError, match="'silent' must define mark_trainable"):
+        registry.register(silent)
+    grafting_deaf = type("GraftingDeaf", (LastNorm,), {"name": "graftingdeaf",
+                                                       "grafts_patches": True})
+    with pytest.raises(ValueError, match="grafts patches reads all of insertion"):
+        registry.register(grafting_deaf)
+    plain_listening = type("PlainListening", (LastNorm,), {
+        "name": "plainlistening", "settings": transfer_methods.PATCH_SETTINGS})
+    with pytest.raises(ValueError, match="one that does not reads none of them"):
+        registry.register(plain_listening)
+    assert not {"silent", "graftingdeaf", "plainlistening"} & set(registry.names())
+

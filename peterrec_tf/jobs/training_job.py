@@ -67,7 +67,8 @@ class TrainingJob:
     def __init__(self, config, log=print):
         self.config, self.log = dict(config), log
         self.model, self.steps, self.steps_per_epoch = None, 0, 1
-        self.task = self.framing = None
+        # a job class that knows its task (pre-training) keeps it; others set it in check()
+        self.task, self.framing = getattr(type(self), "task", None), None
         self.report = {}
         self._evaluator = None
 

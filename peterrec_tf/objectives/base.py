@@ -11,7 +11,9 @@ class Objective:
     name = None
     #: The pre-training model class the objective trains.
     model_class = None
-    #: Position among the flag's choices (lowest first: the default).
+    #: Whether it is `pretrain`'s default objective (one objective is).
+    default = False
+    #: Position among the flag's choices after the default (lowest first).
     order = 100
 
     @property

@@ -14,7 +14,7 @@ class NextItem(Objective):
 
     name = "next_item"
     model_class = NextItNet
-    order = 0
+    default = True
 
     def preprocessor(self, max_len, num_items, mask_rate=0.3, max_predictions=None,
                      pad_to_max_len=True):

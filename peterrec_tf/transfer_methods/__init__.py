@@ -60,11 +60,21 @@ class TransferMethod:
 
 
 def _check_declared(method):
+    """A method declares the three facts, says what trains, and reads the patch flags
+    exactly when it grafts patches (so they are neither refused nor silently ignored)."""
     undeclared = [attribute for attribute in DECLARED if not isinstance(
         getattr(method, attribute, None), bool)]
     if undeclared:
         raise ValueError(f"transfer method {method.name!r} must declare "
                          f"{', '.join(undeclared)} (True or False)")
+    if type(method).mark_trainable is TransferMethod.mark_trainable:
+        raise ValueError(f"transfer method {method.name!r} must define mark_trainable()")
+    reads_patches = set(PATCH_SETTINGS) & set(method.settings)
+    if method.grafts_patches != bool(reads_patches) or (
+            reads_patches and reads_patches != set(PATCH_SETTINGS)):
+        raise ValueError(f"transfer method {method.name!r}: a method that grafts patches "
+                         f"reads all of {', '.join(PATCH_SETTINGS)} in its settings, and "
+                         "one that does not reads none of them")
 
 
 #: {name: method}, filled as this package's modules are imported (`pipelines.registry`).

@@ -50,12 +50,15 @@ class DataFormat:
 
 
 def _check_flags(instance):
-    """A flag of the same name must be declared the same way by every format reading it."""
+    """A format reads its input one way or another (`read`, or a streaming local path), and
+    a flag of the same name is declared the same way by every format reading it."""
     for flag in instance.flags:
         other = declared_flags().get(flag.name)
         if other is not None and other != flag:
             raise ValueError(f"format {instance.name!r} declares --{flag.name} differently "
                              f"from the format(s) that declared it first: {other} vs {flag}")
+    if type(instance).read is DataFormat.read and instance.prepare_local is None:
+        raise ValueError(f"format {instance.name!r} must define read() (or prepare_local)")
 
 
 #: {name: format}, filled as this package's modules are imported (`pipelines.registry`).
