@@ -5,10 +5,6 @@ newest kept raw output; `benchmarks.tables` registers them beside the others."""
 from benchmarks import raw_output
 
 
-def _cell(text):
-    return str(text).replace("|", "\\|")
-
-
 def source(payload):
     prov = payload["provenance"]
     dirty = " (dirty tree)" if prov.get("dirty") else ""
