@@ -225,18 +225,18 @@ def test_fine_tuning_reads_both_formats(logs, tmp_path):
     from peterrec_tf.jobs.finetuning import run_finetune
     from peterrec_tf.jobs.pretraining import run_pretrain
     tiny = {"channels": 8, "dilations": (1, 2), "batch_size": 16, "log_every": 5,
-            "checkpoint_every": 10}
+            "checkpoint_every": 10, "jit_compile": False}  # the formats, not XLA, are tested
     model_dir = str(tmp_path / "pre_model")
     run_pretrain(logs["pre"], model_dir, train_steps=3, seed=0, **tiny, **quiet)
     labelled, targeted = str(tmp_path / "labels"), str(tmp_path / "targets")
     prepare("user_labels", labelled, logs["labels"], label_col="tier", **options(logs))
     prepare("user_targets", targeted, logs["targets"], **options(logs))
     classify = run_finetune(model_dir, labelled, str(tmp_path / "cls"), train_steps=3,
-                            batch_size=8, log_every=5, **quiet)
+                            batch_size=8, log_every=5, jit_compile=False, **quiet)
     assert 0.0 <= classify["test"]["accuracy"] <= 1.0 and classify["test"]["examples"] > 0
     recommend = run_finetune(model_dir, targeted, str(tmp_path / "rec"), train_steps=3,
                              batch_size=8, log_every=5, num_candidates=10, ks=(1, 3),
-                             **quiet)
+                             jit_compile=False, **quiet)
     assert recommend["test"]["examples"] == inputs.read_metadata(targeted)["splits"]["test"]
 
 

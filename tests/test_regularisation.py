@@ -190,7 +190,7 @@ def test_pretrain_stops_early_and_keeps_the_best_weights(data, tmp_path):
     settings = dict(channels=8, dilations=(1,), batch_size=16, train_steps=30, eval_every=4,
                     select_metric="hr@10", patience=2, learning_rate=1e-12, log_every=100,
                     checkpoint_every=100, dropout=0.1, weight_decay=0.01, lr_schedule="cosine",
-                    warmup_steps=2, log=lambda *_: None)
+                    warmup_steps=2, jit_compile=False, log=lambda *_: None)
     results = run_pretrain(data, model_dir, **settings)
     assert results["stopped_early"] and results["best_step"] == 4
     assert results["training"]["steps"] == 12 and results["evaluations"] == 3

@@ -41,7 +41,7 @@ def job(tmp_path_factory):
     report = run_pretrain(os.path.join(data, "pretrain"), model_dir, channels=8,
                           dilations=(1, 2), batch_size=16, train_steps=6, log_every=2,
                           eval_every=2, checkpoint_every=6, select_metric="ndcg@10",
-                          learning_rate=2e-3, log=lambda *_: None)
+                          learning_rate=2e-3, jit_compile=False, log=lambda *_: None)
     return model_dir, report, read_runs(model_dir)
 
 
