@@ -66,7 +66,7 @@ RUNS = {
     "sa_wide": {"architecture": "self_attention", "num_blocks": 2, "channels": 128,
                 "heads": 2},
 }
-DATASETS = ("ml100k", "synthetic", "amazon_shaped")
+DATASETS = ("ml100k", "synthetic", "amazon_shaped", "sasrec_log")
 #: The synthetic log shaped like a public Amazon category (about 31K users, 24K items,
 #: sequences of 5-13 items: ~9 a user, ~280K events), for timing the recipe.
 AMAZON_SHAPED = {"num_users": 31000, "num_items": 24000, "num_clusters": 600, "min_len": 5,
@@ -76,6 +76,10 @@ AMAZON_SHAPED = {"num_users": 31000, "num_items": 24000, "num_clusters": 600, "m
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ml100k", default=ML100K, help="The ml-100k folder (u.data, u.item).")
+    p.add_argument("--sasrec_log", default=None,
+                   help="For --datasets=sasrec_log: a log in SASRec's released form (one "
+                        "'user item' pair per line, integer ids, each user's lines oldest "
+                        "first), e.g. its Amazon Video Games file. Never copied into git.")
     p.add_argument("--work_dir", required=True, help="Prepared data and runs (outside the repo).")
     p.add_argument("--datasets", default="ml100k,synthetic", help=f"Any of {DATASETS}.")
     p.add_argument("--runs", default="cnn_full,sa_full", help=f"Names of {sorted(RUNS)}.")
@@ -98,10 +102,35 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K):
+def sasrec_log_as_interactions(path, out_csv):
+    """Writes SASRec's 'user item' lines as an interactions CSV (user,item,timestamp), the
+    timestamp being the line number: SASRec's files keep each user's items oldest first and
+    carry no time. Refuses a line that is not two integers (file and line named)."""
+    with open(path, encoding="utf-8") as src, open(out_csv + ".tmp", "w", encoding="utf-8") as dst:
+        dst.write("user,item,timestamp\n")
+        for number, line in enumerate(src, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                raise SystemExit(f"error: {path}:{number}: expected 'user item' (two integer "
+                                 f"ids), got {line.strip()!r}")
+            dst.write(f"{fields[0]},{fields[1]},{number}\n")
+    os.replace(out_csv + ".tmp", out_csv)
+
+
+def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K, sasrec_log=None):
     from pipelines.prepare import prepare
 
     out = os.path.join(work_dir, "data", name)
+    if name == "sasrec_log":
+        if not sasrec_log:
+            raise SystemExit("error: --datasets=sasrec_log needs --sasrec_log=FILE")
+        csv = os.path.join(work_dir, "data", "sasrec_log.csv")
+        os.makedirs(os.path.dirname(csv), exist_ok=True)
+        sasrec_log_as_interactions(sasrec_log, csv)
+        prepare("interactions", out, input=csv, max_len=max_len, log=log)
+        return os.path.join(out, "pretrain")
     if name == "ml100k":
         prepare("movielens_100k", out, input=ml100k, max_len=max_len, target_genres="", log=log)
     elif name == "synthetic":
@@ -308,7 +337,8 @@ def main(argv=None):
     from peterrec_tf.jobs.pretraining import run_pretrain
 
     for dataset in args.datasets.split(","):
-        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None, args.ml100k)
+        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None, args.ml100k,
+                                   args.sasrec_log)
         meta = inputs.read_metadata(data_dir)
         num_items = meta["num_items"]
         test_rows = read_split(data_dir, "test")
