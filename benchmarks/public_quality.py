@@ -130,7 +130,7 @@ def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K, sasrec_log=None
         os.makedirs(os.path.dirname(csv), exist_ok=True)
         sasrec_log_as_interactions(sasrec_log, csv)
         prepare("interactions", out, input=csv, max_len=max_len, log=log)
-        return os.path.join(out, "pretrain")
+        return out  # one dataset: written at the top level
     if name == "ml100k":
         prepare("movielens_100k", out, input=ml100k, max_len=max_len, target_genres="", log=log)
     elif name == "synthetic":
