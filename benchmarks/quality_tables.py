@@ -103,3 +103,27 @@ def recbole_tag(model):
     """The kept RecBole reference's tag for `model` (the NextItNet one predates the
     model in its tag)."""
     return "seed2020" if model == "NextItNet" else f"{model.lower()}_seed2020"
+
+
+def render_video_games_dropout():
+    """The two single-seed runs behind the recipe's dropout (0.2 against 0.5) on the Amazon
+    Video Games log: settings, selected step, both protocols."""
+    found = [raw_output.newest("public_quality", tag) for tag in ("explore1", "explore2")]
+    if None in found:
+        return None
+    lines = ["| run | dropout (blocks, embedding) | epochs allowed | selected step (epoch) | "
+             "SASRec-protocol HR@10 | NDCG@10 | full HR@10 | full NDCG@10 | wall s |",
+             "|---" * 9 + "|"]
+    for payload in found:
+        for r in payload["summary"]["results"]:
+            if "settings" not in r:
+                continue
+            c = r["settings"]
+            per_epoch = c["eval_every"]
+            lines.append(
+                f"| {r['run']} | {c['dropout']}, {c['embedding_dropout']} | "
+                f"{c['train_steps'] // per_epoch} | {r['selected_step']} "
+                f"({r['selected_step'] // per_epoch}) | {r['sasrec']['hr@10']:.4f} | "
+                f"{r['sasrec']['ndcg@10']:.4f} | {r['full']['hr@10']:.4f} | "
+                f"{r['full']['ndcg@10']:.4f} | {r['wall_seconds']:.0f} |")
+    return lines + [""] + [source(p) for p in found]

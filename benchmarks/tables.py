@@ -286,6 +286,10 @@ TABLES = {
                            "python benchmarks/public_quality.py --datasets=sasrec_log "
                            "--sasrec_log=Video.txt --runs= --recipe=recipes/public_sequential.flags "
                            "--seeds=0,1,2 --tag=video_games_recipe_3seeds --work_dir=/tmp/pqv"),
+    "video-games-dropout": (quality_tables.render_video_games_dropout,
+                            "python benchmarks/public_quality.py --datasets=sasrec_log "
+                            "--sasrec_log=Video.txt --runs= --extra_runs=... --tag=explore1 "
+                            "(and explore2; the settings are in each output)"),
     "recipe-ml100k": (quality_tables.render_recipe_ml100k,
                       "python benchmarks/public_quality.py --datasets=ml100k --runs= "
                       "--recipe=recipes/public_sequential.flags --seeds=0,1,2 "
