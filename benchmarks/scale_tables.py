@@ -167,7 +167,7 @@ def render_recbole_split_seeds():
         cells = [f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
                  for values in ([r["full"][m] for r in runs] for m in metrics)]
         lines.append(f"| **mean ± sample std (n-1)** | | " + " | ".join(cells) + " |")
-    recbole = raw_output.newest("recbole_reference")
+    recbole = raw_output.newest("recbole_reference", "seed2020")  # NextItNet's
     if recbole is not None:
         test = recbole["summary"].get("test") or {}
         figures = [test.get(key) for key in ("HR@10", "NDCG@10", "MRR@10")]

@@ -204,6 +204,29 @@ def test_pretrain_stops_early_and_keeps_the_best_weights(data, tmp_path):
                      eval_every=0, patience=2, log=lambda *_: None)
 
 
+def test_time_budget_stops_training_keeps_the_best_and_continues(data, tmp_path):
+    """A budget spent before the first step ends stops training after it: the final
+    validation selects, the test and the save run, results.json says why it stopped, and
+    the same command without the budget continues from that step's checkpoint."""
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    model_dir = str(tmp_path / "run")
+    settings = dict(channels=8, dilations=(1,), batch_size=16, train_steps=20, eval_every=4,
+                    select_metric="hr@10", log_every=100, checkpoint_every=100,
+                    log=lambda *_: None)
+    results = run_pretrain(data, model_dir, time_budget_minutes=1e-9, **settings)
+    assert results["stopped_by_time_budget"] and not results["stopped_early"]
+    assert results["training"]["steps"] == 1 and results["best_step"] == 1
+    assert "test" in results and os.path.exists(os.path.join(model_dir, "model.keras"))
+    with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as handle:
+        assert json.load(handle)["stopped_by_time_budget"]
+    again = run_pretrain(data, model_dir, **settings)
+    assert again["training"]["resumed_from"] == 1 and again["training"]["steps"] == 20
+    assert not again["stopped_by_time_budget"]
+    with pytest.raises(ValueError, match="time_budget_minutes"):
+        run_pretrain(data, str(tmp_path / "x"), time_budget_minutes=float("nan"), **settings)
+
+
 def test_compact_sizes():
     from peterrec_tf.models.pretrainer import compact_sizes
 

@@ -47,6 +47,7 @@ class TrainingSettings:
     select_metric: str
     jit_compile: bool
     patience: int
+    time_budget_minutes: float
 
     @classmethod
     def of(cls, config):
@@ -156,6 +157,7 @@ def run_training(job):
     from peterrec_tf.jobs.checks import check_apart
     from peterrec_tf.training import reproducibility, results, strategy as dist
 
+    launched = time.time()  # the time budget counts from here
     job.check()
     settings = TrainingSettings.of(job.config)
     chief = dist.is_chief()
@@ -178,14 +180,16 @@ def run_training(job):
         reproducibility.set_seed(settings.seed, settings.deterministic)
         job.build_model(strategy, precision)
         started = time.time()
-        report = train_and_test(job, settings, strategy, chief)
+        deadline = (launched + 60.0 * settings.time_budget_minutes
+                    if settings.time_budget_minutes else None)
+        report = train_and_test(job, settings, strategy, chief, deadline)
         report["wall_seconds"] = time.time() - started
         if chief:
             results.write_results(settings.model_dir, report)
         return report
 
 
-def train_and_test(job, settings, strategy, chief):
+def train_and_test(job, settings, strategy, chief, deadline=None):
     """The training loop over `job.build_inputs`, then (unless interrupted) the final
     validation with best-weights selection, the test, TensorBoard's final values and the
     save: the results dict without its wall time."""
@@ -200,7 +204,8 @@ def train_and_test(job, settings, strategy, chief):
         keep_checkpoints=settings.keep_checkpoints, log_every=settings.log_every,
         eval_every=eval_cadence(settings.eval_every, job.steps_per_epoch),
         evaluate=lambda: job.evaluate("validation"),
-        log=job.log, chief=chief, strategy=strategy, best=best, patience=settings.patience)
+        log=job.log, chief=chief, strategy=strategy, best=best, patience=settings.patience,
+        deadline=deadline)
     report = {"job": job.kind, "config": job.config, "training": trained, **job.report,
               "examples_per_second": trained["examples_per_second"]}
     if trained["interrupted"]:
@@ -210,6 +215,7 @@ def train_and_test(job, settings, strategy, chief):
         report["validation"], report["selected"] = selection.finish_selection(
             best, trained["steps"], report["validation"], job.log)
         report.update(stopped_early=trained["stopped_early"],
+                      stopped_by_time_budget=trained["stopped_by_time_budget"],
                       best_step=report["selected"]["step"], evaluations=len(best.history))
     report["test"] = job.evaluate("test")
     job.log(f"{job.test_label}: " + "  ".join(
