@@ -93,10 +93,13 @@ def test_each_recbole_reference_keeps_its_own_model_figures(monkeypatch, tmp_pat
     sasrec = {"test": {"HR@10": 0.1111, "NDCG@10": 0.0555, "MRR@10": 0.0333},
               "best_valid_epoch": 7, "epochs_run": 18, "model": "SASRec"}
     raw_output.Run("recbole_reference", tag="sasrec_seed2020").write(
-        sasrec, dict(sasrec, config={"seed": 2020}), results_dir=str(tmp_path))
+        sasrec, dict(sasrec, config={"seed": 2020}, training_stopped_by="time_budget"),
+        results_dir=str(tmp_path))
     reference = tables.render("recbole-reference")
-    assert "| RecBole 1.2.1 NextItNet | 2020 | 18 | 30 | 0.0880 | 0.0403 | 0.0262 |" in reference
-    assert "| RecBole 1.2.1 SASRec | 2020 | 7 | 18 | 0.1111 | 0.0555 | 0.0333 |" in reference
+    assert ("| RecBole 1.2.1 NextItNet | 2020 | 18 | 30 | early stopping | 0.0880 | 0.0403 | "
+            "0.0262 |") in reference
+    assert ("| RecBole 1.2.1 SASRec | 2020 | 7 | 18 | time budget | 0.1111 | 0.0555 | "
+            "0.0333 |") in reference
     seeds = tables.render("recbole-split-seeds")
     assert "| RecBole NextItNet (its kept reference) | | 0.0880 | 0.0403 | 0.0262 |" in seeds
     assert "| RecBole SASRec (its kept reference) | | 0.1111 | 0.0555 | 0.0333 |" in seeds
