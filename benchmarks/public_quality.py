@@ -14,8 +14,10 @@ What it does
        count against the true item):
          full     the true item among every item (padding excluded, history not masked:
                   the protocol of benchmarks/RECBOLE_REFERENCE.md);
-         sasrec   SASRec's: the true item among 100, the other 99 drawn uniformly (seeded by
-                  ``--eval_seed`` and the user) from the items the user never rated (any split).
+         sasrec   SASRec's: the true item and 100 negatives (``--candidates=101``: SASRec's
+                  util.py draws 100) drawn uniformly (seeded by ``--eval_seed`` and the user)
+                  from the items the user never rated (any split). Outputs written before
+                  this default used 100 candidates (99 negatives); their "candidates" says so.
        Popularity (training-split counts) is scored the same way, on the same candidates.
     4. Keeps its progress in ``--output`` (default ``<work_dir>/public_quality_progress_<commit>.json``,
        rewritten after every run; a re-run at the same commit resumes from it), and at the end
@@ -66,7 +68,7 @@ RUNS = {
     "sa_wide": {"architecture": "self_attention", "num_blocks": 2, "channels": 128,
                 "heads": 2},
 }
-DATASETS = ("ml100k", "synthetic", "amazon_shaped")
+DATASETS = ("ml100k", "synthetic", "amazon_shaped", "sasrec_log")
 #: The synthetic log shaped like a public Amazon category (about 31K users, 24K items,
 #: sequences of 5-13 items: ~9 a user, ~280K events), for timing the recipe.
 AMAZON_SHAPED = {"num_users": 31000, "num_items": 24000, "num_clusters": 600, "min_len": 5,
@@ -76,17 +78,34 @@ AMAZON_SHAPED = {"num_users": 31000, "num_items": 24000, "num_clusters": 600, "m
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--ml100k", default=ML100K, help="The ml-100k folder (u.data, u.item).")
+    p.add_argument("--sasrec_log", default=None,
+                   help="For --datasets=sasrec_log: a log in SASRec's released form (one "
+                        "'user item' pair per line, integer ids, each user's lines oldest "
+                        "first), e.g. its Amazon Video Games file. Never copied into git.")
     p.add_argument("--work_dir", required=True, help="Prepared data and runs (outside the repo).")
     p.add_argument("--datasets", default="ml100k,synthetic", help=f"Any of {DATASETS}.")
     p.add_argument("--runs", default="cnn_full,sa_full", help=f"Names of {sorted(RUNS)}.")
     p.add_argument("--extra_runs", default="{}",
                    help='JSON {"name": {setting: value}} added to the runs (settings as '
                         "run_pretrain's, over BASE).")
+    p.add_argument("--recipe", default=None,
+                   help="A pretrain flagfile (e.g. recipes/public_sequential.flags) run as the "
+                        "run named 'recipe': the user's command itself, `python -m "
+                        "peterrec_tf.pretrain --flagfile=FILE --data_dir --model_dir --seed`, "
+                        "timed from launch to exit.")
+    p.add_argument("--recipe_flags", default="",
+                   help="Flags appended after --flagfile (space separated), e.g. --epochs=40.")
     p.add_argument("--seeds", default="0")
     p.add_argument("--max_len", type=int, default=50)
     p.add_argument("--train_steps", type=int, default=1500)
     p.add_argument("--eval_every", type=int, default=75)
-    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--candidates", type=int, default=101,
+                   help="SASRec's protocol: the true item plus this many minus one negatives.")
+    p.add_argument("--rescore", default=None,
+                   help="A kept public_quality output: score its saved models (and popularity) "
+                        "again with this --candidates/--eval_seed, without training; the full "
+                        "ranking must come out as kept (the same models). Writes a new kept "
+                        "output with the same tag.")
     p.add_argument("--eval_seed", type=int, default=0)
     p.add_argument("--popularity", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--output", default=None,
@@ -98,10 +117,35 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K):
+def sasrec_log_as_interactions(path, out_csv):
+    """Writes SASRec's 'user item' lines as an interactions CSV (user,item,timestamp), the
+    timestamp being the line number: SASRec's files keep each user's items oldest first and
+    carry no time. Refuses a line that is not two integers (file and line named)."""
+    with open(path, encoding="utf-8") as src, open(out_csv + ".tmp", "w", encoding="utf-8") as dst:
+        dst.write("user,item,timestamp\n")
+        for number, line in enumerate(src, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or not all(f.isdigit() for f in fields):
+                raise SystemExit(f"error: {path}:{number}: expected 'user item' (two integer "
+                                 f"ids), got {line.strip()!r}")
+            dst.write(f"{fields[0]},{fields[1]},{number}\n")
+    os.replace(out_csv + ".tmp", out_csv)
+
+
+def prepare_dataset(name, work_dir, max_len, log, ml100k=ML100K, sasrec_log=None):
     from pipelines.prepare import prepare
 
     out = os.path.join(work_dir, "data", name)
+    if name == "sasrec_log":
+        if not sasrec_log:
+            raise SystemExit("error: --datasets=sasrec_log needs --sasrec_log=FILE")
+        csv = os.path.join(work_dir, "data", "sasrec_log.csv")
+        os.makedirs(os.path.dirname(csv), exist_ok=True)
+        sasrec_log_as_interactions(sasrec_log, csv)
+        prepare("interactions", out, input=csv, max_len=max_len, log=log)
+        return out  # one dataset: written at the top level
     if name == "ml100k":
         prepare("movielens_100k", out, input=ml100k, max_len=max_len, target_genres="", log=log)
     elif name == "synthetic":
@@ -215,6 +259,32 @@ def popularity_scorer(train_rows, num_items):
     return lambda start, stop: np.tile(counts, (stop - start, 1))
 
 
+def run_recipe(flagfile, extra_flags, data_dir, model_dir, seed, log):
+    """Runs the pretrain command with a flagfile as a user would; its output lines go to
+    `log` (a TimedLog: the validation curve). Returns (results.json, settings from
+    flags.json, seconds from launch to exit)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "peterrec_tf.pretrain", f"--flagfile={flagfile}",
+               *extra_flags, f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+               f"--seed={seed}"]
+    log("$ " + " ".join(command[1:]))
+    started = time.time()
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    for line in process.stdout:
+        log(line.rstrip())
+    if process.wait():
+        raise SystemExit(f"error: the recipe run exited with {process.returncode}: "
+                         f"{' '.join(command)}")
+    seconds = time.time() - started
+    with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as handle:
+        results = json.load(handle)
+    with open(os.path.join(model_dir, "flags.json"), encoding="utf-8") as handle:
+        settings = json.load(handle)
+    return results, settings, seconds
+
+
 class TimedLog:
     """The job's log lines with seconds since the run started; the validation curve
     (time to accuracy) is read back from them."""
@@ -259,6 +329,55 @@ def summarise(report):
                         for r in report["results"]]}
 
 
+def rescore(args, work_dir):
+    """`--rescore`: the kept output's saved models and popularity scored again under
+    SASRec's protocol with `--candidates`/`--eval_seed`, on the data prepared again into
+    `work_dir` (its fingerprint must be the kept one). Each result keeps its earlier
+    figures under "before_rescoring"; a full ranking that differs from the kept one means
+    other models or data, and is refused."""
+    import copy
+
+    from benchmarks.raw_output import Run
+    from pipelines import inputs
+
+    with open(args.rescore, encoding="utf-8") as handle:
+        kept = json.load(handle)
+    tag = kept.get("tag")
+    run = Run("public_quality", tag=tag, note="rescored: no training in this run")
+    report = copy.deepcopy(kept["raw"])
+    report.update(rescored_from=os.path.relpath(os.path.abspath(args.rescore), REPO),
+                  candidates=args.candidates, eval_seed=args.eval_seed,
+                  command=" ".join(sys.argv))
+    for dataset, recorded in report["datasets"].items():
+        data_dir = prepare_dataset(dataset, work_dir, report["max_len"], lambda *_: None,
+                                   args.ml100k, args.sasrec_log)
+        meta = inputs.read_metadata(data_dir)
+        if meta.get("fingerprint") != recorded.get("fingerprint"):
+            raise SystemExit(f"error: {data_dir}: fingerprint {meta.get('fingerprint')} is not "
+                             f"the kept output's {recorded.get('fingerprint')}")
+        test_rows = read_split(data_dir, "test")
+        targets = [t for _, _, t in test_rows]
+        candidates = sasrec_candidates(test_rows, meta["num_items"], args.candidates,
+                                       args.eval_seed)
+        for result in (r for r in report["results"] if r["dataset"] == dataset):
+            scorer = (popularity_scorer(read_split(data_dir, "train"), meta["num_items"])
+                      if result["run"] == "popularity"
+                      else model_scorer(result["model_dir"], test_rows))
+            figures = ranking_figures(scorer, targets, candidates)
+            for metric, value in result["full"].items():
+                if abs(figures["full"][metric] - value) > 1e-6:
+                    raise SystemExit(f"error: {result.get('model_dir', 'popularity')}: full "
+                                     f"{metric} {figures['full'][metric]} is not the kept "
+                                     f"{value}: not the models or data that output scored")
+            result["before_rescoring"] = {"candidates": kept["raw"]["candidates"],
+                                          "full": result["full"], "sasrec": result["sasrec"]}
+            result.update(figures)
+            print(f"{dataset} {result['run']} seed {result['seed']}: sasrec "
+                  f"{result['before_rescoring']['sasrec']['hr@10']:.4f} -> "
+                  f"{figures['sasrec']['hr@10']:.4f}", flush=True)
+    print(f"wrote {run.write(summarise(report), report)}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     from benchmarks.raw_output import Run
@@ -270,15 +389,24 @@ def main(argv=None):
                          "data may not be copied into git")
     state = git_state(REPO)
     check_clean(state, args.allow_dirty)
+    if args.rescore:
+        return rescore(args, work_dir)
     runs = {name: RUNS[name] for name in args.runs.split(",") if name}
-    runs.update(json.loads(args.extra_runs))
+    extra = json.loads(args.extra_runs)
+    if "recipe" in extra:
+        raise SystemExit("error: --extra_runs: 'recipe' is reserved for --recipe")
+    runs.update(extra)
     unknown = [n for n in args.runs.split(",") if n and n not in RUNS]
     if unknown:
         raise SystemExit(f"error: unknown runs {unknown}; expected names of {sorted(RUNS)}")
+    if args.recipe:
+        runs["recipe"] = {"flagfile": os.path.relpath(os.path.abspath(args.recipe), REPO),
+                          "flags": args.recipe_flags.split()}
     seeds = [int(s) for s in args.seeds.split(",")]
     steps = 6 if args.smoke else args.train_steps
     eval_every = 3 if args.smoke else args.eval_every
-    tag = (args.tag or args.datasets.replace(",", "_")) + ("_smoke" if args.smoke else "")
+    tag = (args.tag or args.datasets.replace(",", "_") + ("_recipe" if args.recipe else "")) + \
+        ("_smoke" if args.smoke else "")
     run = Run("public_quality", tag=tag, note="load averages before/after each run in raw")
     output = args.output or os.path.join(
         work_dir, f"public_quality_progress_{(state['commit'] or 'unknown')[:10]}_{tag}.json")
@@ -293,8 +421,12 @@ def main(argv=None):
     if os.path.exists(output):  # resume: keep what finished, skip it below
         with open(output, encoding="utf-8") as handle:
             previous = json.load(handle)
-        if previous.get("commit") == state["commit"]:
+        same = ("commit", "dirty", "dirty_files", "runs_settings", "candidates", "eval_seed",
+                "max_len", "train_steps", "eval_every")
+        if all(previous.get(key) == report.get(key) for key in same):
             report["results"] = previous.get("results", [])
+        else:
+            print(f"{output}: made with other settings; starting over", flush=True)
     done = {(r["dataset"], r["run"], r["seed"]) for r in report["results"]}
 
     def save():
@@ -308,7 +440,8 @@ def main(argv=None):
     from peterrec_tf.jobs.pretraining import run_pretrain
 
     for dataset in args.datasets.split(","):
-        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None, args.ml100k)
+        data_dir = prepare_dataset(dataset, work_dir, args.max_len, lambda *_: None, args.ml100k,
+                                   args.sasrec_log)
         meta = inputs.read_metadata(data_dir)
         num_items = meta["num_items"]
         test_rows = read_split(data_dir, "test")
@@ -331,18 +464,31 @@ def main(argv=None):
                 model_dir = os.path.join(work_dir, "runs", report["commit"][:10] if
                                          report["commit"] else "unknown", dataset,
                                          f"{name}_s{seed}{'_smoke' if args.smoke else ''}")
-                config = dict(BASE, **settings)
-                # a run may set its own length (e.g. larger batches, fewer steps)
-                config.setdefault("train_steps", steps)
-                config.setdefault("eval_every", eval_every)
-                if args.smoke:
-                    config.update(train_steps=steps, eval_every=eval_every)
-                print(f"{dataset} {name} seed {seed}: {config}", flush=True)
                 log = TimedLog(lambda line: print(line, flush=True))
                 load_before = load_average()
-                job = run_pretrain(data_dir, model_dir, select_metric="ndcg@10", seed=seed,
-                                   max_len=args.max_len, checkpoint_every=10 ** 6,
-                                   log_every=max(config["eval_every"], 50), log=log, **config)
+                command_seconds = None
+                if name == "recipe":
+                    flags = settings["flags"] + (["--train_steps=6"] if args.smoke else [])
+                    job, config, command_seconds = run_recipe(
+                        os.path.join(REPO, settings["flagfile"]), flags, data_dir, model_dir,
+                        seed, log)
+                    config = dict(config, recipe=settings)
+                else:
+                    config = dict(BASE, **settings)
+                    # a run may set its own length (e.g. larger batches, fewer steps)
+                    config.setdefault("train_steps", steps)
+                    config.setdefault("eval_every", eval_every)
+                    if args.smoke:
+                        config.update(train_steps=steps, eval_every=eval_every)
+                    print(f"{dataset} {name} seed {seed}: {config}", flush=True)
+                    job = run_pretrain(data_dir, model_dir, select_metric="ndcg@10", seed=seed,
+                                       max_len=args.max_len, checkpoint_every=10 ** 6,
+                                       log_every=max(config["eval_every"], 50), log=log,
+                                       **config)
+                if job["training"]["resumed_from"]:
+                    raise SystemExit(f"error: {model_dir} held an earlier run (resumed from step "
+                                     f"{job['training']['resumed_from']}): its times and figures "
+                                     "would not be this run's; use a new --work_dir")
                 scored = time.time()
                 figures = ranking_figures(model_scorer(model_dir, test_rows), targets, candidates)
                 job_test = {k: v for k, v in job["test"].items()}
@@ -356,9 +502,12 @@ def main(argv=None):
                 report["results"].append({
                     "dataset": dataset, "run": name, "seed": seed, "settings": config,
                     "model_dir": model_dir, "wall_seconds": job["wall_seconds"],
+                    "command_seconds": command_seconds,
                     "scoring_seconds": time.time() - scored,
                     "examples_per_second": job["examples_per_second"],
                     "selected_step": selected.get("step"),
+                    "stopped_early": job.get("stopped_early"),
+                    "stopped_by_time_budget": job.get("stopped_by_time_budget"),
                     "seconds_to_selected": best["seconds"] if best else None,
                     "validation_curve": curve, "job_test_full": job_test,
                     "load_average_before": load_before, "load_average_after": load_average(),

@@ -20,7 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if REPO not in sys.path:
     sys.path.insert(0, REPO)
 
-from benchmarks import raw_output, scale_tables  # noqa: E402
+from benchmarks import quality_tables, raw_output, scale_tables  # noqa: E402
 
 NOTES = os.path.join(REPO, "BUILD_NOTES.md")
 REGION = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)",
@@ -286,6 +286,18 @@ TABLES = {
                             "python benchmarks/public_quality.py --datasets=ml100k --runs=cnn_full "
                             "--seeds=0,1,2 --train_steps=1500 --eval_every=75 "
                             "--tag=ml100k_recbole_split_3seeds --work_dir=/tmp/pq3"),
+    "recipe-video-games": (quality_tables.render_recipe_video_games,
+                           "python benchmarks/public_quality.py --datasets=sasrec_log "
+                           "--sasrec_log=Video.txt --runs= --recipe=recipes/public_sequential.flags "
+                           "--seeds=0,1,2 --tag=video_games_recipe_3seeds --work_dir=/tmp/pqv"),
+    "video-games-dropout": (quality_tables.render_video_games_dropout,
+                            "python benchmarks/public_quality.py --datasets=sasrec_log "
+                            "--sasrec_log=Video.txt --runs= --extra_runs=... --tag=explore1 "
+                            "(and explore2; the settings are in each output)"),
+    "recipe-ml100k": (quality_tables.render_recipe_ml100k,
+                      "python benchmarks/public_quality.py --datasets=ml100k --runs= "
+                      "--recipe=recipes/public_sequential.flags --seeds=0,1,2 "
+                      "--tag=ml100k_recipe_3seeds --work_dir=/tmp/pqm"),
     "pending": (render_pending, None),
 }
 

@@ -30,6 +30,7 @@ CONSOLE_COMMANDS = {
     "peterrec_tf.export": "peterrec-export",
     "peterrec_tf.convert_tf1": "peterrec-convert",
     "peterrec_tf.demo": "peterrec-demo",
+    "peterrec_tf.recommend": "peterrec-recommend",
 }
 
 

@@ -62,7 +62,7 @@ COMMANDS = {
     "pipelines.prepare": "peterrec-prepare", "peterrec_tf.pretrain": "peterrec-pretrain",
     "peterrec_tf.finetune": "peterrec-finetune", "peterrec_tf.evaluate": "peterrec-evaluate",
     "peterrec_tf.export": "peterrec-export", "peterrec_tf.convert_tf1": "peterrec-convert",
-    "peterrec_tf.demo": "peterrec-demo"}
+    "peterrec_tf.demo": "peterrec-demo", "peterrec_tf.recommend": "peterrec-recommend"}
 HELP = """
 import contextlib, io, json, sys
 from absl import flags

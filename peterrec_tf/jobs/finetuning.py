@@ -38,7 +38,7 @@ def run_finetune(pretrained, data_dir, model_dir, task=None, method="peterrec",
                  eval_ranking="sampled", num_candidates=100, select_metric="auto",
                  jit_compile=True, save_full_model=False, patience=0, dropout=0.0,
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
-                 lr_schedule="constant", warmup_steps=0, log=print):
+                 lr_schedule="constant", warmup_steps=0, time_budget_minutes=0.0, log=print):
     """Run the fine-tuning job; returns the results dict also written to results.json."""
     config = {k: v for k, v in locals().items() if k in SETTINGS}
     return run_training(FinetuningJob(config, log))

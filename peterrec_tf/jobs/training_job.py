@@ -47,6 +47,7 @@ class TrainingSettings:
     select_metric: str
     jit_compile: bool
     patience: int
+    time_budget_minutes: float
 
     @classmethod
     def of(cls, config):
@@ -111,6 +112,11 @@ class TrainingJob:
                                                       choices)
         selection.check_selection(c["select_metric"], c["eval_every"], c["strategy"], choices,
                                   c["patience"], explicit=asked != "auto")
+        if c.get("time_budget_minutes") and c["strategy"] == "multi_worker":
+            # each worker would read its own clock and stop at its own step, leaving the
+            # others waiting in a collective
+            raise ValueError("--time_budget_minutes is not supported with "
+                             "--strategy=multi_worker")
 
 
 def ranking_metric_names(ks):
@@ -156,6 +162,7 @@ def run_training(job):
     from peterrec_tf.jobs.checks import check_apart
     from peterrec_tf.training import reproducibility, results, strategy as dist
 
+    launched = time.monotonic()  # the time budget counts from here
     job.check()
     settings = TrainingSettings.of(job.config)
     chief = dist.is_chief()
@@ -178,14 +185,16 @@ def run_training(job):
         reproducibility.set_seed(settings.seed, settings.deterministic)
         job.build_model(strategy, precision)
         started = time.time()
-        report = train_and_test(job, settings, strategy, chief)
+        deadline = (launched + 60.0 * settings.time_budget_minutes
+                    if settings.time_budget_minutes else None)
+        report = train_and_test(job, settings, strategy, chief, deadline)
         report["wall_seconds"] = time.time() - started
         if chief:
             results.write_results(settings.model_dir, report)
         return report
 
 
-def train_and_test(job, settings, strategy, chief):
+def train_and_test(job, settings, strategy, chief, deadline=None):
     """The training loop over `job.build_inputs`, then (unless interrupted) the final
     validation with best-weights selection, the test, TensorBoard's final values and the
     save: the results dict without its wall time."""
@@ -200,9 +209,11 @@ def train_and_test(job, settings, strategy, chief):
         keep_checkpoints=settings.keep_checkpoints, log_every=settings.log_every,
         eval_every=eval_cadence(settings.eval_every, job.steps_per_epoch),
         evaluate=lambda: job.evaluate("validation"),
-        log=job.log, chief=chief, strategy=strategy, best=best, patience=settings.patience)
+        log=job.log, chief=chief, strategy=strategy, best=best, patience=settings.patience,
+        deadline=deadline)
     report = {"job": job.kind, "config": job.config, "training": trained, **job.report,
-              "examples_per_second": trained["examples_per_second"]}
+              "examples_per_second": trained["examples_per_second"],
+              "stopped_by_time_budget": trained["stopped_by_time_budget"]}
     if trained["interrupted"]:
         return report
     report["validation"] = job.evaluate("validation")

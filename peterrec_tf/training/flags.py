@@ -7,7 +7,8 @@ COMMON = ("data_dir", "model_dir", "batch_size", "epochs", "train_steps", "learn
           "seed", "deterministic", "strategy", "mixed_precision", "checkpoint_every",
           "keep_checkpoints", "log_every", "eval_every", "eval_batch_size", "ks", "max_len",
           "select_metric", "jit_compile", "patience", "dropout", "embedding_dropout",
-          "weight_decay", "label_smoothing", "lr_schedule", "warmup_steps")
+          "weight_decay", "label_smoothing", "lr_schedule", "warmup_steps",
+          "time_budget_minutes")
 
 
 def define_common_flags(batch_size, learning_rate):
@@ -64,6 +65,10 @@ def define_common_flags(batch_size, learning_rate):
                       "rate after the warm-up: constant, or cosine / linear decay to 0 at the "
                       "last step (a function of the optimizer's step: resumes continue it).")
     flags.DEFINE_integer("warmup_steps", 0, "Linear learning-rate warm-up over this many steps.")
+    flags.DEFINE_float("time_budget_minutes", 0.0, "Stop training once this many minutes have "
+                       "passed since the job started (checked after every step; the best "
+                       "weights are kept, then the final validation, test and save run); "
+                       "a run continued with the same command gets a new budget; 0 = none.")
     flags.DEFINE_bool("jit_compile", True, "Use XLA in the training step (measured faster on "
                       "CPU for these models; Keras leaves XLA off on CPU by default): the whole "
                       "step for fine-tuning, and for next-item pre-training with the full "
@@ -148,8 +153,9 @@ def check_values(config):
         _finite(config, "epochs", positive=not config.get("train_steps"))
     if config.get("l2_reg") is not None:
         _finite(config, "l2_reg")
-    if config.get("weight_decay") is not None:
-        _finite(config, "weight_decay")
+    for name in ("weight_decay", "time_budget_minutes"):
+        if config.get(name) is not None:
+            _finite(config, name)
     for name in ("dropout", "embedding_dropout", "label_smoothing"):
         if config.get(name) is not None and not 0 <= config[name] < 1:
             raise ValueError(f"--{name} must be in [0, 1), got {config[name]}")

@@ -30,9 +30,11 @@ class JobCallback(keras.callbacks.Callback):
     """Step counting, progress, TensorBoard, periodic evaluation and checkpoints, signals."""
 
     def __init__(self, state, progress, summaries, stop, checkpoint_every, eval_every=0,
-                 evaluate=None, log=print, chief=True, best=None, last_saved=None, patience=0):
+                 evaluate=None, log=print, chief=True, best=None, last_saved=None, patience=0,
+                 deadline=None):
         super().__init__()
         self.best, self.patience, self.stopped_early = best, int(patience or 0), False
+        self.deadline, self.out_of_time = deadline, False
         self.state, self.progress, self.summaries, self.stop = state, progress, summaries, stop
         self.checkpoint_every = max(1, int(checkpoint_every))
         self.eval_every, self.evaluate = int(eval_every or 0), evaluate
@@ -66,6 +68,13 @@ class JobCallback(keras.callbacks.Callback):
                 self.model.stop_training = True
         if step % self.checkpoint_every == 0:
             self._save(step)
+        if (self.deadline is not None and not self.model.stop_training
+                and step < self.progress.total_steps and time.monotonic() >= self.deadline):
+            self.out_of_time = True
+            self._save(step)
+            self.log(f"step {step}: the time budget is spent: stopping (the final validation "
+                     "and the best weights decide what is kept; the same command continues)")
+            self.model.stop_training = True
         if self.stop.requested:
             self._save(step)
             self.log(f"signal {self.stop.signal}: checkpoint at step {step}; run the same "
@@ -80,15 +89,17 @@ class JobCallback(keras.callbacks.Callback):
 
 def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint_every=500,
           keep_checkpoints=3, log_every=50, eval_every=0, evaluate=None, log=print, chief=True,
-          strategy=None, best=None, callbacks=(), patience=0):
+          strategy=None, best=None, callbacks=(), patience=0, deadline=None):
     """Train the compiled `model` up to `total_steps`, resuming from model_dir's checkpoint.
 
     `make_dataset()` returns the repeated training dataset of global batches from its
     first batch.  Returns {"steps", "resumed_from", "interrupted", "train_seconds",
-    "examples_per_second", "last_logs", "stopped_early"}. `best` (a `best.BestWeights`) is
+    "examples_per_second", "last_logs", "stopped_early", "stopped_by_time_budget"}. `best` (a `best.BestWeights`) is
     offered every periodic validation; with `patience` > 0 training stops once that many
     validations in a row brought no new best (also when a resumed run finds it so: it
-    trains no further). `callbacks` are extra Keras callbacks run after the job's own.
+    trains no further). `deadline` (a `time.monotonic()` value) stops training after the first
+    step that ends past it ("stopped_by_time_budget"). `callbacks` are extra Keras
+    callbacks run after the job's own.
     """
     state = TrainingState(model, model_dir, keep_checkpoints, strategy, chief)
     latest = state.restore(log if chief else (lambda *_: None))
@@ -96,7 +107,8 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
     if latest and chief:
         log(f"resuming from {latest} (step {start}): skipping {start} batches of data")
     result = {"steps": start, "resumed_from": start, "interrupted": False, "train_seconds": 0.0,
-              "examples_per_second": 0.0, "last_logs": {}, "stopped_early": False}
+              "examples_per_second": 0.0, "last_logs": {}, "stopped_early": False,
+              "stopped_by_time_budget": False}
     if best is not None:
         best.resume_at(start)
     if start >= total_steps:
@@ -114,7 +126,7 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
     with StopRequest() as stop:
         callback = JobCallback(state, Progress(total_steps, start, batch_size, log_every),
                                summaries, stop, checkpoint_every, eval_every, evaluate, log, chief,
-                               best, start if latest else None, patience)
+                               best, start if latest else None, patience, deadline)
         started = time.time()
         history = model.fit(dataset, epochs=1, steps_per_epoch=total_steps - start, verbose=0,
                             shuffle=False, callbacks=[callback, *callbacks])
@@ -125,7 +137,8 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
         result.update(steps=steps, interrupted=stop.requested, train_seconds=seconds,
                       examples_per_second=(steps - start) * batch_size / max(seconds, 1e-9),
                       last_logs=last, last_loss=last.get("loss"),
-                      stopped_early=callback.stopped_early)
+                      stopped_early=callback.stopped_early,
+                      stopped_by_time_budget=callback.out_of_time)
     summaries.flush()
     summaries.close()
     return result

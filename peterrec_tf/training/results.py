@@ -7,7 +7,8 @@ import os
 #: Settings that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = frozenset({
     "train_steps", "epochs", "log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-    "flagfile", "strategy", "eval_batch_size", "save_full_model", "patience"})
+    "flagfile", "strategy", "eval_batch_size", "save_full_model", "patience",
+    "time_budget_minutes"})
 #: Where things are, not what the job is: a run directory may be copied or moved, and
 #: data moved elsewhere is the same data when its fingerprint (`data_fingerprint`) is.
 PATHS = frozenset({"model_dir", "data_dir"})
