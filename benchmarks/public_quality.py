@@ -14,8 +14,10 @@ What it does
        count against the true item):
          full     the true item among every item (padding excluded, history not masked:
                   the protocol of benchmarks/RECBOLE_REFERENCE.md);
-         sasrec   SASRec's: the true item among 100, the other 99 drawn uniformly (seeded by
-                  ``--eval_seed`` and the user) from the items the user never rated (any split).
+         sasrec   SASRec's: the true item and 100 negatives (``--candidates=101``: SASRec's
+                  util.py draws 100) drawn uniformly (seeded by ``--eval_seed`` and the user)
+                  from the items the user never rated (any split). Outputs written before
+                  this default used 100 candidates (99 negatives); their "candidates" says so.
        Popularity (training-split counts) is scored the same way, on the same candidates.
     4. Keeps its progress in ``--output`` (default ``<work_dir>/public_quality_progress_<commit>.json``,
        rewritten after every run; a re-run at the same commit resumes from it), and at the end
@@ -97,7 +99,13 @@ def parse_args(argv=None):
     p.add_argument("--max_len", type=int, default=50)
     p.add_argument("--train_steps", type=int, default=1500)
     p.add_argument("--eval_every", type=int, default=75)
-    p.add_argument("--candidates", type=int, default=100)
+    p.add_argument("--candidates", type=int, default=101,
+                   help="SASRec's protocol: the true item plus this many minus one negatives.")
+    p.add_argument("--rescore", default=None,
+                   help="A kept public_quality output: score its saved models (and popularity) "
+                        "again with this --candidates/--eval_seed, without training; the full "
+                        "ranking must come out as kept (the same models). Writes a new kept "
+                        "output with the same tag.")
     p.add_argument("--eval_seed", type=int, default=0)
     p.add_argument("--popularity", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--output", default=None,
@@ -321,6 +329,55 @@ def summarise(report):
                         for r in report["results"]]}
 
 
+def rescore(args, work_dir):
+    """`--rescore`: the kept output's saved models and popularity scored again under
+    SASRec's protocol with `--candidates`/`--eval_seed`, on the data prepared again into
+    `work_dir` (its fingerprint must be the kept one). Each result keeps its earlier
+    figures under "before_rescoring"; a full ranking that differs from the kept one means
+    other models or data, and is refused."""
+    import copy
+
+    from benchmarks.raw_output import Run
+    from pipelines import inputs
+
+    with open(args.rescore, encoding="utf-8") as handle:
+        kept = json.load(handle)
+    tag = kept.get("tag")
+    run = Run("public_quality", tag=tag, note="rescored: no training in this run")
+    report = copy.deepcopy(kept["raw"])
+    report.update(rescored_from=os.path.relpath(os.path.abspath(args.rescore), REPO),
+                  candidates=args.candidates, eval_seed=args.eval_seed,
+                  command=" ".join(sys.argv))
+    for dataset, recorded in report["datasets"].items():
+        data_dir = prepare_dataset(dataset, work_dir, report["max_len"], lambda *_: None,
+                                   args.ml100k, args.sasrec_log)
+        meta = inputs.read_metadata(data_dir)
+        if meta.get("fingerprint") != recorded.get("fingerprint"):
+            raise SystemExit(f"error: {data_dir}: fingerprint {meta.get('fingerprint')} is not "
+                             f"the kept output's {recorded.get('fingerprint')}")
+        test_rows = read_split(data_dir, "test")
+        targets = [t for _, _, t in test_rows]
+        candidates = sasrec_candidates(test_rows, meta["num_items"], args.candidates,
+                                       args.eval_seed)
+        for result in (r for r in report["results"] if r["dataset"] == dataset):
+            scorer = (popularity_scorer(read_split(data_dir, "train"), meta["num_items"])
+                      if result["run"] == "popularity"
+                      else model_scorer(result["model_dir"], test_rows))
+            figures = ranking_figures(scorer, targets, candidates)
+            for metric, value in result["full"].items():
+                if abs(figures["full"][metric] - value) > 1e-6:
+                    raise SystemExit(f"error: {result.get('model_dir', 'popularity')}: full "
+                                     f"{metric} {figures['full'][metric]} is not the kept "
+                                     f"{value}: not the models or data that output scored")
+            result["before_rescoring"] = {"candidates": kept["raw"]["candidates"],
+                                          "full": result["full"], "sasrec": result["sasrec"]}
+            result.update(figures)
+            print(f"{dataset} {result['run']} seed {result['seed']}: sasrec "
+                  f"{result['before_rescoring']['sasrec']['hr@10']:.4f} -> "
+                  f"{figures['sasrec']['hr@10']:.4f}", flush=True)
+    print(f"wrote {run.write(summarise(report), report)}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     from benchmarks.raw_output import Run
@@ -332,8 +389,13 @@ def main(argv=None):
                          "data may not be copied into git")
     state = git_state(REPO)
     check_clean(state, args.allow_dirty)
+    if args.rescore:
+        return rescore(args, work_dir)
     runs = {name: RUNS[name] for name in args.runs.split(",") if name}
-    runs.update(json.loads(args.extra_runs))
+    extra = json.loads(args.extra_runs)
+    if "recipe" in extra:
+        raise SystemExit("error: --extra_runs: 'recipe' is reserved for --recipe")
+    runs.update(extra)
     unknown = [n for n in args.runs.split(",") if n and n not in RUNS]
     if unknown:
         raise SystemExit(f"error: unknown runs {unknown}; expected names of {sorted(RUNS)}")
@@ -343,7 +405,8 @@ def main(argv=None):
     seeds = [int(s) for s in args.seeds.split(",")]
     steps = 6 if args.smoke else args.train_steps
     eval_every = 3 if args.smoke else args.eval_every
-    tag = (args.tag or args.datasets.replace(",", "_")) + ("_smoke" if args.smoke else "")
+    tag = (args.tag or args.datasets.replace(",", "_") + ("_recipe" if args.recipe else "")) + \
+        ("_smoke" if args.smoke else "")
     run = Run("public_quality", tag=tag, note="load averages before/after each run in raw")
     output = args.output or os.path.join(
         work_dir, f"public_quality_progress_{(state['commit'] or 'unknown')[:10]}_{tag}.json")
@@ -358,8 +421,12 @@ def main(argv=None):
     if os.path.exists(output):  # resume: keep what finished, skip it below
         with open(output, encoding="utf-8") as handle:
             previous = json.load(handle)
-        if previous.get("commit") == state["commit"]:
+        same = ("commit", "dirty", "dirty_files", "runs_settings", "candidates", "eval_seed",
+                "max_len", "train_steps", "eval_every")
+        if all(previous.get(key) == report.get(key) for key in same):
             report["results"] = previous.get("results", [])
+        else:
+            print(f"{output}: made with other settings; starting over", flush=True)
     done = {(r["dataset"], r["run"], r["seed"]) for r in report["results"]}
 
     def save():
@@ -418,6 +485,10 @@ def main(argv=None):
                                        max_len=args.max_len, checkpoint_every=10 ** 6,
                                        log_every=max(config["eval_every"], 50), log=log,
                                        **config)
+                if job["training"]["resumed_from"]:
+                    raise SystemExit(f"error: {model_dir} held an earlier run (resumed from step "
+                                     f"{job['training']['resumed_from']}): its times and figures "
+                                     "would not be this run's; use a new --work_dir")
                 scored = time.time()
                 figures = ranking_figures(model_scorer(model_dir, test_rows), targets, candidates)
                 job_test = {k: v for k, v in job["test"].items()}
@@ -435,6 +506,8 @@ def main(argv=None):
                     "scoring_seconds": time.time() - scored,
                     "examples_per_second": job["examples_per_second"],
                     "selected_step": selected.get("step"),
+                    "stopped_early": job.get("stopped_early"),
+                    "stopped_by_time_budget": job.get("stopped_by_time_budget"),
                     "seconds_to_selected": best["seconds"] if best else None,
                     "validation_curve": curve, "job_test_full": job_test,
                     "load_average_before": load_before, "load_average_after": load_average(),

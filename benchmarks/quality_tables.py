@@ -3,16 +3,19 @@ run as a user runs it, `public_quality.py --recipe`): per seed, the mean with it
 standard deviation, beside popularity and the reference figures; `benchmarks.tables`
 registers them beside the others."""
 
+import json
 import statistics
 
 from benchmarks import raw_output
-from benchmarks.scale_tables import source
+from benchmarks.scale_tables import recbole_tag, source
 
 #: SASRec's published figures (Kang & McAuley, ICDM 2018, its results table) on the Amazon Video
 #: Games log its repository releases (data/Video.txt), under its protocol: the test item
 #: among 100 (99 drawn uniformly from items the user never rated). A paper's figure, not a
 #: measurement of this project.
 SASREC_PUBLISHED_VIDEO_GAMES = {"hr@10": 0.7410, "ndcg@10": 0.5360}
+#: Item ids of that log as prepared (23,715 items and the padding id).
+VIDEO_GAMES_IDS = 23716
 
 
 def _mean_std(values):
@@ -21,30 +24,50 @@ def _mean_std(values):
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def _recipe_rows(payload, protocol_columns):
-    """The recipe runs of a kept public_quality output, by seed, then their mean ± std."""
-    runs = sorted((r for r in payload["summary"]["results"] if r["run"] == "recipe"),
-                  key=lambda r: r["seed"])
+def _recipe_rows(payload, protocol_columns, dataset, label="recipe"):
+    """The recipe runs on `dataset` of a kept public_quality output, by seed, then their
+    mean ± std; every run must have run the same flags."""
+    runs = sorted((r for r in payload["summary"]["results"]
+                   if r["run"] == "recipe" and r["dataset"] == dataset), key=lambda r: r["seed"])
+    if len({json.dumps(r["settings"].get("recipe"), sort_keys=True) for r in runs}) > 1:
+        raise ValueError(f"{payload['path']}: the recipe runs on {dataset} ran different flags")
     lines = []
     for r in runs:
-        stopped = r.get("selected_step")
-        cells = [f"recipe, seed {r['seed']}"]
+        cells = [f"{label}, seed {r['seed']}"]
         cells += [f"{r[protocol][metric]:.4f}" for protocol, metric in protocol_columns]
-        cells += [str(stopped), f"{r['command_seconds'] / 60:.1f}",
+        cells += [str(r.get("selected_step")), f"{r['command_seconds'] / 60:.1f}",
                   f"{r['load_average_before'][0]:.1f}"]
         lines.append("| " + " | ".join(cells) + " |")
     if len(runs) > 1:
-        cells = ["**recipe, mean ± sample std (n-1)**"]
+        cells = [f"**{label}, mean ± sample std (n-1)**"]
         cells += [_mean_std([r[protocol][metric] for r in runs])
                   for protocol, metric in protocol_columns]
         cells += ["", f"{max(r['command_seconds'] for r in runs) / 60:.1f} (longest)", ""]
         lines.append("| " + " | ".join(cells) + " |")
-    popularity = [r for r in payload["summary"]["results"] if r["run"] == "popularity"]
-    for r in popularity:
+    popularity = [r for r in payload["summary"]["results"]
+                  if r["run"] == "popularity" and r["dataset"] == dataset]
+    for r in popularity[:1] if label == "recipe" else ():
         lines.append("| popularity (training counts) | "
                      + " | ".join(f"{r[p][m]:.4f}" for p, m in protocol_columns)
                      + " | - | - | - |")
     return runs, lines
+
+
+def _recipe_label(payload, dataset):
+    """"recipe", or the recipe with the flags its runs gave after it (from the runs' own
+    recorded settings)."""
+    for r in payload["summary"]["results"]:
+        if r["run"] == "recipe" and r["dataset"] == dataset:
+            flags = " ".join(r["settings"]["recipe"].get("flags") or [])
+            return f"recipe {flags}" if flags else "recipe"
+    return "recipe"
+
+
+def _protocol_note(payloads):
+    """What "SASRec protocol" meant in these outputs (negatives drawn per user)."""
+    counts = sorted({p["raw"]["candidates"] - 1 for p in payloads})
+    return (f"SASRec protocol here: the true item and {' or '.join(map(str, counts))} "
+            "negatives drawn uniformly from items the user never rated.")
 
 
 def render_recipe_video_games():
@@ -53,56 +76,65 @@ def render_recipe_video_games():
     found = raw_output.newest("public_quality", "video_games_recipe_3seeds")
     if found is None:
         return None
+    video = found["raw"]["datasets"].get("sasrec_log", {})
+    if video.get("num_items") != VIDEO_GAMES_IDS:
+        raise ValueError(f"{found['path']}: {video.get('num_items')} item ids, not the "
+                         f"{VIDEO_GAMES_IDS} of SASRec's Video Games log")
     columns = [("sasrec", "hr@10"), ("sasrec", "ndcg@10"), ("full", "hr@10"), ("full", "ndcg@10")]
     lines = ["| run | SASRec-protocol HR@10 | SASRec-protocol NDCG@10 | full HR@10 | "
              "full NDCG@10 | selected step | minutes, launch to exit | load at start |",
              "|---" * 8 + "|"]
-    runs, rows = _recipe_rows(found, columns)
+    runs, rows = _recipe_rows(found, columns, "sasrec_log")
     lines += rows
     published = SASREC_PUBLISHED_VIDEO_GAMES
     lines.append(f"| SASRec, published (not measured here) | {published['hr@10']:.4f} | "
                  f"{published['ndcg@10']:.4f} | - | - | - | - | - |")
     above = sum(all(r["sasrec"][m] > published[m] for m in published) for r in runs)
-    lines += ["", f"Seeds above SASRec's published HR@10 and NDCG@10: {above} of {len(runs)}.",
-              "", source(found)]
+    lines += ["", f"Seeds above SASRec's published HR@10 and NDCG@10: {above} of {len(runs)}. "
+              + _protocol_note([found]), "", source(found)]
     return lines
 
 
 def render_recipe_ml100k():
-    """The recipe on MovieLens-100K (the RecBole reference's split, full ranking) against
-    RecBole's kept SASRec and NextItNet figures on the same split."""
-    found = raw_output.newest("public_quality", "ml100k_recipe_3seeds")
-    if found is None:
+    """The recipe on MovieLens-100K (the RecBole reference's split, full ranking), as it is
+    and with the flags for a small log, against RecBole's kept SASRec and NextItNet
+    figures on the same split."""
+    found = [raw_output.newest("public_quality", tag)
+             for tag in ("ml100k_recipe_3seeds", "ml100k_recipe_small_log_3seeds")]
+    found = [f for f in found if f is not None]
+    if not found:
         return None
     columns = [("full", "hr@10"), ("full", "ndcg@10"), ("full", "mrr@10"), ("sasrec", "hr@10"),
                ("sasrec", "ndcg@10")]
     lines = ["| run | full HR@10 | full NDCG@10 | full MRR@10 | SASRec-protocol HR@10 | "
              "SASRec-protocol NDCG@10 | selected step | minutes, launch to exit | "
              "load at start |", "|---" * 9 + "|"]
-    runs, rows = _recipe_rows(found, columns)
-    lines += rows
-    sources = [source(found)]
+    ours = []
+    for payload in found:
+        label = _recipe_label(payload, "ml100k")
+        runs, rows = _recipe_rows(payload, columns, "ml100k", label)
+        ours.append((label, runs))
+        lines += rows
+    sources = [source(p) for p in found]
     for model in ("SASRec", "NextItNet"):
         recbole = raw_output.newest("recbole_reference", recbole_tag(model))
         if recbole is None:
-            lines.append(f"| RecBole {model} | (no kept output) | | | | | | | |")
+            lines.append(f"| RecBole {model}: no kept output |" + " |" * 8)
             continue
         test = recbole["summary"]["test"]
         figures = [test["HR@10"], test["NDCG@10"], test["MRR@10"]]
-        lines.append(f"| RecBole 1.2.1 {model} (seed 2020, its kept reference) | "
+        stop = recbole["raw"].get("training_stopped_by")
+        caveat = ("" if stop in (None, "early_stopping")
+                  else f", not converged: stopped by {stop.replace('_', ' ')}")
+        lines.append(f"| RecBole 1.2.1 {model} (seed 2020, its kept reference{caveat}) | "
                      + " | ".join(f"{f:.4f}" for f in figures) + " | - | - | - | - | - |")
-        above = sum(all(r["full"][m] > f for m, f in zip(("hr@10", "ndcg@10", "mrr@10"),
-                                                          figures)) for r in runs)
-        lines.append(f"| seeds above RecBole {model} on all three | {above} of {len(runs)} "
-                     "| | | | | | | |")
+        for label, runs in ours:
+            above = sum(all(r["full"][m] > f for m, f in
+                            zip(("hr@10", "ndcg@10", "mrr@10"), figures)) for r in runs)
+            lines.append(f"| {label}: seeds above RecBole {model} on all three | "
+                         f"{above} of {len(runs)} |" + " |" * 7)
         sources.append(source(recbole))
-    return lines + [""] + sources
-
-
-def recbole_tag(model):
-    """The kept RecBole reference's tag for `model` (the NextItNet one predates the
-    model in its tag)."""
-    return "seed2020" if model == "NextItNet" else f"{model.lower()}_seed2020"
+    return lines + ["", _protocol_note(found)] + sources
 
 
 def render_video_games_dropout():
@@ -126,4 +158,4 @@ def render_video_games_dropout():
                 f"({r['selected_step'] // per_epoch}) | {r['sasrec']['hr@10']:.4f} | "
                 f"{r['sasrec']['ndcg@10']:.4f} | {r['full']['hr@10']:.4f} | "
                 f"{r['full']['ndcg@10']:.4f} | {r['wall_seconds']:.0f} |")
-    return lines + [""] + [source(p) for p in found]
+    return lines + ["", _protocol_note(found)] + [source(p) for p in found]

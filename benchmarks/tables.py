@@ -73,15 +73,19 @@ def render_multiworker_own_update():
 
 
 def render_recbole_reference():
-    found = raw_output.newest("recbole_reference", "seed2020")
-    if found is None:
+    references = scale_tables.recbole_references()
+    if not references:
         return None
-    test = found["summary"]["test"]
-    return ["| model | seed | best validation epoch | epochs run | test HR@10 | test NDCG@10 | "
-            "test MRR@10 |", "|---|---|---|---|---|---|---|",
-            f"| RecBole 1.2.1 NextItNet | 2020 | {found['summary']['best_valid_epoch']} | "
-            f"{found['summary']['epochs_run']} | {test['HR@10']:.4f} | {test['NDCG@10']:.4f} | "
-            f"{test['MRR@10']:.4f} |", "", _source(found)]
+    lines = ["| model | seed | best validation epoch | epochs run | stopped by | test HR@10 | "
+             "test NDCG@10 | test MRR@10 |", "|---|---|---|---|---|---|---|---|"]
+    for model, found in references:
+        summary, test = found["summary"], found["summary"]["test"]
+        stopped = found["raw"].get("training_stopped_by", "-").replace("_", " ")
+        lines.append(f"| RecBole 1.2.1 {model} | {found['raw']['config']['seed']} | "
+                     f"{summary['best_valid_epoch']} | {summary['epochs_run']} | {stopped} | "
+                     f"{test['HR@10']:.4f} | {test['NDCG@10']:.4f} | "
+                     f"{test['MRR@10']:.4f} |")
+    return lines + [""] + [_source(found) for _, found in references]
 
 
 def _settings(config):

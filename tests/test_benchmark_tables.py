@@ -79,3 +79,28 @@ def test_every_kept_output_is_in_the_raw_output_format():
         assert name == expected + ".json" or name.startswith(expected + "_"), name
         found = raw_output.find(payload["benchmark"], payload["tag"], results_dir=results)
         assert name in [os.path.basename(p["path"]) for p in found], name
+
+
+def test_each_recbole_reference_keeps_its_own_model_figures(monkeypatch, tmp_path):
+    """A RecBole SASRec output kept after NextItNet's is shown as SASRec's and leaves the
+    NextItNet row with NextItNet's figures (an any-tag `newest` would swap them)."""
+    results = os.path.join(REPO_ROOT, "benchmarks", "results")
+    for name in ("recbole_reference_02f6d53_seed2020.json",
+                 "public_quality_f5f9e28_ml100k_recbole_split_3seeds.json"):
+        shutil.copy(os.path.join(results, name), tmp_path / name)
+    monkeypatch.setattr(raw_output.find, "__defaults__", (None, str(tmp_path)))
+    monkeypatch.setattr(raw_output.newest, "__defaults__", (None, str(tmp_path)))
+    sasrec = {"test": {"HR@10": 0.1111, "NDCG@10": 0.0555, "MRR@10": 0.0333},
+              "best_valid_epoch": 7, "epochs_run": 18, "model": "SASRec"}
+    raw_output.Run("recbole_reference", tag="sasrec_seed2020").write(
+        sasrec, dict(sasrec, config={"seed": 2020}, training_stopped_by="time_budget"),
+        results_dir=str(tmp_path))
+    reference = tables.render("recbole-reference")
+    assert ("| RecBole 1.2.1 NextItNet | 2020 | 18 | 30 | early stopping | 0.0880 | 0.0403 | "
+            "0.0262 |") in reference
+    assert ("| RecBole 1.2.1 SASRec | 2020 | 7 | 18 | time budget | 0.1111 | 0.0555 | "
+            "0.0333 |") in reference
+    seeds = tables.render("recbole-split-seeds")
+    assert "| RecBole NextItNet (its kept reference) | | 0.0880 | 0.0403 | 0.0262 |" in seeds
+    assert "| RecBole SASRec (its kept reference) | | 0.1111 | 0.0555 | 0.0333 |" in seeds
+    assert "Seeds above RecBole's SASRec figure on every metric: 0 of 3." in seeds

@@ -204,27 +204,54 @@ def test_pretrain_stops_early_and_keeps_the_best_weights(data, tmp_path):
                      eval_every=0, patience=2, log=lambda *_: None)
 
 
-def test_time_budget_stops_training_keeps_the_best_and_continues(data, tmp_path):
-    """A budget spent before the first step ends stops training after it: the final
-    validation selects, the test and the save run, results.json says why it stopped, and
-    the same command without the budget continues from that step's checkpoint."""
-    from peterrec_tf.jobs.pretraining import run_pretrain
+def test_time_budget_stops_training_keeps_the_best_and_continues(data, tmp_path, monkeypatch):
+    """A budget found spent after step 10 (the training loop's clock jumps there) stops
+    training after that step: the final validation joins the periodic ones, the best of
+    them is restored, tested and saved, results.json says why it stopped, and the same
+    command without the budget continues from that step's checkpoint."""
+    import time as real_time
 
+    from peterrec_tf.jobs.pretraining import run_pretrain
+    from peterrec_tf.training import loop
+
+    class JumpingClock:
+        """The loop's `time`: real, except that monotonic() jumps a day ahead from its
+        10th call (the deadline check runs once per step)."""
+        calls = 0
+
+        @classmethod
+        def monotonic(cls):
+            cls.calls += 1
+            return real_time.monotonic() + (86400.0 if cls.calls >= 10 else 0.0)
+
+        time = staticmethod(real_time.time)
+
+    monkeypatch.setattr(loop, "time", JumpingClock)
     model_dir = str(tmp_path / "run")
-    settings = dict(channels=8, dilations=(1,), batch_size=16, train_steps=20, eval_every=4,
+    settings = dict(channels=8, dilations=(1,), batch_size=16, train_steps=40, eval_every=4,
                     select_metric="hr@10", log_every=100, checkpoint_every=100,
-                    log=lambda *_: None)
-    results = run_pretrain(data, model_dir, time_budget_minutes=1e-9, **settings)
+                    learning_rate=1e-12, log=lambda *_: None)
+    results = run_pretrain(data, model_dir, time_budget_minutes=60, **settings)
     assert results["stopped_by_time_budget"] and not results["stopped_early"]
-    assert results["training"]["steps"] == 1 and results["best_step"] == 1
+    assert results["training"]["steps"] == 10 and results["evaluations"] == 3  # 4, 8, 10
+    with open(os.path.join(model_dir, "best", "best.json"), encoding="utf-8") as handle:
+        history = json.load(handle)["history"]  # [step, value] pairs by step
+    assert [step for step, _ in history] == [4, 8, 10]
+    # a learning rate too small to change hr@10: the first of the equal validations is
+    # kept, not the stop step's
+    assert results["best_step"] == 4 and results["selected"]["step"] == 4
+    assert results["validation"]["hr@10"] == pytest.approx(history[0][1])
     assert "test" in results and os.path.exists(os.path.join(model_dir, "model.keras"))
     with open(os.path.join(model_dir, "results.json"), encoding="utf-8") as handle:
         assert json.load(handle)["stopped_by_time_budget"]
+    monkeypatch.undo()
     again = run_pretrain(data, model_dir, **settings)
-    assert again["training"]["resumed_from"] == 1 and again["training"]["steps"] == 20
+    assert again["training"]["resumed_from"] == 10 and again["training"]["steps"] == 40
     assert not again["stopped_by_time_budget"]
-    with pytest.raises(ValueError, match="time_budget_minutes"):
-        run_pretrain(data, str(tmp_path / "x"), time_budget_minutes=float("nan"), **settings)
+    for bad, strategy in ((float("nan"), "default"), (1.0, "multi_worker")):
+        with pytest.raises(ValueError, match="time_budget_minutes"):
+            run_pretrain(data, str(tmp_path / "x"), time_budget_minutes=bad,
+                         **dict(settings, strategy=strategy, select_metric=""))
 
 
 def test_compact_sizes():

@@ -112,6 +112,11 @@ class TrainingJob:
                                                       choices)
         selection.check_selection(c["select_metric"], c["eval_every"], c["strategy"], choices,
                                   c["patience"], explicit=asked != "auto")
+        if c.get("time_budget_minutes") and c["strategy"] == "multi_worker":
+            # each worker would read its own clock and stop at its own step, leaving the
+            # others waiting in a collective
+            raise ValueError("--time_budget_minutes is not supported with "
+                             "--strategy=multi_worker")
 
 
 def ranking_metric_names(ks):
@@ -157,7 +162,7 @@ def run_training(job):
     from peterrec_tf.jobs.checks import check_apart
     from peterrec_tf.training import reproducibility, results, strategy as dist
 
-    launched = time.time()  # the time budget counts from here
+    launched = time.monotonic()  # the time budget counts from here
     job.check()
     settings = TrainingSettings.of(job.config)
     chief = dist.is_chief()
@@ -207,7 +212,8 @@ def train_and_test(job, settings, strategy, chief, deadline=None):
         log=job.log, chief=chief, strategy=strategy, best=best, patience=settings.patience,
         deadline=deadline)
     report = {"job": job.kind, "config": job.config, "training": trained, **job.report,
-              "examples_per_second": trained["examples_per_second"]}
+              "examples_per_second": trained["examples_per_second"],
+              "stopped_by_time_budget": trained["stopped_by_time_budget"]}
     if trained["interrupted"]:
         return report
     report["validation"] = job.evaluate("validation")
@@ -215,7 +221,6 @@ def train_and_test(job, settings, strategy, chief, deadline=None):
         report["validation"], report["selected"] = selection.finish_selection(
             best, trained["steps"], report["validation"], job.log)
         report.update(stopped_early=trained["stopped_early"],
-                      stopped_by_time_budget=trained["stopped_by_time_budget"],
                       best_step=report["selected"]["step"], evaluations=len(best.history))
     report["test"] = job.evaluate("test")
     job.log(f"{job.test_label}: " + "  ".join(

@@ -69,7 +69,7 @@ class JobCallback(keras.callbacks.Callback):
         if step % self.checkpoint_every == 0:
             self._save(step)
         if (self.deadline is not None and not self.model.stop_training
-                and step < self.progress.total_steps and time.time() >= self.deadline):
+                and step < self.progress.total_steps and time.monotonic() >= self.deadline):
             self.out_of_time = True
             self._save(step)
             self.log(f"step {step}: the time budget is spent: stopping (the final validation "
@@ -94,10 +94,10 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
 
     `make_dataset()` returns the repeated training dataset of global batches from its
     first batch.  Returns {"steps", "resumed_from", "interrupted", "train_seconds",
-    "examples_per_second", "last_logs", "stopped_early"}. `best` (a `best.BestWeights`) is
+    "examples_per_second", "last_logs", "stopped_early", "stopped_by_time_budget"}. `best` (a `best.BestWeights`) is
     offered every periodic validation; with `patience` > 0 training stops once that many
     validations in a row brought no new best (also when a resumed run finds it so: it
-    trains no further). `deadline` (a `time.time()` value) stops training after the first
+    trains no further). `deadline` (a `time.monotonic()` value) stops training after the first
     step that ends past it ("stopped_by_time_budget"). `callbacks` are extra Keras
     callbacks run after the job's own.
     """
