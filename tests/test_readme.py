@@ -19,19 +19,15 @@ import sys
 import pytest
 
 from conftest import REPO_ROOT, SHARED
+from pipelines.command import CONSOLE_COMMANDS as _CONSOLE_COMMANDS
 
 SKIP = re.compile(r"^<!-- readme-test: skip \((.+)\) -->$")
 FENCE = re.compile(r"^```(\w*)\s*$")
 RUNNABLE = {"bash", "python"}
 #: Programs the README's shell blocks may start (anything else needs a skip marker).
 PROGRAMS = {"python", "python3", "printf", "cat", "head", "mkdir", "cp", "echo", "ls", "cd"}
-CONSOLE_COMMANDS = {"peterrec-prepare": "pipelines.prepare",
-                    "peterrec-pretrain": "peterrec_tf.pretrain",
-                    "peterrec-finetune": "peterrec_tf.finetune",
-                    "peterrec-evaluate": "peterrec_tf.evaluate",
-                    "peterrec-export": "peterrec_tf.export",
-                    "peterrec-convert": "peterrec_tf.convert_tf1",
-                    "peterrec-demo": "peterrec_tf.demo"}
+#: Console command -> module, from the one map the package's scripts are built from.
+CONSOLE_COMMANDS = {program: module for module, program in _CONSOLE_COMMANDS.items()}
 #: Copied into the working copy (what the README's commands read from the repository;
 #: `benchmarks.tables --write` rewrites BUILD_NOTES.md's tables).
 COPIED = ("peterrec_tf", "pipelines", "benchmarks", "README.md", "BUILD_NOTES.md",
