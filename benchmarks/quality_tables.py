@@ -24,9 +24,9 @@ def _mean_std(values):
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def _recipe_rows(payload, protocol_columns, dataset, label="recipe"):
+def _recipe_rows(payload, protocol_columns, dataset, label="recipe", with_popularity=True):
     """The recipe runs on `dataset` of a kept public_quality output, by seed, then their
-    mean ± std; every run must have run the same flags."""
+    mean ± std (every run must have run the same flags), then popularity's row if asked."""
     runs = sorted((r for r in payload["summary"]["results"]
                    if r["run"] == "recipe" and r["dataset"] == dataset), key=lambda r: r["seed"])
     if len({json.dumps(r["settings"].get("recipe"), sort_keys=True) for r in runs}) > 1:
@@ -46,7 +46,7 @@ def _recipe_rows(payload, protocol_columns, dataset, label="recipe"):
         lines.append("| " + " | ".join(cells) + " |")
     popularity = [r for r in payload["summary"]["results"]
                   if r["run"] == "popularity" and r["dataset"] == dataset]
-    for r in popularity[:1] if label == "recipe" else ():
+    for r in popularity[:1] if with_popularity else ():
         lines.append("| popularity (training counts) | "
                      + " | ".join(f"{r[p][m]:.4f}" for p, m in protocol_columns)
                      + " | - | - | - |")
@@ -112,7 +112,8 @@ def render_recipe_ml100k():
     ours = []
     for payload in found:
         label = _recipe_label(payload, "ml100k")
-        runs, rows = _recipe_rows(payload, columns, "ml100k", label)
+        runs, rows = _recipe_rows(payload, columns, "ml100k", label,
+                                  with_popularity=payload is found[0])
         ours.append((label, runs))
         lines += rows
     sources = [source(p) for p in found]
