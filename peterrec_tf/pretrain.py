@@ -41,6 +41,9 @@ def define_flags():
     flags.DEFINE_integer("num_blocks", 2, "self_attention: number of Transformer blocks.")
     flags.DEFINE_integer("heads", 1, "self_attention: attention heads per block (must "
                          "divide --channels).")
+    flags.DEFINE_integer("feed_forward_dim", 0, "self_attention: inner width of each block's "
+                         "feed-forward network (0: --channels, SASRec's; RecBole's SASRec "
+                         "uses 4x).")
     flags.DEFINE_enum("head", "full", list(HEADS), "full: 1x1 conv on relu(h) with a full "
                       "softmax; dot: h @ W^T + b with its own W, trained with a sampled "
                       "softmax; tied: h @ E^T + b with E the input item embedding (SASRec's "
@@ -61,6 +64,13 @@ def define_flags():
                       "sequence longer than max_len into windows so every item is trained on "
                       "(an epoch = one pass over all windows); last: only each sequence's most "
                       "recent max_len items (the release's one example per user).")
+    flags.DEFINE_integer("window_stride", 0, "next_item with --train_windows=all: cut a "
+                         "window every this many items (1..max_len), each trained on its "
+                         "newest window_stride targets only, so every target is trained once "
+                         "with at least max_len - window_stride items of context (1: every "
+                         "prefix, as per-prefix trainers do; an epoch costs about max_len / "
+                         "window_stride times more windows on long histories). 0: windows "
+                         "sharing one item (a target near a window's start sees little).")
     register_validators()  # after every flag: the single-flag range checks
 
 

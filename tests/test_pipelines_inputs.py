@@ -277,6 +277,62 @@ def test_split_into_windows_covers_every_target_once():
         [1], [2, 3, 4], [5, 6, 7], [8, 9], [10], [11], [12, 13, 14], []]
 
 
+def test_strided_windows_train_every_target_once_with_its_longest_context():
+    """With a window every `stride` items, each target is owned by exactly one window, the
+    one where it has the most items before it (at least size - stride - 1, or all of its
+    history), and a sequence's oldest window owns everything it holds."""
+    sequences = [list(range(1, 24)), [30, 31], list(range(40, 52)), [60]]
+    ragged = tf.ragged.constant(sequences, dtype=tf.int64)
+    size = 6  # next item: max_len 5
+    for stride in (1, 2, 3, 5):
+        cut, fresh = windows.windows_and_fresh_targets(ragged, size, 1, stride)
+        owned = collections.Counter()
+        for window, own in zip(cut.to_list(), fresh.numpy().tolist()):
+            assert len(window) <= size
+            targets = list(range(1, len(window)))  # positions predicted from a context
+            for position in targets[-own:]:
+                context = window[:position]
+                owned[window[position]] += 1
+                history = next(s for s in sequences if window[position] in s)
+                before = history.index(window[position])
+                assert len(context) == min(before, size - 1) or len(context) >= size - stride
+        expected = collections.Counter(item for s in sequences for item in s[1:])
+        assert owned == expected, stride
+    # the default stride is the unstrided cut, each window owning all it holds
+    default, fresh = windows.windows_and_fresh_targets(ragged, size, 1)
+    assert default.to_list() == windows.split_into_windows(ragged, size, 1).to_list()
+    assert set(fresh.numpy().tolist()) == {size}
+    with pytest.raises(ValueError, match="stride"):
+        windows.windows_and_fresh_targets(ragged, size, 1, size)
+
+
+def test_strided_windows_weight_only_their_own_next_item_targets(data):
+    """pretrain_dataset(window_stride=s) trains every (previous item -> item) transition
+    exactly once, as the unstrided cut does, and count_windows counts its windows."""
+    data_dir = data("pretrain")
+    max_len, stride = 6, 2
+    expected = collections.Counter()
+    for _, ids, _ in stored(data_dir, "train"):
+        expected.update(zip(ids[:-1], ids[1:]))
+    dataset = datasets.pretrain_dataset(data_dir, "train", 32, max_len=max_len, shuffle=True,
+                                        seed=3, windows="all", window_stride=stride)
+    seen, examples = collections.Counter(), 0
+    for x, y, w in as_numpy(dataset):
+        examples += len(x)
+        for row_x, row_y, row_w in zip(x, y, w):
+            for t in np.flatnonzero(row_w):
+                if row_x[t] > 0:
+                    seen[(int(row_x[t]), int(row_y[t]))] += 1
+    assert examples == datasets.count_windows(data_dir, "train", max_len, window_stride=stride)
+    assert examples > datasets.count_windows(data_dir, "train", max_len)
+    assert seen == expected
+    with pytest.raises(ValueError, match="windows='all'"):
+        datasets.pretrain_dataset(data_dir, "train", 8, max_len=max_len, window_stride=2)
+    with pytest.raises(ValueError, match="never overlap"):
+        datasets.pretrain_dataset(data_dir, "train", 8, objective="masked_item",
+                                  max_len=max_len, windows="all", window_stride=2)
+
+
 def test_all_windows_train_on_every_next_item_target(data):
     """windows="all" trains every (previous item -> item) transition of every stored
     sequence exactly once; windows="last" only those of each sequence's newest window."""

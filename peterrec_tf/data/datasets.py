@@ -18,7 +18,8 @@ from peterrec_tf.data.candidates import (RANKINGS, check_candidates, example_see
                                          sample_candidates, sample_negatives)
 from peterrec_tf.data.framing import Framing, default_framing, resolve_length
 from peterrec_tf.data.records import AUTOTUNE, finish, parser, record_batches, with_batch_seeds
-from peterrec_tf.data.windows import WINDOWS, split_into_windows, window_counts
+from peterrec_tf.data.windows import (FRESH_TARGETS, WINDOWS, window_counts,
+                                      windows_and_fresh_targets)
 
 
 def objective_of(objective):
@@ -26,37 +27,46 @@ def objective_of(objective):
     return objectives.get(objective) if isinstance(objective, str) else objective
 
 
-def _all_windows(data_dir, split, batch_size, window, shuffle, seed, deterministic, repeat,
-                 drop_remainder, input_context, shuffle_buffer):
-    """Batches `{item_ids: ragged}` of every window of every sequence: whole record batches
-    parsed, cut into windows, then re-batched to `batch_size` (shuffled again: a user's
-    windows would otherwise sit side by side)."""
-    size, overlap = window
+def _all_windows(data_dir, split, batch_size, preprocessor, shuffle, seed, deterministic,
+                 repeat, drop_remainder, input_context, shuffle_buffer):
+    """Batches `{item_ids: ragged, fresh_targets: [B]}` of every window of every sequence
+    (`windows.windows_and_fresh_targets`, cut as `preprocessor.window` and `.stride` say):
+    whole record batches parsed, cut into windows, then re-batched to `batch_size`
+    (shuffled again: a user's windows would otherwise sit side by side)."""
+    size, overlap = preprocessor.window
     dataset = record_batches(data_dir, split, 256, shuffle, seed, deterministic, False, False,
                              input_context, shuffle_buffer).map(parser("pretrain", "train"),
                                                                 num_parallel_calls=AUTOTUNE)
-    dataset = dataset.map(lambda b: split_into_windows(b[schema.ITEM_IDS], size, overlap),
-                          num_parallel_calls=AUTOTUNE).unbatch()
+
+    def cut(batch):
+        windows, fresh = windows_and_fresh_targets(batch[schema.ITEM_IDS], size, overlap,
+                                                   preprocessor.stride)
+        return {schema.ITEM_IDS: windows, FRESH_TARGETS: fresh}
+    dataset = dataset.map(cut, num_parallel_calls=AUTOTUNE).unbatch()
     if shuffle:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
-    dataset = dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
-    return dataset.map(lambda ids: {schema.ITEM_IDS: ids})
+    return dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
 
 
 def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len=None,
                      mask_rate=0.3, max_predictions=None, shuffle=None, seed=0,
                      deterministic=True, repeat=False, drop_remainder=False, input_context=None,
-                     pad_to_max_len=True, shuffle_buffer=10_000, windows="last"):
+                     pad_to_max_len=True, shuffle_buffer=10_000, windows="last",
+                     window_stride=0):
     """(x, y, sample_weight) batches for pre-training with `objective` (a registered name or
     objective), made by its preprocessor (`objectives.Objective.preprocessor`).
 
     `windows="last"` takes each sequence's most recent window only (one example per user,
     the release's behaviour); `windows="all"` cuts every sequence into windows
     (`windows.split_into_windows`) so every item is trained on, as libraries that train on
-    every prefix do. `pad_to_max_len=False` pads each batch to its own longest row instead
-    (bucketing by batch). `shuffle` defaults to split == "train".
+    every prefix do. `window_stride` > 0 (an objective whose preprocessor takes one: next
+    item) cuts a window every that many items, each trained on its newest `window_stride`
+    targets only, so that every target keeps a context of at least max_len - stride items
+    (`windows.windows_and_fresh_targets`); 0 cuts windows sharing the objective's overlap.
+    `pad_to_max_len=False` pads each batch to its own longest row instead (bucketing by
+    batch). `shuffle` defaults to split == "train".
     """
     meta = read_metadata(data_dir)
     if meta["task"] != "pretrain":
@@ -66,10 +76,14 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
         raise ValueError(f"windows must be one of {WINDOWS}, got {windows!r}")
     preprocessor = objective.preprocessor(
         resolve_length(max_len, metadata=meta), meta["num_items"], mask_rate=mask_rate,
-        max_predictions=max_predictions, pad_to_max_len=pad_to_max_len)
+        max_predictions=max_predictions, pad_to_max_len=pad_to_max_len,
+        window_stride=window_stride)
+    if window_stride and windows != "all":
+        raise ValueError("a window stride cuts every window of a sequence: it needs "
+                         f"windows='all', not {windows!r}")
     shuffle = (split == "train") if shuffle is None else shuffle
     if windows == "all":
-        dataset = _all_windows(data_dir, split, batch_size, preprocessor.window, shuffle, seed,
+        dataset = _all_windows(data_dir, split, batch_size, preprocessor, shuffle, seed,
                                deterministic, repeat, drop_remainder, input_context,
                                shuffle_buffer)
     else:
@@ -79,10 +93,13 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
     return finish(preprocessor.examples(dataset, seed, input_context), deterministic)
 
 
-def count_windows(data_dir, split, max_len, objective="next_item"):
+def count_windows(data_dir, split, max_len, objective="next_item", window_stride=0):
     """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
-    size, overlap = objective_of(objective).preprocessor(
-        max_len, read_metadata(data_dir)["num_items"]).window
+    preprocessor = objective_of(objective).preprocessor(
+        max_len, read_metadata(data_dir)["num_items"], window_stride=window_stride)
+    size, overlap = preprocessor.window
+    if preprocessor.stride:
+        overlap = size - preprocessor.stride
     total = records = 0
     with reading(data_dir, (split,)):
         for batch in tf.data.TFRecordDataset(shard_files(data_dir, split),

@@ -54,6 +54,9 @@ class MaskedItemPreprocessor:
         """(window size, overlap) of `windows.split_into_windows`."""
         return self.max_len, 0
 
+    #: Windows never overlap: a masked position is a target once (no stride).
+    stride = None
+
     def examples(self, dataset, seed=0, input_context=None):
         """Batches `{item_ids: ragged [B, None]}` -> (masked, ids, weight) batches, masked
         with a stateless seed per batch (`records.with_batch_seeds`)."""

@@ -45,7 +45,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  jit_compile=True, optimizer="adam", patience=0, dropout=0.0,
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
                  lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
-                 num_blocks=2, heads=1, time_budget_minutes=0.0, log=print):
+                 num_blocks=2, heads=1, feed_forward_dim=0, window_stride=0,
+                 time_budget_minutes=0.0, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     config = {k: v for k, v in locals().items() if k in SETTINGS}
     return run_training(PretrainingJob(config, log))
@@ -97,6 +98,15 @@ class PretrainingJob(TrainingJob):
         if c["train_windows"] not in WINDOWS:
             raise ValueError(f"--train_windows must be one of {WINDOWS}, got "
                              f"{c['train_windows']!r}")
+        if c["window_stride"]:
+            if c["train_windows"] != "all":
+                raise ValueError("--window_stride cuts every window of a sequence: it needs "
+                                 "--train_windows=all")
+            if c["window_stride"] > self.max_len:
+                raise ValueError(f"--window_stride={c['window_stride']} must be at most "
+                                 f"--max_len ({self.max_len})")
+            self.objective.preprocessor(self.max_len, self.vocab_size,
+                                        window_stride=c["window_stride"])  # refuses if not
         self.test_label = f"test ({c['eval_ranking']} ranking)"
 
     def check_softmax(self):
@@ -137,7 +147,8 @@ class PretrainingJob(TrainingJob):
 
         c = self.config
         objective = self.objective
-        self.examples = (datasets.count_windows(c["data_dir"], "train", self.max_len, objective)
+        self.examples = (datasets.count_windows(c["data_dir"], "train", self.max_len, objective,
+                                                c["window_stride"])
                          if c["train_windows"] == "all" else self.meta["splits"]["train"])
         self.steps = count_steps(c["train_steps"], c["epochs"], self.examples, c["batch_size"])
         self.steps_per_epoch = self.examples // c["batch_size"]
@@ -146,6 +157,7 @@ class PretrainingJob(TrainingJob):
                                     causal=objective.causal, max_len=self.max_len,
                                     dilations=c["dilations"], kernel_size=c["kernel_size"],
                                     num_blocks=c["num_blocks"], heads=c["heads"],
+                                    feed_forward_dim=c["feed_forward_dim"] or None,
                                     dropout=c["dropout"],
                                     embedding_dropout=c["embedding_dropout"])
             self.model = model = objective.build_model(
@@ -171,7 +183,8 @@ class PretrainingJob(TrainingJob):
         return self.objective.xla_plan(self.num_sampled, c["channels"], fill=lambda: target_fill(
             datasets.pretrain_dataset(c["data_dir"], "train", c["batch_size"], self.objective,
                                       self.max_len, mask_rate=c["mask_rate"], shuffle=False,
-                                      seed=c["seed"], windows=c["train_windows"])))
+                                      seed=c["seed"], windows=c["train_windows"],
+                                      window_stride=c["window_stride"])))
 
     def describe(self, model_name, plan, precision, strategy):
         """The log line saying what is trained, how long and how (`plan` None: no XLA)."""
@@ -181,6 +194,7 @@ class PretrainingJob(TrainingJob):
                 + f"): {self.vocab_size} items, {c['channels']} channels, "
                 + (f"dilations {c['dilations']}, " if c["architecture"] == "dilated_cnn" else
                    f"self-attention, {c['num_blocks']} blocks of {c['heads']} heads, ")
+                + (f"windows every {c['window_stride']} items, " if c["window_stride"] else "")
                 + f"{self.steps} steps of batch {c['batch_size']} ({self.examples} training "
                 f"windows, {precision}, "
                 + (f"XLA: {' + '.join(plan)}, " if plan is not None else "")
@@ -194,6 +208,7 @@ class PretrainingJob(TrainingJob):
         return datasets.pretrain_dataset(c["data_dir"], "train", c["batch_size"], self.objective,
                                          self.max_len, mask_rate=c["mask_rate"], shuffle=True,
                                          seed=c["seed"], repeat=True, windows=c["train_windows"],
+                                         window_stride=c["window_stride"],
                                          drop_remainder=strategy.num_replicas_in_sync > 1)
 
     def save(self):

@@ -31,9 +31,11 @@ class Objective:
         return self.model_class(backbone, **settings)
 
     def preprocessor(self, max_len, num_items, mask_rate=0.3, max_predictions=None,
-                     pad_to_max_len=True):
+                     pad_to_max_len=True, window_stride=0):
         """The object turning ragged histories into (x, y, weight) examples: its `window`
-        is the (size, overlap) of the windows sequences are cut into, its
+        is the (size, overlap) of the windows sequences are cut into and its `stride` how
+        many items apart they are cut (None: size - overlap; `window_stride`, which an
+        objective without overlapping windows refuses), its
         `examples(dataset, seed, input_context)` maps `{item_ids: ragged}` batches to
         examples (see `data.next_item`)."""
         raise NotImplementedError

@@ -16,7 +16,10 @@ class MaskedItem(Objective):
     order = 1
 
     def preprocessor(self, max_len, num_items, mask_rate=0.3, max_predictions=None,
-                     pad_to_max_len=True):
+                     pad_to_max_len=True, window_stride=0):
+        if window_stride:
+            raise ValueError("a window stride applies to next-item windows; masked-item "
+                             "windows never overlap (each masked position is a target once)")
         return MaskedItemPreprocessor(max_len, num_items, mask_rate, max_predictions,
                                       pad_to_max_len)
 

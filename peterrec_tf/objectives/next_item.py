@@ -17,9 +17,9 @@ class NextItem(Objective):
     default = True
 
     def preprocessor(self, max_len, num_items, mask_rate=0.3, max_predictions=None,
-                     pad_to_max_len=True):
+                     pad_to_max_len=True, window_stride=0):
         del num_items, mask_rate, max_predictions  # nothing is drawn or masked
-        return NextItemPreprocessor(max_len, pad_to_max_len)
+        return NextItemPreprocessor(max_len, pad_to_max_len, window_stride)
 
     def xla_plan(self, num_sampled, channels=64, fill=1.0):
         """The whole train step with the fused softmax inlined (`("step", "softmax")`) below

@@ -106,7 +106,7 @@ INTEGER_MINIMUMS = {"batch_size": 1, "train_steps": 0, "checkpoint_every": 1,
                     "keep_checkpoints": 1, "log_every": 1, "eval_every": -1, "eval_batch_size": 1,
                     "max_len": 0, "channels": 1, "patience": 0, "warmup_steps": 0, "kernel_size": 1, "num_candidates": 2,
                     "num_sampled": -2, "num_negatives": 0, "finelast_blocks": 1,
-                    "num_blocks": 1, "heads": 1}
+                    "num_blocks": 1, "heads": 1, "feed_forward_dim": 0, "window_stride": 0}
 
 
 def register_validators():
