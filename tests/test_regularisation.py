@@ -165,6 +165,27 @@ def test_patience_counts_validations_without_a_better_one(tmp_path):
     assert again.since_best() == 2
     again.resume_at(30)  # its checkpoint was at step 30: the validation at 40 is repeated
     assert again.since_best() == 1
+
+
+def test_resume_forgets_only_the_off_cadence_final_validation(tmp_path):
+    """A resumed run forgets a final validation made between two periodic ones (a time
+    budget stopped it there), but never a periodic one, even when --eval_every (which may
+    change on resume) no longer divides its step: --patience counts every periodic
+    validation that was made."""
+    model = tiny_next_item()
+    best = BestWeights(model, str(tmp_path), "ndcg@10")
+    for step, value in ((4, 0.3), (8, 0.2), (12, 0.2)):
+        best.offer(step, {"ndcg@10": value})
+    best.offer(14, {"ndcg@10": 0.1}, final=True)  # the time budget stopped it at step 14
+    again = BestWeights(model, str(tmp_path), "ndcg@10")
+    again.resume_at(14, 4)
+    assert sorted(again.history) == [4, 8, 12] and again.since_best() == 2
+    again = BestWeights(model, str(tmp_path), "ndcg@10")
+    again.resume_at(14, 6)  # resumed with --eval_every=6
+    assert sorted(again.history) == [4, 8, 12] and again.exhausted(2)
+    again.offer(18, {"ndcg@10": 0.1})
+    assert [s for s, _ in json.load(open(tmp_path / "best" / "best.json"))["history"]] == \
+        [4, 8, 12, 18]
     assert resolve_metric("auto", -1, "default", ["hr@5", "ndcg@5", "hr@10", "ndcg@10"]) == \
         "ndcg@10"
     assert resolve_metric("auto", 0, "default", ["ndcg@10"]) == ""

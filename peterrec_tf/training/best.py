@@ -36,20 +36,29 @@ class BestWeights:
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.directory, max_to_keep=1)
         self.record = None
         self.history = {}  # step -> the metric's value at every validation offered
+        self.finals = None  # steps of the final validations in history (None: not recorded)
         path = os.path.join(self.directory, "best.json")
         if os.path.exists(path):
             with open(path, encoding="utf-8") as handle:
                 stored = json.load(handle)
             self.history = {int(step): float(value) for step, value in stored.pop("history", [])}
+            finals = stored.pop("finals", None)
+            self.finals = None if finals is None else {int(step) for step in finals}
             self.record = stored
 
     def resume_at(self, step, cadence=0):
         """Forget the validations after `step` (a resumed run repeats them) and, given the
-        periodic `cadence`, those off it: the final validation of a run stopped between
-        two periodic ones (a time budget) would otherwise count towards `--patience`, which
-        the uninterrupted run never offered. The best record stays whichever it was."""
-        self.history = {s: v for s, v in self.history.items()
-                        if s <= step and (not cadence or s % cadence == 0)}
+        periodic `cadence`, the final validations off it: that of a run stopped between two
+        periodic ones (a time budget) would otherwise count towards `--patience`, which the
+        uninterrupted run never offered. Periodic validations stay whatever the cadence
+        (--eval_every may change on resume: those made at the old one were made). A
+        best.json that does not say which were final (older) has every one off the cadence
+        forgotten. The best record stays whichever it was."""
+        def kept(s):
+            final = self.finals is None or s in self.finals
+            return s <= step and not (cadence and final and s % cadence)
+        self.history = {s: v for s, v in self.history.items() if kept(s)}
+        self.finals = {s for s in (self.finals or ()) if s in self.history}
 
     def since_best(self):
         """Validations offered after the best one (0 when the last one was the best)."""
@@ -65,13 +74,16 @@ class BestWeights:
     def value(self):
         return None if self.record is None else self.record["metrics"][self.metric]
 
-    def offer(self, step, metrics):
-        """Save the weights if `metrics[metric]` beats the best so far; True if it did."""
+    def offer(self, step, metrics, final=False):
+        """Save the weights if `metrics[metric]` beats the best so far; True if it did.
+        `final`: the validation after training (at the last step, not a periodic one)."""
         if self.metric not in metrics:
             raise ValueError(f"--select_metric={self.metric} is not among the validation "
                              f"metrics {sorted(k for k in metrics if k != 'examples')}")
         value = float(metrics[self.metric])
         self.history[int(step)] = value
+        finals = self.finals if self.finals is not None else set()
+        self.finals = finals | {int(step)} if final else finals - {int(step)}
         improved = self.record is None or value > self.value
         if improved:
             self.record = {"step": int(step), "metric": self.metric,
@@ -81,8 +93,8 @@ class BestWeights:
                 self.manager.save(checkpoint_number=int(step))
             os.makedirs(self.directory, exist_ok=True)
             with open(os.path.join(self.directory, "best.json"), "w", encoding="utf-8") as handle:
-                json.dump({**self.record, "history": sorted(self.history.items())}, handle,
-                          indent=2)
+                json.dump({**self.record, "history": sorted(self.history.items()),
+                           "finals": sorted(self.finals)}, handle, indent=2)
         return improved
 
     def restore(self):
@@ -132,7 +144,7 @@ def check_selection(metric, eval_every, strategy, choices, patience=0, explicit=
 
 def finish_selection(best, steps, validation, log=print):
     """Offer the final validation, load the best weights; returns (validation, record)."""
-    best.offer(steps, validation)
+    best.offer(steps, validation, final=True)
     record = best.restore()
     log(f"selected the weights of step {record['step']} (validation {best.metric} "
         f"{best.value:.4f})")
