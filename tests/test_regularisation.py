@@ -165,6 +165,10 @@ def test_patience_counts_validations_without_a_better_one(tmp_path):
     assert again.since_best() == 2
     again.resume_at(30)  # its checkpoint was at step 30: the validation at 40 is repeated
     assert again.since_best() == 1
+    assert resolve_metric("auto", -1, "default", ["hr@5", "ndcg@5", "hr@10", "ndcg@10"]) == \
+        "ndcg@10"
+    assert resolve_metric("auto", 0, "default", ["ndcg@10"]) == ""
+    assert resolve_metric("auto", 5, "default", ["accuracy"]) == "accuracy"
 
 
 def test_resume_forgets_only_the_off_cadence_final_validation(tmp_path):
@@ -184,12 +188,11 @@ def test_resume_forgets_only_the_off_cadence_final_validation(tmp_path):
     again.resume_at(14, 6)  # resumed with --eval_every=6
     assert sorted(again.history) == [4, 8, 12] and again.exhausted(2)
     again.offer(18, {"ndcg@10": 0.1})
+    again.offer(18, {"ndcg@10": 0.1}, final=True)  # a stop on the cadence: still periodic
+    again.resume_at(18, 4)
+    assert sorted(again.history) == [4, 8, 12, 18]
     assert [s for s, _ in json.load(open(tmp_path / "best" / "best.json"))["history"]] == \
         [4, 8, 12, 18]
-    assert resolve_metric("auto", -1, "default", ["hr@5", "ndcg@5", "hr@10", "ndcg@10"]) == \
-        "ndcg@10"
-    assert resolve_metric("auto", 0, "default", ["ndcg@10"]) == ""
-    assert resolve_metric("auto", 5, "default", ["accuracy"]) == "accuracy"
 
 
 @pytest.fixture(scope="module")

@@ -81,9 +81,11 @@ class BestWeights:
             raise ValueError(f"--select_metric={self.metric} is not among the validation "
                              f"metrics {sorted(k for k in metrics if k != 'examples')}")
         value = float(metrics[self.metric])
-        self.history[int(step)] = value
         finals = self.finals if self.finals is not None else set()
-        self.finals = finals | {int(step)} if final else finals - {int(step)}
+        periodic = int(step) in self.history and int(step) not in finals
+        self.history[int(step)] = value
+        # a final validation at a periodic one's step (a stop on the cadence) stays periodic
+        self.finals = finals | {int(step)} if final and not periodic else finals - {int(step)}
         improved = self.record is None or value > self.value
         if improved:
             self.record = {"step": int(step), "metric": self.metric,
