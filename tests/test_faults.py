@@ -207,6 +207,32 @@ def test_the_resume_comparison_ignores_paths_and_evaluation_only_settings(tmp_pa
         results.record_config(selecting, dict(stored, select_metric="hr@5", num_candidates=50))
 
 
+def test_a_setting_newer_than_the_stored_run_compares_with_its_default(run, tmp_path):
+    """A run recorded before a setting existed ran at the setting's default: resuming it
+    with another value changes what is trained, so it is refused; the default resumes."""
+    from peterrec_tf.jobs.pretraining import PretrainingJob, run_pretrain
+
+    stored = {"model_dir": "/a", "channels": 8, "select_metric": ""}
+    results.record_config(str(tmp_path), stored)
+    defaults = {"channels": 64, "window_stride": 0, "feed_forward_dim": 0}
+    results.record_config(str(tmp_path), dict(stored, window_stride=0), defaults=defaults)
+    with pytest.raises(ValueError, match=r"window_stride: 0 -> 4"):
+        results.record_config(str(tmp_path), dict(stored, window_stride=4), defaults=defaults)
+    assert PretrainingJob.defaults["window_stride"] == 0
+    # through the job: a copy of a finished run whose flags.json predates --window_stride
+    old = str(tmp_path / "old")
+    shutil.copytree(run["model_dir"], old)
+    flags = os.path.join(old, "flags.json")
+    recorded = json.load(open(flags))
+    del recorded["window_stride"]
+    with open(flags, "w", encoding="utf-8") as handle:
+        json.dump(recorded, handle)
+    with pytest.raises(ValueError, match="window_stride: 0 -> 2"):
+        run_pretrain(run["pretrain"], old, train_steps=4, window_stride=2, log=quiet, **MODEL)
+    report = run_pretrain(run["pretrain"], old, train_steps=4, log=quiet, **MODEL)
+    assert report["training"]["resumed_from"] == 4
+
+
 # --- one job per directory ------------------------------------------------------------------
 
 def test_a_second_job_on_a_model_dir_in_use_is_refused(run):

@@ -7,8 +7,8 @@ pre-trained encoder to a downstream task with PeterRec or the paper's baselines.
 import os
 
 from peterrec_tf import transfer_methods
-from peterrec_tf.jobs.training_job import (TrainingJob, job_settings, ranking_metric_names,
-                                           run_training)
+from peterrec_tf.jobs.training_job import (TrainingJob, job_defaults, job_settings,
+                                           ranking_metric_names, run_training)
 
 PATCH_DEFAULTS = {"bottleneck_ratio": 0.25, "patch_activation": "gelu_tanh"}
 
@@ -217,3 +217,4 @@ class FinetuningJob(TrainingJob):
 
 
 SETTINGS = job_settings(run_finetune)
+FinetuningJob.defaults = job_defaults(run_finetune)

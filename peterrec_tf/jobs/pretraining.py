@@ -6,8 +6,8 @@
 
 import os
 
-from peterrec_tf.jobs.training_job import (TrainingJob, job_settings, ranking_metric_names,
-                                           run_training)
+from peterrec_tf.jobs.training_job import (TrainingJob, job_defaults, job_settings,
+                                           ranking_metric_names, run_training)
 
 HEADS = ("full", "dot", "tied")
 #: Backbone architectures (`models.architectures`), by `--architecture`'s names.
@@ -228,3 +228,4 @@ class PretrainingJob(TrainingJob):
 
 
 SETTINGS = job_settings(run_pretrain)
+PretrainingJob.defaults = job_defaults(run_pretrain)

@@ -18,6 +18,13 @@ import time
 NOT_SETTINGS = ("log",)
 
 
+def job_defaults(run):
+    """{setting: default} of a job's `run_*` signature: what a run recorded before a
+    setting existed used (`results.record_config` compares a resume against it)."""
+    return {name: parameter.default for name, parameter in inspect.signature(run).parameters.items()
+            if name not in NOT_SETTINGS and parameter.default is not inspect.Parameter.empty}
+
+
 def job_settings(run):
     """The setting names of a job, read off its `run_*` signature: the one list that the
     flags, flags.json and the resume comparison follow (a test checks the flags)."""
@@ -63,6 +70,7 @@ class TrainingJob:
     say how `evaluate` reads the data; `report` holds the job's own entries of results.json."""
 
     kind = None          # results.json's "job"; the command is `python -m peterrec_tf.<kind>`
+    defaults = {}        # `job_defaults` of the job's run function
     test_label = "test"  # how the test line of the log names the split
 
     def __init__(self, config, log=print):
@@ -176,7 +184,8 @@ def run_training(job):
     with write_faults_reported(settings.model_dir), \
             (exclusive_lock(settings.model_dir) if chief else contextlib.nullcontext()), \
             inputs.reading(settings.data_dir):
-        results.record_config(settings.model_dir, job.config, write=chief)
+        results.record_config(settings.model_dir, job.config, write=chief,
+                              defaults=job.defaults)
         if chief:
             results.write_flagfile(settings.model_dir, job.config,
                                    f"python -m peterrec_tf.{job.kind}")

@@ -37,13 +37,14 @@ def read_json(path):
         return json.load(handle)
 
 
-def record_config(model_dir, config, name="flags.json", write=True):
+def record_config(model_dir, config, name="flags.json", write=True, defaults=None):
     """Write the job's settings; refuse different ones for a model_dir that holds a run.
 
     A re-run with the same model_dir resumes, so it must be the same job: anything but
     step counts and logging cadence (RESUMABLE_CHANGES), paths (PATHS) and, without model
     selection, evaluation settings differing is an error. A setting the stored file does
-    not have (written before it was recorded) is not compared.
+    not have (written before the setting existed) ran at its default: given the job's
+    `defaults`, a resume asking for another value is refused too.
     """
     path = os.path.join(model_dir, name)
     if os.path.exists(path):
@@ -53,6 +54,11 @@ def record_config(model_dir, config, name="flags.json", write=True):
                                             else frozenset())
         changed = sorted(k for k in previous  # keys only in `current` are newer settings
                          if k not in free and previous.get(k) != current.get(k))
+        stored_defaults = json.loads(json.dumps(defaults or {}, default=str))
+        for k in sorted(set(current) - set(previous) - free - DERIVED):
+            if k in stored_defaults and current[k] != stored_defaults[k]:
+                previous[k] = stored_defaults[k]  # what the run used: shown as such below
+                changed.append(k)
         if changed:
             details = "; ".join(f"{_label(k)}: {previous.get(k)!r} -> {current.get(k)!r}"
                                 for k in changed)
