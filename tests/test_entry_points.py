@@ -37,7 +37,11 @@ def test_entry_points_start_without_tensorflow_log(module, args):
 def test_a_user_set_log_level_is_respected():
     done = run("peterrec_tf.evaluate", "--model_dir=/nonexistent", "--data_dir=/nonexistent",
                env_extra={"TF_CPP_MIN_LOG_LEVEL": "0"})
-    assert done.returncode == 2 and "oneDNN" in done.stderr
+    # TensorFlow's C++ start-up lines shown: which ones depends on the CPU (oneDNN's notice
+    # is not printed on every x86 machine), so any of them counts
+    assert done.returncode == 2
+    assert [line for line in done.stderr.splitlines() if any(n in line for n in NOISE)], \
+        done.stderr
 
 
 @pytest.mark.parametrize("module", ["peterrec_tf.pretrain", "peterrec_tf.finetune"])
