@@ -519,5 +519,17 @@ def main(argv=None):
     print(f"wrote {run.write(summarise(report), report)}")
 
 
+def cli(argv=None):
+    """`main` as a command: a refused input or run (`SystemExit("error: ...")`) prints its
+    one line and exits 2, as the project's jobs do; argparse's own usage errors already do."""
+    try:
+        main(argv)
+    except SystemExit as error:
+        if isinstance(error.code, str):
+            print(error.code, file=sys.stderr)
+            raise SystemExit(2) from None
+        raise
+
+
 if __name__ == "__main__":
-    main()
+    cli()

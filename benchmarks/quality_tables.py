@@ -25,12 +25,18 @@ def _mean_std(values):
 
 
 def _recipe_rows(payload, protocol_columns, dataset, label="recipe", with_popularity=True):
-    """The recipe runs on `dataset` of a kept public_quality output, by seed, then their
-    mean ± std (every run must have run the same flags), then popularity's row if asked."""
-    runs = sorted((r for r in payload["summary"]["results"]
+    """The recipe runs on `dataset` of a kept public_quality output (or of several, e.g. one
+    per seed run side by side), by seed, then their mean ± std (every run must have run the
+    same flags, each seed once), then popularity's row (the first output's) if asked."""
+    payloads = payload if isinstance(payload, list) else [payload]
+    runs = sorted((r for p in payloads for r in p["summary"]["results"]
                    if r["run"] == "recipe" and r["dataset"] == dataset), key=lambda r: r["seed"])
+    paths = ", ".join(p["path"] for p in payloads)
     if len({json.dumps(r["settings"].get("recipe"), sort_keys=True) for r in runs}) > 1:
-        raise ValueError(f"{payload['path']}: the recipe runs on {dataset} ran different flags")
+        raise ValueError(f"{paths}: the recipe runs on {dataset} ran different flags")
+    if len({r["seed"] for r in runs}) < len(runs):
+        raise ValueError(f"{paths}: a seed of the recipe on {dataset} appears twice")
+    payload = payloads[0]
     lines = []
     for r in runs:
         cells = [f"{label}, seed {r['seed']}"]
@@ -55,8 +61,9 @@ def _recipe_rows(payload, protocol_columns, dataset, label="recipe", with_popula
 
 def _recipe_label(payload, dataset):
     """"recipe", or the recipe with the flags its runs gave after it (from the runs' own
-    recorded settings)."""
-    for r in payload["summary"]["results"]:
+    recorded settings; `payload` may be a list of outputs of the same flags)."""
+    payloads = payload if isinstance(payload, list) else [payload]
+    for r in (r for p in payloads for r in p["summary"]["results"]):
         if r["run"] == "recipe" and r["dataset"] == dataset:
             flags = " ".join(r["settings"]["recipe"].get("flags") or [])
             return f"recipe {flags}" if flags else "recipe"
@@ -95,13 +102,20 @@ def render_recipe_video_games():
     return lines
 
 
+#: The ML-100K recipe runs, by row group: the kept outputs (tags) whose seeds form one group
+#: (several when the seeds ran side by side, one output each).
+ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3seeds",),
+                        ("ml100k_long_d", "ml100k_long_d_seed1", "ml100k_long_d_seed2"))
+
+
 def render_recipe_ml100k():
     """The recipe on MovieLens-100K (the RecBole reference's split, full ranking), as it is
     and with the flags for a small log, against RecBole's kept SASRec and NextItNet
     figures on the same split."""
-    found = [raw_output.newest("public_quality", tag)
-             for tag in ("ml100k_recipe_3seeds", "ml100k_recipe_small_log_3seeds")]
-    found = [f for f in found if f is not None]
+    groups = [[raw_output.newest("public_quality", tag) for tag in tags]
+              for tags in ML100K_RECIPE_GROUPS]
+    found = [[p for p in group if p is not None] for group in groups]
+    found = [group for group in found if group]
     if not found:
         return None
     columns = [("full", "hr@10"), ("full", "ndcg@10"), ("full", "mrr@10"), ("sasrec", "hr@10"),
@@ -116,7 +130,7 @@ def render_recipe_ml100k():
                                   with_popularity=payload is found[0])
         ours.append((label, runs))
         lines += rows
-    sources = [source(p) for p in found]
+    sources = [source(p) for group in found for p in group]
     for model in ("SASRec", "NextItNet"):
         recbole = raw_output.newest("recbole_reference", recbole_tag(model))
         if recbole is None:
@@ -135,7 +149,7 @@ def render_recipe_ml100k():
             lines.append(f"| {label}: seeds above RecBole {model} on all three | "
                          f"{above} of {len(runs)} |" + " |" * 7)
         sources.append(source(recbole))
-    return lines + ["", _protocol_note(found)] + sources
+    return lines + ["", _protocol_note([p for group in found for p in group])] + sources
 
 
 def render_video_games_dropout():
@@ -160,3 +174,28 @@ def render_video_games_dropout():
                 f"{r['sasrec']['ndcg@10']:.4f} | {r['full']['hr@10']:.4f} | "
                 f"{r['full']['ndcg@10']:.4f} | {r['wall_seconds']:.0f} |")
     return lines + ["", _protocol_note(found)] + [source(p) for p in found]
+
+
+def render_ml100k_window_stride():
+    """One seed of the recipe with the small-log flags on MovieLens-100K, windows sharing one
+    item against a window every 10 items (`--window_stride=10`, each trained on its newest
+    10 targets): the same seed, every other flag equal."""
+    pairs = [("ml100k_recipe_small_log_3seeds", 0), ("ml100k_stride10_seed0", 0)]
+    found = [raw_output.newest("public_quality", tag) for tag, _ in pairs]
+    if None in found:
+        return None
+    lines = ["| run | window stride | full HR@10 | full NDCG@10 | full MRR@10 | selected step "
+             "| minutes, launch to exit | load at start |", "|---" * 8 + "|"]
+    for payload, (_, seed) in zip(found, pairs):
+        run = next(r for r in payload["summary"]["results"]
+                   if r["run"] == "recipe" and r["seed"] == seed)
+        flags = run["settings"]["recipe"].get("flags") or []
+        stride = next((f.split("=", 1)[1] for f in flags if f.startswith("--window_stride=")),
+                      "0 (windows share one item)")
+        others = [f for f in flags if not f.startswith("--window_stride=")]
+        lines.append(
+            f"| recipe {' '.join(others)}, seed {seed} | {stride} | {run['full']['hr@10']:.4f} | "
+            f"{run['full']['ndcg@10']:.4f} | {run['full']['mrr@10']:.4f} | "
+            f"{run['selected_step']} | {run['command_seconds'] / 60:.1f} | "
+            f"{run['load_average_before'][0]:.1f} |")
+    return lines + [""] + [source(p) for p in found]

@@ -298,6 +298,11 @@ TABLES = {
                       "python benchmarks/public_quality.py --datasets=ml100k --runs= "
                       "--recipe=recipes/public_sequential.flags --seeds=0,1,2 "
                       "--tag=ml100k_recipe_3seeds --work_dir=/tmp/pqm"),
+    "ml100k-window-stride": (quality_tables.render_ml100k_window_stride,
+                             "python benchmarks/public_quality.py --datasets=ml100k --runs= "
+                             "--recipe=recipes/public_sequential.flags --recipe_flags="
+                             "'--epochs=60 --patience=10 --window_stride=10' --seeds=0 "
+                             "--tag=ml100k_stride10_seed0 --work_dir=/tmp/pq/a"),
     "pending": (render_pending, None),
 }
 

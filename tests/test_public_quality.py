@@ -61,3 +61,17 @@ def test_summary_keeps_every_figure_and_leaves_the_curves_to_raw():
     assert kept["load_average_before"] == [1, 2, 3] and kept["selected_step"] == 6
     assert not {"validation_curve", "model_dir", "job_test_full"} & set(kept)
     assert summary["train_steps"] == 6 and summary["datasets"] == report["datasets"]
+
+
+def test_a_refused_input_is_one_error_line_and_exit_2(tmp_path, capsys):
+    """The benchmark's own refusals (here: a log line that is not 'user item') end like the
+    project's jobs: one `error:` line naming the file and line, exit status 2."""
+    log = tmp_path / "log.txt"
+    log.write_text("1 10\n1 11\n2 x\n")
+    with pytest.raises(SystemExit) as stopped:
+        public_quality.cli([f"--work_dir={tmp_path / 'work'}", "--datasets=sasrec_log",
+                            f"--sasrec_log={log}", "--runs=", "--no-popularity",
+                            "--allow_dirty"])
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and f"{log}:3" in error

@@ -248,6 +248,11 @@ def test_time_budget_stops_training_keeps_the_best_and_continues(data, tmp_path,
     again = run_pretrain(data, model_dir, **settings)
     assert again["training"]["resumed_from"] == 10 and again["training"]["steps"] == 40
     assert not again["stopped_by_time_budget"]
+    with open(os.path.join(model_dir, "best", "best.json"), encoding="utf-8") as handle:
+        history = json.load(handle)["history"]
+    # the stop step's off-cadence validation is forgotten on resume: --patience counts the
+    # periodic validations the uninterrupted run makes, no more
+    assert [step for step, _ in history] == list(range(4, 41, 4))
     for bad, strategy in ((float("nan"), "default"), (1.0, "multi_worker")):
         with pytest.raises(ValueError, match="time_budget_minutes"):
             run_pretrain(data, str(tmp_path / "x"), time_budget_minutes=bad,

@@ -154,6 +154,7 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     from peterrec_tf.jobs.finetuning import run_finetune
     from peterrec_tf.jobs.pretraining import run_pretrain
     from peterrec_tf.serving.saved_model import export
+    from peterrec_tf.data.datasets import count_windows
     from peterrec_tf.data.framing import Framing
     from pipelines.prepare import prepare
 
@@ -161,13 +162,30 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     prepare("synthetic", data, max_len=12, seed=1, num_users=120, num_items=40, num_clusters=3,
             num_targets=12, **quiet)
     pre_dir, ft_dir = str(tmp_path / "pre"), str(tmp_path / "ft")
+    lines = []
     results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, architecture="self_attention",
-                           channels=8, num_blocks=1, heads=2, batch_size=16, train_steps=6,
-                           head="tied", num_sampled=0, checkpoint_every=100, **quiet)
+                           channels=8, num_blocks=1, heads=2, feed_forward_dim=24,
+                           window_stride=4, batch_size=16, train_steps=6, head="tied",
+                           num_sampled=0, checkpoint_every=100, log=lines.append)
     assert results["training"]["steps"] == 6
+    windows = count_windows(os.path.join(data, "pretrain"), "train", 12, window_stride=4)
+    assert windows > count_windows(os.path.join(data, "pretrain"), "train", 12)
+    assert f"windows every 4 items, 6 steps of batch 16 ({windows} training windows" in lines[0]
     pre, config, _ = load_model_dir(pre_dir)
     assert type(pre.backbone) is SelfAttentionBackbone and pre.backbone.max_positions == 12
-    assert config["backbone"]["heads"] == 2
+    assert config["backbone"]["heads"] == 2 and config["backbone"]["feed_forward_dim"] == 24
+    assert pre.backbone.blocks[0].feed_forward_in.units == 24
+    for refused, message in (({"window_stride": 4, "train_windows": "last"}, "train_windows=all"),
+                             ({"window_stride": 13}, "at most --max_len"),
+                             ({"window_stride": 4, "objective": "masked_item",
+                               "architecture": "dilated_cnn"}, "never overlap"),
+                             ({"feed_forward_dim": 16, "architecture": "dilated_cnn"},
+                              "--feed_forward_dim only apply")):
+        settings = {"architecture": "self_attention", **refused}
+        with pytest.raises(ValueError, match=message):
+            run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "refused"),
+                         train_steps=2, **settings, **quiet)
+    assert not os.path.exists(str(tmp_path / "refused"))
     run_finetune(pre_dir, os.path.join(data, "coldrec"), ft_dir, method="peterrec",
                  train_steps=4, batch_size=16, num_candidates=11, checkpoint_every=100, **quiet)
     tuned, _, vocabs = load_model_dir(ft_dir)

@@ -9,7 +9,8 @@ before the test evaluation and the saved model: the test split never chooses any
 `best.json` also keeps every validation offered (`history`, by step), so that early
 stopping (`--patience`: stop after that many validations in a row without a new best)
 counts across a resumption: a resumed run forgets the validations after its checkpoint
-(it repeats them) and stops where the uninterrupted run would have.
+(it repeats them) and the final validation of a run stopped between two periodic ones, and
+stops where the uninterrupted run would have.
 
 Defaults: `--eval_every=-1` validates once per epoch and `--select_metric=auto` selects by
 NDCG at the largest cut-off (accuracy for classification), so a run with default flags keeps
@@ -42,9 +43,13 @@ class BestWeights:
             self.history = {int(step): float(value) for step, value in stored.pop("history", [])}
             self.record = stored
 
-    def resume_at(self, step):
-        """Forget the validations after `step` (a resumed run repeats them)."""
-        self.history = {s: v for s, v in self.history.items() if s <= step}
+    def resume_at(self, step, cadence=0):
+        """Forget the validations after `step` (a resumed run repeats them) and, given the
+        periodic `cadence`, those off it: the final validation of a run stopped between
+        two periodic ones (a time budget) would otherwise count towards `--patience`, which
+        the uninterrupted run never offered. The best record stays whichever it was."""
+        self.history = {s: v for s, v in self.history.items()
+                        if s <= step and (not cadence or s % cadence == 0)}
 
     def since_best(self):
         """Validations offered after the best one (0 when the last one was the best)."""

@@ -110,7 +110,7 @@ def train(model, make_dataset, total_steps, model_dir, *, batch_size, checkpoint
               "examples_per_second": 0.0, "last_logs": {}, "stopped_early": False,
               "stopped_by_time_budget": False}
     if best is not None:
-        best.resume_at(start)
+        best.resume_at(start, eval_every)
     if start >= total_steps:
         log(f"already trained {start} >= {total_steps} steps")
         return result
