@@ -16,8 +16,9 @@ from conftest import (FINETUNE_CSV, FINETUNED, PRETRAIN_CSV, PRETRAINED_PREFIX, 
 from peterrec_tf.convert_tf1 import ConversionError, convert_checkpoint, release_token_order
 from peterrec_tf.model_dir import load_model_dir
 from peterrec_tf.models import FineTuner, NextItNet, parameter_report
-from peterrec_tf.tf1_oracle import run_oracle_batches
 from release_loaders import demo_histories, release_feed
+from release_oracle import (finetuned_parity_batches, oracle_batches, reversed_finetune_csv,
+                            reversed_finetune_feed, with_short_histories)
 
 pytestmark = needs_checkpoints
 
@@ -52,7 +53,7 @@ def test_pretrained_parity_with_oracle(pretrained_dir):
     rng = np.random.RandomState(0)
     batches = [rng.randint(0, 175, (batch, length)).astype("int32")
                for batch, length in ((1, 5), (3, 9), (2, 33), (4, 17))]
-    oracle = run_oracle_batches(PRETRAINED_PREFIX, batches)
+    oracle = oracle_batches(PRETRAINED_PREFIX, batches)
     for ids, expected in zip(batches, oracle):
         inputs = ids[:, :-1]  # the graph's prediction branch drops the last column itself
         hidden = model.backbone(inputs).numpy()
@@ -83,17 +84,10 @@ def test_finetuned_parity_with_oracle(name, with_meta, tmp_path):
     assert isinstance(model, FineTuner)
     assert config["backbone"]["causal"] == causal and config["backbone"]["insertion"] == insertion
     assert len(vocabs["targets"]) == 32
-    rng = np.random.RandomState(11)
-    batches = []
-    for batch, length in ((1, 6), (3, 6), (1, 17), (3, 32)):
-        history = rng.randint(1, 175, (batch, length - 2))
-        zeros = np.zeros((batch, 1), "int32")
-        batches.append(np.concatenate([zeros, history, zeros], axis=1).astype("int32"))
     # any ids fed identically to both sides (the release framing is tested further down);
     # the causal graphs drop the last (target) column themselves
-    feeds = [np.concatenate([ids, np.ones((len(ids), 1), "int32")], 1) if causal else ids
-             for ids in batches]
-    oracle = run_oracle_batches(prefix, feeds)
+    batches, feeds = finetuned_parity_batches(causal)
+    oracle = oracle_batches(prefix, feeds)
     for ids, expected in zip(batches, oracle):
         hidden = model.backbone(ids).numpy()
         tol = 1e-4 + 1e-5 * np.abs(expected["hidden"]).max()
@@ -117,7 +111,9 @@ def test_finetuned_model_trains_like_the_release_and_can_continue(tmp_path):
     report = parameter_report(model)
     assert 0 < report["trainable_share"] < 0.5
     frozen = {w.path: w.numpy().copy() for w in model.non_trainable_weights}
-    model.compile(optimizer="adam")
+    # run_eagerly: the one step runs in seconds where tracing the 8-block release model's
+    # train step into a graph took ~20x as long (measured); which weights move is the same
+    model.compile(optimizer="adam", run_eagerly=True)
     rng = np.random.RandomState(0)
     x = np.concatenate([np.zeros((32, 1)), rng.randint(1, 175, (32, 8)), np.zeros((32, 1))], 1)
     model.fit(x.astype("int32"), rng.randint(1, 32, (32,)), epochs=1, verbose=0)
@@ -261,7 +257,7 @@ def test_command_line(tmp_path):
 
 def check_parity(key, model, prefix, histories, family, width):
     framed = model.framing.frame(tf.ragged.constant(histories, dtype=tf.int32)).numpy()
-    [expected] = run_oracle_batches(prefix, [release_feed(histories, family, width)])
+    [expected] = oracle_batches(prefix, [release_feed(histories, family, width)])
     hidden = model.backbone(framed).numpy()
     scores = model(framed).numpy()
     assert hidden.shape == expected["hidden"].shape
@@ -294,7 +290,7 @@ def test_release_framing_of_the_shared_checkpoints_matches_the_release_loaders(
     histories = demo_histories(vocabs["items"])
     assert len(histories) == 30 and {len(h) for h in histories} == {9}
     if kind == "release_causal":  # the loader right-pads shorter sources with 0
-        histories += [h[:n] for h, n in zip(histories[:4], (1, 4, 6, 8))]
+        histories = with_short_histories(histories, (1, 4, 6, 8))
     framed = check_parity(name, model, FINETUNED[name], histories,
                           "causal" if kind == "release_causal" else "noncausal", 9)
     assert framed.shape == (len(histories), 10 if kind == "release_causal" else 11)
@@ -310,14 +306,10 @@ def test_finetuned_release_checkpoint_reads_ids_in_its_finetuning_csvs_order(nam
     reversed), raw source tokens through the converted, exported model give the answers
     (target tokens) of the release graph fed by the release's loader."""
     from peterrec_tf.serving.saved_model import export
-    from release_loaders import demo_sources, release_finetune_vocabularies
     from serving_server import SessionModel
 
-    with open(FINETUNE_CSV) as handle:
-        lines = [line for line in handle.read().splitlines() if line.strip()]
-    reordered = tmp_path / "finetune_reversed.csv"
-    reordered.write_text("\n".join(reversed(lines)) + "\n")
-    items, targets = release_finetune_vocabularies(str(reordered))
+    reordered = reversed_finetune_csv(str(tmp_path / "finetune_reversed.csv"))
+    items, targets, sources, feed = reversed_finetune_feed(reordered, family)
     pretraining = release_token_order(PRETRAIN_CSV)
     assert len(items) == len(pretraining) == 175 and sorted(items) == sorted(pretraining)
     assert sum(a != b for a, b in zip(items, pretraining)) > 100  # the orders really differ
@@ -325,20 +317,16 @@ def test_finetuned_release_checkpoint_reads_ids_in_its_finetuning_csvs_order(nam
     out = str(tmp_path / "converted")
     with pytest.raises(ConversionError, match="orders the items differently"):
         convert_checkpoint(FINETUNED[name], out, vocab_csv=PRETRAIN_CSV,
-                           target_vocab_csv=str(reordered), log=lambda _: None)
+                           target_vocab_csv=reordered, log=lambda _: None)
     with pytest.raises(ConversionError, match="--target_vocab_csv=FINETUNE_CSV"):
         convert_checkpoint(FINETUNED[name], out, vocab_csv=PRETRAIN_CSV, max_len=9,
                            log=lambda _: None)
-    convert_checkpoint(FINETUNED[name], out, target_vocab_csv=str(reordered), log=lambda _: None)
+    convert_checkpoint(FINETUNED[name], out, target_vocab_csv=reordered, log=lambda _: None)
     _, _, vocabs = load_model_dir(out)
     assert vocabs["items"] == items and vocabs["targets"] == targets
 
-    sources = demo_sources(str(reordered))
-    if family == "causal":  # the loader right-pads shorter sources with 0
-        sources += [s[-n:] for s, n in zip(sources[:3], (2, 5, 8))]
-    index = {token: i for i, token in enumerate(items)}
-    [oracle] = run_oracle_batches(FINETUNED[name], [release_feed(
-        [[index[t] for t in s] for s in sources], family, 9)])
+    # sources: the file's users and, causal, shorter ones (the loader right-pads them with 0)
+    [oracle] = oracle_batches(FINETUNED[name], [feed])
     best = np.argsort(-oracle["scores"][:, 1:], axis=1, kind="stable")[:, :5] + 1  # no <UNK>
     expected = np.array([[targets[i] for i in row] for row in best])
 
@@ -352,12 +340,33 @@ def test_finetuned_release_checkpoint_reads_ids_in_its_finetuning_csvs_order(nam
 
 # --- FineAll checkpoints (no patches, Adam2 slots) --------------------------------------------
 
+def fineall_parity_histories(items):
+    """The demo users as ids of `items` and three of them cut shorter."""
+    return with_short_histories(demo_histories(items), (1, 5, 8))
+
+
+def fineall_served_feed(family):
+    """(raw sources, what the release's FineAll loader feeds for them): the demo users and
+    three of them cut shorter, ids of the pre-training CSV's order."""
+    from release_loaders import demo_sources
+    sources = with_short_histories(demo_sources(), (1, 5, 8))
+    index = {token: i for i, token in enumerate(release_token_order(PRETRAIN_CSV))}
+    return sources, release_feed([[index[t] for t in s] for s in sources],
+                                 f"{family}_fineall", 9)
+
+
 @pytest.fixture(scope="module")
 def fineall_checkpoints(tmp_path_factory):
     from release_fineall import make_fineall_checkpoint
+    from release_oracle import plan
     base = tmp_path_factory.mktemp("fineall")
-    return {family: make_fineall_checkpoint(str(base / family / "model.ckpt"), family)
-            for family in ("nextitnet", "grec")}
+    prefixes = {family: make_fineall_checkpoint(str(base / family / "model.ckpt"), family)
+                for family in ("nextitnet", "grec")}
+    items = release_token_order(PRETRAIN_CSV)
+    for family, prefix in prefixes.items():  # each graph's feeds below, in one process
+        plan(prefix, [release_feed(fineall_parity_histories(items), f"{family}_fineall", 9),
+                      fineall_served_feed(family)[1]])
+    return prefixes
 
 
 @pytest.mark.parametrize("family,pooling,causal", [("nextitnet", "last", True),
@@ -386,14 +395,13 @@ def test_fineall_checkpoint_converts_with_parity(fineall_checkpoints, family, po
     assert config["unused_variables"] == head
     assert config["skipped_training_state"] == len([n for n in names if "Adam" in n]) + 4
     assert len(model.trainable_weights) == len(model.weights)  # FineAll: the backbone trains
-    histories = demo_histories(vocabs["items"])
-    histories += [h[:n] for h, n in zip(histories[:3], (1, 5, 8))]
+    histories = fineall_parity_histories(vocabs["items"])
     framed = check_parity(f"{family}_fineall{'' if with_meta else '_no_meta'}", model, prefix,
                           histories, f"{family}_fineall", 9)
     assert framed.shape == (len(histories), 9)
     # it trains further like a project FineAll model: the backbone moves too
     before = model.backbone.blocks[0].conv1.kernel.numpy().copy()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=True)  # one step: no trace
     model.fit(framed, np.arange(len(framed)) % 31 + 1, epochs=1, verbose=0)
     assert not np.allclose(before, model.backbone.blocks[0].conv1.kernel.numpy())
 
@@ -431,18 +439,13 @@ def test_exported_fineall_checkpoint_serves_the_releases_answers(fineall_checkpo
     """Raw demo users (and right-padded shorter ones) to the exported signature: the
     FineAll graph's top-5 and scores, the graph fed as its loader feeds it."""
     from peterrec_tf.serving.saved_model import export
-    from release_loaders import demo_sources
     from serving_server import SessionModel
     out = str(tmp_path / "converted")
     convert_checkpoint(fineall_checkpoints[family], out, vocab_csv=PRETRAIN_CSV,
                        target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
     report = export([("fineall", out)], str(tmp_path / "sm"), "release", k=5, log=lambda *_: None)
-    sources = demo_sources()
-    sources += [s[:n] for s, n in zip(sources[:3], (1, 5, 8))]
-    items = release_token_order(PRETRAIN_CSV)
-    index = {token: i for i, token in enumerate(items)}
-    [oracle] = run_oracle_batches(fineall_checkpoints[family], [release_feed(
-        [[index[t] for t in s] for s in sources], f"{family}_fineall", 9)])
+    sources, feed = fineall_served_feed(family)
+    [oracle] = oracle_batches(fineall_checkpoints[family], [feed])
     scores = oracle["scores"][:, 1:]
     width = 1 + max(len(s) for s in sources)
     tokens = np.array([[""] * (width - len(s)) + s for s in sources]).astype(bytes)

@@ -19,7 +19,13 @@ def _git(repo, *args):
 
 
 @pytest.fixture()
-def tiny(tmp_path):
+def tiny(tmp_path, monkeypatch):
+    # The experiment's jobs are 8-channel models of a few steps: XLA's compilation of each
+    # job's step costs more than the steps (the runner has no jit_compile setting to pass);
+    # the jobs' XLA paths are tested where they are the subject (test_jobs_end_to_end,
+    # test_objective_registry).
+    from peterrec_tf.training import xla_policy
+    monkeypatch.setattr(xla_policy, "use_xla", lambda *args, **kwargs: False)
     data = str(tmp_path / "data")
     prepare("synthetic", data, max_len=12, seed=0, num_users=120, num_items=40, num_clusters=4,
             num_targets=20, min_len=6, max_len_generated=12, log=lambda *_: None)

@@ -585,8 +585,8 @@ def test_converted_release_checkpoint_serves_the_releases_answers(name, family, 
     targets (target id 0, the padding target, excluded) and scores, the graph fed exactly as
     the release's loader feeds it; the model's recorded framing does the rest."""
     from peterrec_tf.convert_tf1 import convert_checkpoint, release_token_order
-    from peterrec_tf.tf1_oracle import run_oracle
     from release_loaders import demo_histories, demo_sources, release_feed
+    from release_oracle import oracle as run_oracle
     out = str(tmp_path / "converted")
     convert_checkpoint(FINETUNED[name], out, vocab_csv=PRETRAIN_CSV,
                        target_vocab_csv=FINETUNE_CSV, log=lambda _: None)
