@@ -105,7 +105,9 @@ def render_recipe_video_games():
 #: The ML-100K recipe runs, by row group: the kept outputs (tags) whose seeds form one group
 #: (several when the seeds ran side by side, one output each).
 ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3seeds",),
-                        ("ml100k_long_d", "ml100k_long_d_seed1", "ml100k_long_d_seed2"))
+                        ("ml100k_long_d",),
+                        ("ml100k_long_d_b32_seed0", "ml100k_long_d_b32_seed1",
+                         "ml100k_long_d_b32_seed2"))
 
 
 def render_recipe_ml100k():
