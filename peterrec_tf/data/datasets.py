@@ -40,7 +40,7 @@ def _all_windows(data_dir, split, batch_size, preprocessor, shuffle, seed, deter
 
     def cut(batch):
         windows, fresh = windows_and_fresh_targets(batch[schema.ITEM_IDS], size, overlap,
-                                                   preprocessor.stride)
+                                                   getattr(preprocessor, "stride", None))
         return {schema.ITEM_IDS: windows, FRESH_TARGETS: fresh}
     dataset = dataset.map(cut, num_parallel_calls=AUTOTUNE).unbatch()
     if shuffle:
@@ -48,6 +48,12 @@ def _all_windows(data_dir, split, batch_size, preprocessor, shuffle, seed, deter
     if repeat:
         dataset = dataset.repeat()
     return dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
+
+
+def _stride(window_stride):
+    """The preprocessor keyword for a window stride: none at 0, so that an objective
+    written before strides existed (its `preprocessor` without the keyword) still works."""
+    return {"window_stride": window_stride} if window_stride else {}
 
 
 def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len=None,
@@ -77,7 +83,7 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
     preprocessor = objective.preprocessor(
         resolve_length(max_len, metadata=meta), meta["num_items"], mask_rate=mask_rate,
         max_predictions=max_predictions, pad_to_max_len=pad_to_max_len,
-        window_stride=window_stride)
+        **_stride(window_stride))
     if window_stride and windows != "all":
         raise ValueError("a window stride cuts every window of a sequence: it needs "
                          f"windows='all', not {windows!r}")
@@ -96,9 +102,9 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
 def count_windows(data_dir, split, max_len, objective="next_item", window_stride=0):
     """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
     preprocessor = objective_of(objective).preprocessor(
-        max_len, read_metadata(data_dir)["num_items"], window_stride=window_stride)
+        max_len, read_metadata(data_dir)["num_items"], **_stride(window_stride))
     size, overlap = preprocessor.window
-    if preprocessor.stride:
+    if getattr(preprocessor, "stride", None):
         overlap = size - preprocessor.stride
     total = records = 0
     with reading(data_dir, (split,)):
