@@ -84,6 +84,21 @@ def test_an_objective_of_one_file_pretrains_through_the_job(last_item, pretrain_
     assert (weight.numpy()[:, -1] == 1).all()
 
 
+def test_a_stride_for_an_objective_without_one_is_a_usage_error(last_item, pretrain_data,
+                                                                tmp_path):
+    """An objective whose preprocessor predates `window_stride` trains without it, and a
+    stride asked of it is refused in one line before anything is written, not a TypeError
+    from deep in the input pipeline."""
+    assert not last_item.takes_window_stride()
+    assert objectives.get("next_item").takes_window_stride()
+    model_dir = tmp_path / "strided"
+    with pytest.raises(ValueError, match="'test_last_item' takes no window stride"):
+        run_pretrain(pretrain_data, str(model_dir), objective="test_last_item", channels=8,
+                     dilations=(1, 2), batch_size=16, train_steps=3, eval_every=0,
+                     train_windows="all", window_stride=2, **quiet)
+    assert not model_dir.exists()
+
+
 def test_the_registry_serves_the_builtin_objectives_and_refuses_misuse():
     assert objectives.names()[:2] == ("next_item", "masked_item")  # the default first
     assert objectives.get("next_item").causal and not objectives.get("masked_item").causal

@@ -1,5 +1,7 @@
 """What a pre-training objective is: its model, its preprocessor, its XLA plan."""
 
+import inspect
+
 
 class Objective:
     """A pre-training objective. A subclass sets `name` and `model_class` (a
@@ -39,6 +41,13 @@ class Objective:
         `examples(dataset, seed, input_context)` maps `{item_ids: ragged}` batches to
         examples (see `data.next_item`)."""
         raise NotImplementedError
+
+    def takes_window_stride(self):
+        """Whether `preprocessor` accepts `window_stride` (an objective written before the
+        keyword, or one whose windows never overlap, may not declare it)."""
+        parameters = inspect.signature(self.preprocessor).parameters.values()
+        return any(p.name == "window_stride" or p.kind is inspect.Parameter.VAR_KEYWORD
+                   for p in parameters)
 
     def xla_plan(self, num_sampled, channels=64, fill=1.0):
         """What XLA compiles in a training step (`SequencePretrainer.compile(xla_plan=...)`):
