@@ -156,6 +156,29 @@ def render_short_history():
     return lines + [""] + [_source(p) for p in found]
 
 
+def render_suite_time():
+    found = raw_output.find("suite_time")
+    if not found:
+        return None
+    lines = ["| run | pytest options after pytest.ini's | cpus | wall s | result | "
+             "load at start | load at end | longest files (summed test seconds) |",
+             "|---" * 8 + "|"]
+    for payload in found:
+        prov, summary = payload["provenance"], payload["summary"]
+        name = prov["commit"][:7] + (" (_dirty)" if prov["dirty"] else "")
+        longest = ", ".join(f"{path.rsplit('/', 1)[-1]} {seconds:.0f}"
+                            for path, seconds in list(summary["per_file_s"].items())[:4])
+        for wall, code, result in zip(summary["wall_s"], summary["returncodes"],
+                                      summary["results"]):
+            load = prov["load"]
+            cells = [name, f"`{summary['pytest_args']}`" if summary["pytest_args"] else "-",
+                     summary["cpus"], f"{wall:.0f}",
+                     result if code == 0 else f"FAILED (exit {code}): {result}",
+                     load.get("loadavg_before"), load.get("loadavg_after"), longest]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    return lines + [""] + [_source(p) for p in found]
+
+
 def render_recipe_timing():
     found = raw_output.newest("recipe_timing", "amazon_shaped")
     if found is None:
@@ -303,6 +326,7 @@ TABLES = {
                              "--recipe=recipes/public_sequential.flags --recipe_flags="
                              "'--epochs=60 --patience=10 --window_stride=10' --seeds=0 "
                              "--tag=ml100k_stride10_seed0 --work_dir=/tmp/pq/a"),
+    "suite-time": (render_suite_time, "python benchmarks/suite_time.py"),
     "pending": (render_pending, None),
 }
 

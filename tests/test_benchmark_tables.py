@@ -104,3 +104,26 @@ def test_each_recbole_reference_keeps_its_own_model_figures(monkeypatch, tmp_pat
     assert "| RecBole NextItNet (its kept reference) | | 0.0880 | 0.0403 | 0.0262 |" in seeds
     assert "| RecBole SASRec (its kept reference) | | 0.1111 | 0.0555 | 0.0333 |" in seeds
     assert "Seeds above RecBole's SASRec figure on every metric: 0 of 3." in seeds
+
+
+def test_suite_time_reads_pytest_durations_and_the_result_line():
+    """benchmarks/suite_time.py's parser on pytest's own output (xdist's and a failure's)."""
+    from benchmarks import suite_time
+
+    output = """bringing up nodes...
+....F.                                                                   [100%]
+=================================== FAILURES ===================================
+============================= slowest durations ==============================
+371.37s call     tests/test_readme.py::test_the_readme_runs_as_written
+2.50s setup    tests/test_export.py::test_a[cau serial-causal]
+1.25s call     tests/test_export.py::test_a[cau serial-causal]
+0.00s teardown tests/test_layers.py::test_b
+1 failed, 536 passed, 2 skipped in 1037.13s (0:17:17)
+"""
+    durations, result = suite_time.parse(output)
+    assert result == "1 failed, 536 passed, 2 skipped in 1037.13s (0:17:17)"
+    assert durations[1] == (2.5, "setup", "tests/test_export.py::test_a[cau serial-causal]")
+    assert suite_time.per_file(durations) == {"tests/test_readme.py": 371.37,
+                                              "tests/test_export.py": 3.75,
+                                              "tests/test_layers.py": 0.0}
+    assert suite_time.parse("537 passed in 9.10s")[1] == "537 passed in 9.10s"

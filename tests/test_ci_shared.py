@@ -50,7 +50,7 @@ def test_missing_shared_skips_locally_and_fails_under_ci(tmp_path, monkeypatch):
 
 def test_a_real_ci_run_without_shared_fails(tmp_path):
     env = dict(os.environ, PETERREC_SHARED=str(tmp_path / "no_shared"), CI="true")
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0",
                            "tests/test_pipelines_movielens.py", "-k", "tasks_and_shared"],
                           cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stdout[-2000:]

@@ -1,5 +1,5 @@
 """The installable package: pyproject.toml's pins are requirements.txt's (less the test
-runner), its console commands are the commands, and a wheel built from the sources
+runner and its parallel plug-in), its console commands are the commands, and a wheel built from the sources
 installs and runs outside the repository (console command and import), offline."""
 
 import os
@@ -15,7 +15,7 @@ import pytest
 from conftest import REPO_ROOT
 from pipelines.command import CONSOLE_COMMANDS
 
-TEST_ONLY = {"pytest"}
+TEST_ONLY = {"pytest", "pytest-xdist", "execnet"}
 
 
 def pyproject():
@@ -42,6 +42,11 @@ def test_runtime_dependencies_are_the_requirements_pins():
     pins = requirement_pins()
     assert declared == {k: v for k, v in pins.items() if k not in TEST_ONLY}
     assert not TEST_ONLY & set(declared)
+    extra = {}
+    for requirement in pyproject()["project"]["optional-dependencies"]["test"]:
+        name, version = requirement.split("==")
+        extra[re.sub(r"[-_.]+", "-", name).lower()] = version
+    assert extra == {k: v for k, v in pins.items() if k in TEST_ONLY}
 
 
 def test_console_commands_are_the_commands():
