@@ -46,7 +46,7 @@ def parse(output):
 
 
 def per_file(durations):
-    """{test file: summed seconds of its tests' phases}, largest first."""
+    """{test file: summed seconds of its tests' phases} (the kept JSON sorts its keys)."""
     totals = collections.Counter()
     for seconds, _, nodeid in durations:
         totals[nodeid.split("::", 1)[0]] += seconds

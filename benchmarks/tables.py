@@ -160,19 +160,21 @@ def render_suite_time():
     found = raw_output.find("suite_time")
     if not found:
         return None
-    lines = ["| run | pytest options after pytest.ini's | cpus | wall s | result | "
-             "load at start | load at end | longest files (summed test seconds) |",
-             "|---" * 8 + "|"]
+    lines = ["| run | pytest options after pytest.ini's | cpus | wall s | summed test s | "
+             "result | load at start | load at end | longest files (summed test seconds) |",
+             "|---" * 9 + "|"]
     for payload in found:
         prov, summary = payload["provenance"], payload["summary"]
         name = prov["commit"][:7] + (" (_dirty)" if prov["dirty"] else "")
         longest = ", ".join(f"{path.rsplit('/', 1)[-1]} {seconds:.0f}"
-                            for path, seconds in list(summary["per_file_s"].items())[:4])
+                            for path, seconds in sorted(summary["per_file_s"].items(),
+                                                        key=lambda kv: -kv[1])[:4])
         for wall, code, result in zip(summary["wall_s"], summary["returncodes"],
                                       summary["results"]):
             load = prov["load"]
             cells = [name, f"`{summary['pytest_args']}`" if summary["pytest_args"] else "-",
                      summary["cpus"], f"{wall:.0f}",
+                     f"{sum(summary['per_file_s'].values()):.0f}",
                      result if code == 0 else f"FAILED (exit {code}): {result}",
                      load.get("loadavg_before"), load.get("loadavg_after"), longest]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

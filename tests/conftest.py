@@ -57,9 +57,9 @@ needs_checkpoints = needs_shared(PRETRAINED_PREFIX + ".index", "the release's ch
 #: The test files that run longest, longest first (BUILD_NOTES, "Test suite time"). They are
 #: started first, so that under pytest-xdist (pytest.ini) no long file is the last work left
 #: on one worker while the other is idle.
-LONGEST_FIRST = ("test_readme.py", "test_paper_scale.py", "test_convert_tf1.py",
-                 "test_export.py", "test_jobs_multiworker.py", "test_pipelines_beam.py",
-                 "test_demo.py")
+LONGEST_FIRST = ("test_readme.py", "test_export.py", "test_paper_scale.py",
+                 "test_convert_tf1.py", "test_jobs_multiworker.py", "test_pipelines_beam.py",
+                 "test_entry_points.py", "test_demo.py")
 
 
 def pytest_collection_modifyitems(config, items):
