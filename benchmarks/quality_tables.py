@@ -108,7 +108,7 @@ ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3se
                         ("ml100k_long_d",),
                         ("ml100k_long_d_b32_seed0", "ml100k_long_d_b32_seed1",
                          "ml100k_long_d_b32_seed2"),
-                        ("ml100k_h2_ff256_3seeds",))
+                        ("ml100k_h2_ff256_3seeds",), ("ml100k_e150_p15_3seeds",))
 
 
 def render_recipe_ml100k():

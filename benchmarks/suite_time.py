@@ -15,6 +15,7 @@ import argparse
 import collections
 import os
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -54,8 +55,8 @@ def per_file(durations):
 
 
 def run_once(pytest_args):
-    command = [sys.executable, "-m", "pytest", "-q", "--durations=0", "--durations-min=0",
-               *pytest_args]
+    command = [sys.executable, "-m", "pytest", "-q", "--color=no", "--durations=0",
+               "--durations-min=0", *pytest_args]
     env = dict(os.environ, CI="true")
     started = time.monotonic()
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -81,12 +82,15 @@ def main(argv=None):
     runs = []
     for repeat in range(args.repeats):
         print(f"suite run {repeat + 1}/{args.repeats} ...", flush=True)
-        result = run_once(args.pytest_args.split())
+        result = run_once(shlex.split(args.pytest_args))
         print(f"  {result['wall_s']:.0f} s, exit {result['returncode']}: {result['result']}",
               flush=True)
         runs.append(result)
     walls = sorted(r["wall_s"] for r in runs)
     summary = {"pytest_args": args.pytest_args, "cpus": os.cpu_count(),
+               "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else None,
+               "summed_test_s": [round(sum(d[0] for d in r["durations"]), 1) for r in runs],
                "wall_s": [r["wall_s"] for r in runs], "median_wall_s": walls[len(walls) // 2],
                "returncodes": [r["returncode"] for r in runs],
                "results": [r["result"] for r in runs],

@@ -169,12 +169,12 @@ def render_suite_time():
         longest = ", ".join(f"{path.rsplit('/', 1)[-1]} {seconds:.0f}"
                             for path, seconds in sorted(summary["per_file_s"].items(),
                                                         key=lambda kv: -kv[1])[:4])
-        for wall, code, result in zip(summary["wall_s"], summary["returncodes"],
-                                      summary["results"]):
+        summed = summary.get("summed_test_s") or [sum(summary["per_file_s"].values())]
+        for wall, work, code, result in zip(summary["wall_s"], summed, summary["returncodes"],
+                                            summary["results"]):
             load = prov["load"]
             cells = [name, f"`{summary['pytest_args']}`" if summary["pytest_args"] else "-",
-                     summary["cpus"], f"{wall:.0f}",
-                     f"{sum(summary['per_file_s'].values()):.0f}",
+                     summary["cpus"], f"{wall:.0f}", f"{work:.0f}",
                      result if code == 0 else f"FAILED (exit {code}): {result}",
                      load.get("loadavg_before"), load.get("loadavg_after"), longest]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

@@ -54,7 +54,7 @@ def pytest_runtest_setup(item):
 needs_checkpoints = needs_shared(PRETRAINED_PREFIX + ".index", "the release's checkpoints")
 
 
-#: The test files that run longest, longest first (BUILD_NOTES, "Test suite time"). They are
+#: The test files that run longest, longest first (BUILD_NOTES, "Two test processes"). They are
 #: started first, so that under pytest-xdist (pytest.ini) no long file is the last work left
 #: on one worker while the other is idle.
 LONGEST_FIRST = ("test_readme.py", "test_export.py", "test_paper_scale.py",

@@ -489,7 +489,7 @@ def test_grpc_client_end_to_end(exported):
         started = time.monotonic()
         with pytest.raises(ServingError, match="DEADLINE_EXCEEDED"):
             GrpcClient(f"127.0.0.1:{port}", "slow", timeout=0.2).predict([["item1"]])
-        assert time.monotonic() - started < 3.0  # the deadline, not the server's 5 s, ended it
+        assert time.monotonic() - started < 4.0  # the deadline, not the server's 5 s, ended it
     finally:
         server.stop(0)
 

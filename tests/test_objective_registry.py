@@ -97,6 +97,12 @@ def test_a_stride_for_an_objective_without_one_is_a_usage_error(last_item, pretr
                      dilations=(1, 2), batch_size=16, train_steps=3, eval_every=0,
                      train_windows="all", window_stride=2, **quiet)
     assert not model_dir.exists()
+    for build in (lambda: datasets.pretrain_dataset(pretrain_data, "train", 8, "test_last_item",
+                                                    windows="all", window_stride=2),
+                  lambda: datasets.count_windows(pretrain_data, "train", 12, "test_last_item",
+                                                 window_stride=2)):
+        with pytest.raises(ValueError, match="'test_last_item' takes no window stride"):
+            build()
 
 
 def test_the_registry_serves_the_builtin_objectives_and_refuses_misuse():

@@ -50,10 +50,16 @@ def _all_windows(data_dir, split, batch_size, preprocessor, shuffle, seed, deter
     return dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
 
 
-def _stride(window_stride):
+def _stride(objective, window_stride):
     """The preprocessor keyword for a window stride: none at 0, so that an objective
-    written before strides existed (its `preprocessor` without the keyword) still works."""
-    return {"window_stride": window_stride} if window_stride else {}
+    written before strides existed (its `preprocessor` without the keyword) still works;
+    a stride asked of such an objective is refused by name."""
+    if not window_stride:
+        return {}
+    if not objective.takes_window_stride():
+        raise ValueError(f"objective {objective.name!r} takes no window stride (its "
+                         "preprocessor has no window_stride parameter)")
+    return {"window_stride": window_stride}
 
 
 def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len=None,
@@ -83,7 +89,7 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
     preprocessor = objective.preprocessor(
         resolve_length(max_len, metadata=meta), meta["num_items"], mask_rate=mask_rate,
         max_predictions=max_predictions, pad_to_max_len=pad_to_max_len,
-        **_stride(window_stride))
+        **_stride(objective, window_stride))
     if window_stride and windows != "all":
         raise ValueError("a window stride cuts every window of a sequence: it needs "
                          f"windows='all', not {windows!r}")
@@ -101,8 +107,9 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
 
 def count_windows(data_dir, split, max_len, objective="next_item", window_stride=0):
     """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
-    preprocessor = objective_of(objective).preprocessor(
-        max_len, read_metadata(data_dir)["num_items"], **_stride(window_stride))
+    objective = objective_of(objective)
+    preprocessor = objective.preprocessor(
+        max_len, read_metadata(data_dir)["num_items"], **_stride(objective, window_stride))
     size, overlap = preprocessor.window
     if getattr(preprocessor, "stride", None):
         overlap = size - preprocessor.stride
