@@ -93,11 +93,17 @@ def main(values):
                              data_dir="PREPARED_TASK_DIR", model_dir="runs/TASK"))
 
 
+#: A conversion does not resume: it writes into a staging directory published only when
+#: complete, so an interrupted one left nothing and starts over.
+INTERRUPTED = ("the same command again (a conversion starts over; nothing was written to "
+               "--output_dir)")
+
+
 def cli():
     """The command (`python -m peterrec_tf.convert_tf1` and its console command)."""
     from pipelines.command import run_command
 
-    run_command(define_flags, main, __doc__)
+    run_command(define_flags, main, __doc__, on_interrupt=INTERRUPTED)
 
 
 if __name__ == "__main__":

@@ -66,7 +66,12 @@ class Interrupted(Exception):
 USER_ERRORS = (ValueError, OSError)
 
 
-def run_command(define_flags, main, doc=None, *, passes_unknown=False, minimums=None):
+#: What an interrupted command says to run next, unless it gives its own (`on_interrupt`).
+RESUME = "the same command again to resume"
+
+
+def run_command(define_flags, main, doc=None, *, passes_unknown=False, minimums=None,
+                on_interrupt=RESUME):
     """Define the flags, parse them and run `main(flags.FLAGS)` (see the module docstring);
     exits with its status. `main` returns a `Done`, an exit status or None (0); the user's
     errors it raises (`USER_ERRORS`) become one `error: ...` line and exit 2, `Interrupted`
@@ -103,13 +108,15 @@ def run_command(define_flags, main, doc=None, *, passes_unknown=False, minimums=
             print(f"error: unexpected arguments {argv[1:]} (flags take the form "
                   "--name=value)", file=sys.stderr)
             return 2
-        return run_guarded(lambda: main(values, argv[1:]) if passes_unknown else main(values))
+        return run_guarded(lambda: main(values, argv[1:]) if passes_unknown else main(values),
+                           on_interrupt)
 
     app.run(run_main, flags_parser=parse)
 
 
-def run_guarded(call):
-    """`call()`'s exit status as `run_command` reports it (printing its last line)."""
+def run_guarded(call, on_interrupt=RESUME):
+    """`call()`'s exit status as `run_command` reports it (printing its last line);
+    `on_interrupt`: what to run next after Ctrl-C (a command that cannot resume says so)."""
     try:
         outcome = call()
     except USER_ERRORS as error:
@@ -117,7 +124,7 @@ def run_guarded(call):
         return 2
     except (Interrupted, KeyboardInterrupt) as stopped:
         where = f" at {stopped}" if isinstance(stopped, Interrupted) else ""
-        report_done(f"interrupted{where}", "the same command again to resume")
+        report_done(f"interrupted{where}", on_interrupt)
         return 130
     if isinstance(outcome, Done):
         if outcome.next_command is None:

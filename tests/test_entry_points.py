@@ -175,3 +175,11 @@ def test_every_main_ends_alike(capsys):
     assert run_guarded(stopped) == 130
     assert capsys.readouterr().out.splitlines()[-1] == (
         "interrupted at step 40; next: the same command again to resume")
+    from peterrec_tf import convert_tf1  # stages its output: nothing to resume
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+    assert run_guarded(ctrl_c, convert_tf1.INTERRUPTED) == 130
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "interrupted; next: the same command again (a conversion starts over; nothing was "
+        "written to --output_dir)")
