@@ -175,11 +175,21 @@ def test_every_main_ends_alike(capsys):
     assert run_guarded(stopped) == 130
     assert capsys.readouterr().out.splitlines()[-1] == (
         "interrupted at step 40; next: the same command again to resume")
-    from peterrec_tf import convert_tf1  # stages its output: nothing to resume
 
-    def ctrl_c():
-        raise KeyboardInterrupt
-    assert run_guarded(ctrl_c, convert_tf1.INTERRUPTED) == 130
-    assert capsys.readouterr().out.splitlines()[-1] == (
+
+def test_an_interrupted_conversion_says_it_starts_over(tmp_path):
+    """convert_tf1 stages its output and publishes it whole: Ctrl-C leaves nothing to
+    resume, and its last line says so (the command, not only the constant)."""
+    probe = ("import sys\n"
+             "import peterrec_tf.convert_tf1 as command\n"
+             "def main(values):\n"
+             "    raise KeyboardInterrupt\n"
+             "command.main = main\n"
+             f"sys.argv = ['convert', '--checkpoint=x', '--output_dir={tmp_path / 'out'}']\n"
+             "command.cli()\n")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == (
         "interrupted; next: the same command again (a conversion starts over; nothing was "
         "written to --output_dir)")
