@@ -50,18 +50,6 @@ def _all_windows(data_dir, split, batch_size, preprocessor, shuffle, seed, deter
     return dataset.ragged_batch(batch_size, drop_remainder=drop_remainder)
 
 
-def _stride(objective, window_stride):
-    """The preprocessor keyword for a window stride: none at 0, so that an objective
-    written before strides existed (its `preprocessor` without the keyword) still works;
-    a stride asked of such an objective is refused by name."""
-    if not window_stride:
-        return {}
-    if not objective.takes_window_stride():
-        raise ValueError(f"objective {objective.name!r} takes no window stride (its "
-                         "preprocessor has no window_stride parameter)")
-    return {"window_stride": window_stride}
-
-
 def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len=None,
                      mask_rate=0.3, max_predictions=None, shuffle=None, seed=0,
                      deterministic=True, repeat=False, drop_remainder=False, input_context=None,
@@ -89,7 +77,7 @@ def pretrain_dataset(data_dir, split, batch_size, objective="next_item", max_len
     preprocessor = objective.preprocessor(
         resolve_length(max_len, metadata=meta), meta["num_items"], mask_rate=mask_rate,
         max_predictions=max_predictions, pad_to_max_len=pad_to_max_len,
-        **_stride(objective, window_stride))
+        **objective.stride_keyword(window_stride))
     if window_stride and windows != "all":
         raise ValueError("a window stride cuts every window of a sequence: it needs "
                          f"windows='all', not {windows!r}")
@@ -109,7 +97,8 @@ def count_windows(data_dir, split, max_len, objective="next_item", window_stride
     """How many examples `pretrain_dataset(..., windows="all")` yields per pass."""
     objective = objective_of(objective)
     preprocessor = objective.preprocessor(
-        max_len, read_metadata(data_dir)["num_items"], **_stride(objective, window_stride))
+        max_len, read_metadata(data_dir)["num_items"],
+        **objective.stride_keyword(window_stride))
     size, overlap = preprocessor.window
     if getattr(preprocessor, "stride", None):
         overlap = size - preprocessor.stride

@@ -105,12 +105,9 @@ class PretrainingJob(TrainingJob):
             if c["window_stride"] > self.max_len:
                 raise ValueError(f"--window_stride={c['window_stride']} must be at most "
                                  f"--max_len ({self.max_len})")
-            if not self.objective.takes_window_stride():
-                raise ValueError(f"--window_stride: the objective {c['objective']!r} takes no "
-                                 "window stride (its preprocessor has no window_stride "
-                                 "parameter); leave --window_stride at 0")
-            self.objective.preprocessor(self.max_len, self.vocab_size,
-                                        window_stride=c["window_stride"])  # refuses if not
+            self.objective.preprocessor(  # refuses a stride it cannot cut
+                self.max_len, self.vocab_size,
+                **self.objective.stride_keyword(c["window_stride"]))
         self.test_label = f"test ({c['eval_ranking']} ranking)"
 
     def check_softmax(self):

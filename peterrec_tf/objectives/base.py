@@ -49,6 +49,17 @@ class Objective:
         return any(p.name == "window_stride" or p.kind is inspect.Parameter.VAR_KEYWORD
                    for p in parameters)
 
+    def stride_keyword(self, window_stride):
+        """`preprocessor`'s keyword for a window stride: none at 0, so that an objective
+        written before strides existed still works; a stride asked of one is refused."""
+        if not window_stride:
+            return {}
+        if not self.takes_window_stride():
+            raise ValueError(f"objective {self.name!r} takes no window stride (its "
+                             "preprocessor has no window_stride parameter); leave "
+                             "--window_stride at 0")
+        return {"window_stride": window_stride}
+
     def xla_plan(self, num_sampled, channels=64, fill=1.0):
         """What XLA compiles in a training step (`SequencePretrainer.compile(xla_plan=...)`):
         here the fused softmax loss only. `fill` is the share of positions that carry a
