@@ -107,7 +107,44 @@ def parse_args(argv=None):
                    help="Stop training after the first epoch that ends past this many minutes "
                         "from the start (the best-validation checkpoint so far is then tested; the "
                         "JSON says so).  Default: no limit (epochs / early stopping decide).")
-    return p.parse_args(argv)
+    p.add_argument("--resume", action="store_true",
+                   help="Continue the run whose state is in --work_dir (written after every "
+                        "validated epoch: weights, optimiser, early-stopping counters, history and "
+                        "every random generator), so a run longer than one sitting goes on where it "
+                        "stopped, with the same epochs an uninterrupted run would have had.  "
+                        "Refused if the settings differ from the saved run's.")
+    args = p.parse_args(argv)
+    if args.resume and not args.work_dir:
+        p.error("--resume needs the --work_dir of the run to continue")
+    return args
+
+
+RESUME_STATE = "resume_state.pth"
+# What must equal the saved run's for a resumed run to be the same run.
+RESUME_MUST_MATCH = ("model", "seed", "epochs", "stopping_step", "train_batch_size",
+                     "eval_batch_size", "learning_rate", "reg_weight", "embedding_size",
+                     "block_num", "dilations", "kernel_size", "max_len", "exclude_genres",
+                     "max_users", "data_dir")
+
+
+def run_settings(args):
+    return {k: getattr(args, k) for k in RESUME_MUST_MATCH}
+
+
+def save_resume_state(path, state, torch):
+    """Write the resume state whole or not at all (a kill mid-write leaves the previous one)."""
+    partial = path + ".partial"
+    torch.save(state, partial, pickle_protocol=4)
+    os.replace(partial, path)
+
+
+def file_digest(path):
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def inside(path, root):
@@ -354,7 +391,8 @@ def run(args):
         score, result = original_valid_epoch(valid_data, show_progress=show_progress)
         history.append({"epoch": len(history), "valid": {k: float(v) for k, v in result.items()},
                         "train_loss": float(trainer.train_loss_dict[len(history)]),
-                        "elapsed_s": round(time.time() - started, 1)})
+                        "elapsed_s": round(time.time() - started, 1),
+                        "session": len(sessions) - 1})
         print(f"epoch {history[-1]['epoch']}: loss {history[-1]['train_loss']:.4f} "
               f"valid {history[-1]['valid']}", flush=True)
         return score, result
@@ -366,11 +404,74 @@ def run(args):
         with open(progress_path, "w") as handle:
             json.dump({"history": history, "data": data_stats, "split_check": split_check}, handle,
                       indent=1)
-        if args.time_budget_min and time.time() - started > 60 * args.time_budget_min:
+        # Trainer.fit has updated the early-stopping counters for this epoch and will stop
+        # after this call if they say so: a run resumed from here takes the same decision.
+        write_resume_state(epoch_idx)
+        will_go_on = epoch_idx + 1 < args.epochs and trainer.cur_step <= args.stopping_step
+        if will_go_on and args.time_budget_min and time.time() - started > 60 * args.time_budget_min:
             raise TimeBudgetExceeded(epoch_idx)
 
     trainer._valid_epoch = valid_epoch
     train_start = time.time()
+    resume_path = os.path.join(work_dir, RESUME_STATE)
+    inter_digest = file_digest(inter_path)
+    sessions = []
+    if args.resume:
+        if not os.path.exists(resume_path):
+            raise SystemExit(f"--resume: no {resume_path}; the run to continue writes it after "
+                             "its first validated epoch")
+        state = torch.load(resume_path, map_location="cpu", weights_only=False)
+        differ = {k: (state["settings"].get(k), v) for k, v in run_settings(args).items()
+                  if state["settings"].get(k) != v}
+        if differ:
+            raise SystemExit(f"--resume: {resume_path} was written by a run with other settings "
+                             f"(saved, now): {differ}")
+        if state["inter_digest"] != inter_digest:
+            raise SystemExit(f"--resume: the interactions written to {inter_path} differ from "
+                             "the saved run's (another u.data?)")
+        model.load_state_dict(state["state_dict"])
+        model.load_other_parameter(state.get("other_parameter"))
+        trainer.optimizer.load_state_dict(state["optimizer"])
+        trainer.start_epoch = state["epoch"] + 1
+        trainer.cur_step = state["cur_step"]
+        trainer.best_valid_score = state["best_valid_score"]
+        trainer.best_valid_result = state["best_valid_result"]
+        trainer.train_loss_dict.update(state["train_loss_dict"])
+        trainer.saved_model_file = state["saved_model_file"]
+        history.extend(state["history"])
+        sessions.extend(state["sessions"])
+        train_data.generator.set_state(state["rng"]["loader"])
+        torch.set_rng_state(state["rng"]["torch"])
+        np.random.set_state(state["rng"]["numpy"])
+        import random
+        random.setstate(state["rng"]["python"])
+        print(f"resumed from {resume_path}: epoch {trainer.start_epoch}, "
+              f"{trainer.cur_step} validations since the best", flush=True)
+        if state.get("finished"):
+            raise SystemExit(f"--resume: the run in {work_dir} already finished "
+                             f"({state['finished']}); nothing to continue")
+    trained_before = sum(s["train_s"] for s in sessions)
+    sessions.append({"commit": kept.provenance.get("commit"), "threads": args.threads,
+                     "first_epoch": trainer.start_epoch, "train_s": 0.0})
+
+    def write_resume_state(epoch_idx, finished=None):
+        import random
+        sessions[-1]["train_s"] = round(time.time() - train_start, 1)
+        sessions[-1]["last_epoch"] = epoch_idx
+        save_resume_state(resume_path, {
+            "settings": run_settings(args), "inter_digest": inter_digest,
+            "epoch": epoch_idx, "cur_step": trainer.cur_step,
+            "best_valid_score": trainer.best_valid_score,
+            "best_valid_result": trainer.best_valid_result,
+            "train_loss_dict": dict(trainer.train_loss_dict),
+            "saved_model_file": trainer.saved_model_file,
+            "state_dict": model.state_dict(), "other_parameter": model.other_parameter(),
+            "optimizer": trainer.optimizer.state_dict(),
+            "history": history, "sessions": sessions, "finished": finished,
+            "rng": {"loader": train_data.generator.get_state(), "torch": torch.get_rng_state(),
+                    "numpy": np.random.get_state(), "python": random.getstate()},
+        }, torch)
+
     stopped_by = "early_stopping"
     try:
         best_score, best_valid = trainer.fit(train_data, valid_data, saved=True,
@@ -380,7 +481,9 @@ def run(args):
     except TimeBudgetExceeded:
         stopped_by = "time_budget"
         best_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
-    train_time = time.time() - train_start
+    train_time = trained_before + time.time() - train_start
+    if stopped_by != "time_budget":  # a time-budget stop can be resumed; the others are final
+        write_resume_state(len(history) - 1, finished=stopped_by)
     best_epoch = max(range(len(history)),
                      key=lambda e: (history[e]["valid"]["ndcg@10"], -e))  # first maximum
 
@@ -429,6 +532,7 @@ def run(args):
         "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
         "repo_commit": commit,
         "train_wall_time_s": round(train_time, 1),
+        "sessions": sessions,
         "wall_time_s": round(time.time() - started, 1),
     }
     if args.model == "NextItNet":
