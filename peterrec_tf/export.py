@@ -153,9 +153,9 @@ def main(v):
 
 def cli():
     """The command (`python -m peterrec_tf.export` and its console command)."""
-    from pipelines.command import run_command
+    from pipelines.command import STARTS_OVER, run_command
 
-    run_command(define_flags, main, __doc__,
+    run_command(define_flags, main, __doc__, on_interrupt=STARTS_OVER,
                 minimums={"k": 1, "version": 1, "max_len": 1, "num_versions": 1})
 
 

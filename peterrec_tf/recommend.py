@@ -193,9 +193,9 @@ def main(v):
 
 def cli():
     """The command (`python -m peterrec_tf.recommend`)."""
-    from pipelines.command import run_command
+    from pipelines.command import STARTS_OVER, run_command
 
-    run_command(define_flags, main, __doc__)
+    run_command(define_flags, main, __doc__, on_interrupt=STARTS_OVER)
 
 
 if __name__ == "__main__":

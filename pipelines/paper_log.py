@@ -10,6 +10,7 @@ order) matters. Generated block by block: memory does not grow with the log.
 """
 
 import contextlib
+import os
 
 import numpy as np
 
@@ -60,11 +61,16 @@ def write_paper_log(path, events, num_items=645_000, history=100, seed=0, block_
     item_of_rank = rng.permutation(num_items)
     num_users = max(1, int(round(events / history)))
     written = 0
+    # Each file is written under a temporary name and all are renamed when complete: an
+    # interrupted or failed run leaves no partial log that a later `prepare` would read.
+    finals = [p for p in (path, labels_path, target_log_path) if p]
+    partial = {p: f"{p}.tmp{os.getpid()}" for p in finals}
     with contextlib.ExitStack() as files:
-        handle = files.enter_context(open(path, "w", encoding="utf-8"))
-        labels = (files.enter_context(open(labels_path, "w", encoding="utf-8"))
+        files.callback(_remove_partial, partial.values())
+        handle = files.enter_context(open(partial[path], "w", encoding="utf-8"))
+        labels = (files.enter_context(open(partial[labels_path], "w", encoding="utf-8"))
                   if labels_path else None)
-        targets = (files.enter_context(open(target_log_path, "w", encoding="utf-8"))
+        targets = (files.enter_context(open(partial[target_log_path], "w", encoding="utf-8"))
                    if target_log_path else None)
         handle.write(HEADER)
         if labels:
@@ -98,7 +104,19 @@ def write_paper_log(path, events, num_items=645_000, history=100, seed=0, block_
                     f"u{u}\tt{i}\t{t}\n" for u, row_items, row_times
                     in zip(users.tolist(), items.tolist(), times.tolist())
                     for i, t in zip(row_items, row_times)))
+        for handle_ in (handle, labels, targets):
+            if handle_:
+                handle_.close()
+        for final in finals:
+            os.replace(partial[final], final)
     return written
+
+
+def _remove_partial(paths):
+    """Remove what a write left under temporary names (none after the renames)."""
+    for tmp in paths:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def define_flags():
@@ -133,7 +151,12 @@ def main(v):
         "pipelines.prepare", format="interactions", input=v.output, output_dir="DIR"))
 
 
-if __name__ == "__main__":
-    from pipelines.command import run_command
+def cli():
+    """The command (`python -m pipelines.paper_log`)."""
+    from pipelines.command import STARTS_OVER, run_command
 
-    run_command(define_flags, main, __doc__)
+    run_command(define_flags, main, __doc__, on_interrupt=STARTS_OVER)
+
+
+if __name__ == "__main__":
+    cli()

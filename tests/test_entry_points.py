@@ -177,6 +177,61 @@ def test_every_main_ends_alike(capsys):
         "interrupted at step 40; next: the same command again to resume")
 
 
+def test_each_command_says_truly_whether_an_interrupted_run_resumes(monkeypatch):
+    """What Ctrl-C's last line tells the user to do is true of the command: the training
+    jobs, preparation and the demo resume from what they kept; evaluate, recommend, export
+    and the paper log start over and leave nothing partial (their outputs go through a
+    temporary name renamed when complete; the paper log's interruption is tested below); a
+    conversion starts over."""
+    import importlib
+
+    import pipelines.command as command
+    from peterrec_tf.convert_tf1 import INTERRUPTED
+
+    expected = {
+        "pipelines.prepare": command.RESUME, "peterrec_tf.pretrain": command.RESUME,
+        "peterrec_tf.finetune": command.RESUME, "peterrec_tf.demo": command.RESUME,
+        "peterrec_tf.evaluate": command.STARTS_OVER,
+        "peterrec_tf.recommend": command.STARTS_OVER,
+        "peterrec_tf.export": command.STARTS_OVER,
+        "pipelines.paper_log": command.STARTS_OVER,
+        "peterrec_tf.convert_tf1": INTERRUPTED,
+    }
+    assert set(command.CONSOLE_COMMANDS) <= set(expected), "a new command: say what it does"
+    said = {}
+
+    def recorder(define_flags, main, doc=None, *, on_interrupt=command.RESUME, **_):
+        said[recording] = on_interrupt
+    monkeypatch.setattr(command, "run_command", recorder)
+    for recording in expected:
+        importlib.import_module(recording).cli()
+    assert said == expected
+
+
+def test_an_interrupted_paper_log_leaves_no_partial_file(tmp_path, monkeypatch):
+    """The paper log's files appear whole or not at all: interrupted in its second block
+    of users, none of the three files nor a temporary is left."""
+    import pipelines.paper_log as paper_log
+
+    real, calls = paper_log.user_labels, []
+
+    def interrupted_later(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+    monkeypatch.setattr(paper_log, "user_labels", interrupted_later)
+    paths = [str(tmp_path / name) for name in ("log.tsv", "labels.tsv", "targets.tsv")]
+    with pytest.raises(KeyboardInterrupt):
+        paper_log.write_paper_log(paths[0], 400, num_items=50, history=10, block_users=20,
+                                  labels_path=paths[1], target_log_path=paths[2])
+    assert len(calls) == 2 and os.listdir(tmp_path) == []
+    monkeypatch.setattr(paper_log, "user_labels", real)
+    assert paper_log.write_paper_log(paths[0], 400, num_items=50, history=10, block_users=20,
+                                     labels_path=paths[1], target_log_path=paths[2]) > 0
+    assert sorted(os.listdir(tmp_path)) == ["labels.tsv", "log.tsv", "targets.tsv"]
+
+
 def test_an_interrupted_conversion_says_it_starts_over(tmp_path):
     """convert_tf1 stages its output and publishes it whole: Ctrl-C leaves nothing to
     resume, and its last line says so (the command, not only the constant)."""
