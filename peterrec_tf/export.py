@@ -151,11 +151,20 @@ def main(v):
                 f"--model_config_file={os.path.abspath(config)}")
 
 
+#: What Ctrl-C's last line says to run next. Each output (a version, the item embeddings'
+#: directory, the .tflite) is renamed into place when complete, but a stop can fall between
+#: two of them, and a finished one is never overwritten.
+INTERRUPTED = ("the same command again (it starts over; each output appears whole or not at "
+               "all: if one was finished before the stop, a fixed --version or "
+               "--item_embeddings directory that now exists is refused: drop it or choose "
+               "another)")
+
+
 def cli():
     """The command (`python -m peterrec_tf.export` and its console command)."""
-    from pipelines.command import STARTS_OVER, run_command
+    from pipelines.command import run_command
 
-    run_command(define_flags, main, __doc__, on_interrupt=STARTS_OVER,
+    run_command(define_flags, main, __doc__, on_interrupt=INTERRUPTED,
                 minimums={"k": 1, "version": 1, "max_len": 1, "num_versions": 1})
 
 

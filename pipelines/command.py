@@ -69,7 +69,7 @@ USER_ERRORS = (ValueError, OSError)
 #: What an interrupted command says to run next, unless it gives its own (`on_interrupt`).
 RESUME = "the same command again to resume"
 #: ... for a command that cannot resume and leaves nothing partial (what it writes is
-#: renamed into place only when complete): evaluate, recommend, export, the paper log.
+#: renamed into place only when complete): evaluate, recommend, the paper log.
 STARTS_OVER = ("the same command again (it starts over; nothing partial was written: its "
                "output is renamed into place only when complete)")
 

@@ -179,21 +179,22 @@ def test_every_main_ends_alike(capsys):
 
 def test_each_command_says_truly_whether_an_interrupted_run_resumes(monkeypatch):
     """What Ctrl-C's last line tells the user to do is true of the command: the training
-    jobs, preparation and the demo resume from what they kept; evaluate, recommend, export
-    and the paper log start over and leave nothing partial (their outputs go through a
-    temporary name renamed when complete; the paper log's interruption is tested below); a
-    conversion starts over."""
+    jobs, preparation and the demo resume from what they kept; evaluate, recommend and the
+    paper log start over and leave nothing partial (their outputs go through a temporary
+    name renamed when complete; the paper log's interruption is tested below); export and a
+    conversion start over and say what a rerun may meet."""
     import importlib
 
     import pipelines.command as command
     from peterrec_tf.convert_tf1 import INTERRUPTED
+    from peterrec_tf.export import INTERRUPTED as EXPORT_INTERRUPTED
 
     expected = {
         "pipelines.prepare": command.RESUME, "peterrec_tf.pretrain": command.RESUME,
         "peterrec_tf.finetune": command.RESUME, "peterrec_tf.demo": command.RESUME,
         "peterrec_tf.evaluate": command.STARTS_OVER,
         "peterrec_tf.recommend": command.STARTS_OVER,
-        "peterrec_tf.export": command.STARTS_OVER,
+        "peterrec_tf.export": EXPORT_INTERRUPTED,
         "pipelines.paper_log": command.STARTS_OVER,
         "peterrec_tf.convert_tf1": INTERRUPTED,
     }
