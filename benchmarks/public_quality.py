@@ -203,10 +203,13 @@ def sasrec_candidates(test_rows, num_items, count, seed):
     return out
 
 
-def ranking_figures(score_rows, targets, candidates, ks=(5, 10), batch_size=256):
+def ranking_figures(score_rows, targets, candidates, ks=(5, 10), batch_size=256,
+                    full_ranks=None):
     """{protocol: {hr@k, ndcg@k, mrr@k, examples}}; `score_rows(start, stop)` gives the
     scores `[stop - start, V]` of those test rows (in batches: a catalogue of 24K items
-    times 31K users would not fit whole)."""
+    times 31K users would not fit whole). `full_ranks`, a list, receives each row's
+    full-ranking rank of its target, counted from 1 (for paired comparisons on the same
+    users)."""
     import numpy as np
     import tensorflow as tf
 
@@ -218,6 +221,9 @@ def ranking_figures(score_rows, targets, candidates, ks=(5, 10), batch_size=256)
         scores = tf.constant(score_rows(start, stop))
         ranks["full"].append(true_ranks(tf.constant(targets[start:stop]), scores).numpy())
         ranks["sasrec"].append(true_ranks(tf.constant(candidates[start:stop]), scores).numpy())
+    if full_ranks is not None:
+        # from 1 (1 = top), as RecBole's per-user ranks in recbole_reference.py
+        full_ranks.extend(int(r) + 1 for r in np.concatenate(ranks["full"]))
     out = {}
     for protocol, parts in ranks.items():
         ranked = tf.constant(np.concatenate(parts))
@@ -317,7 +323,7 @@ def load_average():
 
 
 #: A result's keys that `summarise` leaves to `raw` (the curve, paths, the job's own copy).
-RAW_ONLY = ("validation_curve", "model_dir", "job_test_full")
+RAW_ONLY = ("validation_curve", "model_dir", "job_test_full", "test_ranks")
 
 
 def summarise(report):
@@ -490,7 +496,9 @@ def main(argv=None):
                                      f"{job['training']['resumed_from']}): its times and figures "
                                      "would not be this run's; use a new --work_dir")
                 scored = time.time()
-                figures = ranking_figures(model_scorer(model_dir, test_rows), targets, candidates)
+                ranks = []
+                figures = ranking_figures(model_scorer(model_dir, test_rows), targets, candidates,
+                                          full_ranks=ranks)
                 job_test = {k: v for k, v in job["test"].items()}
                 if abs(job_test["ndcg@10"] - figures["full"]["ndcg@10"]) > 1e-4:
                     raise SystemExit(f"error: {model_dir}: this script's full ranking "
@@ -510,6 +518,9 @@ def main(argv=None):
                     "stopped_by_time_budget": job.get("stopped_by_time_budget"),
                     "seconds_to_selected": best["seconds"] if best else None,
                     "validation_curve": curve, "job_test_full": job_test,
+                    # {user: full-ranking rank of the test item}: pairs with RecBole's
+                    # `test_ranks` (benchmarks/recbole_reference.py) user by user
+                    "test_ranks": {user: rank for (user, _, _), rank in zip(test_rows, ranks)},
                     "load_average_before": load_before, "load_average_after": load_average(),
                     **figures})
                 print(f"  -> full {figures['full']}  sasrec {figures['sasrec']}", flush=True)

@@ -39,8 +39,10 @@ def test_ranking_figures_count_ties_against_the_true_item():
     scores = np.array([[0.0, 1.0, 3.0, 3.0, 2.0], [0.0, 9.0, 1.0, 1.0, 1.0]], "float32")
     targets = np.array([2, 1])
     candidates = np.array([[2, 3, 1], [1, 2, 4]])
+    ranks = []
     figures = public_quality.ranking_figures(lambda a, b: scores[a:b], targets, candidates,
-                                             ks=(1, 2), batch_size=1)
+                                             ks=(1, 2), batch_size=1, full_ranks=ranks)
+    assert ranks == [2, 1]  # ranks from 1: user 0's tie counts against it
     assert figures["full"]["hr@1"] == pytest.approx(0.5)  # user 0 ranks 1 (tie), user 1 ranks 0
     assert figures["full"]["hr@2"] == pytest.approx(1.0)
     assert figures["sasrec"]["mrr@2"] == pytest.approx((0.5 + 1.0) / 2)
@@ -53,13 +55,14 @@ def test_summary_keeps_every_figure_and_leaves_the_curves_to_raw():
                            "sasrec": {"hr@10": 0.7}, "settings": {"head": "tied"},
                            "selected_step": 6, "wall_seconds": 2.0,
                            "load_average_before": [1, 2, 3], "model_dir": "/tmp/m",
-                           "validation_curve": [{"step": 3}], "job_test_full": {}}]}
+                           "validation_curve": [{"step": 3}], "job_test_full": {},
+                           "test_ranks": {"u1": 3}}]}
     summary = public_quality.summarise(report)
     assert summary["results"][0] == report["results"][0]
     kept = summary["results"][1]
     assert kept["full"] == {"hr@10": 0.5} and kept["sasrec"] == {"hr@10": 0.7}
     assert kept["load_average_before"] == [1, 2, 3] and kept["selected_step"] == 6
-    assert not {"validation_curve", "model_dir", "job_test_full"} & set(kept)
+    assert not {"validation_curve", "model_dir", "job_test_full", "test_ranks"} & set(kept)
     assert summary["train_steps"] == 6 and summary["datasets"] == report["datasets"]
 
 
