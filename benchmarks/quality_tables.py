@@ -6,7 +6,7 @@ registers them beside the others."""
 import json
 import statistics
 
-from benchmarks import raw_output
+from benchmarks import raw_output, scale_tables
 from benchmarks.scale_tables import recbole_tag, source
 
 #: SASRec's published figures (Kang & McAuley, ICDM 2018, its results table) on the Amazon Video
@@ -202,3 +202,91 @@ def render_ml100k_window_stride():
             f"{run['selected_step']} | {run['command_seconds'] / 60:.1f} | "
             f"{run['load_average_before'][0]:.1f} |")
     return lines + [""] + [source(p) for p in found]
+
+
+#: The ML-100K runs paired with RecBole's references user by user: kept public_quality
+#: outputs whose runs carry `test_ranks` (each a group of seeds, as ML100K_RECIPE_GROUPS).
+ML100K_PAIRED_GROUPS = (("ml100k_small_log_ranks_3seeds",),)
+
+
+def per_user_gain(rank, metric, k=10):
+    """One user's HR@k, NDCG@k or MRR@k from the rank of the test item (from 1)."""
+    import math
+
+    if rank > k:
+        return 0.0
+    return {"hr": 1.0, "ndcg": 1.0 / math.log2(rank + 1), "mrr": 1.0 / rank}[metric]
+
+
+def paired_difference(ours, reference, metric, k=10, z=1.96):
+    """The paired difference ours - reference of `metric`@k over the same users.
+
+    `ours` and `reference` are lists of {user: rank from 1}, one per seed; each user's gain
+    is averaged over that side's seeds first, then the difference is taken user by user.
+    The interval is mean ± z x the standard error of those differences: it covers the
+    sampling of users, not the spread between training seeds, which only the seeds given
+    stand for. Refuses two sides ranked on different users (not the same split)."""
+    users = set(ours[0])
+    for side, ranks in (("ours", ours), ("reference", reference)):
+        for seed_ranks in ranks:
+            if set(seed_ranks) != users:
+                missing = sorted(users - set(seed_ranks))[:3]
+                extra = sorted(set(seed_ranks) - users)[:3]
+                raise ValueError(f"{side}: ranked users differ from the first run's (missing "
+                                 f"{missing}, extra {extra}): not the same test split")
+    if len(users) < 2:
+        raise ValueError("a paired difference needs at least 2 users")
+
+    def mean_gain(ranks, user):
+        return statistics.mean(per_user_gain(r[user], metric, k) for r in ranks)
+
+    ours_gain = [mean_gain(ours, u) for u in sorted(users)]
+    reference_gain = [mean_gain(reference, u) for u in sorted(users)]
+    differences = [a - b for a, b in zip(ours_gain, reference_gain)]
+    mean = statistics.mean(differences)
+    error = statistics.stdev(differences) / len(differences) ** 0.5
+    return {"users": len(users), "ours": statistics.mean(ours_gain),
+            "reference": statistics.mean(reference_gain), "difference": mean,
+            "low": mean - z * error, "high": mean + z * error}
+
+
+def render_ml100k_paired_recbole():
+    """This project's ML-100K runs against RecBole's references on the same test users:
+    per metric, both means and the paired difference with its 95% interval."""
+    references = [(model, payload) for model, payload in scale_tables.recbole_references()
+                  if payload["raw"].get("test_ranks")]
+    groups = [[raw_output.newest("public_quality", tag) for tag in tags]
+              for tags in ML100K_PAIRED_GROUPS]
+    groups = [[p for p in group if p is not None] for group in groups]
+    groups = [group for group in groups if group]
+    if not references or not groups:
+        return None
+    lines = ["| run | seeds | against | users | HR@10 (ours / RecBole) | HR@10 difference "
+             "[95% CI] | NDCG@10 (ours / RecBole) | NDCG@10 difference [95% CI] | MRR@10 "
+             "(ours / RecBole) | MRR@10 difference [95% CI] |", "|---" * 10 + "|"]
+    for group in groups:
+        runs = sorted((r for p in group for r in p["raw"]["results"]
+                       if r["run"] == "recipe" and r["dataset"] == "ml100k"
+                       and r.get("test_ranks")), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        label = _recipe_label(group, "ml100k")
+        for model, reference in references:
+            stop = reference["raw"].get("training_stopped_by")
+            against = (f"RecBole 1.2.1 {model}, seed {reference['raw']['config']['seed']}, "
+                       f"{reference['raw']['epochs_run']} epochs, stopped by "
+                       f"{str(stop).replace('_', ' ')}")
+            cells = [label, ", ".join(str(r["seed"]) for r in runs), against]
+            for metric in ("hr", "ndcg", "mrr"):
+                d = paired_difference([r["test_ranks"] for r in runs],
+                                      [reference["raw"]["test_ranks"]], metric)
+                if metric == "hr":
+                    cells.append(str(d["users"]))
+                cells += [f"{d['ours']:.4f} / {d['reference']:.4f}",
+                          f"{d['difference']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"]
+            lines.append("| " + " | ".join(cells) + " |")
+    sources = [source(p) for group in groups for p in group]
+    sources += [source(payload) for _, payload in references]
+    return lines + ["", "Each user's figure is averaged over our seeds first; the interval "
+                    "covers the sampling of users (1.96 standard errors of the per-user "
+                    "differences), not the spread between training seeds."] + sources

@@ -328,6 +328,14 @@ TABLES = {
                              "--recipe=recipes/public_sequential.flags --recipe_flags="
                              "'--epochs=60 --patience=10 --window_stride=10' --seeds=0 "
                              "--tag=ml100k_stride10_seed0 --work_dir=/tmp/pq/a"),
+    "ml100k-paired-recbole": (quality_tables.render_ml100k_paired_recbole,
+                              "python benchmarks/public_quality.py --datasets=ml100k --runs= "
+                              "--recipe=recipes/public_sequential.flags --recipe_flags="
+                              "'--epochs=60 --patience=10' --seeds=0,1,2 --no-popularity "
+                              "--tag=ml100k_small_log_ranks_3seeds --work_dir=/tmp/pq/small3 "
+                              "and /tmp/recbole-venv/bin/python benchmarks/recbole_reference.py "
+                              "--model=SASRec --work_dir=/work/recbole_state/sasrec_seed2020 "
+                              "--epochs=200 --threads=2 (--resume to continue it)"),
     "suite-time": (render_suite_time, "python benchmarks/suite_time.py"),
     "pending": (render_pending, None),
 }

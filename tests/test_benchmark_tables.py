@@ -127,3 +127,55 @@ def test_suite_time_reads_pytest_durations_and_the_result_line():
                                               "tests/test_export.py": 3.75,
                                               "tests/test_layers.py": 0.0}
     assert suite_time.parse("537 passed in 9.10s")[1] == "537 passed in 9.10s"
+
+
+def test_paired_difference_pairs_users_and_averages_seeds_first():
+    """Worked by hand: 5 users, ours over 2 seeds, the reference over 1 (users paired out of
+    order would change the interval; the first seed alone would change MRR)."""
+    import math
+
+    import pytest
+
+    from benchmarks.quality_tables import paired_difference
+
+    ours = [{"e": 1, "a": 1, "b": 20, "c": 3, "d": 11}, {"a": 1, "b": 2, "c": 30, "d": 11, "e": 4}]
+    reference = [{"a": 2, "b": 20, "c": 3, "d": 1, "e": 50}]
+    hr = paired_difference(ours, reference, "hr")
+    # per-user HR@10: ours a 1, b 0.5, c 0.5, d 0, e 1; reference a 1, b 0, c 1, d 1, e 0
+    differences = [0.0, 0.5, -0.5, -1.0, 1.0]
+    error = (sum(x ** 2 for x in differences) / 4) ** 0.5 / 5 ** 0.5
+    assert hr["users"] == 5 and hr["ours"] == pytest.approx(0.6)
+    assert hr["reference"] == pytest.approx(0.6) and hr["difference"] == pytest.approx(0.0)
+    assert (hr["low"], hr["high"]) == pytest.approx((-1.96 * error, 1.96 * error))
+    mrr = paired_difference(ours, reference, "mrr")
+    assert mrr["ours"] == pytest.approx((1 + 0.25 + (1 / 3) / 2 + 0 + (1 + 0.25) / 2) / 5)
+    ndcg = paired_difference(ours, reference, "ndcg")
+    assert ndcg["reference"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4) + 1) / 5)
+    with pytest.raises(ValueError, match="not the same test split"):
+        paired_difference(ours, [{"a": 2, "b": 20, "c": 3, "d": 1, "f": 1}], "hr")
+
+
+def test_the_paired_table_reads_each_users_ranks_from_both_kept_outputs(monkeypatch, tmp_path):
+    """Kept outputs with per-user ranks on both sides render one row per RecBole model with
+    ranks, the differences taken user by user; a reference without ranks is left out."""
+    monkeypatch.setattr(raw_output.find, "__defaults__", (None, str(tmp_path)))
+    monkeypatch.setattr(raw_output.newest, "__defaults__", (None, str(tmp_path)))
+    assert tables.TABLES["ml100k-paired-recbole"][0]() is None  # nothing kept: pending
+    users = [str(u) for u in range(1, 101)]
+    ours = [{"dataset": "ml100k", "run": "recipe", "seed": seed,
+             "settings": {"recipe": {"flags": ["--epochs=60"]}},
+             "test_ranks": {u: (1 if int(u) <= 30 else 50) for u in users}} for seed in (0, 1)]
+    raw_output.Run("public_quality", tag="ml100k_small_log_ranks_3seeds").write(
+        {"results": ours}, {"results": ours}, results_dir=str(tmp_path))
+    reference = {"config": {"seed": 2020}, "epochs_run": 40,
+                 "training_stopped_by": "early_stopping",
+                 "test_ranks": {u: (1 if int(u) <= 20 else 50) for u in users}}
+    raw_output.Run("recbole_reference", tag="sasrec_seed2020").write(
+        {"test": {}}, reference, results_dir=str(tmp_path))
+    raw_output.Run("recbole_reference", tag="seed2020").write(  # NextItNet: no ranks kept
+        {"test": {}}, {"config": {"seed": 2020}, "epochs_run": 30}, results_dir=str(tmp_path))
+    lines = tables.TABLES["ml100k-paired-recbole"][0]()
+    rows = [line for line in lines if line.startswith("| recipe")]
+    assert len(rows) == 1 and "RecBole 1.2.1 SASRec, seed 2020, 40 epochs, stopped by early " \
+        "stopping" in rows[0]
+    assert "| 0, 1 |" in rows[0] and "| 100 | 0.3000 / 0.2000 | +0.1000 [" in rows[0]
