@@ -187,6 +187,7 @@ def test_each_command_says_truly_whether_an_interrupted_run_resumes(monkeypatch)
 
     import pipelines.command as command
     from peterrec_tf.convert_tf1 import INTERRUPTED
+    from peterrec_tf.experiments.reinterval import INTERRUPTED as REINTERVAL_INTERRUPTED
     from peterrec_tf.export import INTERRUPTED as EXPORT_INTERRUPTED
 
     expected = {
@@ -197,6 +198,7 @@ def test_each_command_says_truly_whether_an_interrupted_run_resumes(monkeypatch)
         "peterrec_tf.export": EXPORT_INTERRUPTED,
         "pipelines.paper_log": command.STARTS_OVER,
         "peterrec_tf.convert_tf1": INTERRUPTED,
+        "peterrec_tf.experiments.reinterval": REINTERVAL_INTERRUPTED,
     }
     assert set(command.CONSOLE_COMMANDS) <= set(expected), "a new command: say what it does"
     said = {}

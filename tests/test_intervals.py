@@ -1,6 +1,7 @@
 """The transfer report's uncertainty: sample std over seeds, intervals over seeds and users."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -157,4 +158,14 @@ def test_unstored_paired_difference_takes_a_bounded_user_term():
 def test_committed_reports_are_what_the_reinterval_command_writes(report):
     """Every interval in results.json's summary and every table in results.md is what
     `python -m peterrec_tf.experiments.reinterval` computes from the stored runs now."""
-    assert reinterval.main(["reinterval", "--check", os.path.join(REPORTS, report)]) == 0
+    assert reinterval.differences(os.path.join(REPORTS, report)) == []
+
+
+def test_the_check_finds_a_report_edited_by_hand(tmp_path):
+    """`--check`'s comparison names the file that no longer matches a recomputation."""
+    copy = tmp_path / "report"
+    shutil.copytree(os.path.join(REPORTS, "transfer_synthetic"), copy)
+    with open(copy / "results.md", "a", encoding="utf-8") as handle:
+        handle.write("| a row typed in |\n")
+    assert reinterval.differences(str(copy)) == [
+        f"{copy / 'results.md'} differs from what the command writes"]

@@ -1,7 +1,7 @@
 """Seed-aware intervals for a stored transfer report, without retraining.
 
-    python -m peterrec_tf.experiments.reinterval reports/transfer_synthetic
-    python -m peterrec_tf.experiments.reinterval --check reports/transfer_synthetic
+    python -m peterrec_tf.experiments.reinterval --report_dir=reports/transfer_synthetic
+    python -m peterrec_tf.experiments.reinterval --report_dir=reports/transfer_synthetic --check
 
 A report written before the two-level bootstrap holds, per (objective, task, method), the
 per-seed test values of every run and a 95% bootstrap interval over test users only (the
@@ -101,7 +101,8 @@ def reinterval(results, state=None):
     if state is not None:
         summary["rewritten"] = {
             "commit": state["commit"], "dirty": state["dirty"],
-            "command": "python -m peterrec_tf.experiments.reinterval <report directory>",
+            "command": "python -m peterrec_tf.experiments.reinterval --report_dir=<report "
+                       "directory>",
             "note": f"Intervals recomputed at commit {(state['commit'] or 'unknown')[:7]} "
                     "(python -m peterrec_tf.experiments.reinterval) from the stored runs and "
                     "user-only intervals, no retraining: the per-example outputs per seed "
@@ -116,55 +117,90 @@ def _render(results, directory):
     write_report(results, directory)
 
 
-def main(argv):
-    check = "--check" in argv
-    allow_dirty = "--allow_dirty" in argv
-    paths = [a for a in argv[1:] if not a.startswith("--")]
-    if len(paths) != 1:
-        print("usage: python -m peterrec_tf.experiments.reinterval [--check] [--allow_dirty] "
-              "REPORT_DIR", file=sys.stderr)
-        return 2
-    directory = paths[0]
+#: What Ctrl-C's last line says to run next: the command recomputes everything from the
+#: stored runs (results.json and results.md are each renamed into place, one after the other).
+INTERRUPTED = "the same command again (it recomputes both files from the stored runs)"
+
+
+def define_flags():
+    from absl import flags
+
+    flags.DEFINE_string("report_dir", None, "The transfer report to recompute: a directory "
+                        "holding results.json (python -m peterrec_tf.experiments.transfer "
+                        "--output_dir), e.g. reports/transfer_synthetic.")
+    flags.DEFINE_boolean("check", False, "Write nothing; exit 1 if results.json's summary or "
+                         "results.md differs from what the command would write now.")
+    flags.DEFINE_boolean("allow_dirty", False, "Rewrite even from a working tree with "
+                         "uncommitted changes outside reports/ (recorded as dirty).")
+    flags.mark_flags_as_required(["report_dir"])
+
+
+def read_results(directory):
     path = os.path.join(directory, "results.json")
     try:
         with open(path, encoding="utf-8") as handle:
-            results = json.load(handle)
+            return path, json.load(handle)
     except (OSError, ValueError) as error:
-        print(f"error: {path}: a transfer results.json was expected ({error})", file=sys.stderr)
-        return 2
-    if check:
-        import tempfile
+        raise ValueError(f"{path}: a transfer results.json was expected ({error})") from error
 
-        stored = json.loads(json.dumps(results["summary"]))
-        reinterval(results, state=None)
-        results["summary"]["rewritten"] = stored.get("rewritten")
-        if results["summary"] != stored:
-            print(f"{path}: summary differs from a recomputation", file=sys.stderr)
-            return 1
-        with tempfile.TemporaryDirectory() as tmp:
-            _render(results, tmp)
-            for name in ("results.md",):
-                if open(os.path.join(tmp, name)).read() != open(
-                        os.path.join(directory, name)).read():
-                    print(f"{os.path.join(directory, name)} differs from what the command "
-                          "writes", file=sys.stderr)
-                    return 1
-        return 0
+
+def differences(directory):
+    """What differs between the stored report in `directory` and a recomputation (the
+    paths, with why); empty when they agree. Writes nothing."""
+    import tempfile
+
+    path, results = read_results(directory)
+    stored = json.loads(json.dumps(results["summary"]))
+    reinterval(results, state=None)
+    results["summary"]["rewritten"] = stored.get("rewritten")
+    if results["summary"] != stored:
+        return [f"{path}: summary differs from a recomputation"]
+    with tempfile.TemporaryDirectory() as tmp:
+        _render(results, tmp)
+        found = []
+        for name in ("results.md",):
+            with open(os.path.join(tmp, name), encoding="utf-8") as fresh, \
+                    open(os.path.join(directory, name), encoding="utf-8") as kept:
+                if fresh.read() != kept.read():
+                    found.append(f"{os.path.join(directory, name)} differs from what the "
+                                 "command writes")
+        return found
+
+
+def main(v):
+    """--check: compare and exit 1 on a difference; else recompute and rewrite."""
+    from pipelines.command import Done, command_line
+
+    directory = v.report_dir
+    if v.check:
+        found = differences(directory)
+        for line in found:
+            print(line, file=sys.stderr)
+        return Done(f"{directory}: " + ("differs from a recomputation" if found else
+                                        "matches a recomputation"), code=1 if found else 0)
+    path, results = read_results(directory)
     state = provenance.git_state()
     # the reports this command rewrites are not the code that computes them
     state["dirty_files"] = [f for f in state["dirty_files"] if not f.startswith("reports/")]
     state["dirty"] = bool(state["dirty_files"]) or state["commit"] is None
     try:
-        provenance.check_clean(state, allow_dirty)
+        provenance.check_clean(state, v.allow_dirty)
     except provenance.DirtyTree as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        raise ValueError(str(error)) from error
     reinterval(results, state)
     save_results(path, results)
     _render(results, directory)
-    print(f"wrote {path}, {os.path.join(directory, 'results.md')} and the charts")
-    return 0
+    return Done(f"wrote {path}, {os.path.join(directory, 'results.md')} and the charts",
+                command_line("peterrec_tf.experiments.reinterval", report_dir=directory,
+                             check="true"))
+
+
+def cli():
+    """The command (`python -m peterrec_tf.experiments.reinterval`)."""
+    from pipelines.command import run_command
+
+    run_command(define_flags, main, __doc__, on_interrupt=INTERRUPTED)
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    cli()
