@@ -510,13 +510,15 @@ def test_grpc_client_retries_while_the_server_starts_within_its_deadline(exporte
     finally:
         timer.join()
         holder["server"].stop(0)
+    # A server that never comes: the same call without a deadline retries for 1.35-1.66 s
+    # here (gRPC's attempts and reconnect backoff, measured over 8 calls); with a deadline
+    # of 0.05 s it ends in about 0.05 s. The bound sits far from both.
     started = time.monotonic()
-    # gRPC answers the deadline when its retries run into it, UNAVAILABLE when they run out
-    with pytest.raises(ServingError, match="DEADLINE_EXCEEDED|UNAVAILABLE.*attempts"):
-        GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=0.5, retries=50).predict([["item1"]])
+    with pytest.raises(ServingError, match="DEADLINE_EXCEEDED"):
+        GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=0.05, retries=50).predict([["item1"]])
+    assert time.monotonic() - started < 0.6  # the deadline bounds the retries
     with pytest.raises(ServingError, match="UNAVAILABLE.*up to 2 attempts"):
         GrpcClient(f"127.0.0.1:{free_port()}", "tasks", timeout=10, retries=1).predict([["item1"]])
-    assert time.monotonic() - started < 1.5  # the deadline bounds the retries
 
 
 def test_rest_client_both_request_forms(exported):
