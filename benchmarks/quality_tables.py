@@ -253,8 +253,12 @@ def paired_difference(ours, reference, metric, k=10, z=1.96):
 def render_ml100k_paired_recbole():
     """This project's ML-100K runs against RecBole's references on the same test users:
     per metric, both means and the paired difference with its 95% interval."""
+    # Only references on the whole of u.data with per-user ranks: one run on a genre-filtered
+    # log or on a --max_users sample has other test items for the same users.
     references = [(model, payload) for model, payload in scale_tables.recbole_references()
-                  if payload["raw"].get("test_ranks")]
+                  if payload["raw"].get("test_ranks")
+                  and not payload["raw"].get("data", {}).get("excluded_genres")
+                  and not payload["raw"].get("data", {}).get("max_users")]
     groups = [[raw_output.newest("public_quality", tag) for tag in tags]
               for tags in ML100K_PAIRED_GROUPS]
     groups = [[p for p in group if p is not None] for group in groups]

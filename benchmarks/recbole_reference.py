@@ -124,7 +124,10 @@ RESUME_STATE = "resume_state.pth"
 RESUME_MUST_MATCH = ("model", "seed", "epochs", "stopping_step", "train_batch_size",
                      "eval_batch_size", "learning_rate", "reg_weight", "embedding_size",
                      "block_num", "dilations", "kernel_size", "max_len", "exclude_genres",
-                     "max_users", "data_dir")
+                     "max_users")
+# Not compared: --data_dir (the interactions written from it are compared by digest) and
+# --threads (epochs 0-1 of the SASRec reference came out identical on 1 and 2 threads; each
+# session's count is recorded).
 
 
 def run_settings(args):
@@ -321,7 +324,9 @@ def per_user_test_ranks(trainer, test_data, dataset, torch):
         for batched in test_data:
             interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batched)
             true = scores[positive_u, positive_i]
-            at_or_above = (scores[positive_u] >= true[:, None]).sum(dim=1) - 1  # not itself
+            rows = scores[positive_u]
+            # NaN competitors count above the true item, as metrics.true_ranks counts them
+            at_or_above = ((rows >= true[:, None]) | rows.isnan()).sum(dim=1) - 1  # not itself
             users = dataset.id2token("user_id", interaction["user_id"][positive_u].numpy())
             for user, rank, score in zip(users, at_or_above.tolist(), true.tolist()):
                 ranks[str(user)] = int(rank) + 1 if math.isfinite(score) else len(scores[0])
@@ -445,6 +450,10 @@ def run(args):
     resume_path = os.path.join(work_dir, RESUME_STATE)
     inter_digest = file_digest(inter_path)
     sessions = []
+    if not args.resume and os.path.exists(resume_path):
+        raise SystemExit(f"{resume_path} holds a run: --resume continues it; to start over, "
+                         "choose another --work_dir (this one's training would be lost)")
+    finished_before = None  # a state saved at the last epoch but not yet marked finished
     if args.resume:
         if not os.path.exists(resume_path):
             raise SystemExit(f"--resume: no {resume_path}; the run to continue writes it after "
@@ -466,7 +475,9 @@ def run(args):
         trainer.best_valid_score = state["best_valid_score"]
         trainer.best_valid_result = state["best_valid_result"]
         trainer.train_loss_dict.update(state["train_loss_dict"])
-        trainer.saved_model_file = state["saved_model_file"]
+        # the checkpoint's name, under this run's checkpoint_dir: the work_dir may have moved
+        trainer.saved_model_file = os.path.join(config["checkpoint_dir"],
+                                                os.path.basename(state["saved_model_file"]))
         history.extend(state["history"])
         sessions.extend(state["sessions"])
         train_data.generator.set_state(state["rng"]["loader"])
@@ -479,6 +490,13 @@ def run(args):
         if state.get("finished"):
             raise SystemExit(f"--resume: the run in {work_dir} already finished "
                              f"({state['finished']}); nothing to continue")
+        # Stopped after the state of its last epoch was saved, before it was marked finished:
+        # the uninterrupted run stopped there, so this one trains no further (Trainer.fit
+        # would train on past an early stop, or overwrite the best checkpoint at the limit).
+        if trainer.cur_step > args.stopping_step:
+            finished_before = "early_stopping"
+        elif trainer.start_epoch >= args.epochs:
+            finished_before = "epoch_limit"
     trained_before = sum(s["train_s"] for s in sessions)
     sessions.append({"commit": kept.provenance.get("commit"), "threads": args.threads,
                      "first_epoch": trainer.start_epoch, "train_s": 0.0})
@@ -501,15 +519,18 @@ def run(args):
                     "numpy": np.random.get_state(), "python": random.getstate()},
         }, torch)
 
-    stopped_by = "early_stopping"
-    try:
-        best_score, best_valid = trainer.fit(train_data, valid_data, saved=True,
-                                             show_progress=False, callback_fn=after_validation)
-        if len(history) >= args.epochs and trainer.cur_step <= args.stopping_step:
-            stopped_by = "epoch_limit"
-    except TimeBudgetExceeded:
-        stopped_by = "time_budget"
+    stopped_by = finished_before or "early_stopping"
+    if finished_before:  # nothing to train: test the best checkpoint
         best_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
+    else:
+        try:
+            best_score, best_valid = trainer.fit(train_data, valid_data, saved=True,
+                                                 show_progress=False, callback_fn=after_validation)
+            if len(history) >= args.epochs and trainer.cur_step <= args.stopping_step:
+                stopped_by = "epoch_limit"
+        except TimeBudgetExceeded:
+            stopped_by = "time_budget"
+            best_score, best_valid = trainer.best_valid_score, trainer.best_valid_result
     train_time = trained_before + time.time() - train_start
     if stopped_by != "time_budget":  # a time-budget stop can be resumed; the others are final
         write_resume_state(len(history) - 1, finished=stopped_by)

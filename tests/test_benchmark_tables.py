@@ -138,7 +138,7 @@ def test_paired_difference_pairs_users_and_averages_seeds_first():
 
     from benchmarks.quality_tables import paired_difference
 
-    ours = [{"e": 1, "a": 1, "b": 20, "c": 3, "d": 11}, {"a": 1, "b": 2, "c": 30, "d": 11, "e": 4}]
+    ours = [{"e": 1, "a": 1, "b": 20, "c": 3, "d": 11}, {"a": 1, "b": 10, "c": 30, "d": 11, "e": 4}]
     reference = [{"a": 2, "b": 20, "c": 3, "d": 1, "e": 50}]
     hr = paired_difference(ours, reference, "hr")
     # per-user HR@10: ours a 1, b 0.5, c 0.5, d 0, e 1; reference a 1, b 0, c 1, d 1, e 0
@@ -148,7 +148,7 @@ def test_paired_difference_pairs_users_and_averages_seeds_first():
     assert hr["reference"] == pytest.approx(0.6) and hr["difference"] == pytest.approx(0.0)
     assert (hr["low"], hr["high"]) == pytest.approx((-1.96 * error, 1.96 * error))
     mrr = paired_difference(ours, reference, "mrr")
-    assert mrr["ours"] == pytest.approx((1 + 0.25 + (1 / 3) / 2 + 0 + (1 + 0.25) / 2) / 5)
+    assert mrr["ours"] == pytest.approx((1 + 0.05 + (1 / 3) / 2 + 0 + (1 + 0.25) / 2) / 5)
     ndcg = paired_difference(ours, reference, "ndcg")
     assert ndcg["reference"] == pytest.approx((1 / math.log2(3) + 1 / math.log2(4) + 1) / 5)
     with pytest.raises(ValueError, match="not the same test split"):
@@ -157,7 +157,8 @@ def test_paired_difference_pairs_users_and_averages_seeds_first():
 
 def test_the_paired_table_reads_each_users_ranks_from_both_kept_outputs(monkeypatch, tmp_path):
     """Kept outputs with per-user ranks on both sides render one row per RecBole model with
-    ranks, the differences taken user by user; a reference without ranks is left out."""
+    ranks, the differences taken user by user; a reference on another log (genres left out)
+    is not paired."""
     monkeypatch.setattr(raw_output.find, "__defaults__", (None, str(tmp_path)))
     monkeypatch.setattr(raw_output.newest, "__defaults__", (None, str(tmp_path)))
     assert tables.TABLES["ml100k-paired-recbole"][0]() is None  # nothing kept: pending
@@ -172,8 +173,9 @@ def test_the_paired_table_reads_each_users_ranks_from_both_kept_outputs(monkeypa
                  "test_ranks": {u: (1 if int(u) <= 20 else 50) for u in users}}
     raw_output.Run("recbole_reference", tag="sasrec_seed2020").write(
         {"test": {}}, reference, results_dir=str(tmp_path))
-    raw_output.Run("recbole_reference", tag="seed2020").write(  # NextItNet: no ranks kept
-        {"test": {}}, {"config": {"seed": 2020}, "epochs_run": 30}, results_dir=str(tmp_path))
+    raw_output.Run("recbole_reference", tag="seed2020").write(  # NextItNet: a Comedy-less log
+        {"test": {}}, dict(reference, data={"excluded_genres": ["Comedy"]}),
+        results_dir=str(tmp_path))
     lines = tables.TABLES["ml100k-paired-recbole"][0]()
     rows = [line for line in lines if line.startswith("| recipe")]
     assert len(rows) == 1 and "RecBole 1.2.1 SASRec, seed 2020, 40 epochs, stopped by early " \
