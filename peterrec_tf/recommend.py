@@ -76,12 +76,13 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
         handle = open(tmp, "w", encoding="utf-8")  # unwritable output: refused before work
     except OSError as error:
         raise ValueError(f"{output}: cannot write here ({error.strerror})") from error
-    rank = top_k_function(model, k, blocked, exclude_history,
-                          item_to_output_ids(items, outputs))
-    dataset = records.record_batches(data_dir, split, int(batch_size), False, 0, True, False,
-                                     False, None).map(records.parser(meta["task"], split))
-    started = time.monotonic()
-    try:
+    try:  # from here on, any stop (Ctrl-C included) removes the temporary
+        rank = top_k_function(model, k, blocked, exclude_history,
+                              item_to_output_ids(items, outputs))
+        dataset = records.record_batches(data_dir, split, int(batch_size), False, 0, True,
+                                         False, False, None).map(records.parser(meta["task"],
+                                                                                 split))
+        started = time.monotonic()
         with handle, inputs.reading(data_dir, (split,)):
             count = write_recommendations(handle, dataset, rank, framing, outputs,
                                           UserProgress(split, total, log, every_seconds))
@@ -90,6 +91,7 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     except OSError as error:
         raise ValueError(f"{output}: {error.strerror or error}") from error
     finally:
+        handle.close()
         if os.path.exists(tmp):
             os.remove(tmp)
     seconds = time.monotonic() - started

@@ -869,6 +869,48 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
         write_litert(dirs["cls"], str(tmp_path / "cls.tflite"), log=lambda *_: None)
 
 
+def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monkeypatch):
+    """A stop while the files are written leaves the previous set whole; a stop at the
+    renames leaves no model (never a new model beside old vocabularies or an old model beside
+    new ones); no temporary is left either way."""
+    import peterrec_tf.serving.litert as litert
+
+    path = str(tmp_path / "m.tflite")
+
+    def write(model, token):
+        litert._write_files(path, model, ["<pad>", token], ["<pad>", "t"], {"bytes": len(model)})
+
+    def contents():
+        return {name: open(tmp_path / name, "rb").read() for name in sorted(os.listdir(tmp_path))}
+    write(b"old", "old")
+    old = contents()
+    assert set(old) == {"m.tflite", "m.tflite.vocab.txt", "m.tflite.outputs.txt",
+                        "m.tflite.json"} and old["m.tflite"] == b"old"
+
+    def stop(*_, **__):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch:  # while the JSON is written
+        patch.setattr(litert.json, "dump", stop)
+        with pytest.raises(KeyboardInterrupt):
+            write(b"new", "new")
+    assert contents() == old
+    real_replace, renamed = os.replace, []
+
+    def replace_then_stop(source, target):  # the model's own rename, the last, never happens
+        if target == path:
+            raise KeyboardInterrupt
+        renamed.append(target)
+        real_replace(source, target)
+    with monkeypatch.context() as patch:
+        patch.setattr(litert.os, "replace", replace_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            write(b"new", "new")
+    assert len(renamed) == 3 and "m.tflite" not in contents()
+    assert not [name for name in contents() if ".tmp" in name]
+    write(b"new", "new")
+    assert contents()["m.tflite"] == b"new" and b"new" in contents()["m.tflite.vocab.txt"]
+
+
 def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):
     """The retry policies are the libraries' (gRPC service config, urllib3 Retry): only
     UNAVAILABLE / 503 and refused connections; the gRPC client sends `exclude` lists with a

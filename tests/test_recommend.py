@@ -94,6 +94,25 @@ def test_sliced_catalogue_and_small_batches_give_the_same_recommendations(setup,
     assert [r["ids"] for r in read_lines(sliced)] == [r["ids"] for r in read_lines(whole)]
 
 
+@pytest.mark.parametrize("stopped_in", ["top_k_function", "write_recommendations"])
+def test_an_interrupted_recommend_leaves_neither_output_nor_temporary(setup, tmp_path,
+                                                                      monkeypatch, stopped_in):
+    """Ctrl-C before or while the recommendations are written: the output is absent (or
+    the previous one, whole) and no temporary is left, as its last line says."""
+    import peterrec_tf.recommend as recommend
+
+    def stop(*_, **__):
+        raise KeyboardInterrupt
+    output = tmp_path / "recs.jsonl"
+    output.write_text("the previous file\n")
+    monkeypatch.setattr(recommend, stopped_in, stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_recommend(setup["model_dir"], setup["data"], "test", 5, str(output),
+                      log=lambda *_: None)
+    assert os.listdir(tmp_path) == ["recs.jsonl"]
+    assert output.read_text() == "the previous file\n"
+
+
 def test_evaluate_exclude_history_is_recorded_and_only_removes_competitors(setup):
     plain = run_evaluate(setup["model_dir"], setup["data"], "test", "full", ks=(5, 10), **quiet)
     excluded = run_evaluate(setup["model_dir"], setup["data"], "test", "full", ks=(5, 10),

@@ -118,7 +118,8 @@ def _render(results, directory):
 
 
 #: What Ctrl-C's last line says to run next: the command recomputes everything from the
-#: stored runs (results.json and results.md are each renamed into place, one after the other).
+#: stored runs (a stop between writing results.json and results.md leaves them disagreeing,
+#: which `--check` finds and a rerun repairs).
 INTERRUPTED = "the same command again (it recomputes both files from the stored runs)"
 
 

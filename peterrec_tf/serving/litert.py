@@ -118,12 +118,6 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     if quantize == "dynamic_int8":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
-    try:
-        _write_files(path, flatbuffer, items, outputs_vocab)
-    except OSError as error:  # unwritable or full: one line, no half-written model
-        if os.path.exists(path + ".tmp"):
-            os.remove(path + ".tmp")
-        raise ValueError(f"{path}: {error.strerror or error}") from error
     info = {"model_dir": os.path.abspath(model_dir), "task": model.task, "k": k,
             "quantize": quantize, "exclude_history": bool(exclude_history),
             "inputs": {"item_ids": {"dtype": "int32", "shape": [1, framing.length],
@@ -135,25 +129,52 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
                                                   else ".outputs.txt"))},
                         "scores": {"dtype": "float32", "shape": [1, k]}},
             "framing": framing.get_config(), "blocked": blocked, "bytes": len(flatbuffer)}
-    with open(path + ".json", "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2)
+    try:
+        _write_files(path, flatbuffer, items, outputs_vocab, info)
+    except OSError as error:  # unwritable or full: one line, no half-written model
+        raise ValueError(f"{path}: {error.strerror or error}") from error
     log(f"wrote {path} ({len(flatbuffer):,} bytes, {quantize}, top {k} of {outputs:,} outputs "
         f"from int32 item ids [1, {framing.length}]; vocabularies and "
         f"{os.path.basename(path)}.json beside it)")
     return info
 
 
-def _write_files(path, flatbuffer, items, outputs_vocab):
-    """The vocabularies beside FILE, then FILE itself (under a temporary name, renamed)."""
+def _write_files(path, flatbuffer, items, outputs_vocab, info):
+    """FILE, its vocabularies and FILE.json, so that a FILE present always has the files
+    written with it beside it: all are written under temporary names, a FILE from before is
+    removed, the companions renamed, FILE renamed last. A stop or a failure anywhere leaves
+    either the previous set or no FILE, and no temporary."""
     from pipelines.vocab import write_tokens
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_tokens(path + ".vocab.txt", items)
+    suffix = f".tmp{os.getpid()}"
+    companions = [path + ".vocab.txt", path + ".json"]
     if outputs_vocab is not items:
-        write_tokens(path + ".outputs.txt", outputs_vocab)
-    with open(path + ".tmp", "wb") as handle:
-        handle.write(flatbuffer)
-    os.replace(path + ".tmp", path)
+        companions.append(path + ".outputs.txt")
+    written = []
+    try:
+        write_tokens(written_as(path + ".vocab.txt" + suffix, written), items)
+        if outputs_vocab is not items:
+            write_tokens(written_as(path + ".outputs.txt" + suffix, written), outputs_vocab)
+        with open(written_as(path + ".json" + suffix, written), "w", encoding="utf-8") as handle:
+            json.dump(info, handle, indent=2)
+        with open(written_as(path + suffix, written), "wb") as handle:
+            handle.write(flatbuffer)
+        if os.path.exists(path):
+            os.remove(path)
+        for companion in companions:
+            os.replace(companion + suffix, companion)
+        os.replace(path + suffix, path)
+    finally:
+        for tmp in written:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+def written_as(tmp, written):
+    """`tmp`, recorded in `written` (removed if the write does not complete)."""
+    written.append(tmp)
+    return tmp
 
 
 def run_litert(path, item_ids):

@@ -73,9 +73,13 @@ def load_results(path):
 def save_results(path, payload):
     """Write results.json by a rename, so a reader never sees it half-written."""
     tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(payload, handle, indent=1, sort_keys=True, default=str)
+        os.replace(tmp, path)
+    finally:  # a stop or a full disk leaves no temporary beside it
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _open_results(path, output_dir, state, configuration):
