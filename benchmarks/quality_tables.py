@@ -108,7 +108,8 @@ ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3se
                         ("ml100k_long_d",),
                         ("ml100k_long_d_b32_seed0", "ml100k_long_d_b32_seed1",
                          "ml100k_long_d_b32_seed2"),
-                        ("ml100k_h2_ff256_3seeds",), ("ml100k_e150_p15_3seeds",))
+                        ("ml100k_h2_ff256_3seeds",), ("ml100k_e150_p15_3seeds",),
+                        ("ml100k_small_log_ranks_3seeds",))
 
 
 def render_recipe_ml100k():
@@ -129,6 +130,8 @@ def render_recipe_ml100k():
     ours = []
     for payload in found:
         label = _recipe_label(payload, "ml100k")
+        if label in [known for known, _ in ours]:  # the same flags run again, later
+            label += f" (again, commit {payload[0]['provenance']['commit'][:7]})"
         runs, rows = _recipe_rows(payload, columns, "ml100k", label,
                                   with_popularity=payload is found[0])
         ours.append((label, runs))
