@@ -495,3 +495,27 @@ def test_a_full_softmax_that_cannot_fit_is_refused_before_anything_is_written(tm
             run_pretrain(data, str(model_dir), head=head, num_sampled=sampled, channels=8,
                          dilations=(1,), train_steps=1, log=lambda *_: None)
         assert not model_dir.exists()
+
+
+class _StopWhileWritten:
+    """A value whose JSON form (default=str) is Ctrl-C arriving mid-write."""
+
+    def __str__(self):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("writer", ["training.results.write_json",
+                                    "experiments.transfer.runner.save_results"])
+def test_an_interrupted_json_write_leaves_the_previous_file_whole(tmp_path, writer):
+    """evaluate's results, every job's results.json and the transfer report are written
+    this way: a stop mid-write leaves the previous file as it was and no temporary."""
+    import importlib
+
+    module, name = writer.rsplit(".", 1)
+    write = getattr(importlib.import_module(f"peterrec_tf.{module}"), name)
+    path = tmp_path / "results.json"
+    path.write_text('{"previous": 1}')
+    with pytest.raises(KeyboardInterrupt):
+        write(str(path), {"a": list(range(1000)), "z": _StopWhileWritten()})
+    assert os.listdir(tmp_path) == ["results.json"]
+    assert path.read_text() == '{"previous": 1}'
