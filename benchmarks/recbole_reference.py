@@ -334,12 +334,12 @@ def per_user_test_ranks(trainer, test_data, dataset, torch):
 
 
 def figures_from_ranks(ranks, k=10):
-    import math
+    """HR/NDCG/MRR@k from the per-user ranks, with the paired table's own per-user gain."""
+    from benchmarks.quality_tables import per_user_gain  # stdlib only: runs in RecBole's venv
 
     values = list(ranks.values())
-    return {f"HR@{k}": sum(r <= k for r in values) / len(values),
-            f"NDCG@{k}": sum(1 / math.log2(r + 1) for r in values if r <= k) / len(values),
-            f"MRR@{k}": sum(1 / r for r in values if r <= k) / len(values)}
+    return {f"{metric.upper()}@{k}": sum(per_user_gain(r, metric, k) for r in values) / len(values)
+            for metric in ("hr", "ndcg", "mrr")}
 
 
 class TimeBudgetExceeded(Exception):
