@@ -10,7 +10,8 @@ same names as the flags).
 """
 
 from peterrec_tf.jobs.pretraining import (  # noqa: F401
-    ARCHITECTURES, HEADS, OPTIMIZERS, SETTINGS, run_pretrain)
+    ARCHITECTURES, FEED_FORWARD_ACTIVATIONS, HEADS, NORM_ORDERS, OPTIMIZERS, SETTINGS,
+    run_pretrain)
 from peterrec_tf.cli import training_main
 from peterrec_tf.training.flags import define_common_flags, register_validators
 
@@ -44,6 +45,14 @@ def define_flags():
     flags.DEFINE_integer("feed_forward_dim", 0, "self_attention: inner width of each block's "
                          "feed-forward network (0: --channels, SASRec's; RecBole's SASRec "
                          "uses 4x).")
+    flags.DEFINE_enum("norm_order", "pre", list(NORM_ORDERS), "self_attention: where each "
+                      "block's layer norms sit. pre: in front of each residual branch, a "
+                      "layer norm after the last block (SASRec's); post: after each residual "
+                      "addition, a layer norm on the embedding (the Transformer's and BERT's, "
+                      "RecBole's SASRec).")
+    flags.DEFINE_enum("activation", "relu", list(FEED_FORWARD_ACTIVATIONS), "self_attention: "
+                      "the feed-forward networks' activation (relu: SASRec's; gelu: "
+                      "RecBole's SASRec, BERT's).")
     flags.DEFINE_enum("head", "full", list(HEADS), "full: 1x1 conv on relu(h) with a full "
                       "softmax; dot: h @ W^T + b with its own W, trained with a sampled "
                       "softmax; tied: h @ E^T + b with E the input item embedding (SASRec's "

@@ -16,6 +16,10 @@ from peterrec_tf.models import (
 
 VOCAB = 30
 quiet = {"log": lambda *_: None}
+#: The block kinds every structural property must hold for: SASRec's (pre-norm, relu) and
+#: BERT's / RecBole's SASRec's (post-norm, gelu).
+BLOCK_KINDS = [{}, {"norm_order": "post", "activation": "gelu"}]
+block_kinds = pytest.mark.parametrize("kind", BLOCK_KINDS, ids=["pre_relu", "post_gelu"])
 
 
 def tiny(**kwargs):
@@ -36,8 +40,9 @@ def perturb(layers, rng):
                           + (1.0 if weight.path.endswith("gamma") else 0.0))
 
 
-def test_a_changed_item_never_changes_earlier_outputs(rng):
-    backbone = tiny()
+@block_kinds
+def test_a_changed_item_never_changes_earlier_outputs(kind, rng):
+    backbone = tiny(**kind)
     ids = rng.randint(1, VOCAB, (2, 12))
     ids[0, :3] = 0  # a left-padded row too
     base = backbone(ids).numpy()
@@ -49,10 +54,12 @@ def test_a_changed_item_never_changes_earlier_outputs(rng):
         assert np.abs(out[:, t] - base[:, t]).max() > 1e-4
 
 
-def test_padding_is_inert_and_positions_count_back_from_the_last_item(rng):
+@block_kinds
+def test_padding_is_inert_and_positions_count_back_from_the_last_item(kind, rng):
     """Any amount of left padding leaves every item's state unchanged (up to float
     rounding) and the padding positions zero."""
-    backbone = tiny()
+    backbone = tiny(**kind)
+    perturb(backbone.layers, rng)  # layer norm biases too: padding must not pick them up
     ids = rng.randint(1, VOCAB, (3, 7))
     base = backbone(ids).numpy()
     for pad in (1, 5):
@@ -83,9 +90,10 @@ def test_compiled_blocks_compute_the_same_in_both_modes(rng):
     backbone.compile_blocks_with_xla(False)
 
 
+@block_kinds
 @pytest.mark.parametrize("insertion", INSERTIONS)
-def test_fresh_patches_compute_the_pretrained_backbone(insertion, rng):
-    backbone = tiny()
+def test_fresh_patches_compute_the_pretrained_backbone(insertion, kind, rng):
+    backbone = tiny(**kind)
     perturb(backbone.layers, rng)
     ids = rng.randint(1, VOCAB, (2, 10))
     ids[1, :4] = 0
@@ -96,6 +104,44 @@ def test_fresh_patches_compute_the_pretrained_backbone(insertion, rng):
     for patch in patched.patches:
         patch.up_kernels[0].assign(rng.randn(*patch.up_kernels[0].shape).astype("float32"))
     assert np.abs(patched(ids).numpy() - backbone(ids).numpy()).max() > 1e-3
+
+
+def test_post_norm_blocks_compute_the_bert_order(rng):
+    """post: `h = LN1(x + attend(x))`, `out = LN2(h + W2 gelu(W1 h))`, and the backbone
+    normalises the embedding and ends with the last block (no output norm), written out
+    here from the layers' own weights."""
+    from peterrec_tf.layers.self_attention import attention_mask
+
+    backbone = tiny(norm_order="post", activation="gelu", num_blocks=1)
+    perturb(backbone.layers, rng)
+    block = backbone.blocks[0]
+    ids = rng.randint(1, VOCAB, (2, 6))
+    positions = np.arange(6)[::-1]
+    x = backbone.embedding_norm(backbone.item_embedding(ids)
+                                + backbone.position_embedding(positions)[None])
+    padding = tf.zeros(ids.shape, bool)
+    h = block.layer_norm1(x + block.attention(x, attention_mask(padding, True)))
+    inner = block.feed_forward_in(h).numpy()
+    gelu = 0.5 * inner * (1.0 + np.vectorize(__import__("math").erf)(inner / np.sqrt(2.0)))
+    expected = block.layer_norm2(h + block.feed_forward_out(gelu.astype("float32"))).numpy()
+    np.testing.assert_allclose(backbone(ids).numpy(), expected, atol=1e-5)
+    assert backbone.output_norm is None and backbone.final_layers == []
+    assert backbone.embedding_norm in backbone.embedding_layers
+    # pre order keeps SASRec's: no embedding norm, a final one
+    pre = tiny()
+    assert pre.embedding_norm is None and pre.final_layers == [pre.output_norm]
+    with pytest.raises(ValueError, match="norm_order"):
+        SelfAttentionBackbone(VOCAB, channels=8, norm_order="sandwich")
+    with pytest.raises(ValueError, match="activation"):
+        SelfAttentionBackbone(VOCAB, channels=8, activation="swish")
+
+
+def test_norm_order_and_activation_mirrors_for_help_match_the_layer():
+    from peterrec_tf.jobs import pretraining
+    from peterrec_tf.layers import self_attention
+
+    assert pretraining.NORM_ORDERS == self_attention.NORM_ORDERS
+    assert pretraining.FEED_FORWARD_ACTIVATIONS == self_attention.FEED_FORWARD_ACTIVATIONS
 
 
 def test_transfer_methods_train_what_they_say():
@@ -117,6 +163,13 @@ def test_transfer_methods_train_what_they_say():
     assert trainable("finecls") == {"target_embeddings/embeddings"}
     # the copy never changes the source
     assert all(w.trainable for w in backbone.weights)
+    # post order: the embedding's layer norm is pre-trained like the embedding (frozen
+    # under peterrec, trained by fineall); the blocks' norms are PeterRec's trained norms
+    backbone = tiny(norm_order="post", activation="gelu")
+    peterrec = trainable("peterrec")
+    assert "backbone/block_1/layer_norm2/gamma" in peterrec
+    assert not any("embedding" in p and "target" not in p for p in peterrec)
+    assert "backbone/embedding_norm/gamma" in trainable("fineall")
 
 
 def test_architectures_are_told_apart():
@@ -124,14 +177,17 @@ def test_architectures_are_told_apart():
     assert attention.architecture_differences(cnn) == ["architecture: self_attention vs dilated_cnn"]
     assert attention.architecture_differences(tiny(heads=1)) == ["heads: 2 vs 1"]
     assert attention.architecture_differences(tiny(dropout=0.5)) == []  # training setting
+    assert attention.architecture_differences(tiny(norm_order="post", activation="gelu")) == [
+        "norm_order: pre vs post", "activation: relu vs gelu"]
     with pytest.raises(ValueError, match="causal only"):
         SelfAttentionBackbone(VOCAB, channels=8, causal=False)
     with pytest.raises(ValueError, match="heads"):
         SelfAttentionBackbone(VOCAB, channels=8, heads=3)
 
 
-def test_saved_models_load_with_the_same_answers(tmp_path, rng):
-    backbone = tiny(dropout=0.2)
+@block_kinds
+def test_saved_models_load_with_the_same_answers(kind, tmp_path, rng):
+    backbone = tiny(dropout=0.2, **kind)
     perturb(backbone.layers, rng)
     pre = NextItNet(backbone, head="dot")
     pre.build()
@@ -165,7 +221,7 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     lines = []
     results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, architecture="self_attention",
                            channels=8, num_blocks=1, heads=2, feed_forward_dim=24,
-                           window_stride=4, batch_size=16, train_steps=6, head="tied",
+                           norm_order="post", activation="gelu", window_stride=4, batch_size=16, train_steps=6, head="tied",
                            num_sampled=0, checkpoint_every=100, log=lines.append)
     assert results["training"]["steps"] == 6
     windows = count_windows(os.path.join(data, "pretrain"), "train", 12, window_stride=4)
@@ -174,13 +230,18 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     pre, config, _ = load_model_dir(pre_dir)
     assert type(pre.backbone) is SelfAttentionBackbone and pre.backbone.max_positions == 12
     assert config["backbone"]["heads"] == 2 and config["backbone"]["feed_forward_dim"] == 24
+    assert (config["backbone"]["norm_order"], config["backbone"]["activation"]) == ("post", "gelu")
+    assert "1 post-norm blocks of 2 heads (gelu)" in lines[0]
     assert pre.backbone.blocks[0].feed_forward_in.units == 24
     for refused, message in (({"window_stride": 4, "train_windows": "last"}, "train_windows=all"),
                              ({"window_stride": 13}, "at most --max_len"),
                              ({"window_stride": 4, "objective": "masked_item",
                                "architecture": "dilated_cnn"}, "never overlap"),
                              ({"feed_forward_dim": 16, "architecture": "dilated_cnn"},
-                              "--feed_forward_dim only apply")):
+                              "--feed_forward_dim only apply"),
+                             ({"norm_order": "post", "architecture": "dilated_cnn"},
+                              "--norm_order only apply"),
+                             ({"activation": "sigmoid"}, "--activation must be one of")):
         settings = {"architecture": "self_attention", **refused}
         with pytest.raises(ValueError, match=message):
             run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "refused"),

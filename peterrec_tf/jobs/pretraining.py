@@ -14,6 +14,10 @@ HEADS = ("full", "dot", "tied")
 ARCHITECTURES = ("dilated_cnn", "self_attention")
 #: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
 OPTIMIZERS = ("adam", "lazy_adam")
+#: `layers.self_attention`'s NORM_ORDERS and FEED_FORWARD_ACTIVATIONS (kept here for --help
+#: likewise; a test holds them equal).
+NORM_ORDERS = ("pre", "post")
+FEED_FORWARD_ACTIVATIONS = ("relu", "gelu")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
 #: paper's 645K items 20% is nearly a full softmax; with 8,192 the head's matmul (2 C N
 #: FLOPs a position) stays below the 8-block residual stack's (~96 C^2: equal at N = 48 C,
@@ -45,8 +49,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  jit_compile=True, optimizer="adam", patience=0, dropout=0.0,
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
                  lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
-                 num_blocks=2, heads=1, feed_forward_dim=0, window_stride=0,
-                 time_budget_minutes=0.0, log=print):
+                 num_blocks=2, heads=1, feed_forward_dim=0, norm_order="pre",
+                 activation="relu", window_stride=0, time_budget_minutes=0.0, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     config = {k: v for k, v in locals().items() if k in SETTINGS}
     return run_training(PretrainingJob(config, log))
@@ -76,6 +80,10 @@ class PretrainingJob(TrainingJob):
         if c["optimizer"] not in OPTIMIZERS:
             raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {c['optimizer']!r}")
         check_architecture_settings(c["architecture"], self.objective, c)
+        for name, allowed in (("norm_order", NORM_ORDERS),
+                              ("activation", FEED_FORWARD_ACTIVATIONS)):
+            if c[name] not in allowed:
+                raise ValueError(f"--{name} must be one of {allowed}, got {c[name]!r}")
         if c["head"] not in HEADS:
             raise ValueError(f"--head must be one of {', '.join(HEADS)}, got {c['head']!r}")
         if c["head"] == "full" and c["num_sampled"] > 0:
@@ -159,6 +167,7 @@ class PretrainingJob(TrainingJob):
                                     dilations=c["dilations"], kernel_size=c["kernel_size"],
                                     num_blocks=c["num_blocks"], heads=c["heads"],
                                     feed_forward_dim=c["feed_forward_dim"] or None,
+                                    norm_order=c["norm_order"], activation=c["activation"],
                                     dropout=c["dropout"],
                                     embedding_dropout=c["embedding_dropout"])
             self.model = model = objective.build_model(
@@ -194,7 +203,8 @@ class PretrainingJob(TrainingJob):
                 + (f", sampled softmax {self.num_sampled}" if self.num_sampled else "")
                 + f"): {self.vocab_size} items, {c['channels']} channels, "
                 + (f"dilations {c['dilations']}, " if c["architecture"] == "dilated_cnn" else
-                   f"self-attention, {c['num_blocks']} blocks of {c['heads']} heads, ")
+                   f"self-attention, {c['num_blocks']} {c['norm_order']}-norm blocks of "
+                   f"{c['heads']} heads ({c['activation']}), ")
                 + (f"windows every {c['window_stride']} items, " if c["window_stride"] else "")
                 + f"{self.steps} steps of batch {c['batch_size']} ({self.examples} training "
                 f"windows, {precision}, "

@@ -5,6 +5,15 @@ from keras import ops
 
 from peterrec_tf.layers.residual_block import INSERTIONS, LAYER_NORM_EPSILON, block_patches
 
+#: Where a block's layer norms sit. pre: in front of each residual branch, the sum left
+#: unnormalised (SASRec's order; the backbone ends in a layer norm); post: after each
+#: residual addition (the original Transformer's and BERT's order, which RecBole's SASRec
+#: and BERT4Rec use; the backbone normalises the embedding instead).
+NORM_ORDERS = ("pre", "post")
+#: The feed-forward network's inner activation: relu (SASRec's) or gelu (RecBole's,
+#: BERT's; the tanh-free form).
+FEED_FORWARD_ACTIVATIONS = ("relu", "gelu")
+
 
 def attention_mask(padding, causal):
     """`[B, T, T]` booleans, True where query t may read key s: keys that are items (not
@@ -76,9 +85,12 @@ class MultiHeadSelfAttention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
 class SelfAttentionBlock(keras.layers.Layer):
-    """One pre-norm Transformer block (SASRec's order):
-    `h = x + attend(LN1(x))`, `out = h + ffn(LN2(h))`, `ffn = W2 relu(W1 .)`, each
-    residual branch's output through dropout.
+    """One Transformer block, each residual branch's output through dropout,
+    `ffn = W2 act(W1 .)` (`activation` relu or gelu). `norm_order` (NORM_ORDERS):
+      pre (SASRec's):  `h = x + attend(LN1(x))`,    `out = h + ffn(LN2(h))`;
+      post (BERT's):   `h = LN1(x + attend(x))`,    `out = LN2(h + ffn(h))`.
+    A branch's "normalised input" below is `LN(x)` in pre order and `x` itself in post
+    order (there the block's input is already the output of a layer norm).
 
     `insertion` grafts model patches into the two residual branches, by analogy with
     the paper's Figure 3 for the dilated CNN (`ResidualBlock`):
@@ -93,10 +105,18 @@ class SelfAttentionBlock(keras.layers.Layer):
     """
 
     def __init__(self, heads=1, feed_forward_dim=None, dropout=0.0, causal=True,
-                 insertion=None, patch_config=None, **kwargs):
+                 insertion=None, patch_config=None, norm_order="pre", activation="relu",
+                 **kwargs):
         super().__init__(**kwargs)
         if insertion is not None and insertion not in INSERTIONS:
             raise ValueError(f"insertion must be one of {INSERTIONS} or None, got {insertion!r}")
+        if norm_order not in NORM_ORDERS:
+            raise ValueError(f"norm_order must be one of {NORM_ORDERS}, got {norm_order!r}")
+        if activation not in FEED_FORWARD_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {FEED_FORWARD_ACTIVATIONS}, got "
+                             f"{activation!r}")
+        self.norm_order = norm_order
+        self.activation = activation
         self.heads = int(heads)
         self.feed_forward_dim = None if feed_forward_dim is None else int(feed_forward_dim)
         self.dropout = float(dropout)
@@ -118,7 +138,7 @@ class SelfAttentionBlock(keras.layers.Layer):
         # made here: their widths follow the input's C, which the constructor does not know
         init = keras.initializers.TruncatedNormal(stddev=0.02)
         self.feed_forward_in = keras.layers.Dense(
-            self.feed_forward_dim or channels, activation="relu", kernel_initializer=init,
+            self.feed_forward_dim or channels, kernel_initializer=init,
             name="feed_forward_in")
         self.feed_forward_out = keras.layers.Dense(channels, kernel_initializer=init,
                                                    name="feed_forward_out")
@@ -132,7 +152,8 @@ class SelfAttentionBlock(keras.layers.Layer):
 
     def call(self, x, padding, training=None):
         patches, insertion = self.patches, self.insertion
-        normed = self.layer_norm1(x)
+        pre = self.norm_order == "pre"
+        normed = self.layer_norm1(x) if pre else x
         branch = self.attention(normed, attention_mask(padding, self.causal), training=training)
         if insertion == "b":
             branch = patches[0](branch)
@@ -141,8 +162,12 @@ class SelfAttentionBlock(keras.layers.Layer):
         elif insertion == "e":
             branch = branch + patches[0](x)
         h = x + self.branch_dropout(branch, training=training)
-        normed = self.layer_norm2(h)
-        branch = self.feed_forward_out(self.feed_forward_in(normed))
+        if not pre:
+            h = self.layer_norm1(h)
+        normed = self.layer_norm2(h) if pre else h
+        inner = self.feed_forward_in(normed)
+        inner = ops.relu(inner) if self.activation == "relu" else ops.gelu(inner, approximate=False)
+        branch = self.feed_forward_out(inner)
         if insertion in ("b", "c"):
             branch = patches[-1](branch)
         elif insertion == "d":
@@ -150,6 +175,8 @@ class SelfAttentionBlock(keras.layers.Layer):
         elif insertion == "e":
             branch = branch + patches[1](h)
         out = h + self.branch_dropout(branch, training=training)
+        if not pre:
+            out = self.layer_norm2(out)
         return ops.where(padding[:, :, None], ops.zeros_like(out), out)
 
     def compute_output_shape(self, input_shape):
@@ -169,12 +196,14 @@ class SelfAttentionBlock(keras.layers.Layer):
     @property
     def trained_norms(self):
         """The layer norms PeterRec trains with the patches (`train_layer_norm`): both,
-        each the normalisation in front of one patched branch."""
+        each the normalisation in front of one patched branch (pre order) or of the sum
+        after it (post order)."""
         return [self.layer_norm1, self.layer_norm2]
 
     def get_config(self):
         config = super().get_config()
         config.update(heads=self.heads, feed_forward_dim=self.feed_forward_dim,
                       dropout=self.dropout, causal=self.causal, insertion=self.insertion,
-                      patch_config=self.patch_config)
+                      patch_config=self.patch_config, norm_order=self.norm_order,
+                      activation=self.activation)
         return config

@@ -14,7 +14,9 @@ ARCHITECTURES = {
                                             "kernel_size": 3}),
     SelfAttentionBackbone.ARCHITECTURE_NAME: (SelfAttentionBackbone, {"num_blocks": 2,
                                                                       "heads": 1,
-                                                                      "feed_forward_dim": 0}),
+                                                                      "feed_forward_dim": 0,
+                                                                      "norm_order": "pre",
+                                                                      "activation": "relu"}),
 }
 
 
@@ -44,13 +46,14 @@ def check_architecture_settings(architecture, objective, settings):
 
 def backbone_for(architecture, vocab_size, channels, causal, max_len, dilations=RELEASE_DILATIONS,
                  kernel_size=3, num_blocks=2, heads=1, feed_forward_dim=None,
-                 **training_settings):
+                 norm_order="pre", activation="relu", **training_settings):
     """A new backbone of `architecture`; `max_len` is the history length it will read
     (the self-attention backbone's number of positions; `feed_forward_dim` None: its
     channels). `training_settings` (dropout) go to the constructor as they are."""
     if architecture == SelfAttentionBackbone.ARCHITECTURE_NAME:
         return SelfAttentionBackbone(vocab_size, channels, num_blocks=num_blocks, heads=heads,
                                      max_positions=max_len, feed_forward_dim=feed_forward_dim,
-                                     causal=causal, **training_settings)
+                                     causal=causal, norm_order=norm_order,
+                                     activation=activation, **training_settings)
     return Backbone(vocab_size, channels, dilations, kernel_size, causal=causal,
                     **training_settings)

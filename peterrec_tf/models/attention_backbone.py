@@ -4,14 +4,18 @@ import keras
 from keras import ops
 
 from peterrec_tf.layers.residual_block import LAYER_NORM_EPSILON
-from peterrec_tf.layers.self_attention import SelfAttentionBlock
+from peterrec_tf.layers.self_attention import (FEED_FORWARD_ACTIVATIONS, NORM_ORDERS,
+                                                SelfAttentionBlock)
 from peterrec_tf.models.backbone import Backbone
 
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
 class SelfAttentionBackbone(Backbone):
-    """Item + position embedding, `num_blocks` causal self-attention blocks (pre-norm,
-    SASRec's order) and a final layer norm: ids `[B, T]` -> hidden `[B, T, C]`.
+    """Item + position embedding, `num_blocks` causal self-attention blocks and a layer
+    norm: ids `[B, T]` -> hidden `[B, T, C]`. `norm_order` (`SelfAttentionBlock`): pre
+    (SASRec's) normalises in front of each branch and ends in a layer norm (`output_norm`);
+    post (BERT's, RecBole's SASRec) normalises the embedding (`embedding_norm`) and after
+    each residual addition. `activation`: the feed-forward networks' (relu or gelu).
 
     Everything the pre-trainers, FineTuner, transfer methods, export and serving use of a
     `Backbone` holds: position t reads positions <= t only, `blocks` carry `patches`
@@ -32,14 +36,15 @@ class SelfAttentionBackbone(Backbone):
 
     ARCHITECTURE_NAME = "self_attention"
     ARCHITECTURE_FIELDS = ("vocab_size", "channels", "num_blocks", "heads", "max_positions",
-                           "feed_forward_dim", "causal")
+                           "feed_forward_dim", "causal", "norm_order", "activation")
     #: The [TCL] token is id 0, padding here: fine-tuning reads the last item's state, as
     #: next-item pre-training does.
     FINE_TUNING_FRAMING = "history"
 
     def __init__(self, vocab_size, channels=64, num_blocks=2, heads=1, max_positions=200,
                  feed_forward_dim=None, causal=True, insertion=None, patch_config=None,
-                 dropout=0.0, embedding_dropout=0.0, **kwargs):
+                 dropout=0.0, embedding_dropout=0.0, norm_order="pre", activation="relu",
+                 **kwargs):
         kwargs.setdefault("name", "backbone")
         keras.Model.__init__(self, **kwargs)  # not Backbone's: it makes dilated-CNN blocks
         if vocab_size < 2 or channels < 1 or num_blocks < 1 or max_positions < 1:
@@ -50,6 +55,11 @@ class SelfAttentionBackbone(Backbone):
             raise ValueError("the self-attention backbone is causal only (next-item "
                              "pre-training): masked-item pre-training marks masks with id 0, "
                              "which is its padding")
+        if norm_order not in NORM_ORDERS:
+            raise ValueError(f"norm_order must be one of {NORM_ORDERS}, got {norm_order!r}")
+        if activation not in FEED_FORWARD_ACTIVATIONS:
+            raise ValueError(f"activation must be one of {FEED_FORWARD_ACTIVATIONS}, got "
+                             f"{activation!r}")
         for name, rate in (("dropout", dropout), ("embedding_dropout", embedding_dropout)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
@@ -64,6 +74,8 @@ class SelfAttentionBackbone(Backbone):
         self.dropout = float(dropout)
         self.embedding_dropout = float(embedding_dropout)
         self.causal = True
+        self.norm_order = norm_order
+        self.activation = activation
         self.insertion = insertion
         self.patch_config = dict(patch_config or {})
         init = keras.initializers.TruncatedNormal(stddev=0.02)
@@ -76,11 +88,16 @@ class SelfAttentionBackbone(Backbone):
                                                             name="embedding_dropout")
         self.blocks = [
             SelfAttentionBlock(self.heads, self.feed_forward_dim, self.dropout, True, insertion,
-                               self.patch_config, name=f"block_{i}")
+                               self.patch_config, norm_order=norm_order, activation=activation,
+                               name=f"block_{i}")
             for i in range(self.num_blocks)
         ]
-        self.output_norm = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, name="output_norm")
+        # one of the two, by the norm order: the other would hold weights nothing reads
+        norm = keras.layers.LayerNormalization(
+            epsilon=LAYER_NORM_EPSILON,
+            name="output_norm" if norm_order == "pre" else "embedding_norm")
+        self.output_norm = norm if norm_order == "pre" else None
+        self.embedding_norm = norm if norm_order == "post" else None
 
     def build(self, input_shape=None):
         if self.built:
@@ -88,23 +105,26 @@ class SelfAttentionBackbone(Backbone):
         for layer in (self.item_embedding, self.position_embedding):
             if not layer.built:
                 layer.build((None, None))
-        for layer in (*self.blocks, self.output_norm):
+        for layer in (*self.blocks, self.output_norm or self.embedding_norm):
             layer.build((None, None, self.channels))
         self.built = True
 
     @property
     def embedding_layers(self):
-        return [self.item_embedding, self.position_embedding]
+        return [self.item_embedding, self.position_embedding] + (
+            [self.embedding_norm] if self.embedding_norm is not None else [])
 
     @property
     def final_layers(self):
-        return [self.output_norm]
+        return [self.output_norm] if self.output_norm is not None else []
 
     def call(self, item_ids, training=None):
         padding = ops.equal(item_ids, 0)
         length = ops.shape(item_ids)[1]
         positions = ops.minimum(length - 1 - ops.arange(length), self.max_positions - 1)
         hidden = self.item_embedding(item_ids) + self.position_embedding(positions)[None]
+        if self.embedding_norm is not None:
+            hidden = self.embedding_norm(hidden)
         hidden = self.embedding_dropout_layer(hidden, training=training)
         hidden = ops.where(padding[:, :, None], ops.zeros_like(hidden), hidden)
         stack = getattr(self, "_xla_blocks", None)
@@ -116,7 +136,8 @@ class SelfAttentionBackbone(Backbone):
     def _run_blocks(self, hidden, padding, training=False):
         for block in self.blocks:
             hidden = block(hidden, padding, training=training)
-        hidden = self.output_norm(hidden)
+        if self.output_norm is not None:
+            hidden = self.output_norm(hidden)
         return ops.where(padding[:, :, None], ops.zeros_like(hidden), hidden)
 
     def last_position(self, item_ids):
