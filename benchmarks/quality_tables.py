@@ -109,7 +109,9 @@ ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3se
                         ("ml100k_long_d_b32_seed0", "ml100k_long_d_b32_seed1",
                          "ml100k_long_d_b32_seed2"),
                         ("ml100k_h2_ff256_3seeds",), ("ml100k_e150_p15_3seeds",),
-                        ("ml100k_small_log_ranks_3seeds",))
+                        ("ml100k_small_log_ranks_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",))
 
 
 def render_recipe_ml100k():
@@ -209,7 +211,9 @@ def render_ml100k_window_stride():
 
 #: The ML-100K runs paired with RecBole's references user by user: kept public_quality
 #: outputs whose runs carry `test_ranks` (each a group of seeds, as ML100K_RECIPE_GROUPS).
-ML100K_PAIRED_GROUPS = (("ml100k_small_log_ranks_3seeds",),)
+ML100K_PAIRED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",))
 
 
 def per_user_gain(rank, metric, k=10):
