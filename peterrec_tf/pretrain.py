@@ -10,8 +10,8 @@ same names as the flags).
 """
 
 from peterrec_tf.jobs.pretraining import (  # noqa: F401
-    ARCHITECTURES, FEED_FORWARD_ACTIVATIONS, HEADS, NORM_ORDERS, OPTIMIZERS, SETTINGS,
-    run_pretrain)
+    ARCHITECTURES, FEED_FORWARD_ACTIVATIONS, HEADS, NORM_ORDERS, OPTIMIZERS, POSITION_ORIGINS,
+    SETTINGS, run_pretrain)
 from peterrec_tf.cli import training_main
 from peterrec_tf.training.flags import define_common_flags, register_validators
 
@@ -53,6 +53,10 @@ def define_flags():
     flags.DEFINE_enum("activation", "relu", list(FEED_FORWARD_ACTIVATIONS), "self_attention: "
                       "the feed-forward networks' activation (relu: SASRec's; gelu: "
                       "RecBole's SASRec, BERT's).")
+    flags.DEFINE_enum("position_origin", "newest", list(POSITION_ORIGINS), "self_attention: "
+                      "where position 0 is. newest: the most recent item (SASRec's); oldest: "
+                      "the window's first real item (RecBole's SASRec), so each position's "
+                      "state is that of its prefix alone.")
     flags.DEFINE_enum("head", "full", list(HEADS), "full: 1x1 conv on relu(h) with a full "
                       "softmax; dot: h @ W^T + b with its own W, trained with a sampled "
                       "softmax; tied: h @ E^T + b with E the input item embedding (SASRec's "

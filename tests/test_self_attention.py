@@ -16,10 +16,13 @@ from peterrec_tf.models import (
 
 VOCAB = 30
 quiet = {"log": lambda *_: None}
-#: The block kinds every structural property must hold for: SASRec's (pre-norm, relu) and
-#: BERT's / RecBole's SASRec's (post-norm, gelu).
-BLOCK_KINDS = [{}, {"norm_order": "post", "activation": "gelu"}]
-block_kinds = pytest.mark.parametrize("kind", BLOCK_KINDS, ids=["pre_relu", "post_gelu"])
+#: The block kinds every structural property must hold for: SASRec's (pre-norm, relu,
+#: positions from the newest item) and BERT's / RecBole's SASRec's (post-norm, gelu), with
+#: positions from the newest item and, as RecBole counts them, from the oldest.
+BLOCK_KINDS = [{}, {"norm_order": "post", "activation": "gelu"},
+               {"norm_order": "post", "activation": "gelu", "position_origin": "oldest"}]
+block_kinds = pytest.mark.parametrize("kind", BLOCK_KINDS,
+                                      ids=["pre_relu", "post_gelu", "post_gelu_oldest"])
 
 
 def tiny(**kwargs):
@@ -68,6 +71,30 @@ def test_padding_is_inert_and_positions_count_back_from_the_last_item(kind, rng)
         np.testing.assert_allclose(out[:, pad:], base, atol=1e-5)
         assert not out[:, :pad].any()
         np.testing.assert_allclose(backbone.last_position(padded).numpy(), base[:, -1], atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", BLOCK_KINDS[::2], ids=["pre_relu", "post_gelu_oldest"])
+def test_positions_from_the_oldest_item_make_every_state_its_prefix_state(kind, rng):
+    """oldest: the state at t is the last state of `ids[:t+1]` read alone (whatever follows
+    and whatever each row's left padding), so a window trained at every position trains
+    every prefix; newest: it is not (the positions depend on the window's end)."""
+    backbone = tiny(**kind)
+    perturb(backbone.layers, rng)
+    ids = rng.randint(1, VOCAB, (3, 10))
+    ids[0, :3] = 0
+    ids[2, :6] = 0  # rows padded by different amounts in one batch
+    full = backbone(ids).numpy()
+    gaps = []
+    for t in range(6, 9):  # each a strict prefix
+        prefix = backbone(ids[:, :t + 1]).numpy()[:, -1]
+        gaps.append(np.abs(prefix - full[:, t]).max())
+    rows_alone = np.concatenate([backbone(row[None, np.argmax(row != 0):]).numpy()[:, -1]
+                                 for row in ids])
+    if kind.get("position_origin") == "oldest":
+        assert max(gaps) < 1e-5
+        np.testing.assert_allclose(rows_alone, full[:, -1], atol=1e-5)
+    else:
+        assert min(gaps) > 1e-3
 
 
 def test_dropout_acts_in_training_only(rng):
@@ -139,9 +166,11 @@ def test_post_norm_blocks_compute_the_bert_order(rng):
 def test_norm_order_and_activation_mirrors_for_help_match_the_layer():
     from peterrec_tf.jobs import pretraining
     from peterrec_tf.layers import self_attention
+    from peterrec_tf.models import attention_backbone
 
     assert pretraining.NORM_ORDERS == self_attention.NORM_ORDERS
     assert pretraining.FEED_FORWARD_ACTIVATIONS == self_attention.FEED_FORWARD_ACTIVATIONS
+    assert pretraining.POSITION_ORIGINS == attention_backbone.POSITION_ORIGINS
 
 
 def test_transfer_methods_train_what_they_say():
@@ -179,6 +208,10 @@ def test_architectures_are_told_apart():
     assert attention.architecture_differences(tiny(dropout=0.5)) == []  # training setting
     assert attention.architecture_differences(tiny(norm_order="post", activation="gelu")) == [
         "norm_order: pre vs post", "activation: relu vs gelu"]
+    assert attention.architecture_differences(tiny(position_origin="oldest")) == [
+        "position_origin: newest vs oldest"]
+    with pytest.raises(ValueError, match="position_origin"):
+        SelfAttentionBackbone(VOCAB, channels=8, position_origin="middle")
     with pytest.raises(ValueError, match="causal only"):
         SelfAttentionBackbone(VOCAB, channels=8, causal=False)
     with pytest.raises(ValueError, match="heads"):
@@ -221,7 +254,8 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     lines = []
     results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, architecture="self_attention",
                            channels=8, num_blocks=1, heads=2, feed_forward_dim=24,
-                           norm_order="post", activation="gelu", window_stride=4, batch_size=16, train_steps=6, head="tied",
+                           norm_order="post", activation="gelu", position_origin="oldest",
+                           window_stride=4, batch_size=16, train_steps=6, head="tied",
                            num_sampled=0, checkpoint_every=100, log=lines.append)
     assert results["training"]["steps"] == 6
     windows = count_windows(os.path.join(data, "pretrain"), "train", 12, window_stride=4)
@@ -230,8 +264,9 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     pre, config, _ = load_model_dir(pre_dir)
     assert type(pre.backbone) is SelfAttentionBackbone and pre.backbone.max_positions == 12
     assert config["backbone"]["heads"] == 2 and config["backbone"]["feed_forward_dim"] == 24
-    assert (config["backbone"]["norm_order"], config["backbone"]["activation"]) == ("post", "gelu")
-    assert "1 post-norm blocks of 2 heads (gelu)" in lines[0]
+    assert (config["backbone"]["norm_order"], config["backbone"]["activation"],
+            config["backbone"]["position_origin"]) == ("post", "gelu", "oldest")
+    assert "1 post-norm blocks of 2 heads (gelu), positions from the oldest item" in lines[0]
     assert pre.backbone.blocks[0].feed_forward_in.units == 24
     for refused, message in (({"window_stride": 4, "train_windows": "last"}, "train_windows=all"),
                              ({"window_stride": 13}, "at most --max_len"),
@@ -241,6 +276,8 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
                               "--feed_forward_dim only apply"),
                              ({"norm_order": "post", "architecture": "dilated_cnn"},
                               "--norm_order only apply"),
+                             ({"position_origin": "oldest", "architecture": "dilated_cnn"},
+                              "--position_origin only apply"),
                              ({"activation": "sigmoid"}, "--activation must be one of")):
         settings = {"architecture": "self_attention", **refused}
         with pytest.raises(ValueError, match=message):

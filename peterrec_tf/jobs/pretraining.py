@@ -14,10 +14,12 @@ HEADS = ("full", "dot", "tied")
 ARCHITECTURES = ("dilated_cnn", "self_attention")
 #: `training.optimizer.OPTIMIZERS`' names (kept here so that --help imports no TensorFlow).
 OPTIMIZERS = ("adam", "lazy_adam")
-#: `layers.self_attention`'s NORM_ORDERS and FEED_FORWARD_ACTIVATIONS (kept here for --help
-#: likewise; a test holds them equal).
+#: `layers.self_attention`'s NORM_ORDERS and FEED_FORWARD_ACTIVATIONS and
+#: `models.attention_backbone`'s POSITION_ORIGINS (kept here for --help likewise; a test
+#: holds them equal).
 NORM_ORDERS = ("pre", "post")
 FEED_FORWARD_ACTIVATIONS = ("relu", "gelu")
+POSITION_ORIGINS = ("newest", "oldest")
 #: The default sampled-softmax size: the release's 20% of the vocabulary, bounded. At the
 #: paper's 645K items 20% is nearly a full softmax; with 8,192 the head's matmul (2 C N
 #: FLOPs a position) stays below the 8-block residual stack's (~96 C^2: equal at N = 48 C,
@@ -50,7 +52,7 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
                  lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
                  num_blocks=2, heads=1, feed_forward_dim=0, norm_order="pre",
-                 activation="relu", window_stride=0, time_budget_minutes=0.0, log=print):
+                 activation="relu", position_origin="newest", window_stride=0, time_budget_minutes=0.0, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     config = {k: v for k, v in locals().items() if k in SETTINGS}
     return run_training(PretrainingJob(config, log))
@@ -81,7 +83,8 @@ class PretrainingJob(TrainingJob):
             raise ValueError(f"--optimizer must be one of {OPTIMIZERS}, got {c['optimizer']!r}")
         check_architecture_settings(c["architecture"], self.objective, c)
         for name, allowed in (("norm_order", NORM_ORDERS),
-                              ("activation", FEED_FORWARD_ACTIVATIONS)):
+                              ("activation", FEED_FORWARD_ACTIVATIONS),
+                              ("position_origin", POSITION_ORIGINS)):
             if c[name] not in allowed:
                 raise ValueError(f"--{name} must be one of {allowed}, got {c[name]!r}")
         if c["head"] not in HEADS:
@@ -168,6 +171,7 @@ class PretrainingJob(TrainingJob):
                                     num_blocks=c["num_blocks"], heads=c["heads"],
                                     feed_forward_dim=c["feed_forward_dim"] or None,
                                     norm_order=c["norm_order"], activation=c["activation"],
+                                    position_origin=c["position_origin"],
                                     dropout=c["dropout"],
                                     embedding_dropout=c["embedding_dropout"])
             self.model = model = objective.build_model(
@@ -204,7 +208,8 @@ class PretrainingJob(TrainingJob):
                 + f"): {self.vocab_size} items, {c['channels']} channels, "
                 + (f"dilations {c['dilations']}, " if c["architecture"] == "dilated_cnn" else
                    f"self-attention, {c['num_blocks']} {c['norm_order']}-norm blocks of "
-                   f"{c['heads']} heads ({c['activation']}), ")
+                   f"{c['heads']} heads ({c['activation']}), positions from the "
+                   f"{c['position_origin']} item, ")
                 + (f"windows every {c['window_stride']} items, " if c["window_stride"] else "")
                 + f"{self.steps} steps of batch {c['batch_size']} ({self.examples} training "
                 f"windows, {precision}, "

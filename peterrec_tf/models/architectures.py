@@ -16,7 +16,9 @@ ARCHITECTURES = {
                                                                       "heads": 1,
                                                                       "feed_forward_dim": 0,
                                                                       "norm_order": "pre",
-                                                                      "activation": "relu"}),
+                                                                      "activation": "relu",
+                                                                      "position_origin":
+                                                                          "newest"}),
 }
 
 
@@ -46,7 +48,8 @@ def check_architecture_settings(architecture, objective, settings):
 
 def backbone_for(architecture, vocab_size, channels, causal, max_len, dilations=RELEASE_DILATIONS,
                  kernel_size=3, num_blocks=2, heads=1, feed_forward_dim=None,
-                 norm_order="pre", activation="relu", **training_settings):
+                 norm_order="pre", activation="relu", position_origin="newest",
+                 **training_settings):
     """A new backbone of `architecture`; `max_len` is the history length it will read
     (the self-attention backbone's number of positions; `feed_forward_dim` None: its
     channels). `training_settings` (dropout) go to the constructor as they are."""
@@ -54,6 +57,7 @@ def backbone_for(architecture, vocab_size, channels, causal, max_len, dilations=
         return SelfAttentionBackbone(vocab_size, channels, num_blocks=num_blocks, heads=heads,
                                      max_positions=max_len, feed_forward_dim=feed_forward_dim,
                                      causal=causal, norm_order=norm_order,
-                                     activation=activation, **training_settings)
+                                     activation=activation, position_origin=position_origin,
+                                     **training_settings)
     return Backbone(vocab_size, channels, dilations, kernel_size, causal=causal,
                     **training_settings)

@@ -8,6 +8,13 @@ from peterrec_tf.layers.self_attention import (FEED_FORWARD_ACTIVATIONS, NORM_OR
                                                 SelfAttentionBlock)
 from peterrec_tf.models.backbone import Backbone
 
+#: Where position 0 is. newest: the most recent item (SASRec's: the last item always has
+#: the same position, whatever the window's length). oldest: the window's first real item
+#: (RecBole's SASRec, right-padded prefixes): an item's position depends only on what came
+#: before it, so every position's state is the state of its prefix read alone, and a
+#: window trained at every position trains every prefix.
+POSITION_ORIGINS = ("newest", "oldest")
+
 
 @keras.saving.register_keras_serializable(package="peterrec_tf")
 class SelfAttentionBackbone(Backbone):
@@ -24,9 +31,11 @@ class SelfAttentionBackbone(Backbone):
 
     Padding (id 0) is inert: its embedding is masked to zero, no item attends to it and
     its outputs are zero, so an answer does not depend on how much left padding a history
-    carries. Positions are counted back from the most recent item (0 = the last one), so
-    the last item always has the same position whatever the window's length; positions
-    beyond `max_positions` - 1 share the oldest one. Only causal (next-item) training:
+    carries. `position_origin` (POSITION_ORIGINS): newest counts positions back from the
+    most recent item (0 = the last one) and positions beyond `max_positions` - 1 share the
+    oldest one; oldest counts forward from the first real item and positions beyond
+    `max_positions` - 1 share the newest one (so a history longer than `max_positions`
+    should be cut to its newest items, as the jobs' framing does). Only causal (next-item) training:
     masked-item pre-training marks its masks with id 0, the padding id here.
 
     `dropout` (attention probabilities and each residual branch's output) and
@@ -36,7 +45,8 @@ class SelfAttentionBackbone(Backbone):
 
     ARCHITECTURE_NAME = "self_attention"
     ARCHITECTURE_FIELDS = ("vocab_size", "channels", "num_blocks", "heads", "max_positions",
-                           "feed_forward_dim", "causal", "norm_order", "activation")
+                           "feed_forward_dim", "causal", "norm_order", "activation",
+                           "position_origin")
     #: The [TCL] token is id 0, padding here: fine-tuning reads the last item's state, as
     #: next-item pre-training does.
     FINE_TUNING_FRAMING = "history"
@@ -44,7 +54,7 @@ class SelfAttentionBackbone(Backbone):
     def __init__(self, vocab_size, channels=64, num_blocks=2, heads=1, max_positions=200,
                  feed_forward_dim=None, causal=True, insertion=None, patch_config=None,
                  dropout=0.0, embedding_dropout=0.0, norm_order="pre", activation="relu",
-                 **kwargs):
+                 position_origin="newest", **kwargs):
         kwargs.setdefault("name", "backbone")
         keras.Model.__init__(self, **kwargs)  # not Backbone's: it makes dilated-CNN blocks
         if vocab_size < 2 or channels < 1 or num_blocks < 1 or max_positions < 1:
@@ -60,6 +70,9 @@ class SelfAttentionBackbone(Backbone):
         if activation not in FEED_FORWARD_ACTIVATIONS:
             raise ValueError(f"activation must be one of {FEED_FORWARD_ACTIVATIONS}, got "
                              f"{activation!r}")
+        if position_origin not in POSITION_ORIGINS:
+            raise ValueError(f"position_origin must be one of {POSITION_ORIGINS}, got "
+                             f"{position_origin!r}")
         for name, rate in (("dropout", dropout), ("embedding_dropout", embedding_dropout)):
             if not 0.0 <= rate < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {rate}")
@@ -76,6 +89,7 @@ class SelfAttentionBackbone(Backbone):
         self.causal = True
         self.norm_order = norm_order
         self.activation = activation
+        self.position_origin = position_origin
         self.insertion = insertion
         self.patch_config = dict(patch_config or {})
         init = keras.initializers.TruncatedNormal(stddev=0.02)
@@ -121,8 +135,13 @@ class SelfAttentionBackbone(Backbone):
     def call(self, item_ids, training=None):
         padding = ops.equal(item_ids, 0)
         length = ops.shape(item_ids)[1]
-        positions = ops.minimum(length - 1 - ops.arange(length), self.max_positions - 1)
-        hidden = self.item_embedding(item_ids) + self.position_embedding(positions)[None]
+        if self.position_origin == "newest":
+            positions = ops.minimum(length - 1 - ops.arange(length), self.max_positions - 1)
+            positions = positions[None]
+        else:  # per row: left padding moves the first real item
+            real = ops.cast(ops.logical_not(padding), "int32")
+            positions = ops.clip(ops.cumsum(real, axis=1) - 1, 0, self.max_positions - 1)
+        hidden = self.item_embedding(item_ids) + self.position_embedding(positions)
         if self.embedding_norm is not None:
             hidden = self.embedding_norm(hidden)
         hidden = self.embedding_dropout_layer(hidden, training=training)
