@@ -97,6 +97,23 @@ def test_positions_from_the_oldest_item_make_every_state_its_prefix_state(kind, 
         assert min(gaps) > 1e-3
 
 
+def test_position_ids_by_origin():
+    """newest: back from the last column, the oldest beyond max_positions sharing the last
+    id; oldest: from each row's first real item, a row longer than max_positions counting
+    from its newest max_positions items."""
+    ids = np.zeros((3, 20), "int32")
+    ids[0, 17:] = 5  # 3 items
+    ids[1, 10:] = 5  # 10 items
+    ids[2, :] = 5  # 20 items, max_positions 16
+    newest = tiny().positions(ids).numpy()
+    np.testing.assert_array_equal(newest, [np.minimum(np.arange(19, -1, -1), 15)])
+    oldest = tiny(position_origin="oldest").positions(ids).numpy()
+    np.testing.assert_array_equal(oldest[0, 17:], [0, 1, 2])
+    np.testing.assert_array_equal(oldest[1, 10:], np.arange(10))
+    np.testing.assert_array_equal(oldest[2], [0] * 5 + list(range(1, 16)))
+    assert not oldest[:2, :10].any()  # padding: position 0, masked anyway
+
+
 def test_dropout_acts_in_training_only(rng):
     backbone = tiny(dropout=0.3, embedding_dropout=0.3)
     ids = rng.randint(1, VOCAB, (2, 9))
@@ -133,34 +150,92 @@ def test_fresh_patches_compute_the_pretrained_backbone(insertion, kind, rng):
     assert np.abs(patched(ids).numpy() - backbone(ids).numpy()).max() > 1e-3
 
 
-def test_post_norm_blocks_compute_the_bert_order(rng):
-    """post: `h = LN1(x + attend(x))`, `out = LN2(h + W2 gelu(W1 h))`, and the backbone
-    normalises the embedding and ends with the last block (no output norm), written out
-    here from the layers' own weights."""
+class Halve(keras.layers.Layer):
+    """A dropout stand-in that marks where dropout sits: x / 2 in training, x otherwise."""
+
+    def call(self, x, training=None):
+        return x * 0.5 if training else x
+
+
+def written_out(backbone, ids, training):
+    """The backbone's formula from its own weights, no padding: SASRec's pre order
+    `h = x + drop(attend(LN1 x))`, `out = h + drop(W2 act(W1 LN2 h))`, a final layer norm;
+    BERT's post order `x = drop(LNe(emb))`, `h = LN1(x + drop(attend(x)))`,
+    `out = LN2(h + drop(W2 act(W1 h)))`; dropout as `Halve`."""
+    from math import erf
+
     from peterrec_tf.layers.self_attention import attention_mask
 
-    backbone = tiny(norm_order="post", activation="gelu", num_blocks=1)
+    drop = (lambda v: v * 0.5) if training else (lambda v: v)
+    mask = attention_mask(tf.zeros(ids.shape, bool), True)
+    x = backbone.item_embedding(ids) + backbone.position_embedding(backbone.positions(ids))
+    x = drop(backbone.embedding_norm(x) if backbone.norm_order == "post" else x)
+    for block in backbone.blocks:
+        def feed_forward(v):
+            inner = block.feed_forward_in(v).numpy()
+            if block.activation == "relu":
+                inner = np.maximum(inner, 0.0)
+            else:
+                inner = 0.5 * inner * (1.0 + np.vectorize(erf)(inner / np.sqrt(2.0)))
+            return block.feed_forward_out(inner.astype("float32"))
+
+        if backbone.norm_order == "pre":
+            h = x + drop(block.attention(block.layer_norm1(x), mask))
+            x = h + drop(feed_forward(block.layer_norm2(h)))
+        else:
+            h = block.layer_norm1(x + drop(block.attention(x, mask)))
+            x = block.layer_norm2(h + drop(feed_forward(h)))
+    return (backbone.output_norm(x) if backbone.norm_order == "pre" else x).numpy()
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+@pytest.mark.parametrize("norm_order", ["pre", "post"])
+def test_blocks_compute_their_written_out_order(norm_order, activation, rng):
+    """Each norm order with each activation, two blocks, dropout's places included (a
+    dropout moved past a layer norm, an activation dropped or a norm skipped fails)."""
+    backbone = tiny(norm_order=norm_order, activation=activation,
+                    position_origin="oldest" if norm_order == "post" else "newest")
     perturb(backbone.layers, rng)
-    block = backbone.blocks[0]
+    # built layers take no new sub-layers: set past Keras' tracking (Halve has no state)
+    object.__setattr__(backbone, "embedding_dropout_layer", Halve())
+    for block in backbone.blocks:  # dropout 0: the attention's own is the identity
+        object.__setattr__(block, "branch_dropout", Halve())
     ids = rng.randint(1, VOCAB, (2, 6))
-    positions = np.arange(6)[::-1]
-    x = backbone.embedding_norm(backbone.item_embedding(ids)
-                                + backbone.position_embedding(positions)[None])
-    padding = tf.zeros(ids.shape, bool)
-    h = block.layer_norm1(x + block.attention(x, attention_mask(padding, True)))
-    inner = block.feed_forward_in(h).numpy()
-    gelu = 0.5 * inner * (1.0 + np.vectorize(__import__("math").erf)(inner / np.sqrt(2.0)))
-    expected = block.layer_norm2(h + block.feed_forward_out(gelu.astype("float32"))).numpy()
-    np.testing.assert_allclose(backbone(ids).numpy(), expected, atol=1e-5)
-    assert backbone.output_norm is None and backbone.final_layers == []
-    assert backbone.embedding_norm in backbone.embedding_layers
-    # pre order keeps SASRec's: no embedding norm, a final one
+    for training in (False, True):
+        np.testing.assert_allclose(backbone(ids, training=training).numpy(),
+                                   written_out(backbone, ids, training), atol=1e-5)
+
+
+def test_norm_layers_by_order():
+    """post: the embedding's norm is an embedding layer, no output norm; pre: SASRec's
+    final norm and none on the embedding."""
+    post = tiny(norm_order="post", activation="gelu")
+    assert post.output_norm is None and post.final_layers == []
+    assert post.embedding_norm in post.embedding_layers
     pre = tiny()
     assert pre.embedding_norm is None and pre.final_layers == [pre.output_norm]
     with pytest.raises(ValueError, match="norm_order"):
         SelfAttentionBackbone(VOCAB, channels=8, norm_order="sandwich")
     with pytest.raises(ValueError, match="activation"):
         SelfAttentionBackbone(VOCAB, channels=8, activation="swish")
+
+
+def test_configs_from_before_the_block_settings_load_as_sasrecs_block(rng):
+    """A config saved before `norm_order`, `activation` and `position_origin` existed
+    (none of the three keys) builds SASRec's block with the same weights, by path, and the
+    same answers (checked by hand against a model saved by the code of a0de92f~1)."""
+    backbone = tiny()
+    perturb(backbone.layers, rng)
+    config = backbone.get_config()
+    for key in ("norm_order", "activation", "position_origin"):
+        del config[key]
+    old = SelfAttentionBackbone.from_config(config)
+    old.build()
+    assert [w.path for w in old.weights] == [w.path for w in backbone.weights]
+    old.set_weights(backbone.get_weights())
+    ids = rng.randint(0, VOCAB, (2, 9))
+    np.testing.assert_array_equal(old(ids).numpy(), backbone(ids).numpy())
+    assert (old.norm_order, old.activation, old.position_origin) == ("pre", "relu", "newest")
 
 
 def test_norm_order_and_activation_mirrors_for_help_match_the_layer():

@@ -33,10 +33,10 @@ class SelfAttentionBackbone(Backbone):
     its outputs are zero, so an answer does not depend on how much left padding a history
     carries. `position_origin` (POSITION_ORIGINS): newest counts positions back from the
     most recent item (0 = the last one) and positions beyond `max_positions` - 1 share the
-    oldest one; oldest counts forward from the first real item and positions beyond
-    `max_positions` - 1 share the newest one (so a history longer than `max_positions`
-    should be cut to its newest items, as the jobs' framing does). Only causal (next-item) training:
-    masked-item pre-training marks its masks with id 0, the padding id here.
+    oldest one; oldest counts forward from the first real item (a history longer than
+    `max_positions` shares position 0 among its oldest items, as newest does). Only
+    causal (next-item) training: masked-item pre-training marks its masks with id 0, the
+    padding id here.
 
     `dropout` (attention probabilities and each residual branch's output) and
     `embedding_dropout` (item + position embedding) act in training only; they are
@@ -134,14 +134,8 @@ class SelfAttentionBackbone(Backbone):
 
     def call(self, item_ids, training=None):
         padding = ops.equal(item_ids, 0)
-        length = ops.shape(item_ids)[1]
-        if self.position_origin == "newest":
-            positions = ops.minimum(length - 1 - ops.arange(length), self.max_positions - 1)
-            positions = positions[None]
-        else:  # per row: left padding moves the first real item
-            real = ops.cast(ops.logical_not(padding), "int32")
-            positions = ops.clip(ops.cumsum(real, axis=1) - 1, 0, self.max_positions - 1)
-        hidden = self.item_embedding(item_ids) + self.position_embedding(positions)
+        hidden = self.item_embedding(item_ids) + self.position_embedding(
+            self.positions(item_ids))
         if self.embedding_norm is not None:
             hidden = self.embedding_norm(hidden)
         hidden = self.embedding_dropout_layer(hidden, training=training)
@@ -151,6 +145,18 @@ class SelfAttentionBackbone(Backbone):
         # so a function traced for training (dropout on) is never reused for evaluation
         training = bool(training) if training is None or isinstance(training, bool) else training
         return (stack or self._run_blocks)(hidden, padding, training)
+
+    def positions(self, item_ids):
+        """The position id of each of `item_ids` `[B, T]`: `[1, T]` (newest: the same for
+        every row) or `[B, T]` (oldest: from each row's first real item, so left padding
+        moves nothing; a row with more than `max_positions` items shares position 0 among
+        its oldest ones, as newest does, so its newest items keep their own)."""
+        length = ops.shape(item_ids)[1]
+        if self.position_origin == "newest":
+            return ops.minimum(length - 1 - ops.arange(length), self.max_positions - 1)[None]
+        real = ops.cast(ops.not_equal(item_ids, 0), "int32")
+        overflow = ops.maximum(ops.sum(real, axis=1, keepdims=True) - self.max_positions, 0)
+        return ops.clip(ops.cumsum(real, axis=1) - 1 - overflow, 0, self.max_positions - 1)
 
     def _run_blocks(self, hidden, padding, training=False):
         for block in self.blocks:
