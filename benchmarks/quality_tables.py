@@ -111,7 +111,10 @@ ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3se
                         ("ml100k_h2_ff256_3seeds",), ("ml100k_e150_p15_3seeds",),
                         ("ml100k_small_log_ranks_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",))
+                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",))
 
 
 def render_recipe_ml100k():
@@ -213,7 +216,10 @@ def render_ml100k_window_stride():
 #: outputs whose runs carry `test_ranks` (each a group of seeds, as ML100K_RECIPE_GROUPS).
 ML100K_PAIRED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",))
+                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",))
 
 
 def per_user_gain(rank, metric, k=10):

@@ -327,11 +327,11 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
             num_targets=12, **quiet)
     pre_dir, ft_dir = str(tmp_path / "pre"), str(tmp_path / "ft")
     lines = []
-    results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, architecture="self_attention",
-                           channels=8, num_blocks=1, heads=2, feed_forward_dim=24,
-                           norm_order="post", activation="gelu", position_origin="oldest",
-                           window_stride=4, batch_size=16, train_steps=6, head="tied",
-                           num_sampled=0, checkpoint_every=100, log=lines.append)
+    settings = dict(architecture="self_attention", channels=8, num_blocks=1, heads=2,
+                    feed_forward_dim=24, norm_order="post", activation="gelu",
+                    position_origin="oldest", window_stride=4, batch_size=16, train_steps=6,
+                    head="tied", num_sampled=0, checkpoint_every=100)
+    results = run_pretrain(os.path.join(data, "pretrain"), pre_dir, log=lines.append, **settings)
     assert results["training"]["steps"] == 6
     windows = count_windows(os.path.join(data, "pretrain"), "train", 12, window_stride=4)
     assert windows > count_windows(os.path.join(data, "pretrain"), "train", 12)
@@ -342,6 +342,12 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     assert (config["backbone"]["norm_order"], config["backbone"]["activation"],
             config["backbone"]["position_origin"]) == ("post", "gelu", "oldest")
     assert "1 post-norm blocks of 2 heads (gelu), positions from the oldest item" in lines[0]
+    for changed in ({"norm_order": "pre"}, {"activation": "relu"},
+                    {"position_origin": "newest"}):  # a resume may not change the block
+        (name, value), = changed.items()
+        with pytest.raises(ValueError, match=f"--{name}: '{settings[name]}' -> '{value}'"):
+            run_pretrain(os.path.join(data, "pretrain"), pre_dir, **{**settings, **changed},
+                         **quiet)
     assert pre.backbone.blocks[0].feed_forward_in.units == 24
     for refused, message in (({"window_stride": 4, "train_windows": "last"}, "train_windows=all"),
                              ({"window_stride": 13}, "at most --max_len"),
@@ -353,11 +359,13 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
                               "--norm_order only apply"),
                              ({"position_origin": "oldest", "architecture": "dilated_cnn"},
                               "--position_origin only apply"),
+                             ({"activation": "gelu", "architecture": "dilated_cnn"},
+                              "--activation only apply"),
                              ({"activation": "sigmoid"}, "--activation must be one of")):
-        settings = {"architecture": "self_attention", **refused}
         with pytest.raises(ValueError, match=message):
             run_pretrain(os.path.join(data, "pretrain"), str(tmp_path / "refused"),
-                         train_steps=2, **settings, **quiet)
+                         train_steps=2, **{"architecture": "self_attention", **refused},
+                         **quiet)
     assert not os.path.exists(str(tmp_path / "refused"))
     run_finetune(pre_dir, os.path.join(data, "coldrec"), ft_dir, method="peterrec",
                  train_steps=4, batch_size=16, num_candidates=11, checkpoint_every=100, **quiet)
