@@ -387,6 +387,14 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
     nxt = signatures["next"](items=tf.constant(items))
     np.testing.assert_array_equal(nxt["top_k_ids"].numpy(),
                                   np.argsort(-logits, axis=1, kind="stable")[:, :3] + 1)
+    # on device too: the oldest origin's per-row positions (a cumulative sum) convert
+    from peterrec_tf.serving.litert import run_litert, write_litert
+
+    write_litert(pre_dir, str(tmp_path / "next.tflite"), k=3, log=lambda *_: None)
+    for row, expected_logits in zip(Framing("history", 12).frame(ragged).numpy(), logits):
+        top, scores = run_litert(str(tmp_path / "next.tflite"), row[None].astype("int32"))
+        np.testing.assert_array_equal(top[0], np.argsort(-expected_logits, kind="stable")[:3] + 1)
+        np.testing.assert_allclose(scores[0], -np.sort(-expected_logits)[:3], atol=1e-5)
 
 
 def test_job_refuses_settings_of_the_other_architecture(tmp_path):

@@ -52,7 +52,8 @@ def run_pretrain(data_dir, model_dir, objective="next_item", mask_rate=0.3, chan
                  embedding_dropout=0.0, weight_decay=0.0, label_smoothing=0.0,
                  lr_schedule="constant", warmup_steps=0, architecture="dilated_cnn",
                  num_blocks=2, heads=1, feed_forward_dim=0, norm_order="pre",
-                 activation="relu", position_origin="newest", window_stride=0, time_budget_minutes=0.0, log=print):
+                 activation="relu", position_origin="newest", window_stride=0,
+                 time_budget_minutes=0.0, log=print):
     """Run the pre-training job; returns the results dict also written to results.json."""
     config = {k: v for k, v in locals().items() if k in SETTINGS}
     return run_training(PretrainingJob(config, log))
