@@ -114,7 +114,8 @@ ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3se
                         ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",))
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_stride10_seed0",))
 
 
 def render_recipe_ml100k():
@@ -219,7 +220,8 @@ ML100K_PAIRED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",))
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_stride10_seed0",))
 
 
 def per_user_gain(rank, metric, k=10):
