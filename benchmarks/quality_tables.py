@@ -102,6 +102,15 @@ def render_recipe_video_games():
     return lines
 
 
+#: The ML-100K runs that kept each test user's rank (`test_ranks`), by row group: paired with
+#: RecBole's references user by user (ML100K_PAIRED_GROUPS) and listed with the rest.
+ML100K_RANKED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_stride10_seed0",))
 #: The ML-100K recipe runs, by row group: the kept outputs (tags) whose seeds form one group
 #: (several when the seeds ran side by side, one output each).
 ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3seeds",),
@@ -109,13 +118,7 @@ ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3se
                         ("ml100k_long_d_b32_seed0", "ml100k_long_d_b32_seed1",
                          "ml100k_long_d_b32_seed2"),
                         ("ml100k_h2_ff256_3seeds",), ("ml100k_e150_p15_3seeds",),
-                        ("ml100k_small_log_ranks_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_stride10_seed0",))
+                        ) + ML100K_RANKED_GROUPS
 
 
 def render_recipe_ml100k():
@@ -213,15 +216,9 @@ def render_ml100k_window_stride():
     return lines + [""] + [source(p) for p in found]
 
 
-#: The ML-100K runs paired with RecBole's references user by user: kept public_quality
-#: outputs whose runs carry `test_ranks` (each a group of seeds, as ML100K_RECIPE_GROUPS).
-ML100K_PAIRED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_e200_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_b48_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_e200_oldest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_newest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_stride10_seed0",))
+#: The ML-100K runs paired with RecBole's references user by user: those whose kept outputs
+#: carry `test_ranks`.
+ML100K_PAIRED_GROUPS = ML100K_RANKED_GROUPS
 
 
 def per_user_gain(rank, metric, k=10):
