@@ -2,6 +2,8 @@
 memory and time, Beam throughput, training and input-pipeline throughput), each from the
 newest kept raw output; `benchmarks.tables` registers them beside the others."""
 
+import re
+
 from benchmarks import raw_output
 
 
@@ -18,19 +20,31 @@ def source(payload):
 RECBOLE_MODELS = ("NextItNet", "SASRec")
 
 
-def recbole_tag(model):
-    """The kept RecBole reference's tag for `model` (the NextItNet one predates the
-    model in its tag); benchmarks/recbole_reference.py writes these."""
-    return "seed2020" if model == "NextItNet" else f"{model.lower()}_seed2020"
+def recbole_tag(model, seed):
+    """The kept RecBole reference's tag for `model` and `seed` (the NextItNet one predates
+    the model in its tag); benchmarks/recbole_reference.py writes these."""
+    return f"seed{seed}" if model == "NextItNet" else f"{model.lower()}_seed{seed}"
+
+
+def recbole_seed(model, tag):
+    """The seed `tag` names if it is `model`'s reference tag (`recbole_tag`'s form), else
+    None: `seed2021` is NextItNet's, never SASRec's `sasrec_seed2021`."""
+    match = re.fullmatch(re.escape(recbole_tag(model, 0)[:-1]) + r"(\d+)", tag or "")
+    return int(match.group(1)) if match else None
 
 
 def recbole_references():
-    """[(model, its newest kept output)] for RecBole's references that have one, NextItNet
-    first. Each is read under its own tag: the newest output of any tag would be whichever
-    model ran last, and its figures would be shown under another model's name."""
-    found = [(model, raw_output.newest("recbole_reference", recbole_tag(model)))
-             for model in RECBOLE_MODELS]
-    return [(model, payload) for model, payload in found if payload is not None]
+    """[(model, output)] for every kept RecBole reference, NextItNet first, each model's by
+    seed: for each model and seed the newest output under that model's own tag (the newest
+    output of any tag would be whichever model ran last, and its figures would be shown
+    under another model's name)."""
+    kept = raw_output.find("recbole_reference")
+    references = []
+    for model in RECBOLE_MODELS:
+        seeds = sorted({recbole_seed(model, p.get("tag")) for p in kept} - {None})
+        references += [(model, raw_output.newest("recbole_reference", recbole_tag(model, seed)))
+                       for seed in seeds]
+    return references
 
 
 def render_task_artifact_bytes():
@@ -192,10 +206,12 @@ def render_recbole_split_seeds():
         test = recbole["summary"].get("test") or {}
         figures = [test.get(key) for key in ("HR@10", "NDCG@10", "MRR@10")]
         if all(isinstance(f, (int, float)) for f in figures):
-            lines.append(f"| RecBole {model} (its kept reference) | | "
+            lines.append(f"| RecBole {model} (seed {recbole['raw']['config']['seed']}, its "
+                         "kept reference) | | "
                          + " | ".join(f"{f:.4f}" for f in figures) + " |")
             above = sum(all(r["full"][m] > f for m, f in zip(metrics, figures)) for r in runs)
-            counts.append(f"Seeds above RecBole's {model} figure on every metric: "
+            counts.append(f"Seeds above RecBole's {model} figure (seed "
+                          f"{recbole['raw']['config']['seed']}) on every metric: "
                           f"{above} of {len(runs)}.")
     return (lines + ([""] + counts if counts else []) + [""] + [source(found)]
             + [source(recbole) for _, recbole in references])

@@ -5,7 +5,7 @@ import json
 import os
 import shutil
 
-from benchmarks import raw_output, tables
+from benchmarks import raw_output, scale_tables, tables
 from conftest import REPO_ROOT
 
 
@@ -101,9 +101,11 @@ def test_each_recbole_reference_keeps_its_own_model_figures(monkeypatch, tmp_pat
     assert ("| RecBole 1.2.1 SASRec | 2020 | 7 | 18 | time budget | 0.1111 | 0.0555 | "
             "0.0333 |") in reference
     seeds = tables.render("recbole-split-seeds")
-    assert "| RecBole NextItNet (its kept reference) | | 0.0880 | 0.0403 | 0.0262 |" in seeds
-    assert "| RecBole SASRec (its kept reference) | | 0.1111 | 0.0555 | 0.0333 |" in seeds
-    assert "Seeds above RecBole's SASRec figure on every metric: 0 of 3." in seeds
+    assert ("| RecBole NextItNet (seed 2020, its kept reference) | | 0.0880 | 0.0403 | 0.0262 |"
+            in seeds)
+    assert ("| RecBole SASRec (seed 2020, its kept reference) | | 0.1111 | 0.0555 | 0.0333 |"
+            in seeds)
+    assert "Seeds above RecBole's SASRec figure (seed 2020) on every metric: 0 of 3." in seeds
 
 
 def test_suite_time_reads_pytest_durations_and_the_result_line():
@@ -181,3 +183,43 @@ def test_the_paired_table_reads_each_users_ranks_from_both_kept_outputs(monkeypa
     assert len(rows) == 1 and "RecBole 1.2.1 SASRec, seed 2020, 40 epochs, stopped by early " \
         "stopping" in rows[0]
     assert "| 0, 1 |" in rows[0] and "| 100 | 0.3000 / 0.2000 | +0.1000 [" in rows[0]
+
+
+def test_several_recbole_seeds_are_each_shown_and_paired_together(monkeypatch, tmp_path):
+    """Two kept SASRec seeds: each has its own row in the reference table and in the paired
+    table, and one more paired row takes each user's figure as the mean over both seeds;
+    NextItNet's `seed2021` is never read as SASRec's `sasrec_seed2021`."""
+    monkeypatch.setattr(raw_output.find, "__defaults__", (None, str(tmp_path)))
+    monkeypatch.setattr(raw_output.newest, "__defaults__", (None, str(tmp_path)))
+    users = [str(u) for u in range(1, 101)]
+    ours = [{"dataset": "ml100k", "run": "recipe", "seed": 0,
+             "settings": {"recipe": {"flags": ["--epochs=60"]}},
+             "test_ranks": {u: (1 if int(u) <= 30 else 50) for u in users}}]
+    raw_output.Run("public_quality", tag="ml100k_small_log_ranks_3seeds").write(
+        {"results": ours}, {"results": ours}, results_dir=str(tmp_path))
+    for seed, hits, epochs in ((2020, 20, 28), (2021, 40, 31)):
+        reference = {"config": {"seed": seed}, "epochs_run": epochs,
+                     "training_stopped_by": "early_stopping", "best_valid_epoch": epochs - 11,
+                     "test_ranks": {u: (1 if int(u) <= hits else 50) for u in users}}
+        test = {"HR@10": hits / 100, "NDCG@10": hits / 100, "MRR@10": hits / 100}
+        raw_output.Run("recbole_reference", tag=f"sasrec_seed{seed}").write(
+            {"test": test, "best_valid_epoch": epochs - 11, "epochs_run": epochs},
+            reference, results_dir=str(tmp_path))
+    nextitnet = {"config": {"seed": 2021}, "epochs_run": 30,
+                 "training_stopped_by": "early_stopping"}
+    raw_output.Run("recbole_reference", tag="seed2021").write(
+        {"test": {"HR@10": 0.05, "NDCG@10": 0.02, "MRR@10": 0.01}, "best_valid_epoch": 19,
+         "epochs_run": 30}, nextitnet, results_dir=str(tmp_path))
+    assert [(model, p["tag"]) for model, p in scale_tables.recbole_references()] == [
+        ("NextItNet", "seed2021"), ("SASRec", "sasrec_seed2020"), ("SASRec", "sasrec_seed2021")]
+    reference = tables.render("recbole-reference")
+    assert "| RecBole 1.2.1 SASRec | 2020 | 17 | 28 | early stopping | 0.2000 |" in reference
+    assert "| RecBole 1.2.1 SASRec | 2021 | 20 | 31 | early stopping | 0.4000 |" in reference
+    rows = [line for line in tables.TABLES["ml100k-paired-recbole"][0]()
+            if line.startswith("| recipe")]
+    assert len(rows) == 3  # NextItNet has no ranks: not paired
+    assert "SASRec, seed 2020, 28 epochs" in rows[0] and "| 0.3000 / 0.2000 | +0.1000 [" in rows[0]
+    assert "SASRec, seed 2021, 31 epochs" in rows[1] and "| 0.3000 / 0.4000 | -0.1000 [" in rows[1]
+    assert ("SASRec, seeds 2020 (28 epochs, stopped by early stopping), 2021 (31 epochs, "
+            "stopped by early stopping), averaged per user") in rows[2]
+    assert "| 0.3000 / 0.3000 | +0.0000 [" in rows[2]
