@@ -267,6 +267,12 @@ def paired_difference(ours, reference, metric, k=10, z=1.96):
             "low": mean - z * error, "high": mean + z * error}
 
 
+def _reference_run(reference):
+    """How long a kept RecBole reference trained and what stopped it."""
+    stop = reference["raw"].get("training_stopped_by")
+    return f"{reference['raw']['epochs_run']} epochs, stopped by {str(stop).replace('_', ' ')}"
+
+
 def render_ml100k_paired_recbole():
     """This project's ML-100K runs against RecBole's references on the same test users:
     per metric, both means and the paired difference with its 95% interval."""
@@ -299,16 +305,12 @@ def render_ml100k_paired_recbole():
             if len(seeds) > 1:
                 sides.append((model, seeds))
         for model, kept in sides:
-            def run_of(reference):
-                stop = reference["raw"].get("training_stopped_by")
-                return (f"{reference['raw']['epochs_run']} epochs, stopped by "
-                        f"{str(stop).replace('_', ' ')}")
             if len(kept) == 1:
                 against = (f"RecBole 1.2.1 {model}, seed {kept[0]['raw']['config']['seed']}, "
-                           f"{run_of(kept[0])}")
+                           f"{_reference_run(kept[0])}")
             else:
                 against = (f"RecBole 1.2.1 {model}, seeds " + ", ".join(
-                    f"{r['raw']['config']['seed']} ({run_of(r)})" for r in kept)
+                    f"{r['raw']['config']['seed']} ({_reference_run(r)})" for r in kept)
                     + ", averaged per user")
             cells = [label, ", ".join(str(r["seed"]) for r in runs), against]
             for metric in ("hr", "ndcg", "mrr"):
