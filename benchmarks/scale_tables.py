@@ -38,12 +38,11 @@ def recbole_references():
     seed: for each model and seed the newest output under that model's own tag (the newest
     output of any tag would be whichever model ran last, and its figures would be shown
     under another model's name)."""
-    kept = raw_output.find("recbole_reference")
+    newest = {p.get("tag"): p for p in raw_output.find("recbole_reference")}  # oldest first
     references = []
     for model in RECBOLE_MODELS:
-        seeds = sorted({recbole_seed(model, p.get("tag")) for p in kept} - {None})
-        references += [(model, raw_output.newest("recbole_reference", recbole_tag(model, seed)))
-                       for seed in seeds]
+        seeds = sorted({recbole_seed(model, tag) for tag in newest} - {None})
+        references += [(model, newest[recbole_tag(model, seed)]) for seed in seeds]
     return references
 
 
