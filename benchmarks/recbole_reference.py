@@ -347,10 +347,13 @@ class TimeBudgetExceeded(Exception):
 
 
 def kept_output_tag(args):
-    """The kept output's tag: ``seed<N>`` for NextItNet (the tag its reference has always had,
-    which the tables read), ``<model>_seed<N>`` for any other model, so that no model's run
-    becomes another model's newest output."""
-    return f"seed{args.seed}" if args.model == "NextItNet" else f"{args.model.lower()}_seed{args.seed}"
+    """The kept output's tag, in the one form the tables also parse
+    (`scale_tables.recbole_tag`): ``seed<N>`` for NextItNet, ``<model>_seed<N>`` for any
+    other model, so that no model's run becomes another model's newest output."""
+    sys.path.insert(0, REPO_ROOT)
+    from benchmarks.scale_tables import recbole_tag  # stdlib only: runs in RecBole's venv
+
+    return recbole_tag(args.model, args.seed)
 
 
 def run(args):

@@ -20,16 +20,21 @@ def source(payload):
 RECBOLE_MODELS = ("NextItNet", "SASRec")
 
 
+def _recbole_tag_prefix(model):
+    # the NextItNet reference's tag predates the model's name in it
+    return "seed" if model == "NextItNet" else f"{model.lower()}_seed"
+
+
 def recbole_tag(model, seed):
-    """The kept RecBole reference's tag for `model` and `seed` (the NextItNet one predates
-    the model in its tag); benchmarks/recbole_reference.py writes these."""
-    return f"seed{seed}" if model == "NextItNet" else f"{model.lower()}_seed{seed}"
+    """The kept RecBole reference's tag for `model` and `seed`, which
+    benchmarks/recbole_reference.py writes and `recbole_seed` parses."""
+    return f"{_recbole_tag_prefix(model)}{seed}"
 
 
 def recbole_seed(model, tag):
     """The seed `tag` names if it is `model`'s reference tag (`recbole_tag`'s form), else
     None: `seed2021` is NextItNet's, never SASRec's `sasrec_seed2021`."""
-    match = re.fullmatch(re.escape(recbole_tag(model, 0)[:-1]) + r"(\d+)", tag or "")
+    match = re.fullmatch(re.escape(_recbole_tag_prefix(model)) + r"(\d+)", tag or "")
     return int(match.group(1)) if match else None
 
 
