@@ -112,7 +112,9 @@ ML100K_RANKED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_p25_oldest_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_p25_oldest_stride10_seed0",),
                         ("ml100k_post_gelu_h2_ff256_p25_oldest_len100_seed0",),
-                        ("ml100k_post_gelu_h2_c128_ff512_p25_oldest_seed0",))
+                        ("ml100k_post_gelu_h2_c128_ff512_p25_oldest_seed0",),
+                        ("ml100k_post_gelu_h2_ff256_oldest_cos100_seed0",),
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_ls01_seed0",))
 #: The ML-100K recipe runs, by row group: the kept outputs (tags) whose seeds form one group
 #: (several when the seeds ran side by side, one output each).
 ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3seeds",),
