@@ -93,3 +93,55 @@ def check_apart(model_dir, data_dir):
                          "directory and a prepared dataset must be separate directories "
                          "(preparing the data again would delete the model); choose another "
                          "--model_dir")
+
+
+def split_label_counts(data_dir, split):
+    """{class id: records} of a classification split, read from its records (the content,
+    not metadata.json)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from pipelines import schema
+    from pipelines.inputs import shard_files, reading
+
+    spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    counts = np.zeros(0, dtype=np.int64)
+    dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
+    with reading(data_dir, (split,)):
+        for batch in dataset.batch(65536):
+            labels = tf.io.parse_example(batch, spec)[schema.LABEL].numpy()
+            found = np.bincount(labels, minlength=len(counts))
+            found[:len(counts)] += counts
+            counts = found
+    return {int(label): int(n) for label, n in enumerate(counts) if n}
+
+
+def check_classes(data_dir, meta, splits, log=print, warn_only=()):
+    """Refuse a classification split whose records hold one class only (read from the
+    records): training on it learns nothing, and its accuracy is 1.0 for a model that
+    always answers that class. Splits in `warn_only` (validation, which only selects)
+    are reported instead. Returns {split: {class id: records}}."""
+    if meta["task"] != "classify":
+        return {}
+    from pipelines.inputs import read_data_vocab
+
+    try:
+        names = read_data_vocab(data_dir, "labels.txt", meta)
+    except (OSError, ValueError):
+        names = None
+    found = {}
+    for split in splits:
+        counts = found[split] = split_label_counts(data_dir, split)
+        if len(counts) >= 2:
+            continue
+        which = ", ".join(f"{names[c] if names and c < len(names) else c} ({n} records)"
+                          for c, n in counts.items()) or "none"
+        what = ("nothing to learn" if split == "train" else
+                "accuracy would be 1.0 for a model that always answers it")
+        message = (f"{data_dir}: the {split} split holds one class only ({which}): {what}; "
+                   "prepare data whose users carry two classes at least in every split")
+        if split in warn_only:
+            log(f"warning: {message}")
+        else:
+            raise ValueError(message)
+    return found

@@ -57,7 +57,7 @@ class FinetuningJob(TrainingJob):
         from pipelines import inputs
         from peterrec_tf.data import datasets
         from peterrec_tf.data.framing import Framing
-        from peterrec_tf.jobs.checks import check_ranking, check_split_records
+        from peterrec_tf.jobs.checks import check_classes, check_ranking, check_split_records
         from peterrec_tf.model_dir import load_model_dir
         from peterrec_tf.training.flags import check_values
 
@@ -94,6 +94,8 @@ class FinetuningJob(TrainingJob):
         self.check_loss()
         check_split_records(data_dir, meta, ("train", "validation", "test"))
         check_ranking(data_dir, meta, c["eval_ranking"], c["num_candidates"], c["ks"])
+        check_classes(data_dir, meta, ("train", "validation", "test"), log=self.log,
+                      warn_only=("validation",))
         # a further fine-tuning keeps its source's framing (a converted release model's family)
         self.framing = datasets.data_framing(
             meta, self.source.framing if self.source.task != "pretrain"
