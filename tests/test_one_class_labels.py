@@ -74,7 +74,7 @@ def test_a_test_split_of_one_class_is_refused_by_its_records(logs, pretrained, t
         run_finetune(pretrained, data, str(tmp_path / "ft"), train_steps=2, **TINY, **quiet)
     assert not os.path.exists(tmp_path / "ft")
     with pytest.raises(ValueError, match=one_class):
-        run_evaluate(pretrained, data, split="test", log=quiet)
+        run_evaluate(pretrained, data, split="test", **quiet)
 
 
 def test_a_validation_split_of_one_class_is_a_warning(logs, pretrained, tmp_path):  # noqa: F811

@@ -145,3 +145,52 @@ def check_classes(data_dir, meta, splits, log=print, warn_only=()):
         else:
             raise ValueError(message)
     return found
+
+
+def split_identity(meta):
+    """What decides which records of a preparation fall in which split, as a training job
+    records it (flags.json `data_split`): the split seed, how the split is drawn
+    (`split_by`: "user" hashes users into train/validation/test with the seed) and the
+    checksums of the table that names the users (--input; not the event log)."""
+    sources = meta.get("source_checksums") or {}
+    return {"split_seed": (meta.get("seeds") or {}).get("split", meta.get("seed")),
+            "split_by": (meta.get("stats") or {}).get("split_by"),
+            "table_checksums": {k: v for k, v in sorted(sources.items())
+                                if not k.startswith("events:")}}
+
+
+def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
+    """Refuse to score a model on a split that re-draws the users it trained on: the same
+    user table split by user with another seed puts about 70% of the test users in the
+    model's training split (a figure that looks right and is not). Data that is not the
+    model's own but not provably re-split is evaluated with a warning naming both
+    fingerprints. Models whose flags.json records no data (converted, older) are not
+    checked. Returns whether the data is the one the model trained on (None: unknown)."""
+    import json
+    import os
+
+    path = os.path.join(model_dir, "flags.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as handle:
+        flags = json.load(handle)
+    trained = flags.get("data_fingerprint")
+    if trained is None:
+        return None
+    if trained == meta.get("fingerprint"):
+        return True
+    recorded, current = flags.get("data_split"), split_identity(meta)
+    if (recorded and recorded.get("split_by") == current["split_by"] == "user"
+            and recorded.get("table_checksums") == current["table_checksums"]
+            and recorded.get("split_seed") != current["split_seed"]):
+        raise ValueError(
+            f"{data_dir} splits the users of the table {model_dir} was trained on with "
+            f"--seed={current['split_seed']}, the model's training data with "
+            f"--seed={recorded.get('split_seed')}: most of its {split} users were in the "
+            "model's training split, so its figures would not be held-out ones; evaluate on "
+            f"a preparation with --seed={recorded.get('split_seed')} (the model's data: "
+            f"{flags.get('data_dir')})")
+    log(f"warning: {data_dir} (fingerprint {meta.get('fingerprint')}) is not the data "
+        f"{model_dir} was trained on (fingerprint {trained}, {flags.get('data_dir')}): make "
+        f"sure its {split} records were not in the model's training data")
+    return False

@@ -20,7 +20,8 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     from pipelines import inputs
     from pipelines.inputs import read_data_vocab
     from peterrec_tf.data.datasets import eval_dataset
-    from peterrec_tf.jobs.checks import check_classes, check_ranking, check_split_records
+    from peterrec_tf.jobs.checks import (check_classes, check_evaluated_apart, check_ranking,
+                                         check_split_records)
     from peterrec_tf.filesystem import check_output_file, write_faults_reported
     from peterrec_tf.model_dir import load_model_dir, require_model_dir
     from peterrec_tf.training import scoring
@@ -38,6 +39,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     check_split_records(data_dir, meta, (split,))
     check_ranking(data_dir, meta, ranking, num_candidates, ks)
     check_classes(data_dir, meta, (split,))
+    own_data = check_evaluated_apart(model_dir, data_dir, meta, split, log=log)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.backbone.vocab_size != meta["num_items"]:
         raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
@@ -83,7 +85,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     inputs.check_count(data_dir, split, results["examples"], "scored")
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None, seconds=seconds,
-                   exclude_history=bool(exclude_history),
+                   exclude_history=bool(exclude_history), trained_on_this_data=own_data,
                    examples_per_second=results["examples"] / max(seconds, 1e-9))
     log(json.dumps(results, indent=2))
     if output:

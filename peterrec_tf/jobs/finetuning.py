@@ -57,7 +57,8 @@ class FinetuningJob(TrainingJob):
         from pipelines import inputs
         from peterrec_tf.data import datasets
         from peterrec_tf.data.framing import Framing
-        from peterrec_tf.jobs.checks import check_classes, check_ranking, check_split_records
+        from peterrec_tf.jobs.checks import (check_classes, check_ranking,
+                                             check_split_records, split_identity)
         from peterrec_tf.model_dir import load_model_dir
         from peterrec_tf.training.flags import check_values
 
@@ -74,6 +75,7 @@ class FinetuningJob(TrainingJob):
             raise ValueError(f"--task={c['task']} but {data_dir} holds {data_task} data")
         self.task = task = data_task
         c["data_fingerprint"] = meta.get("fingerprint")
+        c["data_split"] = split_identity(meta)
         self.resolve_selection(["accuracy"] if task == "classify"
                                else ranking_metric_names(c["ks"]))
         if os.path.abspath(pretrained) == os.path.abspath(c["model_dir"]):

@@ -71,7 +71,7 @@ class PretrainingJob(TrainingJob):
         from peterrec_tf import objectives
         from peterrec_tf.data.framing import resolve_length
         from peterrec_tf.data.windows import WINDOWS
-        from peterrec_tf.jobs.checks import check_ranking, check_split_records
+        from peterrec_tf.jobs.checks import check_ranking, check_split_records, split_identity
         from peterrec_tf.models.architectures import check_architecture_settings
         from peterrec_tf.training.flags import check_values
 
@@ -100,6 +100,7 @@ class PretrainingJob(TrainingJob):
             raise ValueError(f"{data_dir} holds {meta['task']} data; pre-training needs a "
                              "pretrain dataset (the pretrain/ folder of a preparation)")
         c["data_fingerprint"] = meta.get("fingerprint")
+        c["data_split"] = split_identity(meta)
         self.vocab_size = meta["num_items"]
         self.num_sampled = self.check_softmax()
         check_split_records(data_dir, meta, ("train", "validation", "test"))
