@@ -14,8 +14,8 @@ A row that repeats an earlier row of the same user with the same item and the sa
 is a bad line naming the line it repeats (it would be a second, identical record: a
 duplicated test target counts twice in the metrics); the same item at another time is a
 target of its own. Rows are read by the interaction-log rules
-(`dialect.parse_interaction_chunk`: an empty field or a row of another width is a bad
-line).
+(`dialect.parse_interaction_chunk`: an empty field, a row of another width or the item
+`<UNK>`, the targets' reserved id 0, is a bad line).
 """
 
 from pipelines import beam_stages, canonical, dialect, fileio, text_lines
