@@ -11,6 +11,7 @@ import re
 import numpy as np
 
 from pipelines.errors import DataError
+from pipelines.vocab import UNK
 
 
 class LineError(ValueError):
@@ -211,9 +212,18 @@ def _non_ascii_digit(value):
     return next((c for c in value if c.isdigit() and not c.isascii()), None)
 
 
+#: The item `<UNK>` would silently merge with padding and every unknown item (id 0): its
+#: rows would vanish from the vocabulary and its occurrences from the OOV counts.
+RESERVED_ITEM = (f"item {UNK!r} is the reserved token of unknown items (id 0); rename this "
+                 "item")
+
+
 def parse_interaction_row(number, text, delimiter, width, columns):
     """One line of an interaction log: (number, user, item, stamp), or (number, message,
-    blank) for a bad line."""
+    blank) for a bad line. An empty user or item, a non-finite or non-decimal stamp, a
+    non-ASCII digit in an id, and the item `<UNK>` (`vocab.UNK`, the reserved id 0) are
+    bad lines: every format reading user, item, time rows (an interaction log, an event
+    log, a target log) goes through here or `parse_interaction_chunk`."""
     parsed = table_row(number, text, delimiter, width)
     if len(parsed) == 3:
         return parsed
@@ -224,6 +234,8 @@ def parse_interaction_row(number, text, delimiter, width, columns):
         return number, message, False
     if not row[u] or not row[i]:
         return number, "empty user or item", False
+    if row[i] == UNK:
+        return number, RESERVED_ITEM, False
     for what, value in (("user", row[u]), ("item", row[i])):
         digit = _non_ascii_digit(value)
         if digit:
@@ -279,8 +291,8 @@ def parse_interaction_chunk(lines, delimiter, width, columns):
         digits = "".join(stamp_texts)  # integer stamps, the common case: one C-level test
         if ((ascii_text and digits.isdigit() and "" not in stamp_texts
              or _DECIMAL_LINES_RE.match("\n".join(stamp_texts))) and "" not in users
-                and "" not in items and (ascii_text or not any(
-                    map(_non_ascii_digit, users + items)))):
+                and "" not in items and (UNK not in blob or UNK not in items)
+                and (ascii_text or not any(map(_non_ascii_digit, users + items)))):
             stamps = list(map(float, stamp_texts))
             column = np.asarray(stamps, dtype=np.float64)
             # above 2**53 an integer stamp may be rounded: the row path decides

@@ -136,6 +136,8 @@ def test_movielens_directory_without_its_files(tmp_path):
     ("user,item,timestamp\nu1,a,1\nu1,b,soon\n", "log.csv:3: timestamp 'soon' is not a number"),
     ("user,item,timestamp\nu1,a,1\n,b,2\n", "log.csv:3: empty user or item"),
     ("user,item,timestamp\nu1,a,1\n\nu1,b,2\n", "log.csv:3: blank line"),
+    ("user,item,timestamp\nu1,a,1\nu1,<UNK>,2\n",
+     "log.csv:3: item '<UNK>' is the reserved token of unknown items \\(id 0\\); rename"),
 ])
 def test_bad_interaction_rows(text, message, tmp_path):
     path = write(tmp_path / "log.csv", text)

@@ -176,6 +176,45 @@ def test_bad_lines_name_file_and_line_on_every_path(tmp_path, runner):
     assert os.listdir(tmp_path) == ["log.csv"]
 
 
+def test_the_reserved_item_is_a_bad_line_on_every_path(tmp_path, in_memory, small_chunks):
+    """An item named `<UNK>` (the vocabulary's id 0: padding and every unknown item) is a
+    bad line naming file and line on the compact, Beam and in-memory paths, with or
+    without a given vocabulary: it used to merge silently into id 0, missing from
+    items.txt and from the OOV counts."""
+    log = str(tmp_path / "log.tsv")
+    write_paper_log(log, 6000, num_items=2000, history=20, seed=5, block_users=70)
+    lines = open(log).read().split("\n")
+    user, item, stamp = lines[1].split("\t")
+    # chunks holding the item <UNK> take the row path, the others the str.split path
+    lines[400:400] = [f"{user}\t<UNK>\t{stamp}"]
+    lines[2400:2400] = [f"<UNK>\t{item}\t{stamp}", f"{user}\t<UNK>\t7"]  # a user may be
+    path = tmp_path / "unk.tsv"
+    path.write_text("\n".join(lines))
+    path, bad = str(path), [401, 2402]
+    vocab = os.path.join(str(tmp_path / "base"), "vocab", "items.txt")
+    prepare("interactions", str(tmp_path / "base"), log, **quiet)
+    message = "item '<UNK>' is the reserved token of unknown items (id 0); rename this item"
+    runs = (("compact", {}), ("beam", BEAM), ("frozen", {"vocab": vocab}),
+            ("frozen_beam", dict(BEAM, vocab=vocab)), ("memory", {}))
+    out = {}
+    for name, kwargs in runs:
+        if name == "memory":
+            in_memory()
+        with pytest.raises(DataError) as error:
+            prepare("interactions", str(tmp_path / "x"), path, **kwargs, **quiet)
+        assert str(error.value) == f"{path}:{bad[0]}: {message}", name
+        out[name] = str(tmp_path / name)
+        prepare("interactions", out[name], path, skip_bad_lines=True, **kwargs, **quiet)
+        meta = inputs.read_metadata(out[name])
+        examples = [e for e in meta["stats"]["examples"] if "<UNK>" in e]
+        assert examples == [f"{path}:{n}: {message}" for n in bad], name
+        tokens = inputs.load_vocab(os.path.join(out[name], "vocab", "items.txt"))
+        assert tokens.count("<UNK>") == 1 and tokens[0] == "<UNK>"
+    assert_same_dataset(out["compact"], out["beam"])
+    assert_same_dataset(out["compact"], out["memory"])
+    assert_same_dataset(out["frozen"], out["frozen_beam"])
+
+
 def test_interrupted_beam_run_keeps_the_previous_preparation(tmp_path, monkeypatch):
     out = str(tmp_path / "out")
     prepare("peterrec_pretrain_csv", out, PRETRAIN_CSV, **BEAM, **quiet)
@@ -217,6 +256,9 @@ def test_cli_passes_pipeline_options_to_beam(tmp_path):
     ["u1\ta\t1", " u2\tb\t2", "u1\tc \t3", "u1\tc\t3 "],  # whitespace around a field
     ["u1\ta\t1", "u2\tb\t\u0663", "u1\t\uff13\t3", "u1\tc\t1_0"],  # non-ASCII digits
     ["u1\ta\t1", 'u2\t"b\t2', "u1\tc\t3\x00", "u1\tc\r\t3"],  # open quote, controls
+
+    ["u1\ta\t1", "u2\t<UNK>\t2", "<UNK>\tc\t3"],  # the reserved item (a user may be named so)
+    ["<UNK>\ta\t1", "u1\t<UNK>x\t2"],  # no item is <UNK>: the str.split path
 ])
 def test_chunk_parser_equals_the_row_parser(texts):
     lines = list(enumerate(texts, 2))

@@ -155,6 +155,80 @@ def write(path, text):
     return str(path)
 
 
+def test_user_targets_a_repeated_target_row_is_a_bad_line_on_both_runners(logs, tmp_path,
+                                                                          small_chunks):
+    """A target row repeating an earlier row of its user (same item, same time) would be a
+    second, identical record (a duplicated test target counts twice): a bad line naming
+    the line it repeats, on both runners; the same item at another time stays a target."""
+    from test_pipelines_beam import assert_same_dataset
+    lines = open(logs["targets"]).read().split("\n")
+    first = lines.index("zed\tT-late\t20") + 1  # its line number
+    table = write(tmp_path / "targets.tsv", "\n".join(lines[:-1] + [
+        "zed\tT-late\t30", "zed\tT-late\t20", "late\tT-0\t5.0"]) + "\n")
+    repeat, late = len(lines) + 1, lines.index("late\tT-0\t5") + 1  # 5.0 is time 5 too
+    for runner in ({}, BEAM):
+        with pytest.raises(DataError) as error:
+            prepare("user_targets", str(tmp_path / "x"), table, **options(logs), **runner)
+        assert str(error.value).startswith(
+            f"{table}:{repeat}: repeats line {first} (the same user, item and time)")
+    kept = {"before": str(tmp_path / "before")}
+    prepare("user_targets", kept["before"], logs["targets"], **options(logs))
+    for name, runner in (("local", {}), ("beam", BEAM)):
+        kept[name] = str(tmp_path / name)
+        prepare("user_targets", kept[name], table, skip_bad_lines=True, **options(logs),
+                **runner)
+    assert_same_dataset(kept["local"], kept["beam"])
+    meta = inputs.read_metadata(kept["local"])
+    assert meta["stats"]["examples"] == [
+        f"{table}:{repeat}: repeats line {first} (the same user, item and time): it would be "
+        "a second, identical record; a target at another time is one of its own",
+        f"{table}:{repeat + 1}: repeats line {late} (the same user, item and time): it "
+        "would be a second, identical record; a target at another time is one of its own"]
+    targets = inputs.load_vocab(os.path.join(kept["local"], "vocab", "targets.txt"))
+    rows = [row for split in records(kept["local"]).values() for row in split]
+    assert [targets[t] for user, _, t in rows if user == "zed"] == ["T-early", "T-late",
+                                                                    "T-late"]  # 10, 20, 30
+    before = inputs.read_metadata(kept["before"])["stats"]["instances"]
+    assert meta["stats"]["instances"] == len(rows) == before + 1  # only T-late at 30 added
+
+
+def test_the_reserved_item_is_a_bad_line_in_the_event_and_target_logs(logs, tmp_path,
+                                                                      small_chunks):
+    """An item named `<UNK>` (id 0 of the item and target vocabularies: padding and every
+    unknown item) in `--events` or in user_targets' target log is a bad line naming file
+    and line on both runners; it used to become id 0 silently (a history item missing from
+    the OOV counts, a target the evaluation skips as padding)."""
+    from test_pipelines_beam import assert_same_dataset
+    message = "item '<UNK>' is the reserved token of unknown items (id 0); rename this item"
+    events = open(logs["events"]).read().split("\n")
+    events[5:5] = ["zed\t<UNK>\t50"]
+    log = write(tmp_path / "log.tsv", "\n".join(events))
+    targets = open(logs["targets"]).read().split("\n")
+    targets[7:7] = ["m001\t<UNK>\t40"]
+    table = write(tmp_path / "targets.tsv", "\n".join(targets))
+    for runner in ({}, BEAM):
+        with pytest.raises(DataError) as error:
+            prepare("user_labels", str(tmp_path / "x"), logs["labels"], label_col="tier",
+                    **options(logs, events=log), **runner)
+        assert str(error.value) == f"{log}:6: {message}"
+        with pytest.raises(DataError) as error:
+            prepare("user_targets", str(tmp_path / "x"), table, **options(logs), **runner)
+        assert str(error.value) == f"{table}:8: {message}"
+    kept = {}
+    for name, runner in (("local", {}), ("beam", BEAM)):
+        kept[name] = str(tmp_path / name)
+        prepare("user_targets", kept[name], table, skip_bad_lines=True,
+                **options(logs, events=log), **runner)
+    assert_same_dataset(kept["local"], kept["beam"])
+    meta = inputs.read_metadata(kept["local"])
+    assert meta["stats"]["examples"] == [f"{table}:8: {message}", f"{log}:6: {message}"]
+    assert meta["stats"]["oov_most_common"] == [["NEW-9", 1]]
+    found = inputs.load_vocab(os.path.join(kept["local"], "vocab", "targets.txt"))
+    assert found.count("<UNK>") == 1 and found[0] == "<UNK>"
+    rows = [row for split in records(kept["local"]).values() for row in split]
+    assert all(target > 0 for _, _, target in rows)
+
+
 def test_checks_and_messages(logs, tmp_path):
     with pytest.raises(ValueError, match="--vocab"):
         prepare("user_labels", str(tmp_path / "a"), logs["labels"], events=logs["events"],

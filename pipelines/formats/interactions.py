@@ -4,7 +4,8 @@
 `prepare --runner=local` streams these logs (`pipelines.local_stream`); the in-memory
 reader (`read`) is the reference the tests compare it with; a Beam runner runs
 `prepare_beam`. All parse with `pipelines.dialect` (the CSV dialect of
-`split_delimited`, `interactions_header`, `parse_interaction_row`/`_chunk`).
+`split_delimited`, `interactions_header`, `parse_interaction_row`/`_chunk`); a row of
+the item `<UNK>` (id 0: padding and every unknown item) is a bad line.
 """
 
 import collections

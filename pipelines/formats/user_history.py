@@ -9,7 +9,8 @@ ties in file order (`canonical.order_events`), mapped through the pre-training
 vocabulary (`--vocab`, required; unknown items become id 0 and are counted).
 
 Both files are read by the shared line and row rules (`text_lines.plan_chunks`,
-`chunk_lines`, `table_rows`, `parse_interaction_chunk`), bad lines of the table are
+`chunk_lines`, `table_rows`, `parse_interaction_chunk`: an event of the item `<UNK>`,
+the vocabulary's reserved id 0, is a bad line), bad lines of the table are
 reported before those of the log (the order a front-to-back reader meets them), and
 users are split 70/3/27 by `dataset.hash_split_users`: a seeded hash per user, ranked,
 so the Beam pipeline never gathers the users on one worker. A record's key is the line

@@ -9,6 +9,13 @@ target event (history from `--events`, `user_history`), targets in time order, t
 file order. Target ids follow first appearance in that order over the whole target log
 (`vocab/targets.txt`, id 0 `<UNK>`), as in `peterrec_finetune_csv`. `--cutoff_time`
 bounds the history only; the targets are taken as they are.
+
+A row that repeats an earlier row of the same user with the same item and the same time
+is a bad line naming the line it repeats (it would be a second, identical record: a
+duplicated test target counts twice in the metrics); the same item at another time is a
+target of its own. Rows are read by the interaction-log rules
+(`dialect.parse_interaction_chunk`: an empty field, a row of another width or the item
+`<UNK>`, the targets' reserved id 0, is a bad line).
 """
 
 from pipelines import beam_stages, canonical, dialect, fileio, text_lines
@@ -36,8 +43,20 @@ class UserTargets(UserTableFormat):
                 in zip(numbers, users, items, stamps)], bad
 
     def user_value(self, rows):
-        _, line, targets = beam_stages.order_user((None, rows))
-        return line, targets, []
+        """Rows (line, stamp, item) in line order -> the user's first line, targets in time
+        order, and a bad line for each row repeating an earlier (stamp, item)."""
+        first, kept, bad = {}, [], []
+        for row in rows:
+            number, stamp, item = row
+            earlier = first.setdefault((stamp, item), number)
+            if earlier == number:
+                kept.append(row)
+            else:
+                bad.append((number, f"repeats line {earlier} (the same user, item and time): "
+                            "it would be a second, identical record; a target at another "
+                            "time is one of its own"))
+        _, line, targets = beam_stages.order_user((None, kept))
+        return line, targets, bad
 
     def value_occurrences(self, line, targets):
         return beam_stages.first_occurrences(line, targets)
