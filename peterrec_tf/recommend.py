@@ -3,6 +3,13 @@
     python -m peterrec_tf.recommend --model_dir=runs/pretrained --data_dir=PREPARED/pretrain \
         --split=test --k=10 --output=recs.jsonl [--exclude_history]
 
+Whose history: `--history=record` (the default) ranks from each record's input, which on
+the validation and test splits of next-item data ends before the item held out as its
+target, so a user's most recent item can come back as a recommendation: what offline
+evaluation needs. `--history=complete` (next-item data, validation or test split) appends
+the held-out item, so the ranking starts from everything the split knows of the user, as
+a production request would.
+
 One JSON object a line, in the split's record order:
 `{"user": "u17", "items": ["i3", ...], "ids": [3, ...], "scores": [4.1, ...]}` (output
 tokens, their ids and logits, best first). The ranking is the served one (`peterrec_tf.
@@ -50,14 +57,19 @@ def top_k_function(model, k, blocked, exclude_history, item_to_output, chunk_siz
     return rank
 
 
+HISTORIES = ("record", "complete")
+
+
 def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
                   exclude_history=False, batch_size=256, max_len=0, backbone_dir=None,
-                  log=print, every_seconds=30.0):
+                  log=print, every_seconds=30.0, history="record"):
     """Write `output` (see the module docstring); returns {"users", "output", ...}."""
     from pipelines import inputs
     from peterrec_tf.data import records
     from peterrec_tf.training.scoring import item_to_output_ids
 
+    if history not in HISTORIES:
+        raise ValueError(f"history must be one of {HISTORIES}, got {history!r}")
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if int(batch_size) < 1:
@@ -65,6 +77,13 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     if not output:
         raise ValueError("give --output, the JSON-lines file to write")
     meta = inputs.read_metadata(data_dir)
+    if history == "complete" and meta["task"] != "pretrain":
+        raise ValueError(f"--history=complete appends the item a next-item record holds out; "
+                         f"{data_dir} holds {meta['task']} data, whose targets are no history "
+                         "items: use --history=record")
+    if history == "complete" and split == "train":
+        raise ValueError("--history=complete appends the item a record holds out; the train "
+                         "split's records hold out none: use --history=record")
     model, items, outputs, blocked, framing = ranked_outputs(model_dir, data_dir, meta, max_len,
                                                              backbone_dir)
     k = min(int(k), len(outputs) - len(blocked))
@@ -85,7 +104,8 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
         started = time.monotonic()
         with handle, inputs.reading(data_dir, (split,)):
             count = write_recommendations(handle, dataset, rank, framing, outputs,
-                                          UserProgress(split, total, log, every_seconds))
+                                          UserProgress(split, total, log, every_seconds),
+                                          complete=history == "complete")
         inputs.check_count(data_dir, split, count, "recommended for")
         os.replace(tmp, output)
     except OSError as error:
@@ -95,10 +115,13 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
         if os.path.exists(tmp):
             os.remove(tmp)
     seconds = time.monotonic() - started
+    if history == "record" and meta["task"] == "pretrain" and split != "train":
+        log(f"  (each {split} history ends before the item the split holds out; "
+            "--history=complete ranks from everything the split knows of a user)")
     log(f"wrote top-{k} recommendations for {count:,} users of {split} to {output} "
         f"({count / max(seconds, 1e-9):,.0f} users/s{', history excluded' if exclude_history else ''})")
     return {"users": count, "output": output, "k": k, "seconds": seconds,
-            "exclude_history": bool(exclude_history)}
+            "exclude_history": bool(exclude_history), "history": history}
 
 
 def ranked_outputs(model_dir, data_dir, meta, max_len, backbone_dir):
@@ -146,13 +169,20 @@ class UserProgress:
                      f"{(self.total - count) / rate:.0f} s left")
 
 
-def write_recommendations(handle, dataset, rank, framing, outputs, progress):
-    """One JSON line a user of `dataset` (see the module docstring); returns the count."""
+def write_recommendations(handle, dataset, rank, framing, outputs, progress, complete=False):
+    """One JSON line a user of `dataset` (see the module docstring); returns the count.
+    `complete`: each history ends with its record's held-out target."""
+    import tensorflow as tf
+
     from pipelines import schema
 
     count = 0
     for batch in dataset:
         history = batch[schema.ITEM_IDS]
+        if complete:
+            held_out = tf.RaggedTensor.from_tensor(batch[schema.TARGET][:, None],
+                                                   row_splits_dtype=history.row_splits.dtype)
+            history = tf.concat([history, held_out], axis=1)
         scores, ids = rank(framing.frame(history), history.to_tensor(-1))
         scores, ids = scores.numpy(), ids.numpy()
         for user, row_scores, row_ids in zip(batch[schema.USER_ID].numpy(), scores, ids):
@@ -184,13 +214,18 @@ def define_flags():
                          "0 = the model's own.")
     flags.DEFINE_string("backbone_dir", None, "For a task stored alone: its pre-trained model "
                         "directory, when it is no longer where the task recorded it.")
+    flags.DEFINE_enum("history", "record", list(HISTORIES), "record: each record's input "
+                      "(validation and test of next-item data end before their held-out "
+                      "item, as evaluation ranks); complete: that input plus the held-out "
+                      "item, everything the split knows of the user (next-item data, "
+                      "validation or test).")
     flags.mark_flags_as_required(["model_dir", "data_dir", "output"])
 
 
 def main(v):
     """flags -> run_recommend, whose last line names the file it wrote."""
     run_recommend(v.model_dir, v.data_dir, v.split, v.k, v.output, v.exclude_history,
-                  v.batch_size, v.max_len, v.backbone_dir)
+                  v.batch_size, v.max_len, v.backbone_dir, history=v.history)
 
 
 def cli():

@@ -139,3 +139,34 @@ def test_command_line_one_line_errors_and_last_line(setup, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1].startswith("wrote top-3") and str(output) in done.stdout
     assert len(read_lines(output)) == setup["total"]
+
+
+def test_complete_histories_rank_from_the_held_out_item_too(setup, tmp_path):
+    """--history=complete: each test user's input plus the item the split holds out (the
+    whole known sequence), ranked as the served signature ranks that history; with
+    exclusion the held-out item never comes back. Refused where no item is held out."""
+    data, vocab = setup["data"], setup["vocab"]
+    batch = next(iter(records.record_batches(data, "test", 10_000, False, 0, True, False, False,
+                                             None).map(records.parser("pretrain", "test"))))
+    held_out = [vocab[i] for i in batch[schema.TARGET].numpy()]
+    output = str(tmp_path / "recs.jsonl")
+    said = []
+    result = run_recommend(setup["model_dir"], data, "test", 5, output, exclude_history=True,
+                           history="complete", log=said.append)
+    assert result["history"] == "complete" and said[-1].startswith("wrote")
+    recs = read_lines(output)
+    assert not any(item in r["items"] for r, item in zip(recs, held_out))
+    complete = dict(setup, histories=[h + [item] for h, item in zip(setup["histories"],
+                                                                     held_out)])
+    expected = served(complete, True, 5)
+    np.testing.assert_array_equal([r["ids"] for r in recs], expected["top_k_ids"])
+    # the default ranks from the record's input and says so
+    said = []
+    run_recommend(setup["model_dir"], data, "test", 5, str(tmp_path / "r2.jsonl"),
+                  exclude_history=True, log=said.append)
+    assert any("--history=complete" in line for line in said[:-1])
+    assert sum(item in r["items"] for r, item in zip(read_lines(str(tmp_path / "r2.jsonl")),
+                                                     held_out)) > 0  # what complete prevents
+    with pytest.raises(ValueError, match="train split's records hold out none"):
+        run_recommend(setup["model_dir"], data, "train", 5, str(tmp_path / "r3.jsonl"),
+                      history="complete", **quiet)
