@@ -171,7 +171,8 @@ class UserProgress:
 
 def write_recommendations(handle, dataset, rank, framing, outputs, progress, complete=False):
     """One JSON line a user of `dataset` (see the module docstring); returns the count.
-    `complete`: each history ends with its record's held-out target."""
+    `complete`: each history ends with its record's held-out target (unless it is id 0, an
+    item outside the vocabulary, which a served request drops too)."""
     import tensorflow as tf
 
     from pipelines import schema
@@ -180,8 +181,10 @@ def write_recommendations(handle, dataset, rank, framing, outputs, progress, com
     for batch in dataset:
         history = batch[schema.ITEM_IDS]
         if complete:
-            held_out = tf.RaggedTensor.from_tensor(batch[schema.TARGET][:, None],
-                                                   row_splits_dtype=history.row_splits.dtype)
+            target = batch[schema.TARGET]  # id 0 (an unknown item) is no history item
+            held_out = tf.RaggedTensor.from_tensor(
+                target[:, None], lengths=tf.cast(target != 0, history.row_splits.dtype),
+                row_splits_dtype=history.row_splits.dtype)
             history = tf.concat([history, held_out], axis=1)
         scores, ids = rank(framing.frame(history), history.to_tensor(-1))
         scores, ids = scores.numpy(), ids.numpy()

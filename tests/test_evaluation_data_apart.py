@@ -5,10 +5,12 @@ on data that is not the model's own, and says in its results which it was."""
 
 import json
 import os
+import shutil
 
 import pytest
 
 from pipelines import inputs
+from pipelines.dataset import file_checksum
 from pipelines.dataset import hash_split_users
 from pipelines.prepare import prepare
 from test_one_class_labels import TINY, USERS, label_table, pretrained  # noqa: F401 (fixture)
@@ -34,11 +36,11 @@ def test_the_training_job_records_what_split_its_data(task):
     flags = json.load(open(os.path.join(task["model"], "flags.json")))
     assert flags["data_split"]["split_seed"] == 0
     assert flags["data_split"]["split_by"] == "user"
-    assert list(flags["data_split"]["table_checksums"]) == ["labels.csv"]
+    assert flags["data_split"]["table_checksums"] == [file_checksum(task["table"])]
     assert "data_split" not in open(os.path.join(task["model"], "flags.txt")).read()
 
 
-def test_the_same_table_split_with_another_seed_is_refused(task):
+def test_the_same_table_split_with_another_seed_is_refused(logs, task):  # noqa: F811
     from peterrec_tf.jobs.evaluating import run_evaluate
 
     # the premise: many of seed 1's test users are seed 0's training users
@@ -48,8 +50,15 @@ def test_the_same_table_split_with_another_seed_is_refused(task):
     with pytest.raises(ValueError, match=r"splits the users of the table .* with --seed=1, "
                                          r"the model's training data with --seed=0"):
         run_evaluate(task["model"], task["data"][1], split="test", **quiet)
+    # the same table under another name is the same users
+    renamed = task["root"] / "renamed.csv"
+    shutil.copy(task["table"], renamed)
+    moved = str(task["root"] / "renamed_seed1")
+    prepare("user_labels", moved, str(renamed), label_col="tier", seed=1, **options(logs))
+    with pytest.raises(ValueError, match="with --seed=1, the model's training data with"):
+        run_evaluate(task["model"], moved, split="test", **quiet)
     own = run_evaluate(task["model"], task["data"][0], split="test", **quiet)
-    assert own["trained_on_this_data"] is True
+    assert own["same_preparation_as_training"] is True
     assert own["examples"] == inputs.read_metadata(task["data"][0])["splits"]["test"]
 
 
@@ -63,6 +72,17 @@ def test_other_data_is_evaluated_with_a_warning(logs, task):  # noqa: F811
     prepare("user_labels", other, fewer, label_col="tier", seed=1, **options(logs))
     said = []
     results = run_evaluate(task["model"], other, split="test", log=said.append)
-    assert results["trained_on_this_data"] is False
-    assert any(line.startswith(f"warning: {other}") and "is not the data" in line
+    assert results["same_preparation_as_training"] is False
+    assert any(line.startswith(f"warning: {other}") and "is not the preparation" in line
                for line in said)
+
+
+def test_a_further_fine_tuning_on_the_users_re_drawn_is_refused(task, tmp_path):
+    """Fine-tuning a task further on its table split with another seed would train on its
+    own test users' labels and report them as held out."""
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    with pytest.raises(ValueError, match="with --seed=1, the model's training data with"):
+        run_finetune(task["model"], task["data"][1], str(tmp_path / "further"), train_steps=2,
+                     **TINY, **quiet)
+    assert not os.path.exists(tmp_path / "further")

@@ -90,3 +90,20 @@ def test_a_validation_split_of_one_class_is_a_warning(logs, pretrained, tmp_path
     assert any("warning" in line and "the validation split holds one class only (b" in line
                for line in said)
     assert results["test"]["examples"] == inputs.read_metadata(data)["splits"]["test"]
+
+
+def test_an_item_rec_test_split_of_one_target_is_refused(logs, pretrained, tmp_path):  # noqa: F811
+    """Item recommendation: a test split whose records all hold one target scores HR@1 1.0
+    for a model that always ranks it first."""
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    assignment = hash_split_users(USERS, 0)
+    rows = "".join(f"{u}\t{'T-only' if assignment[u] == 'test' else f'T-{i % 3}'}\t{i}\n"
+                   for i, u in enumerate(USERS))
+    data = str(tmp_path / "data")
+    prepare("user_targets", data, write(tmp_path / "t.tsv", "member\tsku\tts\n" + rows),
+            seed=0, **options(logs))
+    with pytest.raises(ValueError, match=r"the test split holds one target only \(T-only "
+                                         r"\(\d+ records\)\): HR@1 would be 1.0"):
+        run_finetune(pretrained, data, str(tmp_path / "ft"), train_steps=2, num_candidates=3,
+                     ks=(1,), **TINY, **quiet)

@@ -170,3 +170,25 @@ def test_complete_histories_rank_from_the_held_out_item_too(setup, tmp_path):
     with pytest.raises(ValueError, match="train split's records hold out none"):
         run_recommend(setup["model_dir"], data, "train", 5, str(tmp_path / "r3.jsonl"),
                       history="complete", **quiet)
+
+
+def test_a_held_out_item_outside_the_vocabulary_is_not_appended(setup, tmp_path):
+    """A frozen-vocabulary preparation can hold out id 0 (an unknown item): --history=complete
+    ranks from the record's input alone then, as a served request drops unknown items."""
+    rows = ["user,item,timestamp"] + [f"u{u},{setup['vocab'][1 + (u + t) % 50]},{t}"
+                                      for u in range(30) for t in range(6)]
+    rows += [f"u{u},NEW{u},99" for u in range(30)]  # every user's last item is unknown
+    (tmp_path / "log.csv").write_text("\n".join(rows) + "\n")
+    vocab = str(tmp_path / "items.txt")
+    with open(vocab, "w", encoding="utf-8") as handle:
+        handle.write("\n".join(setup["vocab"]) + "\n")
+    data = str(tmp_path / "frozen")
+    prepare("interactions", data, str(tmp_path / "log.csv"), vocab=vocab, max_oov_share=1.0,
+            **quiet)
+    batch = next(iter(records.record_batches(data, "test", 10_000, False, 0, True, False, False,
+                                             None).map(records.parser("pretrain", "test"))))
+    assert set(batch[schema.TARGET].numpy().tolist()) == {0}  # the premise
+    complete, plain = str(tmp_path / "c.jsonl"), str(tmp_path / "p.jsonl")
+    run_recommend(setup["model_dir"], data, "test", 5, complete, history="complete", **quiet)
+    run_recommend(setup["model_dir"], data, "test", 5, plain, **quiet)
+    assert read_lines(complete) == read_lines(plain)

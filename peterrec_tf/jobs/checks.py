@@ -95,21 +95,20 @@ def check_apart(model_dir, data_dir):
                          "--model_dir")
 
 
-def split_label_counts(data_dir, split):
-    """{class id: records} of a classification split, read from its records (the content,
-    not metadata.json)."""
+def split_label_counts(data_dir, split, feature="label"):
+    """{class or target id: records} of a split, read from its records (the content, not
+    metadata.json)."""
     import numpy as np
     import tensorflow as tf
 
-    from pipelines import schema
     from pipelines.inputs import shard_files, reading
 
-    spec = {schema.LABEL: tf.io.FixedLenFeature([], tf.int64)}
+    spec = {feature: tf.io.FixedLenFeature([], tf.int64)}
     counts = np.zeros(0, dtype=np.int64)
     dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
     with reading(data_dir, (split,)):
         for batch in dataset.batch(65536):
-            labels = tf.io.parse_example(batch, spec)[schema.LABEL].numpy()
+            labels = tf.io.parse_example(batch, spec)[feature].numpy()
             found = np.bincount(labels, minlength=len(counts))
             found[:len(counts)] += counts
             counts = found
@@ -117,29 +116,35 @@ def split_label_counts(data_dir, split):
 
 
 def check_classes(data_dir, meta, splits, log=print, warn_only=()):
-    """Refuse a classification split whose records hold one class only (read from the
-    records): training on it learns nothing, and its accuracy is 1.0 for a model that
-    always answers that class. Splits in `warn_only` (validation, which only selects)
-    are reported instead. Returns {split: {class id: records}}."""
-    if meta["task"] != "classify":
-        return {}
+    """Refuse a classification split whose records hold one class only, or an item
+    recommendation split whose records hold one target only (read from the records):
+    training on it learns nothing, and a model that always answers that class (ranks that
+    target first) scores accuracy (HR@1) 1.0 there. Splits in `warn_only` (validation,
+    which only selects) are reported instead. Returns {split: {id: records}}."""
+    from pipelines import schema
     from pipelines.inputs import read_data_vocab
 
+    if meta["task"] not in ("classify", "item_rec"):
+        return {}
+    classify = meta["task"] == "classify"
+    feature, vocab, kind = ((schema.LABEL, "labels.txt", "class") if classify
+                            else (schema.TARGET, "targets.txt", "target"))
     try:
-        names = read_data_vocab(data_dir, "labels.txt", meta)
+        names = read_data_vocab(data_dir, vocab, meta)
     except (OSError, ValueError):
         names = None
     found = {}
     for split in splits:
-        counts = found[split] = split_label_counts(data_dir, split)
+        counts = found[split] = split_label_counts(data_dir, split, feature)
         if len(counts) >= 2:
             continue
         which = ", ".join(f"{names[c] if names and c < len(names) else c} ({n} records)"
                           for c, n in counts.items()) or "none"
         what = ("nothing to learn" if split == "train" else
-                "accuracy would be 1.0 for a model that always answers it")
-        message = (f"{data_dir}: the {split} split holds one class only ({which}): {what}; "
-                   "prepare data whose users carry two classes at least in every split")
+                "accuracy would be 1.0 for a model that always answers it" if classify else
+                "HR@1 would be 1.0 for a model that always ranks it first")
+        message = (f"{data_dir}: the {split} split holds one {kind} only ({which}): {what}; "
+                   f"prepare data whose users carry two {kind}s at least in every split")
         if split in warn_only:
             log(f"warning: {message}")
         else:
@@ -150,22 +155,28 @@ def check_classes(data_dir, meta, splits, log=print, warn_only=()):
 def split_identity(meta):
     """What decides which records of a preparation fall in which split, as a training job
     records it (flags.json `data_split`): the split seed, how the split is drawn
-    (`split_by`: "user" hashes users into train/validation/test with the seed) and the
-    checksums of the table that names the users (--input; not the event log)."""
+    (`split_by`, where the format records it), and the checksums of the files that name
+    the users (every source but the event log; by content, whatever the files are called).
+    For fine-tuning data the seed draws users (or lines) into train/validation/test; the
+    event log and --cutoff_time also move users near the split boundaries (only users with
+    history are ranked), which is not provable from these and is left to the warning."""
     sources = meta.get("source_checksums") or {}
     return {"split_seed": (meta.get("seeds") or {}).get("split", meta.get("seed")),
             "split_by": (meta.get("stats") or {}).get("split_by"),
-            "table_checksums": {k: v for k, v in sorted(sources.items())
-                                if not k.startswith("events:")}}
+            "task": meta.get("task"),
+            "table_checksums": sorted(v for k, v in sources.items()
+                                      if not k.startswith("events:"))}
 
 
 def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
-    """Refuse to score a model on a split that re-draws the users it trained on: the same
-    user table split by user with another seed puts about 70% of the test users in the
-    model's training split (a figure that looks right and is not). Data that is not the
-    model's own but not provably re-split is evaluated with a warning naming both
-    fingerprints. Models whose flags.json records no data (converted, older) are not
-    checked. Returns whether the data is the one the model trained on (None: unknown)."""
+    """Refuse to score (or further fine-tune) a model on a split that re-draws the users it
+    trained on: the same sources split with another seed (fine-tuning data, whose seed
+    draws the split; next-item data is split by position, whatever the seed) put about 70%
+    of the test users in the model's training split, a figure that looks right and is not.
+    Data that is not the model's own preparation but not provably re-drawn is used with a
+    warning naming both fingerprints. Models whose flags.json records no data (converted,
+    older) are not checked. Returns whether the data is the preparation the model trained
+    on (None: unknown)."""
     import json
     import os
 
@@ -180,17 +191,17 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     if trained == meta.get("fingerprint"):
         return True
     recorded, current = flags.get("data_split"), split_identity(meta)
-    if (recorded and recorded.get("split_by") == current["split_by"] == "user"
+    if (recorded and current["task"] != "pretrain" and current["table_checksums"]
             and recorded.get("table_checksums") == current["table_checksums"]
             and recorded.get("split_seed") != current["split_seed"]):
         raise ValueError(
             f"{data_dir} splits the users of the table {model_dir} was trained on with "
             f"--seed={current['split_seed']}, the model's training data with "
             f"--seed={recorded.get('split_seed')}: most of its {split} users were in the "
-            "model's training split, so its figures would not be held-out ones; evaluate on "
-            f"a preparation with --seed={recorded.get('split_seed')} (the model's data: "
+            "model's training split, so its figures would not be held-out ones; use a "
+            f"preparation with --seed={recorded.get('split_seed')} (the model's data: "
             f"{flags.get('data_dir')})")
-    log(f"warning: {data_dir} (fingerprint {meta.get('fingerprint')}) is not the data "
+    log(f"warning: {data_dir} (fingerprint {meta.get('fingerprint')}) is not the preparation "
         f"{model_dir} was trained on (fingerprint {trained}, {flags.get('data_dir')}): make "
         f"sure its {split} records were not in the model's training data")
     return False

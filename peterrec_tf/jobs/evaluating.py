@@ -18,7 +18,6 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     user's history (as the dataset holds it: the most recent max_len items) is no
     competitor, except the true item itself."""
     from pipelines import inputs
-    from pipelines.inputs import read_data_vocab
     from peterrec_tf.data.datasets import eval_dataset
     from peterrec_tf.jobs.checks import (check_classes, check_evaluated_apart, check_ranking,
                                          check_split_records)
@@ -41,28 +40,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     check_classes(data_dir, meta, (split,))
     own_data = check_evaluated_apart(model_dir, data_dir, meta, split, log=log)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
-    if model.backbone.vocab_size != meta["num_items"]:
-        raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
-                         f"{meta['num_items']}: not the same vocabulary")
-    for key, data_name, model_name, ids in (("items", "items.txt", "vocab.txt", "item"),
-                                            ("targets", "targets.txt", "target_vocab.txt",
-                                             "target"),
-                                            ("labels", "labels.txt", "labels.txt", "class")):
-        data_vocab = os.path.join(data_dir, "vocab", data_name)
-        if key in vocabs and os.path.exists(data_vocab) and \
-                vocabs[key] != read_data_vocab(data_dir, data_name, meta):
-            raise ValueError(f"{data_vocab} differs from {model_dir}/{model_name}: {ids} ids "
-                             f"would mean other {'classes' if ids == 'class' else 'items'}")
-    task = meta["task"]
-    if model.task == "pretrain" and task != "pretrain":
-        raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
-    if model.task != "pretrain":
-        expected = "classify" if model.task == "classify" else "item_rec"
-        if task != expected:
-            raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")
-        size = meta.get("num_targets") or meta.get("num_classes")
-        if size != model.num_outputs:
-            raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
+    task = check_model_fits_data(model, vocabs, model_dir, data_dir, meta)
     exclude = None
     if exclude_history:
         if task == "classify":
@@ -85,10 +63,40 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     inputs.check_count(data_dir, split, results["examples"], "scored")
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None, seconds=seconds,
-                   exclude_history=bool(exclude_history), trained_on_this_data=own_data,
+                   exclude_history=bool(exclude_history), same_preparation_as_training=own_data,
                    examples_per_second=results["examples"] / max(seconds, 1e-9))
     log(json.dumps(results, indent=2))
     if output:
         with write_faults_reported(output):
             write_json(output, results)
     return results
+
+
+def check_model_fits_data(model, vocabs, model_dir, data_dir, meta):
+    """The data's task; `ValueError` unless `model` scores what `data_dir` holds: the same
+    items, the same targets or classes (vocabularies compared by content), its task."""
+    from pipelines.inputs import read_data_vocab
+
+    if model.backbone.vocab_size != meta["num_items"]:
+        raise ValueError(f"{model_dir} has {model.backbone.vocab_size} items, {data_dir} has "
+                         f"{meta['num_items']}: not the same vocabulary")
+    for key, data_name, model_name, ids in (("items", "items.txt", "vocab.txt", "item"),
+                                            ("targets", "targets.txt", "target_vocab.txt",
+                                             "target"),
+                                            ("labels", "labels.txt", "labels.txt", "class")):
+        data_vocab = os.path.join(data_dir, "vocab", data_name)
+        if key in vocabs and os.path.exists(data_vocab) and \
+                vocabs[key] != read_data_vocab(data_dir, data_name, meta):
+            raise ValueError(f"{data_vocab} differs from {model_dir}/{model_name}: {ids} ids "
+                             f"would mean other {'classes' if ids == 'class' else 'items'}")
+    task = meta["task"]
+    if model.task == "pretrain" and task != "pretrain":
+        raise ValueError(f"{model_dir} is a pre-trained model; evaluate it on pre-training data")
+    if model.task != "pretrain":
+        expected = "classify" if model.task == "classify" else "item_rec"
+        if task != expected:
+            raise ValueError(f"{model_dir} is a {model.task} model but {data_dir} holds {task} data")
+        size = meta.get("num_targets") or meta.get("num_classes")
+        if size != model.num_outputs:
+            raise ValueError(f"{model_dir} scores {model.num_outputs} outputs, {data_dir} has {size}")
+    return task

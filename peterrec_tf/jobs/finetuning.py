@@ -57,8 +57,9 @@ class FinetuningJob(TrainingJob):
         from pipelines import inputs
         from peterrec_tf.data import datasets
         from peterrec_tf.data.framing import Framing
-        from peterrec_tf.jobs.checks import (check_classes, check_ranking,
-                                             check_split_records, split_identity)
+        from peterrec_tf.jobs.checks import (check_classes, check_evaluated_apart,
+                                             check_ranking, check_split_records,
+                                             split_identity)
         from peterrec_tf.model_dir import load_model_dir
         from peterrec_tf.training.flags import check_values
 
@@ -82,6 +83,8 @@ class FinetuningJob(TrainingJob):
             raise ValueError("--model_dir must differ from --pretrained (the pre-trained model "
                              "is never modified)")
         self.source, _, source_vocabs = load_model_dir(pretrained)
+        if self.source.task != "pretrain":  # a further fine-tuning: its source saw users too
+            check_evaluated_apart(pretrained, data_dir, meta, "test", log=self.log)
         self.backbone = backbone = self.source.backbone
         self.pooling = c["pooling"]
         if self.pooling is None and self.source.task != "pretrain":
