@@ -95,7 +95,7 @@ def check_apart(model_dir, data_dir):
                          "--model_dir")
 
 
-def split_label_counts(data_dir, split, feature="label"):
+def split_label_counts(data_dir, split, feature):
     """{class or target id: records} of a split, read from its records (the content, not
     metadata.json)."""
     import numpy as np
@@ -177,14 +177,14 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     warning naming both fingerprints. Models whose flags.json records no data (converted,
     older) are not checked. Returns whether the data is the preparation the model trained
     on (None: unknown)."""
-    import json
     import os
+
+    from peterrec_tf.training.results import read_json
 
     path = os.path.join(model_dir, "flags.json")
     if not os.path.exists(path):
         return None
-    with open(path, encoding="utf-8") as handle:
-        flags = json.load(handle)
+    flags = read_json(path)
     trained = flags.get("data_fingerprint")
     if trained is None:
         return None
