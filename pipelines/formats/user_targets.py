@@ -6,8 +6,9 @@
 `--input` is an interaction log of the target domain with the same columns as the event
 log (`--user_col`, `--item_col`, `--time_col`); each of its users gets one record per
 target event (history from `--events`, `user_history`), targets in time order, ties in
-file order. Target ids follow first appearance in that order over the whole target log
-(`vocab/targets.txt`, id 0 `<UNK>`), as in `peterrec_finetune_csv`. `--cutoff_time`
+file order. Target ids follow first appearance in that order over the target log's users
+that have history (`vocab/targets.txt`, id 0 `<UNK>`; a target only dropped users hold is
+no output), as in `peterrec_finetune_csv`. `--cutoff_time`
 bounds the history only; the targets are taken as they are.
 
 A row that repeats an earlier row of the same user with the same item and the same time
