@@ -301,14 +301,23 @@ def test_grec_encoder_export_predicts_the_masked_next_item(dirs, tmp_path):
     np.testing.assert_allclose(served["scores"], -np.sort(-logits[:, 1:], axis=1)[:, :3], atol=1e-5)
 
 
-def test_padding_unknown_tokens_bad_ids_and_k_never_crash_or_pick_wrong_rows(exported):
+def test_padding_unknown_tokens_bad_ids_and_k_never_crash_or_pick_wrong_rows(exported, dirs):
     session = exported["multi_session"]
-    # padding on either side and unknown tokens anywhere are dropped: same history, same answer
+    # padding on either side and ids outside [1, V) are dropped (2**32 + 5 is not item 5);
+    # an unknown token stays in its place as id 0, as prepared data stores it
     clean = session.run("rec", {"items": np.array([[b"item3", b"item5"]])})
-    messy = session.run("rec", {"items": np.array([[b"", b"item3", "n\u00e9".encode(), b"", b"item5", b""]])})
-    np.testing.assert_allclose(messy["scores"], clean["scores"], atol=1e-6)
-    ids = session.run("rec_ids", {"item_ids": np.array([[-4, 3, 10**12, 0, 5, 40]], dtype="int64")})
+    padded = session.run("rec", {"items": np.array([[b"", b"item3", b"", b"item5", b""]])})
+    np.testing.assert_allclose(padded["scores"], clean["scores"], atol=1e-6)
+    ids = session.run("rec_ids", {"item_ids": np.array([[-4, 3, 10**12, 2**32 + 5, 0, 5, 40]],
+                                                       dtype="int64")})
     np.testing.assert_allclose(ids["scores"], clean["scores"], atol=1e-6)
+    messy = session.run("rec", {"items": np.array([[b"", b"item3", "n\u00e9".encode(), b"", b"item5", b""]])})
+    model = dirs["models"]["rec"]
+    in_place = model(training_input([[3, 0, 5]])).numpy()[:, 1:]
+    assert not np.allclose(in_place, model(training_input([[3, 5]])).numpy()[:, 1:], atol=1e-4)
+    np.testing.assert_allclose(messy["scores"], -np.sort(-in_place, axis=1)[:, :4], atol=1e-5)
+    sentinel = session.run("rec_ids", {"item_ids": np.array([[0, 3, -1, 5]], dtype="int64")})
+    np.testing.assert_allclose(sentinel["scores"], messy["scores"], atol=1e-6)
     nothing = session.run("rec", {"items": np.zeros((2, 0), dtype=bytes)})  # empty histories
     assert nothing["top_k_ids"].shape == (2, 4)
     unknown_only = session.run("rec", {"items": np.array([[b"nope", b"??"]])})

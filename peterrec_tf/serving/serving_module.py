@@ -15,9 +15,11 @@ to the batch's largest, hold id 0, "" and -inf). Classification tasks answer
 `probabilities` [B, classes], `class_ids` [B] and `class_names` [B]. Every input has a
 batch dimension, so Serving's request batching (--enable_batching) can merge requests.
 
-Histories are the user's items oldest first, padded with "" / id 0 on either side. Unknown
-tokens and ids outside [1, V) are dropped like padding, so they never select a wrong
-embedding row. The graph then frames what is left with the model's own `Framing`
+Histories are the user's items oldest first, padded with "" / id 0 on either side. Padding
+and ids outside [1, V) are dropped; an unknown token (or the id `UNKNOWN_IN_PLACE`, -1) is
+kept in its place as id 0, which is how data preparation stores an item the vocabulary
+lacks, so a served history reads what the model was trained and evaluated on; neither
+ever selects a wrong embedding row. The graph then frames what is left with the model's own `Framing`
 (`peterrec_tf.data.framing`, recorded in the model's config: the last `max_len` items, padded,
 with the [TCL] tokens of its family), exactly as the training input pipeline does. A
 ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
@@ -39,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.vocab import write_tokens
+from peterrec_tf.data.framing import UNKNOWN_IN_PLACE
 from peterrec_tf.serving.export_options import ExportError
 from peterrec_tf.training import chunked_ranking
 from peterrec_tf.training.scoring import item_to_output_ids
@@ -140,8 +143,12 @@ class ServingModule(tf.Module):
 
     # ---- what the signatures compute --------------------------------------------------
     def ids_from_tokens(self, items):
-        """Token -> id; "" (padding) and unknown tokens -> 0."""
-        return tf.where(items == "", tf.constant(0, tf.int64), self.item_table.lookup(items))
+        """Token -> id; "" (padding) -> 0, dropped; an unknown token -> `UNKNOWN_IN_PLACE`,
+        framed as id 0 where it stands, as data preparation stores it."""
+        ids = self.item_table.lookup(items)
+        unknown = tf.constant(UNKNOWN_IN_PLACE, tf.int64)
+        return tf.where(items == "", tf.constant(0, tf.int64),
+                        tf.where(tf.equal(ids, 0), unknown, ids))
 
     def framed(self, item_ids, task):
         """Raw histories (padding anywhere) -> the ids the model is trained on, with one
