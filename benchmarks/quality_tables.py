@@ -5,6 +5,7 @@ registers them beside the others."""
 
 import json
 import statistics
+from pathlib import Path
 
 from benchmarks import raw_output, scale_tables
 from benchmarks.scale_tables import source
@@ -13,6 +14,9 @@ from benchmarks.scale_tables import source
 #: Games log its repository releases (data/Video.txt), under its protocol: the test item
 #: among 100 (99 drawn uniformly from items the user never rated). A paper's figure, not a
 #: measurement of this project.
+#: The recipe a run is labelled "recipe" for; a run of another flagfile is labelled with the
+#: file's name, so a row says which recipe its flags were added to.
+DEFAULT_RECIPE = "recipes/public_sequential.flags"
 SASREC_PUBLISHED_VIDEO_GAMES = {"hr@10": 0.7410, "ndcg@10": 0.5360}
 #: Item ids of that log as prepared (23,715 items and the padding id).
 VIDEO_GAMES_IDS = 23716
@@ -65,8 +69,10 @@ def _recipe_label(payload, dataset):
     payloads = payload if isinstance(payload, list) else [payload]
     for r in (r for p in payloads for r in p["summary"]["results"]):
         if r["run"] == "recipe" and r["dataset"] == dataset:
-            flags = " ".join(r["settings"]["recipe"].get("flags") or [])
-            return f"recipe {flags}" if flags else "recipe"
+            recipe = r["settings"]["recipe"]
+            stem = Path(recipe.get("flagfile") or DEFAULT_RECIPE).stem
+            name = "recipe" if stem == Path(DEFAULT_RECIPE).stem else f"recipe {stem}"
+            return " ".join([name] + list(recipe.get("flags") or []))
     return "recipe"
 
 
@@ -114,7 +120,10 @@ ML100K_RANKED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_p25_oldest_len100_seed0",),
                         ("ml100k_post_gelu_h2_c128_ff512_p25_oldest_seed0",),
                         ("ml100k_post_gelu_h2_ff256_oldest_cos100_seed0",),
-                        ("ml100k_post_gelu_h2_ff256_p25_oldest_ls01_seed0",))
+                        ("ml100k_post_gelu_h2_ff256_p25_oldest_ls01_seed0",),
+                        ("ml100k_long_wd01_seed0",),
+                        ("ml100k_long_lr002_3seeds",),
+                        ("ml100k_long_lr003_seed0", "ml100k_long_lr003_seeds12"))
 #: The ML-100K recipe runs, by row group: the kept outputs (tags) whose seeds form one group
 #: (several when the seeds ran side by side, one output each).
 ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3seeds",),
