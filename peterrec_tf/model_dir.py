@@ -48,6 +48,14 @@ def recorded_framing(model, config):
     return dataclasses.replace(model.framing, length=int(config["max_len"]))
 
 
+def padding_tokens_of(metadata):
+    """`{"padding_tokens": [...]}` for a model trained on data whose source pads with item
+    tokens it keeps as items (metadata.json's `padding_tokens`, e.g. the release CSVs'
+    literal "0"): recommend, export and LiteRT never answer them. `{}` for other data."""
+    tokens = list(metadata.get("padding_tokens") or [])
+    return {"padding_tokens": tokens} if tokens else {}
+
+
 def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     """Write model + config (+ vocabularies by key of VOCAB_FILES) into `directory`.
 

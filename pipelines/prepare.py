@@ -244,6 +244,9 @@ def _prepare(format, output_dir, input, max_len, num_shards, vocab, seed, skip_b
               "vocab_source_checksum": vocab_checksum, "options": recorded}
     if events:
         common["events_source"] = events
+    padding = formats.get(format).padding_tokens(options)
+    if padding:
+        common["padding_tokens"] = padding
     if streaming.handles(format, runner):  # interaction logs locally, everything on Beam
         index = streaming.prepare(
             format, output_dir, input, items, bad, num_shards, seed, common, options, runner,

@@ -192,3 +192,35 @@ def test_a_held_out_item_outside_the_vocabulary_is_not_appended(setup, tmp_path)
     run_recommend(setup["model_dir"], data, "test", 5, complete, history="complete", **quiet)
     run_recommend(setup["model_dir"], data, "test", 5, plain, **quiet)
     assert read_lines(complete) == read_lines(plain)
+
+
+def test_release_csv_padding_token_is_recorded_and_never_recommended(tmp_path):
+    """The release CSVs left-pad short lines with the literal "0", which they keep as an
+    item (parity with the release). prepare records it as padding, pretrain carries it into
+    config.json, and a ranking over every item never offers it; with --zero_is_padding it
+    is dropped as data instead and nothing is recorded."""
+    from peterrec_tf.jobs.pretraining import run_pretrain
+
+    rng = np.random.RandomState(0)
+    items = [str(n) for n in range(101, 113)]
+    lines = [",".join(["0"] * int(rng.randint(0, 4)) + list(rng.choice(items, 6))) for _ in range(60)]
+    csv = tmp_path / "pretrain.csv"
+    csv.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for zero_is_padding, recorded in ((False, ["0"]), (True, None)):
+        data = str(tmp_path / f"data{int(zero_is_padding)}")
+        prepare("peterrec_pretrain_csv", data, input=str(csv), max_len=8, num_shards=1,
+                zero_is_padding=zero_is_padding, **quiet)
+        pretrain_dir = os.path.join(data, "pretrain") if os.path.isdir(
+            os.path.join(data, "pretrain")) else data
+        assert inputs.read_metadata(pretrain_dir).get("padding_tokens") == recorded
+        model_dir = str(tmp_path / f"model{int(zero_is_padding)}")
+        run_pretrain(pretrain_dir, model_dir, channels=8, dilations=(1, 2), head="dot",
+                     train_steps=3, eval_every=0, log=quiet["log"])
+        config = json.load(open(os.path.join(model_dir, "config.json"), encoding="utf-8"))
+        assert config.get("padding_tokens") == recorded
+        vocab = inputs.load_vocab(os.path.join(pretrain_dir, "vocab", "items.txt"))
+        assert ("0" in vocab) == (not zero_is_padding)
+        output = str(tmp_path / f"recs{int(zero_is_padding)}.jsonl")
+        run_recommend(model_dir, pretrain_dir, k=len(vocab), output=output, **quiet)
+        answered = {item for line in read_lines(output) for item in line["items"]}
+        assert answered == set(vocab) - {"<UNK>", "0"}  # every other item is ranked

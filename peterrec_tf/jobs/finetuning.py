@@ -212,13 +212,15 @@ class FinetuningJob(TrainingJob):
     def save(self):
         """The task's model directory: by default only what it trained, over --pretrained
         (`task_artifact`), the whole model with --save_full_model or --from_scratch."""
-        from peterrec_tf.model_dir import save_model_dir
+        from peterrec_tf.model_dir import padding_tokens_of, save_model_dir
         from peterrec_tf.task_artifact import stores_task_only
 
         c, model = self.config, self.model
         alone = not (c["save_full_model"] or c["from_scratch"]) and stores_task_only(model)
-        save_model_dir(c["model_dir"], model, {"pretrained": os.path.abspath(c["pretrained"]),
-                                               "data_dir": os.path.abspath(c["data_dir"])},
+        save_model_dir(c["model_dir"], model, dict(
+                           {"pretrained": os.path.abspath(c["pretrained"]),
+                            "data_dir": os.path.abspath(c["data_dir"])},
+                           **padding_tokens_of(self.meta)),
                        dict(self.data_vocabs),
                        task_over=(c["pretrained"], self.backbone) if alone else None)
 

@@ -232,17 +232,16 @@ class PretrainingJob(TrainingJob):
     def save(self):
         """The model directory; a finished model this run replaces stays loadable for the
         tasks over it."""
-        from peterrec_tf.model_dir import save_model_dir
+        from peterrec_tf.model_dir import padding_tokens_of, save_model_dir
         from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
                                                keep_replaced_backbone)
 
         c, model = self.config, self.model
         keep_replaced_backbone(c["model_dir"], model.backbone, self.log)
-        save_model_dir(c["model_dir"], model, {"objective": self.objective.name,
-                                               "data_dir": os.path.abspath(c["data_dir"]),
-                                               PRETRAINED_FINGERPRINT:
-                                                   backbone_fingerprint(model.backbone)},
-                       {"items": self.vocab})
+        save_model_dir(c["model_dir"], model, dict(
+            {"objective": self.objective.name, "data_dir": os.path.abspath(c["data_dir"]),
+             PRETRAINED_FINGERPRINT: backbone_fingerprint(model.backbone)},
+            **padding_tokens_of(self.meta)), {"items": self.vocab})
 
 
 SETTINGS = job_settings(run_pretrain)

@@ -33,7 +33,9 @@ class DataFormat:
       chunk_bytes, quality)`: set for a format that streams locally instead of `read`
       (writes one dataset into `tmp`, returns the datasets index);
     - `prepare_beam(input, tmp, items, bad, num_shards, seed, common, options,
-      pipeline_options, log, chunk_bytes, quality)`: its Beam pipeline, same result.
+      pipeline_options, log, chunk_bytes, quality)`: its Beam pipeline, same result;
+    - `padding_tokens(options)`: item tokens the source uses as padding but keeps as items
+      (recorded in metadata.json; models trained on the data never recommend them).
     """
 
     name = None
@@ -44,6 +46,9 @@ class DataFormat:
 
     def options(self, values):
         return {}
+
+    def padding_tokens(self, options):
+        return []
 
     def read(self, input, items, bad, seed, options):
         raise NotImplementedError

@@ -26,6 +26,15 @@ ZERO_IS_PADDING = Flag("bool", "zero_is_padding", False, "peterrec_*_csv: treat 
                        "token '0' as padding and drop it. Default off: the release gives '0' "
                        "an id of its own (the demo files then have 175 item ids, as the "
                        "release checkpoint).")
+
+
+def release_padding_tokens(options):
+    """The literal "0" pads the release's lines: kept as an item (the release trains it),
+    recorded as padding so that no model trained on the data recommends it, unless
+    --zero_is_padding drops it."""
+    return [] if options.get("zero_is_padding") else [ZERO]
+
+
 SPLIT_BY = Flag("enum", "split_by", "user", "peterrec_finetune_csv: split 70/3/27 by line "
                 "(all targets of a line together; default, no leakage of a source sequence "
                 "into the test split) or by instance (the release).", (["user", "instance"],))
@@ -130,6 +139,9 @@ class PretrainCsv(SequenceLines):
         return dict(super().options(values),
                     **({"zero_is_padding": True} if values.zero_is_padding else {}))
 
+    def padding_tokens(self, options):
+        return release_padding_tokens(options)
+
     def parse_line(self, text, options):
         return parse_pretrain_line(text, options.get("zero_is_padding", False))
 
@@ -148,6 +160,9 @@ class FinetuneCsv(DataFormat):
     def options(self, values):
         return dict({"zero_is_padding": True} if values.zero_is_padding else {},
                     **({} if values.split_by == "user" else {"split_by": values.split_by}))
+
+    def padding_tokens(self, options):
+        return release_padding_tokens(options)
 
     def read(self, input, items, bad, seed, options):
         return read_finetune(input, items, bad, seed, options.get("zero_is_padding", False),
