@@ -86,7 +86,8 @@ def define_flags():
     flags.DEFINE_string("litert", None, "Write an on-device LiteRT model FILE.tflite of "
                         "--model_dir instead of a SavedModel: int32 item ids [1, max_len] in "
                         "(left-padded with 0), top-k ids and scores out (k = --k), the "
-                        "vocabularies and FILE.tflite.json beside it.")
+                        "vocabularies and FILE.tflite.json beside it. A FILE (or one of its "
+                        "sidecars) that exists is refused, never overwritten.")
     flags.DEFINE_enum("litert_quantize", "none", ["none", "dynamic_int8"], "--litert weights: "
                       "float32 (same ids as the SavedModel) or dynamic-range int8 (weights of "
                       "1,024 elements or more stored as int8: a smaller file; ids measured "
@@ -155,9 +156,9 @@ def main(v):
 #: directory, the .tflite) is renamed into place when complete, but a stop can fall between
 #: two of them, and a finished one is never overwritten.
 INTERRUPTED = ("the same command again (it starts over; each output appears whole or not at "
-               "all: if one was finished before the stop, a fixed --version or "
-               "--item_embeddings directory that now exists is refused: drop it or choose "
-               "another)")
+               "all: if one was finished before the stop, a fixed --version, "
+               "--item_embeddings directory or --litert FILE that now exists is refused: "
+               "drop it or choose another)")
 
 
 def cli():

@@ -870,9 +870,9 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
 
 
 def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monkeypatch):
-    """A stop while the files are written leaves the previous set whole; a stop at the
-    renames leaves no model (never a new model beside old vocabularies or an old model beside
-    new ones); no temporary is left either way."""
+    """A stop while the files are written or at the renames leaves nothing: no model, no
+    companion renamed before it (never a model beside vocabularies it was not written
+    with) and no temporary, so the same command runs again."""
     import peterrec_tf.serving.litert as litert
 
     path = str(tmp_path / "m.tflite")
@@ -882,10 +882,6 @@ def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monk
 
     def contents():
         return {name: open(tmp_path / name, "rb").read() for name in sorted(os.listdir(tmp_path))}
-    write(b"old", "old")
-    old = contents()
-    assert set(old) == {"m.tflite", "m.tflite.vocab.txt", "m.tflite.outputs.txt",
-                        "m.tflite.json"} and old["m.tflite"] == b"old"
 
     def stop(*_, **__):
         raise KeyboardInterrupt
@@ -893,7 +889,7 @@ def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monk
         patch.setattr(litert.json, "dump", stop)
         with pytest.raises(KeyboardInterrupt):
             write(b"new", "new")
-    assert contents() == old
+    assert contents() == {}
     real_replace, renamed = os.replace, []
 
     def replace_then_stop(source, target):  # the model's own rename, the last, never happens
@@ -905,10 +901,38 @@ def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monk
         patch.setattr(litert.os, "replace", replace_then_stop)
         with pytest.raises(KeyboardInterrupt):
             write(b"new", "new")
-    assert len(renamed) == 3 and "m.tflite" not in contents()
-    assert not [name for name in contents() if ".tmp" in name]
+    assert len(renamed) == 3 and contents() == {}
     write(b"new", "new")
+    assert set(contents()) == {"m.tflite", "m.tflite.vocab.txt", "m.tflite.outputs.txt",
+                               "m.tflite.json"}
     assert contents()["m.tflite"] == b"new" and b"new" in contents()["m.tflite.vocab.txt"]
+
+
+def test_an_existing_litert_file_or_sidecar_is_refused_never_replaced(dirs, tmp_path):
+    """--litert never overwrites (as --version and --item_embeddings): an existing FILE, or
+    a sidecar left without it (an item-rec export's .outputs.txt, which a next-item model
+    would leave stale beside its own), is refused by name, with what to do, before the model
+    is loaded; the files there are untouched. Checked again just before the renames."""
+    import peterrec_tf.serving.litert as litert
+    from peterrec_tf.serving.litert import write_litert
+
+    path = str(tmp_path / "m.tflite")
+    write_litert(dirs["rec"], path, k=3, log=lambda *_: None)
+    before = {name: open(tmp_path / name, "rb").read() for name in os.listdir(tmp_path)}
+    assert "m.tflite.outputs.txt" in before
+    with pytest.raises(ValueError, match=r"m\.tflite, .*already exist.*new path or remove"):
+        write_litert(dirs["pre"], path, k=3, log=lambda *_: None)
+    os.remove(path)  # the model removed, its item-rec outputs left
+    with pytest.raises(ValueError, match=r"m\.tflite\.outputs\.txt.*already exist"):
+        write_litert(dirs["pre"], path, k=3, log=lambda *_: None)
+    assert all(open(tmp_path / name, "rb").read() == data for name, data in before.items()
+               if name != "m.tflite")
+    fresh = str(tmp_path / "fresh.tflite")
+    open(fresh, "wb").write(b"arrived meanwhile")
+    with pytest.raises(ValueError, match="fresh.tflite already exists"):
+        litert._write_files(fresh, b"new", ["<pad>"], ["<pad>"], {})
+    assert open(fresh, "rb").read() == b"arrived meanwhile"
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
 
 
 def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):
