@@ -74,10 +74,13 @@ def define_flags():
                       "over a large catalogue (measured in BUILD_NOTES), but it needs XLA "
                       "where it is served "
                       "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
-    flags.DEFINE_boolean("exclude_history", False, "Ranking signatures never return an item "
-                         "of the request's own history (every item it sends, not only the "
-                         "most recent max_len); recorded in the export report. <task>_top_k_"
-                         "exclude also takes a per-request `exclude` list either way.")
+    flags.DEFINE_boolean("exclude_history", False, "SavedModel: ranking signatures never "
+                         "return an item of the request's own history (every item it sends, "
+                         "not only the most recent max_len); recorded in the export report. "
+                         "<task>_top_k_exclude also takes a per-request `exclude` list either "
+                         "way. --litert: only the max_len ids the on-device model is given "
+                         "are excluded (recorded as the window in FILE.tflite.json); exclude "
+                         "older items on the app side.")
     flags.DEFINE_string("item_embeddings", None, "Write the item embeddings of --model_dir "
                         "to this new directory instead of a SavedModel: embeddings.npy (row i "
                         "= token i of vocab.tsv), bias.npy, vocab.tsv, item_embeddings.json "

@@ -843,7 +843,8 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
     """The on-device model (int32 ids in, top-k ids and scores out), run by the LiteRT
     interpreter: float32 gives the SavedModel's ids and scores; dynamic-range int8 too on
     this tiny head (too small to be quantized: the recall of a real one is measured by
-    benchmarks/litert_recall.py); --exclude_history drops the history's items."""
+    benchmarks/litert_recall.py); --exclude_history drops the items of the max_len ids
+    given, the window FILE.json records."""
     from peterrec_tf.serving.litert import run_litert, write_litert
     rng = np.random.RandomState(8)
     paths = {}
@@ -852,8 +853,15 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
         info = write_litert(dirs["pre"], paths[quantize], k=5, quantize=quantize, log=lambda *_: None)
         assert info["inputs"]["item_ids"]["shape"] == [1, MAX_LEN]
         assert open(paths[quantize] + ".vocab.txt").read().split("\n")[:-1] == VOCAB
-    write_litert(dirs["pre"], str(tmp_path / "excluding.tflite"), k=5, exclude_history=True,
-                 log=lambda *_: None)
+        assert info["exclude_history"] is False
+    said = []
+    info = write_litert(dirs["pre"], str(tmp_path / "excluding.tflite"), k=5,
+                        exclude_history=True, log=said.append)
+    # the window it excludes is its input, said where it is read (never a bare `true`)
+    recorded = json.load(open(tmp_path / "excluding.tflite.json"))["exclude_history"]
+    assert recorded == info["exclude_history"] and recorded["window"] == MAX_LEN
+    assert f"the {MAX_LEN} ids given" in recorded["excludes"] and "app side" in recorded["excludes"]
+    assert any(f"only the {MAX_LEN} ids given" in line for line in said), said
     for length in (1, 5, MAX_LEN):
         ids = rng.randint(1, len(VOCAB), (1, length))
         padded = np.concatenate([np.zeros((1, MAX_LEN - length), np.int32), ids], axis=1)

@@ -13,8 +13,11 @@ strings), which LiteRT's builtin kernels do not run; this model takes ids instea
 
 It is built from the same Keras model (its own `next_item_logits` / `call` on the ids
 framed with the model's `Framing`), so the float32 variant answers the SavedModel's ids.
-Id 0 and padding tokens are never ranked; with `exclude_history`, neither is an item of
-the history. `dynamic_int8` stores the weights as int8 (dynamic-range quantization:
+Id 0 and padding tokens are never ranked; with `exclude_history`, neither is one of the
+L ids given (the input: a history's most recent L items). Older items of a longer history
+never reach the model, so they are not excluded: the app excludes them (a SavedModel's
+--exclude_history covers every item a request sends). FILE.json records the window:
+`"exclude_history": {"window": L, ...}` (`false` without it). `dynamic_int8` stores the weights as int8 (dynamic-range quantization:
 activations stay float; the converter leaves tensors under 1,024 elements in float32), a
 smaller file, ids measured against float32 by recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
 (output ids, when not the items) and `FILE.json` (shapes, k, framing, quantization).
@@ -122,7 +125,7 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
     info = {"model_dir": os.path.abspath(model_dir), "task": model.task, "k": k,
-            "quantize": quantize, "exclude_history": bool(exclude_history),
+            "quantize": quantize, "exclude_history": exclusion_window(exclude_history, framing),
             "inputs": {"item_ids": {"dtype": "int32", "shape": [1, framing.length],
                                     "meaning": "item ids (lines of .vocab.txt, 0-based), oldest "
                                                "first, left-padded with 0"}},
@@ -139,7 +142,21 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     log(f"wrote {path} ({len(flatbuffer):,} bytes, {quantize}, top {k} of {outputs:,} outputs "
         f"from int32 item ids [1, {framing.length}]; vocabularies and "
         f"{os.path.basename(path)}.json beside it)")
+    if exclude_history:
+        log(f"  history excluded: only the {framing.length} ids given (a history's most recent "
+            f"{framing.length}); exclude older items on the app side")
     return info
+
+
+def exclusion_window(exclude_history, framing):
+    """FILE.json's "exclude_history": false, or the window the model excludes (its input:
+    the most recent `framing.length` items, never an older one)."""
+    if not exclude_history:
+        return False
+    return {"window": framing.length,
+            "excludes": f"the {framing.length} ids given as item_ids (a history's most recent "
+                        f"{framing.length} items); older items are not excluded: exclude them "
+                        "on the app side"}
 
 
 SIDECARS = (".vocab.txt", ".outputs.txt", ".json")
