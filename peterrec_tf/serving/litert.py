@@ -17,9 +17,10 @@ Id 0 and padding tokens are never ranked; with `exclude_history`, neither is one
 L ids given (the input: a history's most recent L items). Older items of a longer history
 never reach the model, so they are not excluded: the app excludes them (a SavedModel's
 --exclude_history covers every item a request sends). FILE.json records the window:
-`"exclude_history": {"window": L, ...}` (`false` without it). `dynamic_int8` stores the weights as int8 (dynamic-range quantization:
-activations stay float; the converter leaves tensors under 1,024 elements in float32), a
-smaller file, ids measured against float32 by recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
+`"exclude_history": {"window": L, ...}` (`false` without it). `dynamic_int8` stores the
+weights as int8 (dynamic-range quantization: activations stay float; the converter leaves
+tensors under 1,024 elements in float32), a smaller file, ids measured against float32 by
+recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
 (output ids, when not the items) and `FILE.json` (shapes, k, framing, quantization).
 An existing FILE or one of those sidecars is refused, never replaced; the set is written
 under temporary names in FILE's folder and renamed into place, FILE last.
