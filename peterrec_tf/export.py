@@ -74,10 +74,13 @@ def define_flags():
                       "over a large catalogue (measured in BUILD_NOTES), but it needs XLA "
                       "where it is served "
                       "(tensorflow_model_server --xla_cpu_compilation_enabled=true).")
-    flags.DEFINE_boolean("exclude_history", False, "Ranking signatures never return an item "
-                         "of the request's own history (every item it sends, not only the "
-                         "most recent max_len); recorded in the export report. <task>_top_k_"
-                         "exclude also takes a per-request `exclude` list either way.")
+    flags.DEFINE_boolean("exclude_history", False, "SavedModel: ranking signatures never "
+                         "return an item of the request's own history (every item it sends, "
+                         "not only the most recent max_len); recorded in the export report. "
+                         "<task>_top_k_exclude also takes a per-request `exclude` list either "
+                         "way. --litert: only the max_len ids the on-device model is given "
+                         "are excluded (recorded as the window in FILE.tflite.json); exclude "
+                         "older items on the app side.")
     flags.DEFINE_string("item_embeddings", None, "Write the item embeddings of --model_dir "
                         "to this new directory instead of a SavedModel: embeddings.npy (row i "
                         "= token i of vocab.tsv), bias.npy, vocab.tsv, item_embeddings.json "
@@ -86,7 +89,8 @@ def define_flags():
     flags.DEFINE_string("litert", None, "Write an on-device LiteRT model FILE.tflite of "
                         "--model_dir instead of a SavedModel: int32 item ids [1, max_len] in "
                         "(left-padded with 0), top-k ids and scores out (k = --k), the "
-                        "vocabularies and FILE.tflite.json beside it.")
+                        "vocabularies and FILE.tflite.json beside it. A FILE (or one of its "
+                        "sidecars) that exists is refused, never overwritten.")
     flags.DEFINE_enum("litert_quantize", "none", ["none", "dynamic_int8"], "--litert weights: "
                       "float32 (same ids as the SavedModel) or dynamic-range int8 (weights of "
                       "1,024 elements or more stored as int8: a smaller file; ids measured "
@@ -155,9 +159,9 @@ def main(v):
 #: directory, the .tflite) is renamed into place when complete, but a stop can fall between
 #: two of them, and a finished one is never overwritten.
 INTERRUPTED = ("the same command again (it starts over; each output appears whole or not at "
-               "all: if one was finished before the stop, a fixed --version or "
-               "--item_embeddings directory that now exists is refused: drop it or choose "
-               "another)")
+               "all: if one was finished before the stop, a fixed --version, "
+               "--item_embeddings directory or --litert FILE that now exists is refused: "
+               "drop it or choose another)")
 
 
 def cli():

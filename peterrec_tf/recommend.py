@@ -10,14 +10,16 @@ evaluation needs. `--history=complete` (next-item data, validation or test split
 the held-out item, so the ranking starts from everything the split knows of the user, as
 a production request would.
 
-One JSON object a line, in the split's record order:
+One JSON object a user, in the order of the users' first records in the split (item-rec
+data holds one record per target, each with the user's whole history, so one line stands
+for all of a user's records; next-item data holds one record a user a split):
 `{"user": "u17", "items": ["i3", ...], "ids": [3, ...], "scores": [4.1, ...]}` (output
 tokens, their ids and logits, best first). The ranking is the served one (`peterrec_tf.
 serving.saved_model`): next item (pre-trained models) or targets (item recommendation),
 never id 0 or a padding token, with `--exclude_history` never an item of the user's
 history (all of it, as a request would send it); a catalogue above
 `chunked_ranking.DEFAULT_CHUNK` ids is ranked slice by slice, so memory stays
-`[batch, chunk]` at 645K items. Progress (users/s, time left) is printed every 30 s; the
+`[batch, chunk]` at 645K items. Progress (records/s, time left) is printed every 30 s; the
 output appears complete or not at all (written under a temporary name, renamed at the
 end); the last line names it.
 """
@@ -63,7 +65,8 @@ HISTORIES = ("record", "complete")
 def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
                   exclude_history=False, batch_size=256, max_len=0, backbone_dir=None,
                   log=print, every_seconds=30.0, history="record"):
-    """Write `output` (see the module docstring); returns {"users", "output", ...}."""
+    """Write `output` (see the module docstring); returns {"users", "records", "output",
+    ...}: users written, one a line, and the split's records they came from."""
     from pipelines import inputs
     from peterrec_tf.data import records
     from peterrec_tf.training.scoring import item_to_output_ids
@@ -103,9 +106,9 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
                                                                                  split))
         started = time.monotonic()
         with handle, inputs.reading(data_dir, (split,)):
-            count = write_recommendations(handle, dataset, rank, framing, outputs,
-                                          UserProgress(split, total, log, every_seconds),
-                                          complete=history == "complete")
+            count, users = write_recommendations(handle, dataset, rank, framing, outputs,
+                                                 UserProgress(split, total, log, every_seconds),
+                                                 complete=history == "complete")
         inputs.check_count(data_dir, split, count, "recommended for")
         os.replace(tmp, output)
     except OSError as error:
@@ -118,9 +121,10 @@ def run_recommend(model_dir, data_dir, split="test", k=10, output="recs.jsonl",
     if history == "record" and meta["task"] == "pretrain" and split != "train":
         log(f"  (each {split} history ends before the item the split holds out; "
             "--history=complete ranks from everything the split knows of a user)")
-    log(f"wrote top-{k} recommendations for {count:,} users of {split} to {output} "
-        f"({count / max(seconds, 1e-9):,.0f} users/s{', history excluded' if exclude_history else ''})")
-    return {"users": count, "output": output, "k": k, "seconds": seconds,
+    records = f", from {count:,} records" if count != users else ""
+    log(f"wrote top-{k} recommendations for {users:,} users of {split}{records} to {output} "
+        f"({users / max(seconds, 1e-9):,.0f} users/s{', history excluded' if exclude_history else ''})")
+    return {"users": users, "records": count, "output": output, "k": k, "seconds": seconds,
             "exclude_history": bool(exclude_history), "history": history}
 
 
@@ -154,30 +158,34 @@ def ranked_outputs(model_dir, data_dir, meta, max_len, backbone_dir):
 
 
 class UserProgress:
-    """Users done of a split's total, users/s and the time left, every `every_seconds`."""
+    """Records read of a split's total (and the users among them), records/s and the time
+    left, every `every_seconds`."""
 
     def __init__(self, split, total, log, every_seconds):
         self.split, self.total, self.log, self.every_seconds = split, total, log, every_seconds
         self.started = self.last = time.monotonic()
 
-    def done(self, count):
+    def done(self, count, users):
         now = time.monotonic()
         if now - self.last >= self.every_seconds:
             self.last = now
             rate = count / max(now - self.started, 1e-9)
-            self.log(f"  {self.split}: {count:,} of {self.total:,} users, {rate:,.0f} users/s, "
-                     f"{(self.total - count) / rate:.0f} s left")
+            self.log(f"  {self.split}: {count:,} of {self.total:,} records ({users:,} users), "
+                     f"{rate:,.0f} records/s, {(self.total - count) / rate:.0f} s left")
 
 
 def write_recommendations(handle, dataset, rank, framing, outputs, progress, complete=False):
-    """One JSON line a user of `dataset` (see the module docstring); returns the count.
-    `complete`: each history ends with its record's held-out target (unless it is id 0, an
-    item outside the vocabulary, which a served request drops too)."""
+    """One JSON line a user of `dataset` (see the module docstring), at the user's first
+    record; returns (records read, users written). Item-rec data holds one record per
+    target, each with the user's whole history: the later ones are not ranked again (a
+    user whose records hold different histories is an error). `complete`: each history
+    ends with its record's held-out target (unless it is id 0, an item outside the
+    vocabulary, which a served request drops too)."""
     import tensorflow as tf
 
     from pipelines import schema
 
-    count = 0
+    records, seen = 0, {}
     for batch in dataset:
         history = batch[schema.ITEM_IDS]
         if complete:
@@ -186,18 +194,38 @@ def write_recommendations(handle, dataset, rank, framing, outputs, progress, com
                 target[:, None], lengths=tf.cast(target != 0, history.row_splits.dtype),
                 row_splits_dtype=history.row_splits.dtype)
             history = tf.concat([history, held_out], axis=1)
-        scores, ids = rank(framing.frame(history), history.to_tensor(-1))
-        scores, ids = scores.numpy(), ids.numpy()
-        for user, row_scores, row_ids in zip(batch[schema.USER_ID].numpy(), scores, ids):
-            answered = ~np.isneginf(row_scores)
-            row_ids = row_ids[answered]
-            handle.write(json.dumps({
-                "user": user.decode("utf-8"), "items": [outputs[i] for i in row_ids],
-                "ids": [int(i) for i in row_ids],
-                "scores": [float(s) for s in row_scores[answered]]}) + "\n")
-        count += len(ids)
-        progress.done(count)
-    return count
+        users = [user.decode("utf-8") for user in batch[schema.USER_ID].numpy()]
+        records += len(users)
+        first = first_records(users, history, seen, progress.split)
+        if first:
+            history = tf.gather(history, first) if len(first) < len(users) else history
+            scores, ids = rank(framing.frame(history), history.to_tensor(-1))
+            for index, row_scores, row_ids in zip(first, scores.numpy(), ids.numpy()):
+                answered = ~np.isneginf(row_scores)
+                row_ids = row_ids[answered]
+                handle.write(json.dumps({
+                    "user": users[index], "items": [outputs[i] for i in row_ids],
+                    "ids": [int(i) for i in row_ids],
+                    "scores": [float(s) for s in row_scores[answered]]}) + "\n")
+        progress.done(records, len(seen))
+    return records, len(seen)
+
+
+def first_records(users, history, seen, split):
+    """Indexes of the rows whose user is not in `seen` (user -> hash of the history ranked),
+    added to it; a later record of a user must hold the same history."""
+    values, bounds = history.values.numpy(), history.row_splits.numpy()
+    first = []
+    for index, user in enumerate(users):
+        fingerprint = hash(values[bounds[index]:bounds[index + 1]].tobytes())
+        if user not in seen:
+            seen[user] = fingerprint
+            first.append(index)
+        elif seen[user] != fingerprint:
+            raise ValueError(f"user {user!r} has {split} records with different histories: "
+                             "recommend writes one line a user, from the history the user's "
+                             "records share (one per target of item-rec data)")
+    return first
 
 
 def define_flags():

@@ -852,7 +852,8 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
     """The on-device model (int32 ids in, top-k ids and scores out), run by the LiteRT
     interpreter: float32 gives the SavedModel's ids and scores; dynamic-range int8 too on
     this tiny head (too small to be quantized: the recall of a real one is measured by
-    benchmarks/litert_recall.py); --exclude_history drops the history's items."""
+    benchmarks/litert_recall.py); --exclude_history drops the items of the max_len ids
+    given, the window FILE.json records."""
     from peterrec_tf.serving.litert import run_litert, write_litert
     rng = np.random.RandomState(8)
     paths = {}
@@ -861,8 +862,15 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
         info = write_litert(dirs["pre"], paths[quantize], k=5, quantize=quantize, log=lambda *_: None)
         assert info["inputs"]["item_ids"]["shape"] == [1, MAX_LEN]
         assert open(paths[quantize] + ".vocab.txt").read().split("\n")[:-1] == VOCAB
-    write_litert(dirs["pre"], str(tmp_path / "excluding.tflite"), k=5, exclude_history=True,
-                 log=lambda *_: None)
+        assert info["exclude_history"] is False
+    said = []
+    info = write_litert(dirs["pre"], str(tmp_path / "excluding.tflite"), k=5,
+                        exclude_history=True, log=said.append)
+    # the window it excludes is its input, said where it is read (never a bare `true`)
+    recorded = json.load(open(tmp_path / "excluding.tflite.json"))["exclude_history"]
+    assert recorded == info["exclude_history"] and recorded["window"] == MAX_LEN
+    assert f"the {MAX_LEN} ids given" in recorded["excludes"] and "app side" in recorded["excludes"]
+    assert any(f"only the {MAX_LEN} ids given" in line for line in said), said
     for length in (1, 5, MAX_LEN):
         ids = rng.randint(1, len(VOCAB), (1, length))
         padded = np.concatenate([np.zeros((1, MAX_LEN - length), np.int32), ids], axis=1)
@@ -879,9 +887,9 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
 
 
 def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monkeypatch):
-    """A stop while the files are written leaves the previous set whole; a stop at the
-    renames leaves no model (never a new model beside old vocabularies or an old model beside
-    new ones); no temporary is left either way."""
+    """A stop while the files are written or at the renames leaves nothing: no model, no
+    companion renamed before it (never a model beside vocabularies it was not written
+    with) and no temporary, so the same command runs again."""
     import peterrec_tf.serving.litert as litert
 
     path = str(tmp_path / "m.tflite")
@@ -891,10 +899,6 @@ def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monk
 
     def contents():
         return {name: open(tmp_path / name, "rb").read() for name in sorted(os.listdir(tmp_path))}
-    write(b"old", "old")
-    old = contents()
-    assert set(old) == {"m.tflite", "m.tflite.vocab.txt", "m.tflite.outputs.txt",
-                        "m.tflite.json"} and old["m.tflite"] == b"old"
 
     def stop(*_, **__):
         raise KeyboardInterrupt
@@ -902,7 +906,7 @@ def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monk
         patch.setattr(litert.json, "dump", stop)
         with pytest.raises(KeyboardInterrupt):
             write(b"new", "new")
-    assert contents() == old
+    assert contents() == {}
     real_replace, renamed = os.replace, []
 
     def replace_then_stop(source, target):  # the model's own rename, the last, never happens
@@ -914,10 +918,38 @@ def test_a_litert_file_is_always_beside_the_files_written_with_it(tmp_path, monk
         patch.setattr(litert.os, "replace", replace_then_stop)
         with pytest.raises(KeyboardInterrupt):
             write(b"new", "new")
-    assert len(renamed) == 3 and "m.tflite" not in contents()
-    assert not [name for name in contents() if ".tmp" in name]
+    assert len(renamed) == 3 and contents() == {}
     write(b"new", "new")
+    assert set(contents()) == {"m.tflite", "m.tflite.vocab.txt", "m.tflite.outputs.txt",
+                               "m.tflite.json"}
     assert contents()["m.tflite"] == b"new" and b"new" in contents()["m.tflite.vocab.txt"]
+
+
+def test_an_existing_litert_file_or_sidecar_is_refused_never_replaced(dirs, tmp_path):
+    """--litert never overwrites (as --version and --item_embeddings): an existing FILE, or
+    a sidecar left without it (an item-rec export's .outputs.txt, which a next-item model
+    would leave stale beside its own), is refused by name, with what to do, before the model
+    is loaded; the files there are untouched. Checked again just before the renames."""
+    import peterrec_tf.serving.litert as litert
+    from peterrec_tf.serving.litert import write_litert
+
+    path = str(tmp_path / "m.tflite")
+    write_litert(dirs["rec"], path, k=3, log=lambda *_: None)
+    before = {name: open(tmp_path / name, "rb").read() for name in os.listdir(tmp_path)}
+    assert "m.tflite.outputs.txt" in before
+    with pytest.raises(ValueError, match=r"m\.tflite, .*already exist.*new path or remove"):
+        write_litert(dirs["pre"], path, k=3, log=lambda *_: None)
+    os.remove(path)  # the model removed, its item-rec outputs left
+    with pytest.raises(ValueError, match=r"m\.tflite\.outputs\.txt.*already exist"):
+        write_litert(dirs["pre"], path, k=3, log=lambda *_: None)
+    assert all(open(tmp_path / name, "rb").read() == data for name, data in before.items()
+               if name != "m.tflite")
+    fresh = str(tmp_path / "fresh.tflite")
+    open(fresh, "wb").write(b"arrived meanwhile")
+    with pytest.raises(ValueError, match="fresh.tflite already exists"):
+        litert._write_files(fresh, b"new", ["<pad>"], ["<pad>"], {})
+    assert open(fresh, "rb").read() == b"arrived meanwhile"
+    assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
 
 
 def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):

@@ -14,7 +14,7 @@ import tensorflow as tf
 from conftest import REPO_ROOT
 from peterrec_tf.jobs.evaluating import run_evaluate
 from peterrec_tf.model_dir import save_model_dir
-from peterrec_tf.models import Backbone, NextItNet
+from peterrec_tf.models import Backbone, NextItNet, build_finetuner
 from peterrec_tf.recommend import run_recommend
 from peterrec_tf.serving.saved_model import export
 from peterrec_tf.data import records
@@ -68,7 +68,7 @@ def test_recommendations_are_the_served_ranking(setup, tmp_path, exclude_history
                            exclude_history=exclude_history, batch_size=1000,
                            log=lines.append, every_seconds=0)
     assert result["users"] == setup["total"] and lines[-1].startswith("wrote") and output in lines[-1]
-    assert "users/s" in lines[0] and "s left" in lines[0]  # progress with its time left
+    assert "records/s" in lines[0] and "s left" in lines[0]  # progress with its time left
     recs = read_lines(output)
     assert [r["user"] for r in recs] == setup["users"]
     expected = served(setup, exclude_history, 10)
@@ -224,3 +224,51 @@ def test_release_csv_padding_token_is_recorded_and_never_recommended(tmp_path):
         run_recommend(model_dir, pretrain_dir, k=len(vocab), output=output, **quiet)
         answered = {item for line in read_lines(output) for item in line["items"]}
         assert answered == set(vocab) - {"<UNK>", "0"}  # every other item is ranked
+
+
+def test_item_rec_data_with_several_targets_per_user_gives_one_line_a_user(setup, tmp_path):
+    """Item-rec data holds one record per target, each with the user's whole history:
+    recommend writes one line a user (at its first record, in that order), the served
+    ranking of that history, and counts users, not records, in its result and last line."""
+    data = str(setup["root"] / "syn" / "coldrec")
+    targets = inputs.load_vocab(os.path.join(data, "vocab", "targets.txt"))
+    keras.utils.set_random_seed(1)
+    backbone = Backbone(len(setup["vocab"]), channels=8, dilations=(1, 2), causal=True)
+    model = build_finetuner(backbone, "peterrec", "item_rec", len(targets))
+    model.build()
+    model_dir = str(tmp_path / "rec")
+    save_model_dir(model_dir, model, {"max_len": 20}, {"items": setup["vocab"],
+                                                       "targets": targets})
+    batch = next(iter(records.record_batches(data, "test", 10_000, False, 0, True, False, False,
+                                             None).map(records.parser("item_rec", "test"))))
+    histories = {}
+    for user, row in zip(batch[schema.USER_ID].numpy(), batch[schema.ITEM_IDS].to_list()):
+        assert histories.setdefault(user.decode(), row) == row  # the premise: one history
+    total = len(batch[schema.USER_ID])
+    assert total > len(histories)  # the premise: several targets for some users
+    output, said = str(tmp_path / "recs.jsonl"), []
+    result = run_recommend(model_dir, data, "test", 4, output, batch_size=7, log=said.append)
+    recs = read_lines(output)
+    assert [r["user"] for r in recs] == list(histories)
+    assert result["users"] == len(histories) and result["records"] == total
+    assert said[-1].startswith(f"wrote top-4 recommendations for {len(histories):,} users of "
+                               f"test, from {total:,} records")
+    report = export([("rec", model_dir)], str(tmp_path / "sm"), "rec", k=4, **quiet)
+    tokens = [[setup["vocab"][i] for i in row] for row in histories.values()]
+    width = max(len(h) for h in tokens)
+    items = np.array([[""] * (width - len(h)) + h for h in tokens]).astype(bytes)
+    expected = SessionModel(report["path"]).run(
+        "rec_top_k", {"items": items, "k": np.full(len(items), 4, np.int32)})
+    np.testing.assert_array_equal([r["ids"] for r in recs], expected["top_k_ids"])
+
+
+def test_records_of_one_user_with_different_histories_are_refused():
+    """One line a user stands for all of its records only while they share the history:
+    a user whose records differ is an error naming the user, not a silent choice."""
+    from peterrec_tf.recommend import first_records
+    seen = {}
+    history = tf.ragged.constant([[1, 2], [1, 2], [3]], dtype=tf.int64)
+    assert first_records(["a", "a", "b"], history, seen, "test") == [0, 2]
+    assert first_records(["b"], tf.ragged.constant([[3]], dtype=tf.int64), seen, "test") == []
+    with pytest.raises(ValueError, match="user 'a' has test records with different histories"):
+        first_records(["a"], tf.ragged.constant([[1, 2, 5]], dtype=tf.int64), seen, "test")

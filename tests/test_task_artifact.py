@@ -142,3 +142,41 @@ def test_an_export_of_several_tasks_loads_their_backbone_once(setup, tmp_path, m
     for _ in range(2):  # outside an export nothing is kept between loads
         model_dir.load_model_dir(str(root / "rec"))
     assert calls.count(os.path.realpath(root / "pre")) == 2, calls
+
+
+FRESH_LOAD = r"""
+import sys
+import keras
+import numpy as np
+import peterrec_tf  # all the README's Python API asks for
+import peterrec_tf.model_dir  # the loader it names; nothing that registers metrics
+task, full = sys.argv[1:]
+model, _, _ = peterrec_tf.model_dir.load_model_dir(task)
+whole = keras.saving.load_model(full + "/model.keras")  # compiled: its metrics too
+ids = np.array([[1, 2, 3]], "int32")
+print(model(ids).shape[-1], whole(ids).shape[-1], type(whole.compiled_metrics).__name__)
+"""
+
+
+def test_a_task_compiled_with_ranking_metrics_loads_after_import_peterrec_tf(setup, tmp_path):
+    """A fine-tuned item-rec task's stored compile config names `HitRate` (fine-tuning
+    with negatives compiles it): in a fresh process that imports only `peterrec_tf`,
+    `load_model_dir` (task stored alone) and `keras.saving.load_model` (whole model.keras)
+    both load it; earlier imports of this test process cannot hide a missing registration."""
+    import subprocess
+    import sys
+    from conftest import REPO_ROOT
+    from peterrec_tf.metrics import HitRate
+    root, pre, _ = setup
+    loaded, _, _ = load_model_dir(str(root / "pre"))
+    for name, task_over in (("task", (str(root / "pre"), loaded.backbone)), ("full", None)):
+        model = build_finetuner(loaded.backbone, "peterrec", "item_rec", 7, loss="pairwise")
+        model.compile(optimizer="adam", metrics=[HitRate(1, name="pos_beats_neg")])
+        save_model_dir(str(tmp_path / name), model, {"max_len": 10}, {"items": VOCAB},
+                       task_over=task_over)
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_LOAD, str(tmp_path / "task"), str(tmp_path / "full")],
+        cwd=str(tmp_path), env=dict(os.environ, PYTHONPATH=REPO_ROOT, TF_CPP_MIN_LOG_LEVEL="2"),
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[:2] == ["7", "7"], done.stdout

@@ -13,11 +13,17 @@ strings), which LiteRT's builtin kernels do not run; this model takes ids instea
 
 It is built from the same Keras model (its own `next_item_logits` / `call` on the ids
 framed with the model's `Framing`), so the float32 variant answers the SavedModel's ids.
-Id 0 and padding tokens are never ranked; with `exclude_history`, neither is an item of
-the history. `dynamic_int8` stores the weights as int8 (dynamic-range quantization:
-activations stay float; the converter leaves tensors under 1,024 elements in float32), a
-smaller file, ids measured against float32 by recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
+Id 0 and padding tokens are never ranked; with `exclude_history`, neither is one of the
+L ids given (the input: a history's most recent L items). Older items of a longer history
+never reach the model, so they are not excluded: the app excludes them (a SavedModel's
+--exclude_history covers every item a request sends). FILE.json records the window:
+`"exclude_history": {"window": L, ...}` (`false` without it). `dynamic_int8` stores the
+weights as int8 (dynamic-range quantization: activations stay float; the converter leaves
+tensors under 1,024 elements in float32), a smaller file, ids measured against float32 by
+recall@k (BUILD_NOTES). Beside FILE: `FILE.vocab.txt` (item ids), `FILE.outputs.txt`
 (output ids, when not the items) and `FILE.json` (shapes, k, framing, quantization).
+An existing FILE or one of those sidecars is refused, never replaced; the set is written
+under temporary names in FILE's folder and renamed into place, FILE last.
 """
 
 import json
@@ -85,8 +91,8 @@ def ranking_function(model, framing, k, blocked, exclude_history=False):
 def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_history=False,
                  backbone_dir=None, log=print):
     """Convert `model_dir`'s ranking model to a LiteRT flatbuffer at `path` (written under a
-    temporary name, renamed when complete) with its vocabularies and a JSON beside it;
-    returns the JSON's dict."""
+    temporary name, renamed when complete; never over an existing `path` or sidecar) with
+    its vocabularies and a JSON beside it; returns the JSON's dict."""
     import tensorflow as tf
 
     from peterrec_tf.model_dir import load_model_dir
@@ -95,6 +101,7 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
         raise ValueError(f"litert_quantize must be one of {QUANTIZATIONS}, got {quantize!r}")
     if not path.endswith(".tflite"):
         raise ValueError(f"{path}: name the on-device model FILE.tflite")
+    refuse_existing(path)  # before the model is loaded and converted
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     if model.task == "classify":
         raise ValueError("the on-device export ranks items: a classification model ranks none")
@@ -119,7 +126,7 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     flatbuffer = converter.convert()
     info = {"model_dir": os.path.abspath(model_dir), "task": model.task, "k": k,
-            "quantize": quantize, "exclude_history": bool(exclude_history),
+            "quantize": quantize, "exclude_history": exclusion_window(exclude_history, framing),
             "inputs": {"item_ids": {"dtype": "int32", "shape": [1, framing.length],
                                     "meaning": "item ids (lines of .vocab.txt, 0-based), oldest "
                                                "first, left-padded with 0"}},
@@ -136,22 +143,54 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
     log(f"wrote {path} ({len(flatbuffer):,} bytes, {quantize}, top {k} of {outputs:,} outputs "
         f"from int32 item ids [1, {framing.length}]; vocabularies and "
         f"{os.path.basename(path)}.json beside it)")
+    if exclude_history:
+        log(f"  history excluded: only the {framing.length} ids given (a history's most recent "
+            f"{framing.length}); exclude older items on the app side")
     return info
+
+
+def exclusion_window(exclude_history, framing):
+    """FILE.json's "exclude_history": false, or the window the model excludes (its input:
+    the most recent `framing.length` items, never an older one)."""
+    if not exclude_history:
+        return False
+    return {"window": framing.length,
+            "excludes": f"the {framing.length} ids given as item_ids (a history's most recent "
+                        f"{framing.length} items); older items are not excluded: exclude them "
+                        "on the app side"}
+
+
+SIDECARS = (".vocab.txt", ".outputs.txt", ".json")
+
+
+def refuse_existing(path):
+    """A `ValueError` naming FILE and those of its sidecars that exist: an on-device model
+    is never overwritten (as a fixed --version or --item_embeddings directory), and a
+    sidecar left from another export (an item-rec model's .outputs.txt) would be read
+    as this model's."""
+    there = [name for name in [path] + [path + s for s in SIDECARS] if os.path.lexists(name)]
+    if there:
+        raise ValueError(f"{', '.join(there)} already exist{'s' if len(there) == 1 else ''}: "
+                         f"--litert needs a FILE.tflite that is not there yet, nor its "
+                         f"{', '.join(SIDECARS)} (an on-device model is never overwritten): "
+                         "give a new path or remove those files")
 
 
 def _write_files(path, flatbuffer, items, outputs_vocab, info):
     """FILE, its vocabularies and FILE.json, so that a FILE present always has the files
-    written with it beside it: all are written under temporary names, a FILE from before is
-    removed, the companions renamed, FILE renamed last. A stop or a failure anywhere leaves
-    either the previous set or no FILE, and no temporary."""
+    written with it beside it: all are written under temporary names in FILE's folder, the
+    companions renamed, FILE renamed last. A FILE or sidecar already there is refused
+    (`refuse_existing`), never replaced. A stop or a failure anywhere leaves no FILE, no
+    companion renamed before it and no temporary."""
     from pipelines.vocab import write_tokens
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    refuse_existing(path)
     suffix = f".tmp{os.getpid()}"
     companions = [path + ".vocab.txt", path + ".json"]
     if outputs_vocab is not items:
         companions.append(path + ".outputs.txt")
-    written = []
+    written, renamed = [], []
     try:
         write_tokens(written_as(path + ".vocab.txt" + suffix, written), items)
         if outputs_vocab is not items:
@@ -160,13 +199,13 @@ def _write_files(path, flatbuffer, items, outputs_vocab, info):
             json.dump(info, handle, indent=2)
         with open(written_as(path + suffix, written), "wb") as handle:
             handle.write(flatbuffer)
-        if os.path.exists(path):
-            os.remove(path)
+        refuse_existing(path)  # another export took the name meanwhile
         for companion in companions:
-            os.replace(companion + suffix, companion)
+            os.replace(companion + suffix, written_as(companion, renamed))
         os.replace(path + suffix, path)
+        renamed = []  # complete: the set stays
     finally:
-        for tmp in written:
+        for tmp in written + renamed:  # renamed: ours, none was there before
             if os.path.exists(tmp):
                 os.remove(tmp)
 
