@@ -10,13 +10,13 @@ from pathlib import Path
 from benchmarks import raw_output, scale_tables
 from benchmarks.scale_tables import source
 
+#: The recipe a run is labelled "recipe" for; a run of another flagfile is labelled with the
+#: file's name, so a row says which recipe its flags were added to.
+DEFAULT_RECIPE = "recipes/public_sequential.flags"
 #: SASRec's published figures (Kang & McAuley, ICDM 2018, its results table) on the Amazon Video
 #: Games log its repository releases (data/Video.txt), under its protocol: the test item
 #: among 100 (99 drawn uniformly from items the user never rated). A paper's figure, not a
 #: measurement of this project.
-#: The recipe a run is labelled "recipe" for; a run of another flagfile is labelled with the
-#: file's name, so a row says which recipe its flags were added to.
-DEFAULT_RECIPE = "recipes/public_sequential.flags"
 SASREC_PUBLISHED_VIDEO_GAMES = {"hr@10": 0.7410, "ndcg@10": 0.5360}
 #: Item ids of that log as prepared (23,715 items and the padding id).
 VIDEO_GAMES_IDS = 23716

@@ -105,6 +105,15 @@ def export_artifacts(v):
 
     if v.tasks:
         raise ValueError("--item_embeddings and --litert take one --model_dir, not --tasks")
+    from peterrec_tf.serving.item_embeddings import refuse_existing_dir
+    from peterrec_tf.serving.litert import refuse_existing
+
+    # both refusals before either is written: a refused second output must not leave the
+    # first behind, which the same command would then refuse
+    if v.item_embeddings:
+        refuse_existing_dir(os.path.abspath(v.item_embeddings))
+    if v.litert:
+        refuse_existing(v.litert)
     written = []
     if v.item_embeddings:
         from peterrec_tf.serving.item_embeddings import write_item_embeddings

@@ -51,8 +51,18 @@ def recorded_framing(model, config):
 def padding_tokens_of(metadata):
     """`{"padding_tokens": [...]}` for a model trained on data whose source pads with item
     tokens it keeps as items (metadata.json's `padding_tokens`, e.g. the release CSVs'
-    literal "0"): recommend, export and LiteRT never answer them. `{}` for other data."""
-    tokens = list(metadata.get("padding_tokens") or [])
+    literal "0"): recommend, export and LiteRT never answer them. `{}` for other data. A
+    preparation written before metadata.json recorded them gets its format's (from the
+    format and options it records), so re-using an older preparation does not lose them."""
+    tokens = metadata.get("padding_tokens")
+    if tokens is None and metadata.get("format"):
+        from pipelines import formats
+
+        try:
+            tokens = formats.get(metadata["format"]).padding_tokens(metadata.get("options") or {})
+        except ValueError:  # a format this version does not know: none known
+            tokens = []
+    tokens = list(tokens or [])
     return {"padding_tokens": tokens} if tokens else {}
 
 

@@ -179,8 +179,8 @@ def write_recommendations(handle, dataset, rank, framing, outputs, progress, com
     record; returns (records read, users written). Item-rec data holds one record per
     target, each with the user's whole history: the later ones are not ranked again (a
     user whose records hold different histories is an error). `complete`: each history
-    ends with its record's held-out target (unless it is id 0, an item outside the
-    vocabulary, which a served request drops too)."""
+    ends with its record's held-out target, id 0 included (an item outside a frozen
+    vocabulary: a served request keeps an unknown token in its place as id 0 too)."""
     import tensorflow as tf
 
     from pipelines import schema
@@ -189,10 +189,8 @@ def write_recommendations(handle, dataset, rank, framing, outputs, progress, com
     for batch in dataset:
         history = batch[schema.ITEM_IDS]
         if complete:
-            target = batch[schema.TARGET]  # id 0 (an unknown item) is no history item
-            held_out = tf.RaggedTensor.from_tensor(
-                target[:, None], lengths=tf.cast(target != 0, history.row_splits.dtype),
-                row_splits_dtype=history.row_splits.dtype)
+            held_out = tf.RaggedTensor.from_tensor(  # id 0 stays, as serving keeps it
+                batch[schema.TARGET][:, None], row_splits_dtype=history.row_splits.dtype)
             history = tf.concat([history, held_out], axis=1)
         users = [user.decode("utf-8") for user in batch[schema.USER_ID].numpy()]
         records += len(users)

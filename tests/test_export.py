@@ -950,6 +950,17 @@ def test_an_existing_litert_file_or_sidecar_is_refused_never_replaced(dirs, tmp_
         litert._write_files(fresh, b"new", ["<pad>"], ["<pad>"], {})
     assert open(fresh, "rb").read() == b"arrived meanwhile"
     assert not [name for name in os.listdir(tmp_path) if ".tmp" in name]
+    # --item_embeddings with a refused --litert: neither is written, so the same command
+    # runs again once the path is fixed
+    import types
+    from peterrec_tf.export import export_artifacts
+
+    flags = types.SimpleNamespace(tasks=None, item_embeddings=str(tmp_path / "emb"),
+                                  litert=fresh, model_dir=dirs["pre"], backbone_dir=None, k=3,
+                                  litert_quantize="none", max_len=0, exclude_history=False)
+    with pytest.raises(ValueError, match="fresh.tflite"):
+        export_artifacts(flags)
+    assert not os.path.exists(tmp_path / "emb")
 
 
 def test_client_retry_policies_and_the_exclude_list_over_grpc(excluding):

@@ -172,9 +172,10 @@ def test_complete_histories_rank_from_the_held_out_item_too(setup, tmp_path):
                       history="complete", **quiet)
 
 
-def test_a_held_out_item_outside_the_vocabulary_is_not_appended(setup, tmp_path):
+def test_a_held_out_item_outside_the_vocabulary_stays_in_its_place(setup, tmp_path):
     """A frozen-vocabulary preparation can hold out id 0 (an unknown item): --history=complete
-    ranks from the record's input alone then, as a served request drops unknown items."""
+    appends it as id 0, as a served request keeps an unknown token in its place, so the
+    lines equal the SavedModel's answers to the users' whole token histories."""
     rows = ["user,item,timestamp"] + [f"u{u},{setup['vocab'][1 + (u + t) % 50]},{t}"
                                       for u in range(30) for t in range(6)]
     rows += [f"u{u},NEW{u},99" for u in range(30)]  # every user's last item is unknown
@@ -191,7 +192,16 @@ def test_a_held_out_item_outside_the_vocabulary_is_not_appended(setup, tmp_path)
     complete, plain = str(tmp_path / "c.jsonl"), str(tmp_path / "p.jsonl")
     run_recommend(setup["model_dir"], data, "test", 5, complete, history="complete", **quiet)
     run_recommend(setup["model_dir"], data, "test", 5, plain, **quiet)
-    assert read_lines(complete) == read_lines(plain)
+    users = [u.decode() for u in batch[schema.USER_ID].numpy()]
+    tokens = [[setup["vocab"][i] for i in row] + [f"NEW{user[1:]}"]
+              for row, user in zip(batch[schema.ITEM_IDS].to_list(), users)]
+    report = export([("next", setup["model_dir"])], str(tmp_path / "sm"), "frozen", k=5, **quiet)
+    width = max(len(t) for t in tokens)
+    items = np.array([[""] * (width - len(t)) + t for t in tokens]).astype(bytes)
+    answers = SessionModel(report["path"]).run("next", {"items": items})["top_k_items"]
+    lines = {line["user"]: line["items"] for line in read_lines(complete)}
+    assert [lines[u] for u in users] == [[x.decode() for x in row] for row in answers]
+    assert read_lines(complete) != read_lines(plain)  # the appended 0 moves the answers
 
 
 def test_release_csv_padding_token_is_recorded_and_never_recommended(tmp_path):
@@ -272,3 +282,16 @@ def test_records_of_one_user_with_different_histories_are_refused():
     assert first_records(["b"], tf.ragged.constant([[3]], dtype=tf.int64), seen, "test") == []
     with pytest.raises(ValueError, match="user 'a' has test records with different histories"):
         first_records(["a"], tf.ragged.constant([[1, 2, 5]], dtype=tf.int64), seen, "test")
+
+
+def test_a_preparation_older_than_the_padding_record_still_gives_the_release_token():
+    """metadata.json written before `padding_tokens` was recorded: the format and options it
+    does record decide (a re-used older release-CSV preparation must not lose "0")."""
+    from peterrec_tf.model_dir import padding_tokens_of
+
+    assert padding_tokens_of({"format": "peterrec_pretrain_csv", "options": {}}) == {
+        "padding_tokens": ["0"]}
+    assert padding_tokens_of({"format": "peterrec_finetune_csv",
+                              "options": {"zero_is_padding": True}}) == {}
+    assert padding_tokens_of({"format": "interactions", "options": {}}) == {}
+    assert padding_tokens_of({"format": "peterrec_pretrain_csv", "padding_tokens": []}) == {}

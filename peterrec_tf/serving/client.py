@@ -139,7 +139,9 @@ class GrpcClient:
         return _trim(self.call(inputs, signature), k)
 
     def predict_ids(self, item_ids, signature=None):
-        """Outputs of a `<task>_ids` signature for int64 ids `[B, L]` padded with 0."""
+        """Outputs of a `<task>_ids` signature for int64 ids `[B, L]` padded with 0 (dropped);
+        -1 marks an item outside the vocabulary, kept in its place as id 0, as the token
+        signatures keep an unknown token."""
         ids = np.asarray(item_ids, dtype=np.int64)
         ids = np.concatenate([np.zeros((len(ids), 1), np.int64), ids.reshape(len(ids), -1)], axis=1)
         return self.call({"item_ids": ids}, signature)

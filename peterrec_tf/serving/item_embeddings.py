@@ -51,6 +51,14 @@ def output_embeddings(model):
     raise ValueError("a classification model ranks no items: it has no item embeddings")
 
 
+def refuse_existing_dir(out_dir):
+    """A `ValueError` when DIR exists and is not an empty directory: never written over."""
+    if os.path.isdir(out_dir) and os.listdir(out_dir):
+        raise ValueError(f"{out_dir} exists and is not empty: give a new directory")
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ValueError(f"{out_dir} exists and is not a directory")
+
+
 def write_item_embeddings(model_dir, out_dir, backbone_dir=None, log=print):
     """Write DIR (see the module docstring) for `model_dir`; never over an existing
     non-empty DIR (written beside it under a temporary name, renamed when complete).
@@ -58,10 +66,7 @@ def write_item_embeddings(model_dir, out_dir, backbone_dir=None, log=print):
     from peterrec_tf.model_dir import load_model_dir
 
     out_dir = os.path.abspath(out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir):
-        raise ValueError(f"{out_dir} exists and is not empty: give a new directory")
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise ValueError(f"{out_dir} exists and is not a directory")
+    refuse_existing_dir(out_dir)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     rows, bias, query = output_embeddings(model)
     tokens = vocabs.get("targets" if model.task == "item_rec" else "items")

@@ -129,7 +129,9 @@ def write_litert(model_dir, path, k=10, quantize="none", max_len=None, exclude_h
             "quantize": quantize, "exclude_history": exclusion_window(exclude_history, framing),
             "inputs": {"item_ids": {"dtype": "int32", "shape": [1, framing.length],
                                     "meaning": "item ids (lines of .vocab.txt, 0-based), oldest "
-                                               "first, left-padded with 0"}},
+                                               "first, left-padded with 0; an item not in "
+                                               ".vocab.txt is 0 in its place (as the "
+                                               "SavedModel frames an unknown token)"}},
             "outputs": {"top_k_ids": {"dtype": "int32", "shape": [1, k],
                                       "vocabulary": os.path.basename(
                                           path + (".vocab.txt" if outputs_vocab is items
