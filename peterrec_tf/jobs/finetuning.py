@@ -61,6 +61,7 @@ class FinetuningJob(TrainingJob):
                                              check_ranking, check_split_records,
                                              split_identity)
         from peterrec_tf.model_dir import load_model_dir
+        from peterrec_tf.task_artifact import backbone_fingerprint
         from peterrec_tf.training.flags import check_values
 
         c = self.config
@@ -86,6 +87,9 @@ class FinetuningJob(TrainingJob):
         if self.source.task != "pretrain":  # a further fine-tuning: its source saw users too
             check_evaluated_apart(pretrained, data_dir, meta, "test", log=self.log)
         self.backbone = backbone = self.source.backbone
+        # a resume rebuilds the frozen backbone from --pretrained (the checkpoints leave it
+        # out): pre-trained further meanwhile, it is another one, refused by the comparison
+        c["backbone_fingerprint"] = backbone_fingerprint(backbone)
         self.pooling = c["pooling"]
         if self.pooling is None and self.source.task != "pretrain":
             self.pooling = self.source.pooling  # a further fine-tuning reads users as before
