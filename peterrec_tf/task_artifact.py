@@ -37,7 +37,8 @@ TASK_MODEL_FILE = "task_model.json"
 TASK_WEIGHTS_FILE = "task_weights.npz"
 #: The folder of a pre-trained directory that keeps the backbones a re-run replaced.
 VERSIONS_DIR = "versions"
-#: config.json entry of a pre-trained directory: its own backbone's fingerprint.
+#: config.json entry of a pre-trained directory (and of a fine-tuned one, which further
+#: tasks can be tuned over): its own backbone's fingerprint.
 PRETRAINED_FINGERPRINT = "pretrained_fingerprint"
 
 
@@ -252,16 +253,17 @@ def read_task_weights(directory, config):
 
 
 def keep_replaced_backbone(directory, backbone, log=print):
-    """Before a pre-trained `directory` is saved again with `backbone`: when it holds a
-    finished model with another backbone, keep that model (model.keras, config.json,
-    vocabularies, hard-linked where possible) in `versions/<fingerprint>/`, where the
-    tasks stored over it find it (`load_task_over`). Returns that folder, or None when
+    """Before a pre-trained `directory` (or a task, which further tasks can be tuned over)
+    is saved again with `backbone`: when it holds a finished model with another backbone,
+    keep that model (its files: model.keras or the task's, config.json, vocabularies,
+    hard-linked where possible) in `versions/<fingerprint>/`, where the tasks stored over
+    it find it (`load_task_over`). Returns that folder, or None when
     there was nothing to keep. Every file of the directory is replaced by a rename when
     it is saved, so a hard link keeps the old content."""
     import shutil
 
-    if not os.path.exists(os.path.join(directory, model_files.MODEL_FILE)):
-        return None  # an interrupted run: no finished model anyone could depend on
+    if not os.path.exists(os.path.join(directory, model_files.CONFIG_FILE)):
+        return None  # an interrupted run (config.json is saved last): nothing to depend on
     config = model_files.read_config(directory)
     old = config.get(PRETRAINED_FINGERPRINT) or _source_backbone(directory)[1]
     if old == backbone_fingerprint(backbone):

@@ -352,6 +352,26 @@ def test_pretraining_further_keeps_the_backbone_its_tasks_were_tuned_on(run, tmp
     evaluate(again, run["coldrec"])
 
 
+def test_fine_tuning_a_task_further_keeps_the_task_other_tasks_were_tuned_over(run, tmp_path):
+    """A task fine-tuned over another task (`--pretrained=TASK`) depends on that task's
+    backbone (with the layer norms it trained). Re-running the first task's job with more
+    steps replaced it in place, and the second task stopped loading ("not the one ... was
+    fine-tuned on"); it is kept in versions/<fingerprint>/, as a pre-training re-run keeps
+    the backbone it replaces."""
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    first, second = str(tmp_path / "first"), str(tmp_path / "second")
+    settings = dict(FINETUNE, eval_every=0)  # the re-run's last weights are saved
+    run_finetune(run["pre"], run["coldrec"], first, train_steps=4, log=quiet, **settings)
+    run_finetune(first, run["coldrec"], second, train_steps=2, log=quiet, **settings)
+    before = evaluate(second, run["coldrec"])
+    said = []
+    run_finetune(run["pre"], run["coldrec"], first, train_steps=8, log=said.append, **settings)
+    assert any("kept in" in line for line in said), said
+    assert scores(evaluate(second, run["coldrec"])) == scores(before)  # the task still loads
+    evaluate(first, run["coldrec"])  # and the re-run's own model is the new one
+
+
 # --- filesystem faults are one line ---------------------------------------------------------
 
 

@@ -128,3 +128,26 @@ def test_regularised_scheduled_runs_resume_to_the_same_weights(tmp_path, op_dete
     assert run_pretrain(pre, stopped, **args, **quiet)["training"]["resumed_from"] == 5
     for a, b in zip(weights_of(full), weights_of(stopped)):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+
+
+def test_a_resume_over_a_backbone_pre_trained_further_meanwhile_is_refused(tmp_path):
+    """The checkpoints of a fine-tuning leave out the frozen backbone and a resume rebuilds
+    it from --pretrained: pre-trained further in between, that is another backbone, and the
+    patches trained on the first went on over the second (exit 0, a model neither run
+    would give). The run records the backbone's fingerprint, and a resume compares it."""
+    data = str(tmp_path / "syn")
+    prepare("synthetic", data, max_len=12, seed=0, num_users=120, num_items=60,
+            num_clusters=4, num_targets=10, **quiet)
+    pre, task = str(tmp_path / "pre"), str(tmp_path / "task")
+    pre_args = dict(TINY, eval_every=0, jit_compile=False)
+    run_pretrain(os.path.join(data, "pretrain"), pre, train_steps=4, **pre_args, **quiet)
+    ft_args = dict(train_steps=6, batch_size=16, log_every=1, checkpoint_every=100, eval_every=0,
+                   jit_compile=False)
+    attribute = os.path.join(data, "attribute")
+    assert run_finetune(pre, attribute, task, **ft_args,
+                        log=sigterm_at(3))["training"]["interrupted"]
+    run_pretrain(os.path.join(data, "pretrain"), pre, train_steps=8, **pre_args, **quiet)
+    with pytest.raises(ValueError, match="the backbone of --pretrained"):
+        run_finetune(pre, attribute, task, **ft_args, **quiet)
+    with open(os.path.join(task, "flags.txt")) as flags:  # derived: no flag of its own
+        assert "backbone_fingerprint" not in flags.read()

@@ -61,6 +61,7 @@ class FinetuningJob(TrainingJob):
                                              check_ranking, check_split_records,
                                              split_identity)
         from peterrec_tf.model_dir import load_model_dir
+        from peterrec_tf.task_artifact import backbone_fingerprint
         from peterrec_tf.training.flags import check_values
 
         c = self.config
@@ -86,6 +87,9 @@ class FinetuningJob(TrainingJob):
         if self.source.task != "pretrain":  # a further fine-tuning: its source saw users too
             check_evaluated_apart(pretrained, data_dir, meta, "test", log=self.log)
         self.backbone = backbone = self.source.backbone
+        # a resume rebuilds the frozen backbone from --pretrained (the checkpoints leave it
+        # out): pre-trained further meanwhile, it is another one, refused by the comparison
+        c["backbone_fingerprint"] = backbone_fingerprint(backbone)
         self.pooling = c["pooling"]
         if self.pooling is None and self.source.task != "pretrain":
             self.pooling = self.source.pooling  # a further fine-tuning reads users as before
@@ -211,15 +215,19 @@ class FinetuningJob(TrainingJob):
 
     def save(self):
         """The task's model directory: by default only what it trained, over --pretrained
-        (`task_artifact`), the whole model with --save_full_model or --from_scratch."""
+        (`task_artifact`), the whole model with --save_full_model or --from_scratch. A
+        finished task this run replaces stays loadable for the tasks tuned over it."""
         from peterrec_tf.model_dir import padding_tokens_of, save_model_dir
-        from peterrec_tf.task_artifact import stores_task_only
+        from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
+                                               keep_replaced_backbone, stores_task_only)
 
         c, model = self.config, self.model
         alone = not (c["save_full_model"] or c["from_scratch"]) and stores_task_only(model)
+        keep_replaced_backbone(c["model_dir"], model.backbone, self.log)
         save_model_dir(c["model_dir"], model, dict(
                            {"pretrained": os.path.abspath(c["pretrained"]),
-                            "data_dir": os.path.abspath(c["data_dir"])},
+                            "data_dir": os.path.abspath(c["data_dir"]),
+                            PRETRAINED_FINGERPRINT: backbone_fingerprint(model.backbone)},
                            **padding_tokens_of(self.meta)),
                        dict(self.data_vocabs),
                        task_over=(c["pretrained"], self.backbone) if alone else None)

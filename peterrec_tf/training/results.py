@@ -16,7 +16,7 @@ PATHS = frozenset({"model_dir", "data_dir"})
 #: unless a --select_metric chose weights by them.
 EVALUATION = frozenset({"ks", "num_candidates", "eval_ranking"})
 #: Recorded settings that are derived, not given: no flag of their own (left out of flags.txt).
-DERIVED = frozenset({"data_fingerprint", "data_split"})
+DERIVED = frozenset({"data_fingerprint", "data_split", "backbone_fingerprint"})
 
 
 def write_json(path, payload):
@@ -105,7 +105,8 @@ def _holds_checkpoints(model_dir):
 def _label(key):
     return ("the data (metadata.json fingerprint)" if key == "data_fingerprint" else
             "the data's split (metadata.json seed and source checksums)" if key == "data_split"
-            else f"--{key}")
+            else "the backbone of --pretrained (its fingerprint: pre-trained again since this "
+            "run started?)" if key == "backbone_fingerprint" else f"--{key}")
 
 
 def write_results(model_dir, results, name="results.json"):
