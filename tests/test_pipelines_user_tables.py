@@ -192,6 +192,45 @@ def test_user_targets_a_repeated_target_row_is_a_bad_line_on_both_runners(logs, 
     assert meta["stats"]["instances"] == len(rows) == before + 1  # only T-late at 30 added
 
 
+def test_one_label_written_two_ways_is_refused_on_both_runners(logs, tmp_path):
+    """Labels are exact text: `0` and `0.0` (or `Gold` and `gold`) were two classes, exit 0,
+    a split nothing in the data means (red team: 1, 0 and 0.0 gave num_classes 3). Refused
+    on both runners, naming the spellings and their first lines; --exact_labels keeps them
+    apart, identically on both runners; a label only a dropped user holds is not counted."""
+    from test_pipelines_beam import assert_same_dataset
+    lines = open(logs["labels"]).read().split("\n")
+    numbers = [line.replace("gold", "1").replace("silver", "0").replace("bronze", "1.0")
+               for line in lines]
+    first_one = next(n for n, line in enumerate(numbers, 1) if line.split(",")[1:2] == ["1"])
+    first_other = next(n for n, line in enumerate(numbers, 1)
+                       if line.split(",")[1:2] == ["1.0"])
+    table = write(tmp_path / "numbers.csv", "\n".join(numbers))
+    cased = write(tmp_path / "cased.csv", "\n".join(
+        line.replace("m007,gold", "m007,Gold").replace("m007,silver", "m007,Silver")
+        .replace("m007,bronze", "m007,Bronze") for line in lines))
+    for runner in ({}, BEAM):
+        with pytest.raises(DataError) as error:
+            prepare("user_labels", str(tmp_path / "x"), table, label_col="tier",
+                    **options(logs), **runner)
+        assert str(error.value).startswith(
+            f"{table}: '1' (line {first_one}) and '1.0' (line {first_other}): one label "
+            "written two ways would be two classes"), error.value
+        assert "--exact_labels" in str(error.value)
+        with pytest.raises(DataError, match="'(Gold|Silver|Bronze)' \\(line 9\\)"):
+            prepare("user_labels", str(tmp_path / "y"), cased, label_col="tier",
+                    **options(logs), **runner)
+    kept = {}
+    for name, runner in (("local", {}), ("beam", BEAM)):
+        kept[name] = str(tmp_path / name)
+        prepare("user_labels", kept[name], table, label_col="tier", exact_labels=True,
+                **options(logs), **runner)
+    assert_same_dataset(kept["local"], kept["beam"])
+    assert inputs.read_metadata(kept["local"])["num_classes"] == 4  # 1, 0, 1.0, platinum
+    # a second spelling held only by a user without history is no class: not refused
+    dropped = write(tmp_path / "dropped.csv", "\n".join(lines[:-1] + ["ghost,Gold,x", ""]))
+    prepare("user_labels", str(tmp_path / "z"), dropped, label_col="tier", **options(logs))
+
+
 def test_the_reserved_item_is_a_bad_line_in_the_event_and_target_logs(logs, tmp_path,
                                                                       small_chunks):
     """An item named `<UNK>` (id 0 of the item and target vocabularies: padding and every

@@ -109,6 +109,14 @@ class UserTableFormat(DataFormat):
         """The output vocabulary's tokens from {token: first key}."""
         raise NotImplementedError
 
+    #: Whether `check_values` reads anything (the Beam path then reports each output
+    #: token's first key, which it otherwise does not gather).
+    checks_values = False
+
+    def check_values(self, path, first_keys, options):
+        """Refuse output tokens that would not mean what the table means ({token: first
+        key} of the users kept, on every runner, before the vocabulary is written)."""
+
     def records(self, user, line, value, ids, index):
         """(key, Record) of one user with history; `index`: output token -> id."""
         raise NotImplementedError
@@ -182,6 +190,7 @@ class UserTableFormat(DataFormat):
             line, value = table[user]
             for token, key in self.value_occurrences(line, value):
                 first_keys.setdefault(token, key)
+        self.check_values(path, first_keys, options)
         vocab = self.value_vocabulary(first_keys)
         index = {token: i for i, token in enumerate(vocab)}
         assignment = hash_split_users(with_history, seed)
@@ -298,11 +307,13 @@ def build_beam(pipeline, format, path, events, tmp, items, bad, num_shards, seed
                          | "AllCounters" >> beam.combiners.ToList()
                          | "CounterTable" >> beam.Map(dict))
     parts["duplicates"] = joined.duplicates | "DuplicatesSum" >> beam.CombineGlobally(sum)
-    parts["values"] = (joined.occurrence
-                       | "ValueEarliest" >> beam.CombinePerKey(min)
-                       | "ValueAll" >> beam.combiners.ToList()
-                       | "ValueVocabulary" >> beam.Map(
-                           lambda firsts: format.value_vocabulary(dict(firsts))))
+    firsts = (joined.occurrence
+              | "ValueEarliest" >> beam.CombinePerKey(min)
+              | "ValueAll" >> beam.combiners.ToList())
+    parts["values"] = firsts | "ValueVocabulary" >> beam.Map(
+        lambda pairs: format.value_vocabulary(dict(pairs)))
+    if format.checks_values:
+        parts["value_firsts"] = firsts
     value_index = parts["values"] | "ValueIndex" >> beam.Map(
         lambda ts: {t: i for i, t in enumerate(ts)})
     shift = HASH_BITS - RANK_BUCKET_BITS
@@ -341,6 +352,8 @@ def prepare_beam(format, path, tmp, items, bad, num_shards, seed, common, option
     without = counters.get("users_without_history", 0)
     if users == without:
         raise no_history_error(path, events, options.get("cutoff_time"))
+    if format.checks_values:
+        format.check_values(path, dict(report["value_firsts"]), options)
     fileio.makedirs(fileio.join(tmp, "vocab"))
     format.write_vocabulary(tmp, report["values"])
 
