@@ -107,3 +107,27 @@ def test_an_item_rec_test_split_of_one_target_is_refused(logs, pretrained, tmp_p
                                          r"\(\d+ records\)\): HR@1 would be 1.0"):
         run_finetune(pretrained, data, str(tmp_path / "ft"), train_steps=2, num_candidates=3,
                      ks=(1,), **TINY, **quiet)
+
+
+def test_a_label_of_each_users_own_is_refused(logs, pretrained, tmp_path):  # noqa: F811
+    """A label column holding a value of each user's own (red team: --label_col naming the
+    user column, 300 classes of one user each, rc 0): the test split's classes are none of
+    the train split's, so no model can answer one of them; refused before anything is
+    written, naming the classes."""
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    data = str(tmp_path / "data")
+    prepare("user_labels", data, label_table(tmp_path / "t.csv", lambda user: f"id-{user}"),
+            label_col="tier", seed=0, **options(logs))
+    with pytest.raises(ValueError, match=r"none of the test split's \d+ classes \('id-m"):
+        run_finetune(pretrained, data, str(tmp_path / "ft"), train_steps=2, **TINY, **quiet)
+    assert not os.path.exists(tmp_path / "ft")
+    # one test class the train split holds is enough to leave the data to the user
+    assignment = hash_split_users(USERS, 0)
+    shared = next(u for u in USERS if assignment[u] == "train")
+    first_test = next(u for u in USERS if assignment[u] == "test")
+    data = str(tmp_path / "data2")
+    prepare("user_labels", data, label_table(
+        tmp_path / "t2.csv", lambda user: f"id-{shared if user == first_test else user}"),
+            label_col="tier", seed=0, **options(logs))
+    run_finetune(pretrained, data, str(tmp_path / "ft2"), train_steps=2, **TINY, **quiet)

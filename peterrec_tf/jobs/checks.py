@@ -149,7 +149,25 @@ def check_classes(data_dir, meta, splits, log=print, warn_only=()):
             log(f"warning: {message}")
         else:
             raise ValueError(message)
+    check_test_seen_in_train(data_dir, found, names, kind)
     return found
+
+
+def check_test_seen_in_train(data_dir, found, names, kind):
+    """Refuse a test split none of whose classes (targets) the train split holds: a value
+    unique to each user (`--label_col` naming an id column) splits into disjoint sets, and
+    the test figures of a model that can only answer what it was trained on say nothing."""
+    train, test = found.get("train"), found.get("test")
+    if not train or not test or set(train) & set(test):
+        return
+    kinds = kind + ("es" if kind == "class" else "s")
+    shown = ", ".join(repr(names[c]) if names and c < len(names) else str(c)
+                      for c in sorted(test)[:5])
+    raise ValueError(
+        f"{data_dir}: none of the test split's {len(test)} {kinds} ({shown}"
+        f"{', ...' if len(test) > 5 else ''}) is in the train split's {len(train)}: a model "
+        f"answers only {kinds} it was trained on; is the {kind} a value of each user's own "
+        "(an id column)? Prepare data whose test users share their values with training users")
 
 
 def split_identity(meta):
