@@ -43,7 +43,9 @@ def define_flags():
     flags.DEFINE_string("output_dir", None, "Model directory to write (model.keras, "
                         "config.json, vocabularies). Must be absent or empty unless --overwrite.")
     flags.DEFINE_bool("overwrite", False, "Replace a non-empty --output_dir (atomically: the "
-                      "new directory is written beside it and swapped in).")
+                      "new directory is written beside it and swapped in). A model there "
+                      "with another backbone is kept in versions/<fingerprint>/, where tasks "
+                      "fine-tuned over it still find it.")
     flags.DEFINE_string("causal", None,
                         "true (NextItNet) or false (GRec encoder). Required when PREFIX.meta is "
                         "absent; must agree with the .meta graph when both are present.")

@@ -560,10 +560,46 @@ def test_output_dir_is_refused_when_not_empty_and_replaced_whole_with_overwrite(
         convert_checkpoint(str(tmp_path / "nothing"), str(out), overwrite=True)
     assert sorted(os.listdir(str(out))) == before
     convert_checkpoint(PRETRAINED_PREFIX, str(out), overwrite=True, log=lambda _: None)
-    assert sorted(os.listdir(str(out))) == ["config.json", "model.keras"]  # no stale vocab
+    # no stale vocabulary; the replaced model (another backbone) kept for tasks over it
+    assert sorted(os.listdir(str(out))) == ["config.json", "model.keras", "versions"]
+    (kept,) = os.listdir(str(out / "versions"))
+    assert sorted(os.listdir(str(out / "versions" / kept))) == before
     config = json.load(open(str(out / "config.json")))
     assert config["kind"] == "pretrain" and config["framing"]["kind"] == "history"
     assert sorted(os.listdir(str(tmp_path))) == ["model"]  # no staging directory left
     (tmp_path / "empty").mkdir()
     convert_checkpoint(PRETRAINED_PREFIX, str(tmp_path / "empty"), log=lambda _: None)
     assert (tmp_path / "empty" / "model.keras").exists()
+
+
+def test_overwriting_a_conversion_keeps_the_backbone_tasks_were_tuned_over(tmp_path):
+    """A task fine-tuned over a converted directory is stored over it (its backbone is not
+    copied). `convert_tf1 --overwrite` with another checkpoint replaced the directory whole
+    and the task stopped loading; the replaced model is kept in versions/<fingerprint>/, as
+    a pre-training re-run keeps its backbone, and the versions kept so far move with it."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+    from peterrec_tf.jobs.finetuning import run_finetune
+    from pipelines.prepare import prepare
+
+    quiet = {"log": lambda *_: None}
+    out, tuned = str(tmp_path / "converted"), str(tmp_path / "tuned")
+    convert_checkpoint(PRETRAINED_PREFIX, out, **quiet)
+    prepare("peterrec_pretrain_csv", str(tmp_path / "pre"), PRETRAIN_CSV, **quiet)
+    data = str(tmp_path / "coldrec")
+    prepare("peterrec_finetune_csv", data, FINETUNE_CSV, split_by="instance",
+            vocab=str(tmp_path / "pre" / "vocab" / "items.txt"), **quiet)
+    settings = dict(train_steps=2, batch_size=8, eval_batch_size=64, num_candidates=11,
+                    jit_compile=False, eval_every=0)
+    run_finetune(out, data, tuned, **settings, **quiet)
+    scores = {k: v for k, v in run_evaluate(tuned, data, num_candidates=11, **quiet).items()
+              if k.startswith(("hr@", "ndcg@", "mrr@"))}
+    said = []
+    convert_checkpoint(FINETUNED["cau_serial"], out, target_vocab_csv=FINETUNE_CSV,
+                       overwrite=True, log=said.append)
+    assert any("kept in" in line for line in said), said
+    after = run_evaluate(tuned, data, num_candidates=11, **quiet)
+    assert {k: after[k] for k in scores} == scores
+    convert_checkpoint(PRETRAINED_PREFIX, out, overwrite=True, **quiet)  # and back again:
+    assert len(os.listdir(os.path.join(out, "versions"))) == 2  # both kept versions stay
+    assert {k: v for k, v in run_evaluate(tuned, data, num_candidates=11, **quiet).items()
+            if k in scores} == scores

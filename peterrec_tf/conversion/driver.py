@@ -9,7 +9,8 @@ import numpy as np
 from peterrec_tf.conversion import graph as graphs
 from peterrec_tf.conversion import names
 from peterrec_tf.conversion.errors import ConversionError, error_text
-from peterrec_tf.conversion.output import check_output_dir, remove_stale_staging, staged_output
+from peterrec_tf.conversion.output import (check_output_dir, keep_replaced_versions,
+                                           remove_stale_staging, staged_output)
 from peterrec_tf.conversion.reader import (check_meta_covers, find_non_finite, read_checkpoint,
                                            read_meta_graph)
 from peterrec_tf.conversion.release_csv import (pretrain_row_length, release_source_order,
@@ -348,7 +349,10 @@ def _convert(prefix, output_dir, causal, insertion, vocab_csv, target_vocab_csv,
         config["padding_tokens"] = ["0"]
     from peterrec_tf.model_dir import save_model_dir
 
-    with staged_output(output_dir, overwrite) as staging:
+    def keep_versions(staging):
+        keep_replaced_versions(output_dir, model.backbone, staging, log)
+
+    with staged_output(output_dir, overwrite, before_swap=keep_versions) as staging:
         if plan.unused:
             np.savez(os.path.join(staging, "unused_variables.npz"),
                      **{n.replace("/", "__"): variables[n] for n in plan.unused})

@@ -50,11 +50,12 @@ def remove_stale_staging(output_dir, log=print):
 
 
 @contextlib.contextmanager
-def staged_output(output_dir, overwrite=False):
+def staged_output(output_dir, overwrite=False, before_swap=None):
     """Yield a temporary directory beside `output_dir`; on success it becomes `output_dir`
     (an empty or absent one is replaced by a rename; a non-empty one, with `overwrite`,
-    by an atomic exchange where the OS has it, else by two renames). On failure the
-    temporary directory is removed and `output_dir` is left as it was."""
+    by an atomic exchange where the OS has it, else by two renames), after
+    `before_swap(staging)` where given. On failure the temporary directory is removed and
+    `output_dir` is left as it was."""
     check_output_dir(output_dir, overwrite)
     target = os.path.abspath(output_dir)
     parent = os.path.dirname(target)
@@ -66,6 +67,8 @@ def staged_output(output_dir, overwrite=False):
         os.chmod(staging, 0o777 & ~umask)  # mkdtemp's 0700 is not what a model dir gets
         yield staging
         check_output_dir(output_dir, overwrite)  # again: something may have appeared since
+        if before_swap is not None:
+            before_swap(staging)
         if os.path.isdir(target) and os.listdir(target):
             if _exchange(staging, target):
                 shutil.rmtree(staging)  # now the old directory
@@ -79,3 +82,29 @@ def staged_output(output_dir, overwrite=False):
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def keep_replaced_versions(output_dir, backbone, staging, log=print):
+    """Before a conversion replaces `output_dir` (--overwrite): a finished model there whose
+    backbone differs is what tasks fine-tuned over it load, so it is kept, with the versions
+    the directory already kept, in the new directory's `versions/`, as a pre-training re-run
+    keeps the backbone it replaces (`task_artifact.keep_replaced_backbone`). Hard links:
+    the old directory stays whole until the swap, so a failure loses nothing."""
+    from peterrec_tf.task_artifact import VERSIONS_DIR, keep_replaced_backbone
+
+    if not os.path.isdir(output_dir):
+        return
+    try:
+        keep_replaced_backbone(output_dir, backbone, log)
+    except (OSError, ValueError) as error:  # not a model this project reads: nothing loads it
+        log(f"{output_dir}: the model it held could not be read ({error}); not kept")
+    kept = os.path.join(output_dir, VERSIONS_DIR)
+    if os.path.isdir(kept):
+        shutil.copytree(kept, os.path.join(staging, VERSIONS_DIR), copy_function=_link_or_copy)
+
+
+def _link_or_copy(source, destination):
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
