@@ -123,7 +123,10 @@ ML100K_RANKED_GROUPS = (("ml100k_small_log_ranks_3seeds",),
                         ("ml100k_post_gelu_h2_ff256_p25_oldest_ls01_seed0",),
                         ("ml100k_long_wd01_seed0",),
                         ("ml100k_long_lr002_3seeds",),
-                        ("ml100k_long_lr003_seed0", "ml100k_long_lr003_seeds12"))
+                        ("ml100k_long_lr003_seed0", "ml100k_long_lr003_seeds12"),
+                        ("ml100k_long_drop03_seed0",),
+                        ("ml100k_long_drop06_seed0", "ml100k_long_drop06_seeds12"),
+                        ("ml100k_long_lr003_drop06_3seeds",))
 #: The ML-100K recipe runs, by row group: the kept outputs (tags) whose seeds form one group
 #: (several when the seeds ran side by side, one output each).
 ML100K_RECIPE_GROUPS = (("ml100k_recipe_3seeds",), ("ml100k_recipe_small_log_3seeds",),
