@@ -168,8 +168,8 @@ def test_the_models_own_preparation_is_not_compared(task):
 
 def test_a_copy_whose_model_data_is_gone_is_evaluated_with_a_warning(  # noqa: F811
         logs, pretrained, task, tmp_path):  # noqa: F811
-    """Without the model's training data its records cannot be compared: the warning says
-    so, and results.json records no count."""
+    """Without the model's training data (prepared again since, or deleted) its records
+    cannot be compared: the warning says so, and results.json records no count."""
     from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.jobs.finetuning import run_finetune
 
@@ -177,14 +177,19 @@ def test_a_copy_whose_model_data_is_gone_is_evaluated_with_a_warning(  # noqa: F
     prepare("user_labels", data, task["table"], label_col="tier", seed=0, **options(logs))
     model_dir = str(tmp_path / "task")
     run_finetune(pretrained, data, model_dir, train_steps=2, **TINY, **quiet)
-    shutil.rmtree(data)
     copy = prepared(logs, task, "crlf_gone", open(task["table"], "rb").read().replace(
         b"\n", b"\r\n"))
-    said = []
-    results = run_evaluate(model_dir, copy, split="test", log=said.append)
-    assert results["records_seen_in_training"] is None
-    assert any(line.startswith(f"warning: {copy}") and "could not be compared" in line
-               and "is gone" in line for line in said)
+    # its train split is no longer the one the model trained on
+    prepare("user_labels", data, task["table"], label_col="tier", seed=3, overwrite=True,
+            **options(logs))
+    for gone, why in ((False, "was prepared again since"), (True, "is gone")):
+        if gone:
+            shutil.rmtree(data)
+        said = []
+        results = run_evaluate(model_dir, copy, split="test", log=said.append)
+        assert results["records_seen_in_training"] is None
+        assert any(line.startswith(f"warning: {copy}") and "could not be compared" in line
+                   and why in line for line in said), (why, said)
 
 
 def test_a_further_fine_tuning_on_the_users_re_drawn_is_refused(logs, task, tmp_path):  # noqa: F811
