@@ -207,3 +207,28 @@ def test_a_further_fine_tuning_on_the_users_re_drawn_is_refused(logs, task, tmp_
         run_finetune(task["model"], copy, str(tmp_path / "further"), train_steps=2,
                      **TINY, **quiet)
     assert not os.path.exists(tmp_path / "further")
+
+
+def test_an_item_recommendation_copy_is_compared_by_its_targets(logs, pretrained, task,  # noqa: F811
+                                                               tmp_path):
+    """Item recommendation records are compared by their target item (targets.txt) as
+    classification records are by their label: a CRLF copy of a target table re-split with
+    another seed is refused."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    rows = "member\tsku\tts\n" + "".join(f"{u}\tT-{i % 3}\t{i}\n" for i, u in enumerate(USERS))
+    tables = {"lf": rows.encode(), "crlf": rows.replace("\n", "\r\n").encode()}
+    data = {}
+    for seed, (name, raw) in enumerate(tables.items()):
+        (tmp_path / f"{name}.tsv").write_bytes(raw)
+        data[name] = str(tmp_path / name)
+        prepare("user_targets", data[name], str(tmp_path / f"{name}.tsv"), seed=seed,
+                **options(logs))
+    model_dir = str(tmp_path / "task")
+    settings = dict(TINY, num_candidates=3, ks=(1,))
+    run_finetune(pretrained, data["lf"], model_dir, train_steps=2, **settings, **quiet)
+    tests = inputs.read_metadata(data["crlf"])["splits"]["test"]
+    refused = SEEN.format(len(re_drawn_users()), tests).replace("seed0", "lf")
+    with pytest.raises(ValueError, match=refused + r".*same user, history and target"):
+        run_evaluate(model_dir, data["crlf"], split="test", num_candidates=3, ks=(1,), **quiet)
