@@ -1,10 +1,15 @@
 """A model is not scored on users it trained on: a training job records which table and
 seed split its data (flags.json `data_split`), and `evaluate` refuses a preparation of the
-same user table split with another seed (most of its test users were training users), warns
-on data that is not the model's own, and says in its results which it was."""
+same user table split with another seed (most of its test users were training users); other
+data is compared by its records with the model's training split (flags.json `data_dir`), so a
+copy of the table with other bytes (CRLF, a BOM, rows reordered or added) split with another
+seed is refused too; data holding few or none of them is evaluated with a warning saying how
+many, and its results say which it was (`same_preparation_as_training`,
+`records_seen_in_training`)."""
 
 import json
 import os
+import random
 import shutil
 
 import pytest
@@ -62,27 +67,168 @@ def test_the_same_table_split_with_another_seed_is_refused(logs, task):  # noqa:
     assert own["examples"] == inputs.read_metadata(task["data"][0])["splits"]["test"]
 
 
-def test_other_data_is_evaluated_with_a_warning(logs, task):  # noqa: F811
+def prepared(logs, task, name, raw, seed=1, **extra):  # noqa: F811
+    """`raw` (bytes) saved as a label table and prepared as `name` with `seed`."""
+    table = task["root"] / f"{name}.csv"
+    table.write_bytes(raw)
+    directory = str(task["root"] / name)
+    prepare("user_labels", directory, str(table), label_col="tier", seed=seed,
+            **options(logs, **extra))
+    return directory
+
+
+def re_drawn_users(seed=1):
+    """Users the model trained on (seed 0's train split) that `seed` puts in its test split."""
+    train0 = {u for u, s in hash_split_users(USERS, 0).items() if s == "train"}
+    return sorted(u for u, s in hash_split_users(USERS, seed).items()
+                  if s == "test" and u in train0)
+
+
+SEEN = r"{} of its {} test records \(\d+%\) are records of the train split of .*seed0"
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("crlf", lambda raw: raw.replace(b"\n", b"\r\n")),
+    ("bom", lambda raw: b"\xef\xbb\xbf" + raw),
+    ("one_row_added", lambda raw: raw + b"zed,a\n")], ids=("crlf", "bom", "one_row_added"))
+def test_a_copy_of_the_table_split_with_another_seed_is_refused(logs, task, name,  # noqa: F811
+                                                                edit):
+    """The table saved with other line ends, a BOM or one more row is other bytes (the
+    checksum comparison passed it, rc 0, accuracy 0.85 in the red-team run) but the same
+    users: their records are compared with the model's training records."""
     from peterrec_tf.jobs.evaluating import run_evaluate
 
-    other = str(task["root"] / "other")
-    fewer = label_table(task["root"] / "fewer.csv", lambda user: "ab"[int(user[1:]) % 2])
-    with open(fewer, "a") as handle:
-        handle.write("zed,a\n")  # another table: not provably the same users re-drawn
-    prepare("user_labels", other, fewer, label_col="tier", seed=1, **options(logs))
+    copy = prepared(logs, task, name, edit(open(task["table"], "rb").read()))
+    meta = inputs.read_metadata(copy)
+    assert sorted(meta["source_checksums"].values()) != sorted(
+        inputs.read_metadata(task["data"][0])["source_checksums"].values())
+    seen, tests = len(re_drawn_users()), meta["splits"]["test"]
+    assert seen > tests / 2  # the premise: most of seed 1's test users trained the model
+    with pytest.raises(ValueError, match=SEEN.format(seen, tests) + r".*--seed=0"):
+        run_evaluate(task["model"], copy, split="test", **quiet)
+
+
+def test_a_reordered_copy_is_refused_though_its_classes_are_renumbered(logs, task):  # noqa: F811
+    from peterrec_tf.jobs.evaluating import run_evaluate
+
+    header, *rows = open(task["table"], "rb").read().splitlines(keepends=True)
+    copy = prepared(logs, task, "reordered", header + b"".join(reversed(rows)), seed=2)
+    assert inputs.read_data_vocab(copy, "labels.txt") == ["b", "a"]  # ids mean other classes
+    seen, tests = len(re_drawn_users(2)), inputs.read_metadata(copy)["splits"]["test"]
+    assert seen > tests / 2
+    with pytest.raises(ValueError, match=SEEN.format(seen, tests)):
+        run_evaluate(task["model"], copy, split="test", **quiet)
+
+
+@pytest.fixture(scope="module")
+def other_log(logs, task):  # noqa: F811
+    """The fixture's event log plus 100 other users (o000...) over the same items."""
+    rng = random.Random(5)
+    path = task["root"] / "other_log.tsv"
+    lines = [f"o{user:03d}\tSKU-{rng.randrange(25):02d}\t{rng.randrange(1000)}"
+             for user in range(100) for _ in range(rng.randrange(3, 9))]
+    path.write_text(open(logs["events"]).read() + "\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_a_table_of_other_users_is_evaluated_with_a_warning(logs, task, other_log):  # noqa: F811
+    from peterrec_tf.jobs.evaluating import run_evaluate
+
+    others = "member,tier\n" + "".join(f"o{u:03d},{'ab'[u % 2]}\n" for u in range(100))
+    other = prepared(logs, task, "other_users", others.encode(), events=other_log)
     said = []
     results = run_evaluate(task["model"], other, split="test", log=said.append)
     assert results["same_preparation_as_training"] is False
+    assert results["records_seen_in_training"] == 0
     assert any(line.startswith(f"warning: {other}") and "is not the preparation" in line
+               and "none of its" in line for line in said)
+    # one of the model's training users among them: scored, with the count said
+    user = re_drawn_users()[0]
+    label = "ab"[int(user[1:]) % 2]
+    mixed = prepared(logs, task, "one_user_trained", (others + f"{user},{label}\n").encode(),
+                     events=other_log)
+    tests = inputs.read_metadata(mixed)["splits"]["test"]
+    assert 1 / tests < 0.05
+    said = []
+    results = run_evaluate(task["model"], mixed, split="test", log=said.append)
+    assert results["records_seen_in_training"] == 1
+    assert any(line.startswith(f"warning: {mixed}") and f"1 of its {tests} test records" in line
                for line in said)
 
 
-def test_a_further_fine_tuning_on_the_users_re_drawn_is_refused(task, tmp_path):
+def test_the_models_own_preparation_is_not_compared(task):
+    from peterrec_tf.jobs.evaluating import run_evaluate
+
+    said = []
+    results = run_evaluate(task["model"], task["data"][0], split="test", log=said.append)
+    assert results["same_preparation_as_training"] is True
+    assert results["records_seen_in_training"] is None
+    assert not any("warning" in line for line in said)
+
+
+def test_a_copy_whose_model_data_is_gone_is_evaluated_with_a_warning(  # noqa: F811
+        logs, pretrained, task, tmp_path):  # noqa: F811
+    """Without the model's training data (prepared again since, or deleted) its records
+    cannot be compared: the warning says so, and results.json records no count."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    data = str(tmp_path / "data")
+    prepare("user_labels", data, task["table"], label_col="tier", seed=0, **options(logs))
+    model_dir = str(tmp_path / "task")
+    run_finetune(pretrained, data, model_dir, train_steps=2, **TINY, **quiet)
+    copy = prepared(logs, task, "crlf_gone", open(task["table"], "rb").read().replace(
+        b"\n", b"\r\n"))
+    # its train split is no longer the one the model trained on
+    prepare("user_labels", data, task["table"], label_col="tier", seed=3, overwrite=True,
+            **options(logs))
+    for gone, why in ((False, "was prepared again since"), (True, "is gone")):
+        if gone:
+            shutil.rmtree(data)
+        said = []
+        results = run_evaluate(model_dir, copy, split="test", log=said.append)
+        assert results["records_seen_in_training"] is None
+        assert any(line.startswith(f"warning: {copy}") and "could not be compared" in line
+                   and why in line for line in said), (why, said)
+
+
+def test_a_further_fine_tuning_on_the_users_re_drawn_is_refused(logs, task, tmp_path):  # noqa: F811
     """Fine-tuning a task further on its table split with another seed would train on its
-    own test users' labels and report them as held out."""
+    own test users' labels and report them as held out; a copy of the table is compared by
+    its records as `evaluate` compares it."""
     from peterrec_tf.jobs.finetuning import run_finetune
 
     with pytest.raises(ValueError, match="with --seed=1, the model's training data with"):
         run_finetune(task["model"], task["data"][1], str(tmp_path / "further"), train_steps=2,
                      **TINY, **quiet)
+    copy = prepared(logs, task, "crlf_further",
+                    open(task["table"], "rb").read().replace(b"\n", b"\r\n"))
+    with pytest.raises(ValueError, match=SEEN.format(len(re_drawn_users()), r"\d+")):
+        run_finetune(task["model"], copy, str(tmp_path / "further"), train_steps=2,
+                     **TINY, **quiet)
     assert not os.path.exists(tmp_path / "further")
+
+
+def test_an_item_recommendation_copy_is_compared_by_its_targets(logs, pretrained, task,  # noqa: F811
+                                                               tmp_path):
+    """Item recommendation records are compared by their target item (targets.txt) as
+    classification records are by their label: a CRLF copy of a target table re-split with
+    another seed is refused."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    rows = "member\tsku\tts\n" + "".join(f"{u}\tT-{i % 3}\t{i}\n" for i, u in enumerate(USERS))
+    tables = {"lf": rows.encode(), "crlf": rows.replace("\n", "\r\n").encode()}
+    data = {}
+    for seed, (name, raw) in enumerate(tables.items()):
+        (tmp_path / f"{name}.tsv").write_bytes(raw)
+        data[name] = str(tmp_path / name)
+        prepare("user_targets", data[name], str(tmp_path / f"{name}.tsv"), seed=seed,
+                **options(logs))
+    model_dir = str(tmp_path / "task")
+    settings = dict(TINY, num_candidates=3, ks=(1,))
+    run_finetune(pretrained, data["lf"], model_dir, train_steps=2, **settings, **quiet)
+    tests = inputs.read_metadata(data["crlf"])["splits"]["test"]
+    refused = SEEN.format(len(re_drawn_users()), tests).replace("seed0", "lf")
+    with pytest.raises(ValueError, match=refused + r".*same user, history and target"):
+        run_evaluate(model_dir, data["crlf"], split="test", num_candidates=3, ks=(1,), **quiet)

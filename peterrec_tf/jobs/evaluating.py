@@ -38,7 +38,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     check_split_records(data_dir, meta, (split,))
     check_ranking(data_dir, meta, ranking, num_candidates, ks)
     check_classes(data_dir, meta, (split,))
-    own_data = check_evaluated_apart(model_dir, data_dir, meta, split, log=log)
+    own_data, seen = check_evaluated_apart(model_dir, data_dir, meta, split, log=log)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
     task = check_model_fits_data(model, vocabs, model_dir, data_dir, meta)
     exclude = None
@@ -64,6 +64,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     results.update(model_dir=model_dir, data_dir=data_dir, split=split,
                    ranking=ranking if task != "classify" else None, seconds=seconds,
                    exclude_history=bool(exclude_history), same_preparation_as_training=own_data,
+                   records_seen_in_training=seen,
                    examples_per_second=results["examples"] / max(seconds, 1e-9))
     log(json.dumps(results, indent=2))
     if output:

@@ -1,0 +1,102 @@
+"""Which records of one preparation are records another preparation trained on, compared by
+what they mean, not by bytes: the same user, the same history (item tokens) and the same
+label or target (its token). Two preparations of one table number their items, classes and
+targets each from what they read (classes follow first appearance, so a reordered table
+renumbers them); ids are compared through each preparation's vocabularies, or directly
+where both hold the same vocabulary (by its checksum).
+
+Each record becomes an 8-byte digest (BLAKE2b of a canonical encoding), so the memory a
+comparison holds is 8 bytes per training record; the shards are streamed in batches.
+A false match needs two 64-bit digests to collide: about one in 2**64 / (records trained)
+per record scored.
+"""
+
+import hashlib
+import struct
+
+import numpy as np
+
+BATCH = 4096
+
+
+def answer_vocab(task):
+    """(the record feature holding the answer, the vocabulary naming it) of a task."""
+    from pipelines import schema
+
+    return (schema.LABEL, "labels.txt") if task == "classify" else (schema.TARGET, "targets.txt")
+
+
+def id_maps(data_dir, meta, reference_dir, reference_meta):
+    """[item map, answer map]: arrays taking `data_dir`'s ids to `reference_dir`'s ids of the
+    same token (-1: a token the reference does not have, so no record holding it matches),
+    None where both preparations hold the same vocabulary (SHA-256 in metadata.json)."""
+    from pipelines import metadata_checksum
+    from pipelines.inputs import read_data_vocab
+
+    maps = []
+    for name in ("items.txt", answer_vocab(meta["task"])[1]):
+        ours = (meta.get(metadata_checksum.VOCAB_KEY) or {}).get(name)
+        theirs = (reference_meta.get(metadata_checksum.VOCAB_KEY) or {}).get(name)
+        if ours is not None and ours == theirs:
+            maps.append(None)
+            continue
+        index = {}
+        for i, token in enumerate(read_data_vocab(reference_dir, name, reference_meta)):
+            index.setdefault(token, i)
+        maps.append(np.array([index.get(token, -1) for token in
+                              read_data_vocab(data_dir, name, meta)] + [-1], dtype=np.int64))
+    return maps
+
+
+def translate(ids, table):
+    """`ids` through `table` (an id past its end, never written by a checked preparation,
+    becomes -1: the table's last entry)."""
+    if table is None:
+        return ids
+    return table[np.minimum(ids, len(table) - 1)]
+
+
+def record_digests(data_dir, split, task, maps=(None, None)):
+    """Yield a uint64 array per batch of `split`'s records: the digest of each record's user
+    id, history item ids and label (target) id, ids first taken through `maps`."""
+    import tensorflow as tf
+
+    from pipelines import schema
+    from pipelines.inputs import reading, shard_files
+
+    feature = answer_vocab(task)[0]
+    spec = {schema.ITEM_IDS: tf.io.RaggedFeature(tf.int64),
+            schema.USER_ID: tf.io.FixedLenFeature([], tf.string),
+            feature: tf.io.FixedLenFeature([], tf.int64)}
+    dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
+    with reading(data_dir, (split,)):
+        for batch in dataset.batch(BATCH):
+            parsed = tf.io.parse_example(batch, spec)
+            items = translate(parsed[schema.ITEM_IDS].values.numpy(), maps[0])
+            bounds = parsed[schema.ITEM_IDS].row_splits.numpy()
+            answers = translate(parsed[feature].numpy(), maps[1])
+            users = parsed[schema.USER_ID].numpy()
+            digests = np.empty(len(users), dtype=np.uint64)
+            for row, user in enumerate(users):
+                # length-prefixed user, fixed-width answer, then the history: unambiguous
+                digest = hashlib.blake2b(struct.pack("<I", len(user)) + user
+                                         + struct.pack("<q", int(answers[row])), digest_size=8)
+                digest.update(items[bounds[row]:bounds[row + 1]].astype("<i8").tobytes())
+                digests[row] = int.from_bytes(digest.digest(), "little")
+            yield digests
+
+
+def records_seen(data_dir, meta, split, train_dir, train_meta):
+    """(records of `split` of `data_dir` identical to a record of `train_dir`'s train split,
+    records of `split`), both read from the records. The training split is held as sorted
+    8-byte digests; the split checked is streamed against it."""
+    task = meta["task"]
+    trained = [np.empty(0, dtype=np.uint64)]
+    trained.extend(record_digests(train_dir, "train", task))
+    trained = np.unique(np.concatenate(trained))
+    maps = id_maps(data_dir, meta, train_dir, train_meta)
+    seen = total = 0
+    for digests in record_digests(data_dir, split, task, maps):
+        seen += int(np.isin(digests, trained, assume_unique=False).sum())
+        total += len(digests)
+    return seen, total
