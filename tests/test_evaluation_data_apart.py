@@ -232,3 +232,41 @@ def test_an_item_recommendation_copy_is_compared_by_its_targets(logs, pretrained
     refused = SEEN.format(len(re_drawn_users()), tests).replace("seed0", "lf")
     with pytest.raises(ValueError, match=refused + r".*same user, history and target"):
         run_evaluate(model_dir, data["crlf"], split="test", num_candidates=3, ks=(1,), **quiet)
+
+
+def test_a_label_copy_whose_histories_all_grew_is_compared_by_user_and_label(logs, task):  # noqa: F811
+    """One event added to every user's history made every record another one, so a CRLF copy
+    re-split with --seed=1 was scored with "none of its test records" (red-team review: 12
+    of 16 test users trained the model). A class label is the user's own: for data whose
+    user ids are the source's keys, the same user with the same label counts."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+
+    events = task["root"] / "more_events.tsv"
+    events.write_text(open(logs["events"]).read()
+                      + "".join(f"{u}\tSKU-01\t999999\n" for u in USERS))
+    copy = prepared(logs, task, "more_events", open(task["table"], "rb").read().replace(
+        b"\n", b"\r\n"), events=str(events))
+    seen, tests = len(re_drawn_users()), inputs.read_metadata(copy)["splits"]["test"]
+    with pytest.raises(ValueError, match=SEEN.format(seen, tests) + r".*the same user and label"):
+        run_evaluate(task["model"], copy, split="test", **quiet)
+
+
+def test_the_training_data_is_found_from_any_working_directory(logs, pretrained, task,  # noqa: F811
+                                                             tmp_path, monkeypatch):
+    """flags.json keeps --data_dir as given; read from another working directory a relative
+    one named nothing, and the re-split copy was evaluated with a warning (review). The
+    model's config.json records it absolute."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+    from peterrec_tf.jobs.finetuning import run_finetune
+
+    work = tmp_path / "project"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    prepare("user_labels", "data", task["table"], label_col="tier", seed=0, **options(logs))
+    run_finetune(pretrained, "data", "model", train_steps=2, **TINY, **quiet)
+    copy = prepared(logs, task, "crlf_elsewhere", open(task["table"], "rb").read().replace(
+        b"\n", b"\r\n"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=SEEN.format(len(re_drawn_users()), r"\d+")
+                       .replace(".*seed0", ".*project")):
+        run_evaluate(str(work / "model"), copy, split="test", **quiet)

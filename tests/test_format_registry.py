@@ -162,3 +162,13 @@ def test_a_format_that_reads_nothing_is_refused():
         register(Readerless)
     assert "readerless" not in formats.names()
 
+
+
+def test_which_formats_carry_the_users_own_keys():
+    """`named_users`: only there is the same user id in two preparations the same user (the
+    record comparison of `evaluate` matches classification records by user and label
+    there); line numbers and generated users are not."""
+    from pipelines import formats
+
+    named = sorted(n for n in formats.names() if formats.get(n).named_users)
+    assert named == ["interactions", "movielens_100k", "user_labels", "user_targets"]

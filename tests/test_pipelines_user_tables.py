@@ -231,6 +231,21 @@ def test_one_label_written_two_ways_is_refused_on_both_runners(logs, tmp_path):
     prepare("user_labels", str(tmp_path / "z"), dropped, label_col="tier", **options(logs))
 
 
+def test_what_counts_as_one_label_written_two_ways():
+    """`label_value`: decimal numbers by exact value, words by NFKC case-folded text; an
+    exponent past Decimal's range is text (it raised decimal.InvalidOperation, a traceback
+    from prepare: review)."""
+    from pipelines.formats.user_labels import label_value
+
+    same = [("1", "1.0"), ("01", "1"), ("1e3", "1000"), ("-0", "0"), ("Gold", "gold"),
+            ("\u00e9", "e\u0301"), ("1.1", "1.10")]
+    apart = [("0.1", "0.10000000000000001"), ("1_000", "1000"), ("0x10", "16"), ("a", "b")]
+    assert all(label_value(a) == label_value(b) for a, b in same)
+    assert not any(label_value(a) == label_value(b) for a, b in apart)
+    huge = "1e9999999999999999999999"
+    assert label_value(huge) == ("text", huge) != label_value("1")
+
+
 def test_the_reserved_item_is_a_bad_line_in_the_event_and_target_logs(logs, tmp_path,
                                                                       small_chunks):
     """An item named `<UNK>` (id 0 of the item and target vocabularies: padding and every

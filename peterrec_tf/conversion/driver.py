@@ -347,6 +347,10 @@ def _convert(prefix, output_dir, causal, insertion, vocab_csv, target_vocab_csv,
         # the release CSVs left-pad short histories with the literal token 0, which the
         # release trains as an item: kept as one for parity, never served as an answer
         config["padding_tokens"] = ["0"]
+    from peterrec_tf.task_artifact import PRETRAINED_FINGERPRINT, backbone_fingerprint
+
+    # what tasks tuned over it are checked against, without loading the model again
+    config[PRETRAINED_FINGERPRINT] = backbone_fingerprint(model.backbone)
     from peterrec_tf.model_dir import save_model_dir
 
     def keep_versions(staging):

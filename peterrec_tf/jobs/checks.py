@@ -166,8 +166,10 @@ def check_test_seen_in_train(data_dir, found, names, kind):
     raise ValueError(
         f"{data_dir}: none of the test split's {len(test)} {kinds} ({shown}"
         f"{', ...' if len(test) > 5 else ''}) is in the train split's {len(train)}: a model "
-        f"answers only {kinds} it was trained on; is the {kind} a value of each user's own "
-        "(an id column)? Prepare data whose test users share their values with training users")
+        f"answers only {kinds} it was trained on, so its test figures would say nothing; "
+        + ("is the label a value of each user's own (--label_col naming an id column)? "
+           if kind == "class" else "are there too few target records for the targets? ")
+        + f"Prepare data whose test users share their {kinds} with training users")
 
 
 def split_identity(meta):
@@ -241,14 +243,21 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     return False, seen
 
 
-def model_training_data(flags, task):
+def model_training_data(model_dir, flags, task):
     """(directory, metadata.json) of the preparation a model trained on, while it is there
-    as it was (its fingerprint) and holds `task` data; else (None, why not)."""
+    as it was (its fingerprint) and holds `task` data; else (None, why not). The path is
+    config.json's (made absolute when the model was saved), not flags.json's (as given:
+    relative to wherever the job ran)."""
     import os
 
+    from peterrec_tf import model_files
     from pipelines.inputs import read_metadata
 
-    where = flags.get("data_dir")
+    try:
+        where = model_files.read_config(model_dir).get("data_dir")
+    except (OSError, ValueError):
+        where = None
+    where = where or flags.get("data_dir")
     if not where or not os.path.exists(os.path.join(where, "metadata.json")):
         return None, f"its training data ({where}) is gone"
     try:
@@ -267,9 +276,9 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
     """(records of `split` identical to a record the model trained on, what the warning
     says of them), or (None, why they could not be compared); `ValueError` when they are
     SEEN_SHARE_REFUSED of the split or more."""
-    from peterrec_tf.jobs.record_overlap import records_seen
+    from peterrec_tf.jobs.record_overlap import by_user_and_label, records_seen
 
-    train_dir, train_meta = model_training_data(flags, meta["task"])
+    train_dir, train_meta = model_training_data(model_dir, flags, meta["task"])
     if train_dir is None:
         return None, (f"its {split} records could not be compared with the model's training "
                       f"records: {train_meta}; make sure they were not in its training data")
@@ -277,8 +286,9 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
     share = seen / max(total, 1)
     what = (f"{seen} of its {total} {split} records ({share:.0%}) "
             f"{'is a record' if seen == 1 else 'are records'} of the train split of "
-            f"{train_dir}, the data {model_dir} was trained on (the same user, "
-            "history and " + ("label" if meta["task"] == "classify" else "target") + ")")
+            f"{train_dir}, the data {model_dir} was trained on (the same user"
+            + (" and label" if by_user_and_label(meta, train_meta) else ", history and "
+               + ("label" if meta["task"] == "classify" else "target")) + ")")
     if seen and share >= SEEN_SHARE_REFUSED:
         seed = (flags.get("data_split") or {}).get("split_seed")
         raise ValueError(

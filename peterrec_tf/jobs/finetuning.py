@@ -223,7 +223,11 @@ class FinetuningJob(TrainingJob):
 
         c, model = self.config, self.model
         alone = not (c["save_full_model"] or c["from_scratch"]) and stores_task_only(model)
-        keep_replaced_backbone(c["model_dir"], model.backbone, self.log)
+        try:
+            keep_replaced_backbone(c["model_dir"], model.backbone, self.log)
+        except (OSError, ValueError) as error:  # an older task whose backbone moved on
+            self.log(f"warning: the finished task in {c['model_dir']} could not be read "
+                     f"({error}), so it is not kept before this run replaces it")
         save_model_dir(c["model_dir"], model, dict(
                            {"pretrained": os.path.abspath(c["pretrained"]),
                             "data_dir": os.path.abspath(c["data_dir"]),

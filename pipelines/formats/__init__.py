@@ -35,12 +35,16 @@ class DataFormat:
     - `prepare_beam(input, tmp, items, bad, num_shards, seed, common, options,
       pipeline_options, log, chunk_bytes, quality)`: its Beam pipeline, same result;
     - `padding_tokens(options)`: item tokens the source uses as padding but keeps as items
-      (recorded in metadata.json; models trained on the data never recommend them).
+      (recorded in metadata.json; models trained on the data never recommend them);
+    - `named_users`: True when a record's user id is the user's own key in the source (a
+      column of the data), so the same id in two preparations is the same user; False
+      where ids are made up (line numbers, generated users).
     """
 
     name = None
     flags = ()
     generated = False
+    named_users = False
     prepare_local = None
     prepare_beam = None
 

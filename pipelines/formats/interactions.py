@@ -102,6 +102,7 @@ def build_beam(pipeline, path, tmp, items, bad, num_shards, max_len, options, pl
 @register
 class Interactions(DataFormat):
     name = "interactions"
+    named_users = True  # the log's own user keys
     flags = (MIN_SEQ_LEN,) + EVENT_COLUMNS
 
     def options(self, values):

@@ -83,6 +83,7 @@ def read_movielens(directory, items, bad, seed, target_genres=("Comedy",), max_t
 @register
 class MovieLens100K(DataFormat):
     name = "movielens_100k"
+    named_users = True  # u.data's user ids
     flags = (MIN_SEQ_LEN,
              Flag("string", "target_genres", "Comedy", "movielens_100k: comma-separated genres "
                   "that form the cold-start target domain; empty = no domain split."),

@@ -77,6 +77,7 @@ class UserTableFormat(DataFormat):
     the output vocabulary (`value_vocabulary`) and the records (`records`)."""
 
     task = None
+    named_users = True  # the table's own user keys
     flags = EVENT_COLUMNS + (EVENTS, CUTOFF_TIME)
 
     def options(self, values):

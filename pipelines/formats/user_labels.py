@@ -112,5 +112,8 @@ def label_value(token):
     value (exactly: 0.1 and 0.10000000000000001 differ), other text by its NFKC
     case-folded form."""
     if DECIMAL_NUMBER.match(token):
-        return "number", decimal.Decimal(token)
+        try:
+            return "number", decimal.Decimal(token)
+        except decimal.InvalidOperation:  # an exponent past Decimal's range: text, then
+            pass
     return "text", unicodedata.normalize("NFKC", token).casefold()
