@@ -204,8 +204,9 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     preparation is compared by its records while the model's training data (flags.json
     `data_dir`, the preparation of its `data_fingerprint`) is at hand: when
     SEEN_SHARE_REFUSED of `split`'s records or more are identical to a record of its train
-    split (user, history items and label or target, by token: a copy of the table with
-    other line ends, a BOM, rows reordered or added), it is refused too; fewer, or none, or
+    split (by meaning, `record_overlap`: user, history items and label or target by token,
+    or user and label for user-keyed classification data; a copy of the table with other
+    line ends, a BOM, rows reordered or added), it is refused too; fewer, or none, or
     data that cannot be compared, is used with a warning saying which. Models whose
     flags.json records no data (converted, older) are not checked. Returns (whether the
     data is the preparation the model trained on, None: unknown; how many of `split`'s

@@ -4,10 +4,10 @@ label or target (its token). A class label is the user's own, so for classificat
 whose user ids are the source's own keys (`DataFormat.named_users`, both preparations) the
 same user with the same label counts whatever the history (one event added to every
 user's history must not hide a re-drawn split); made-up ids (line numbers, generated
-users) are compared with their histories. Two preparations of one table number their items, classes and
-targets each from what they read (classes follow first appearance, so a reordered table
-renumbers them); ids are compared through each preparation's vocabularies, or directly
-where both hold the same vocabulary (by its checksum).
+users) are compared with their histories. Two preparations of one table number their
+items, classes and targets each from what they read (classes follow first appearance, so
+a reordered table renumbers them); ids are compared through each preparation's
+vocabularies, or directly where both hold the same vocabulary (by its checksum).
 
 Each record becomes an 8-byte digest (BLAKE2b of a canonical encoding), so the memory a
 comparison holds is 8 bytes per training record; the shards are streamed in batches.
