@@ -201,7 +201,7 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     users (fine-tuning data, whose seed draws the split; next-item data is split by
     position, whatever the seed): about 70% of the test users were training users, a
     figure that looks right and is not. Other fine-tuning data than the model's own
-    preparation is compared by its records while the model's training data (flags.json
+    preparation is compared by its records while the model's training data (config.json's
     `data_dir`, the preparation of its `data_fingerprint`) is at hand: when
     SEEN_SHARE_REFUSED of `split`'s records or more are identical to a record of its train
     split (by meaning, `record_overlap`: user, history items and label or target by token,
