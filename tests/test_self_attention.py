@@ -367,10 +367,19 @@ def test_pretrain_finetune_export_on_self_attention(tmp_path):
                          train_steps=2, **{"architecture": "self_attention", **refused},
                          **quiet)
     assert not os.path.exists(str(tmp_path / "refused"))
+    tuned_log = []
     run_finetune(pre_dir, os.path.join(data, "coldrec"), ft_dir, method="peterrec",
-                 train_steps=4, batch_size=16, num_candidates=11, checkpoint_every=100, **quiet)
+                 train_steps=4, batch_size=16, num_candidates=11, checkpoint_every=100,
+                 log=tuned_log.append)
+    assert not any("positions" in line for line in tuned_log if line.startswith("warning"))
     tuned, _, vocabs = load_model_dir(ft_dir)
     assert tuned.framing.kind == "history" and len(tuned.backbone.patches) == 2
+    said = []  # histories longer than the positions the backbone learnt: said, not silent
+    run_finetune(pre_dir, os.path.join(data, "coldrec"), str(tmp_path / "long"),
+                 method="peterrec", train_steps=1, batch_size=16, num_candidates=11,
+                 checkpoint_every=100, max_len=20, log=said.append)
+    assert any(line.startswith("warning: histories of up to 20 items over a backbone "
+                               "pre-trained with 12 positions") for line in said), said
     report = export([("rec", ft_dir), ("next", pre_dir)], str(tmp_path / "export"), "m", k=3,
                     **quiet)
     signatures = tf.saved_model.load(report["path"]).signatures

@@ -109,6 +109,12 @@ class FinetuningJob(TrainingJob):
         self.framing = datasets.data_framing(
             meta, self.source.framing if self.source.task != "pretrain"
             else Framing(backbone.FINE_TUNING_FRAMING), c["max_len"])
+        positions = getattr(backbone, "max_positions", None)
+        if positions and (self.framing.length or 0) + self.framing.extra_positions > positions:
+            self.log(f"warning: histories of up to {self.framing.length} items over a backbone "
+                     f"pre-trained with {positions} positions: the items past the "
+                     f"{positions} newest share one position, as no pre-training window "
+                     f"had them; --max_len={positions} keeps what the backbone learnt")
 
     def check_vocabularies(self, source_vocabs):
         """The data's vocabularies (verified now, saved with the task), the items the same
