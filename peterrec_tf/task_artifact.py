@@ -252,6 +252,17 @@ def read_task_weights(directory, config):
     return values
 
 
+def link_or_copy(source, destination):
+    """A hard link (the file's content stays while the original is replaced by a rename),
+    or a copy where the filesystem has none."""
+    import shutil
+
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
+
+
 def keep_replaced_backbone(directory, backbone, log=print):
     """Before a pre-trained `directory` (or a task, which further tasks can be tuned over)
     is saved again with `backbone`: when it holds a finished model with another backbone,
@@ -276,10 +287,7 @@ def keep_replaced_backbone(directory, backbone, log=print):
     try:
         for entry in os.scandir(directory):
             if entry.is_file() and not entry.name.startswith("."):
-                try:
-                    os.link(entry.path, os.path.join(staging, entry.name))
-                except OSError:
-                    shutil.copy2(entry.path, os.path.join(staging, entry.name))
+                link_or_copy(entry.path, os.path.join(staging, entry.name))
         os.replace(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

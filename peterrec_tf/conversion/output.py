@@ -90,7 +90,7 @@ def keep_replaced_versions(output_dir, backbone, staging, log=print):
     the directory already kept, in the new directory's `versions/`, as a pre-training re-run
     keeps the backbone it replaces (`task_artifact.keep_replaced_backbone`). Hard links:
     the old directory stays whole until the swap, so a failure loses nothing."""
-    from peterrec_tf.task_artifact import VERSIONS_DIR, keep_replaced_backbone
+    from peterrec_tf.task_artifact import VERSIONS_DIR, keep_replaced_backbone, link_or_copy
 
     if not os.path.isdir(output_dir):
         return
@@ -100,11 +100,4 @@ def keep_replaced_versions(output_dir, backbone, staging, log=print):
         log(f"{output_dir}: the model it held could not be read ({error}); not kept")
     kept = os.path.join(output_dir, VERSIONS_DIR)
     if os.path.isdir(kept):
-        shutil.copytree(kept, os.path.join(staging, VERSIONS_DIR), copy_function=_link_or_copy)
-
-
-def _link_or_copy(source, destination):
-    try:
-        os.link(source, destination)
-    except OSError:
-        shutil.copy2(source, destination)
+        shutil.copytree(kept, os.path.join(staging, VERSIONS_DIR), copy_function=link_or_copy)
