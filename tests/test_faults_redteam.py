@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from pipelines.dataset import split_users
 from pipelines.prepare import prepare
 
 MODEL = dict(channels=8, dilations=(1, 2), batch_size=8, eval_batch_size=64, log_every=100,
@@ -71,8 +72,9 @@ def evaluate(model_dir, data_dir, **extra):
 def test_a_task_evaluated_on_data_whose_target_ids_mean_other_items_is_refused(run, tmp_path):
     """The same fine-tuning lines in another order, prepared again: as many targets, but
     numbered by first appearance in another order, so target id i names another item than
-    the task's target_vocab.txt says (before: scored silently, rc 0)."""
-    lines = list(run["ft_lines"])
+    the task's target_vocab.txt says (before: scored silently, rc 0). Each history gets one
+    more item, so no record is one the task trained on (those are refused before)."""
+    lines = [f"1,{line}" for line in run["ft_lines"]]
     random.Random(5).shuffle(lines)
     shuffled = str(tmp_path / "d_ft_shuffled")
     prepare("peterrec_finetune_csv", shuffled, input=write(tmp_path / "ft.csv", lines),
@@ -84,6 +86,30 @@ def test_a_task_evaluated_on_data_whose_target_ids_mean_other_items_is_refused(r
                                          "target_vocab.txt: target ids would mean other items"):
         evaluate(run["task"], shuffled)
     assert evaluate(run["task"], run["data_ft"])["examples"] > 0
+
+
+def test_a_reordered_copy_of_the_fine_tuning_lines_is_compared_without_line_numbers(
+        run, tmp_path):
+    """The same fine-tuning lines reordered past the point where every target has appeared
+    (so targets.txt and the task's target vocabulary agree) and prepared with the same
+    seed: a line's user id is its line number, so the split draws other lines into test
+    and most test records are records the task trained on. Compared with the user id they
+    all looked new (before: rc 0 and a warning "none of its ... test records")."""
+    lines = list(run["ft_lines"])
+    head = next(n for n in range(len(lines)) if {line.split(",,")[1] for line in
+                                                  lines[:n]} >= {l.split(",,")[1] for l in lines})
+    reordered = str(tmp_path / "d_ft_reordered")
+    prepare("peterrec_finetune_csv", reordered, input=write(
+        tmp_path / "ft.csv", lines[:head] + lines[head:][::-1]), vocab=run["vocab"], log=quiet)
+    split = split_users([f"line{n}" for n in range(1, len(lines) + 1)], 0)  # both seeds 0
+    trained = {line for n, line in enumerate(lines, 1) if split[f"line{n}"] == "train"}
+    tests = [line for n, line in enumerate(lines[:head] + lines[head:][::-1], 1)
+             if split[f"line{n}"] == "test"]
+    seen = sum(line in trained for line in tests)
+    assert seen > len(tests) / 2  # the premise: most of the copy's test lines trained the task
+    with pytest.raises(ValueError, match=rf"{seen} of its {len(tests)} test records .* \(the "
+                                         "same history and target\)"):
+        evaluate(run["task"], reordered)
 
 
 def test_an_input_inside_the_output_dir_is_refused_even_with_overwrite(run, tmp_path):

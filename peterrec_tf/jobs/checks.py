@@ -277,7 +277,7 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
     """(records of `split` identical to a record the model trained on, what the warning
     says of them), or (None, why they could not be compared); `ValueError` when they are
     SEEN_SHARE_REFUSED of the split or more."""
-    from peterrec_tf.jobs.record_overlap import by_user_and_label, records_seen
+    from peterrec_tf.jobs.record_overlap import compared_parts, records_seen
 
     train_dir, train_meta = model_training_data(model_dir, flags, meta["task"])
     if train_dir is None:
@@ -285,11 +285,13 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
                       f"records: {train_meta}; make sure they were not in its training data")
     seen, total = records_seen(data_dir, meta, split, train_dir, train_meta)
     share = seen / max(total, 1)
+    with_user, with_history = compared_parts(meta, train_meta)
+    same = ["user"] * with_user + ["history"] * with_history + [
+        "label" if meta["task"] == "classify" else "target"]
     what = (f"{seen} of its {total} {split} records ({share:.0%}) "
             f"{'is a record' if seen == 1 else 'are records'} of the train split of "
-            f"{train_dir}, the data {model_dir} was trained on (the same user"
-            + (" and label" if by_user_and_label(meta, train_meta) else ", history and "
-               + ("label" if meta["task"] == "classify" else "target")) + ")")
+            f"{train_dir}, the data {model_dir} was trained on (the same "
+            + ", ".join(same[:-1]) + " and " + same[-1] + ")")
     if seen and share >= SEEN_SHARE_REFUSED:
         seed = (flags.get("data_split") or {}).get("split_seed")
         raise ValueError(

@@ -1,10 +1,13 @@
 """Which records of one preparation are records another preparation trained on, compared by
 what they mean, not by bytes: the same user, the same history (item tokens) and the same
-label or target (its token). A class label is the user's own, so for classification data
-whose user ids are the source's own keys (`DataFormat.named_users`, both preparations) the
-same user with the same label counts whatever the history (one event added to every
-user's history must not hide a re-drawn split); made-up ids (line numbers, generated
-users) are compared with their histories. Two preparations of one table number their
+label or target (its token). Which of the three count (`compared_parts`): a user id is
+compared only where both preparations hold the source's own user keys
+(`DataFormat.named_users`); made-up ids (release-CSV line numbers, generated users) name
+another record once the file is reordered, so those records compare by history and answer
+alone. A class label is the user's own, so for classification data with user keys the same
+user with the same label counts whatever the history (one event added to every user's
+history must not hide a re-drawn split); item recommendation keeps the history, since the
+same user scored on a later target is a legitimate test. Two preparations of one table number their
 items, classes and targets each from what they read (classes follow first appearance, so
 a reordered table renumbers them); ids are compared through each preparation's
 vocabularies, or directly where both hold the same vocabulary (by its checksum).
@@ -60,20 +63,22 @@ def translate(ids, table):
     return table[np.minimum(ids, len(table) - 1)]
 
 
-def by_user_and_label(meta, other_meta):
-    """Whether records compare by user and label only (see the module docstring)."""
+def compared_parts(meta, other_meta):
+    """(with_user, with_history): which parts besides the answer make a record of these two
+    preparations the same record (see the module docstring)."""
     from pipelines import formats
 
     def named(m):
         return m.get("format") in formats.names() and formats.get(m["format"]).named_users
 
-    return meta["task"] == "classify" and named(meta) and named(other_meta)
+    with_user = named(meta) and named(other_meta)
+    return with_user, not (with_user and meta["task"] == "classify")
 
 
-def record_digests(data_dir, split, task, maps=(None, None), with_history=True):
+def record_digests(data_dir, split, task, maps=(None, None), parts=(True, True)):
     """Yield a uint64 array per batch of `split`'s records: the digest of each record's user
-    id, history item ids (unless not `with_history`) and label (target) id, ids first taken
-    through `maps`."""
+    id and history item ids (each where `parts`, as `compared_parts` gives them, says so)
+    and label (target) id, ids first taken through `maps`."""
     import tensorflow as tf
 
     from pipelines import schema
@@ -92,10 +97,13 @@ def record_digests(data_dir, split, task, maps=(None, None), with_history=True):
             answers = translate(parsed[feature].numpy(), maps[1])
             users = parsed[schema.USER_ID].numpy()
             digests = np.empty(len(users), dtype=np.uint64)
+            with_user, with_history = parts
             for row, user in enumerate(users):
-                # length-prefixed user, fixed-width answer, then the history: unambiguous
-                digest = hashlib.blake2b(struct.pack("<I", len(user)) + user
-                                         + struct.pack("<q", int(answers[row])), digest_size=8)
+                # length-prefixed user (or none), fixed-width answer, then the history:
+                # unambiguous
+                user = struct.pack("<I", len(user)) + user if with_user else b"-"
+                digest = hashlib.blake2b(user + struct.pack("<q", int(answers[row])),
+                                         digest_size=8)
                 if with_history:
                     digest.update(items[bounds[row]:bounds[row + 1]].astype("<i8").tobytes())
                 digests[row] = int.from_bytes(digest.digest(), "little")
@@ -106,14 +114,14 @@ def records_seen(data_dir, meta, split, train_dir, train_meta):
     """(records of `split` of `data_dir` identical to a record of `train_dir`'s train split,
     records of `split`), both read from the records. The training split is held as sorted
     8-byte digests; the split checked is streamed against it."""
-    task, history = meta["task"], not by_user_and_label(meta, train_meta)
+    task, parts = meta["task"], compared_parts(meta, train_meta)
     trained = [np.empty(0, dtype=np.uint64)]
-    trained.extend(record_digests(train_dir, "train", task, with_history=history))
+    trained.extend(record_digests(train_dir, "train", task, parts=parts))
     trained = np.unique(np.concatenate(trained))
     maps = id_maps(data_dir, meta, train_dir, train_meta)
     seen = total = 0
     last = max(len(trained) - 1, 0)
-    for digests in record_digests(data_dir, split, task, maps, with_history=history):
+    for digests in record_digests(data_dir, split, task, maps, parts=parts):
         if len(trained):  # a binary search in the sorted digests (np.isin sorts them again)
             found = trained[np.minimum(np.searchsorted(trained, digests), last)]
             seen += int((found == digests).sum())
