@@ -270,3 +270,53 @@ def test_the_training_data_is_found_from_any_working_directory(logs, pretrained,
     with pytest.raises(ValueError, match=SEEN.format(len(re_drawn_users()), r"\d+")
                        .replace(".*seed0", ".*project")):
         run_evaluate(str(work / "model"), copy, split="test", **quiet)
+
+
+def log_variant(logs, name, edit, vocab=None):  # noqa: F811
+    """The pre-training log with each user's events (oldest first: by time, ties in file
+    order, as prepare orders them) passed through `edit`, prepared as next-item data (with
+    its own item vocabulary unless `vocab`)."""
+    header, *lines = open(os.path.join(logs["root"], "pre_log.tsv")).read().splitlines()
+    by_user = {}
+    for line in lines:
+        by_user.setdefault(line.split("\t")[0], []).append(line)
+    kept = [line for events in by_user.values()
+            for line in edit(sorted(events, key=lambda e: int(e.split("\t")[2])))]
+    path = logs["root"] / f"{name}.tsv"
+    path.write_text("\r\n".join([header] + kept) + "\r\n")
+    directory = str(logs["root"] / name)
+    prepare("interactions", directory, str(path), **options(logs, events=None, vocab=vocab))
+    return directory
+
+
+def test_next_item_data_cut_earlier_is_refused_and_a_later_log_is_not(logs, pretrained):  # noqa: F811
+    """Next-item data is split by position, so a copy of the log (other bytes) holds out
+    the items the model held out, but a log cut earlier (each user's two newest events
+    gone) holds out items inside the model's training sequences: before, it was scored
+    with a warning only, rc 0. A history and next item that begin a training sequence of
+    the same user count as trained on."""
+    from peterrec_tf.jobs.evaluating import run_evaluate
+
+    def evaluate(data, split="test"):
+        said = []
+        return run_evaluate(pretrained, data, split=split, num_candidates=5, ks=(1, 3),
+                            log=said.append), said
+
+    cut = log_variant(logs, "cut_by_two", lambda events: events[:-2])
+    tests = inputs.read_metadata(cut)["splits"]["test"]
+    with pytest.raises(ValueError, match=rf"{tests} of its {tests} test records \(100%\) are "
+                                         r"inside the training sequences of .*pre, .*\(the same "
+                                         r"user, history and next item\).*cut earlier"):
+        evaluate(cut)
+    # the rest are scored, so they number the items as the model does
+    copy = log_variant(logs, "same_log_crlf", lambda events: events, vocab=logs["vocab"])
+    later = log_variant(logs, "one_event_later", lambda events: events + [
+        events[-1].rsplit("\t", 1)[0].replace(events[-1].split("\t")[1], "SKU-07")
+        + "\t100000"], vocab=logs["vocab"])
+    one = log_variant(logs, "cut_by_one", lambda events: events[:-1], vocab=logs["vocab"])
+    for data, split in ((copy, "test"), (copy, "validation"), (later, "test"), (one, "test")):
+        results, said = evaluate(data, split)
+        assert results["records_seen_in_training"] == 0, (data, split)
+        assert any("none of its" in line for line in said), (data, split)
+    with pytest.raises(ValueError, match=r"validation records \(100%\) are inside"):
+        evaluate(one, "validation")  # its validation item is the model's last trained one

@@ -206,7 +206,8 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     SEEN_SHARE_REFUSED of `split`'s records or more are identical to a record of its train
     split (by meaning, `record_overlap`: user, history items and label or target by token,
     or user and label for user-keyed classification data; a copy of the table with other
-    line ends, a BOM, rows reordered or added), it is refused too; fewer, or none, or
+    line ends, a BOM, rows reordered or added; for next-item data, a history and next item
+    that begin a training sequence: a log cut earlier), it is refused too; fewer, or none, or
     data that cannot be compared, is used with a warning saying which. Models whose
     flags.json records no data (converted, older) are not checked. Returns (whether the
     data is the preparation the model trained on, None: unknown; how many of `split`'s
@@ -235,9 +236,7 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
             "model's training split, so its figures would not be held-out ones; use a "
             f"preparation with --seed={recorded.get('split_seed')} (the model's data: "
             f"{flags.get('data_dir')})")
-    seen, said = None, ""
-    if current["task"] != "pretrain":
-        seen, said = check_records_apart(model_dir, flags, data_dir, meta, split)
+    seen, said = check_records_apart(model_dir, flags, data_dir, meta, split)
     log(f"warning: {data_dir} (fingerprint {meta.get('fingerprint')}) is not the preparation "
         f"{model_dir} was trained on (fingerprint {trained}, {flags.get('data_dir')}): "
         + (said or f"make sure its {split} records were not in the model's training data"))
@@ -287,17 +286,23 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
     share = seen / max(total, 1)
     with_user, with_history = compared_parts(meta, train_meta)
     same = ["user"] * with_user + ["history"] * with_history + [
-        "label" if meta["task"] == "classify" else "target"]
+        {"classify": "label", "pretrain": "next item"}.get(meta["task"], "target")]
     what = (f"{seen} of its {total} {split} records ({share:.0%}) "
-            f"{'is a record' if seen == 1 else 'are records'} of the train split of "
-            f"{train_dir}, the data {model_dir} was trained on (the same "
+            + (f"{'is a record' if seen == 1 else 'are records'} of the train split of "
+               if meta["task"] != "pretrain" else
+               f"{'is' if seen == 1 else 'are'} inside the training sequences of ")
+            + f"{train_dir}, the data {model_dir} was trained on (the same "
             + ", ".join(same[:-1]) + " and " + same[-1] + ")")
     if seen and share >= SEEN_SHARE_REFUSED:
         seed = (flags.get("data_split") or {}).get("split_seed")
+        instead = (f"prepare this table with the model's --seed={seed}"
+                   if meta["task"] != "pretrain" else
+                   "score it on a log whose held-out items come after its training events "
+                   "(a log cut earlier holds out items the model trained on)")
         raise ValueError(
             f"{data_dir}: {what}: its figures would not be held-out ones (at "
             f"{SEEN_SHARE_REFUSED:.0%} or more this is refused); score the model on its own "
-            f"preparation ({train_dir}) or prepare this table with the model's --seed={seed}")
+            f"preparation ({train_dir}) or {instead}")
     if seen:
         return seen, f"{what}; its figures are not wholly held-out ones"
     return seen, (f"none of its {total} {split} records is a record of the train split the "

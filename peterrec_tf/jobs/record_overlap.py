@@ -27,10 +27,13 @@ BATCH = 4096
 
 
 def answer_vocab(task):
-    """(the record feature holding the answer, the vocabulary naming it) of a task."""
+    """(the record feature holding the answer, the vocabulary naming it) of a task; a
+    next-item (pre-training) record's answer is an item."""
     from pipelines import schema
 
-    return (schema.LABEL, "labels.txt") if task == "classify" else (schema.TARGET, "targets.txt")
+    if task == "classify":
+        return schema.LABEL, "labels.txt"
+    return schema.TARGET, "items.txt" if task == "pretrain" else "targets.txt"
 
 
 def id_maps(data_dir, meta, reference_dir, reference_meta):
@@ -41,7 +44,7 @@ def id_maps(data_dir, meta, reference_dir, reference_meta):
     from pipelines.inputs import read_data_vocab
 
     maps = []
-    for name in ("items.txt", answer_vocab(meta["task"])[1]):
+    for name in dict.fromkeys(("items.txt", answer_vocab(meta["task"])[1])):
         ours = (meta.get(metadata_checksum.VOCAB_KEY) or {}).get(name)
         theirs = (reference_meta.get(metadata_checksum.VOCAB_KEY) or {}).get(name)
         if ours is not None and ours == theirs:
@@ -52,7 +55,7 @@ def id_maps(data_dir, meta, reference_dir, reference_meta):
             index.setdefault(token, i)
         maps.append(np.array([index.get(token, -1) for token in
                               read_data_vocab(data_dir, name, meta)] + [-1], dtype=np.int64))
-    return maps
+    return maps * 2 if len(maps) == 1 else maps
 
 
 def translate(ids, table):
@@ -113,7 +116,10 @@ def record_digests(data_dir, split, task, maps=(None, None), parts=(True, True))
 def records_seen(data_dir, meta, split, train_dir, train_meta):
     """(records of `split` of `data_dir` identical to a record of `train_dir`'s train split,
     records of `split`), both read from the records. The training split is held as sorted
-    8-byte digests; the split checked is streamed against it."""
+    8-byte digests; the split checked is streamed against it. Next-item data: see
+    `transitions_seen`."""
+    if meta["task"] == "pretrain":
+        return transitions_seen(data_dir, meta, split, train_dir, train_meta)
     task, parts = meta["task"], compared_parts(meta, train_meta)
     trained = [np.empty(0, dtype=np.uint64)]
     trained.extend(record_digests(train_dir, "train", task, parts=parts))
@@ -127,3 +133,84 @@ def records_seen(data_dir, meta, split, train_dir, train_meta):
             seen += int((found == digests).sum())
         total += len(digests)
     return seen, total
+
+
+PREFIX_ITEMS = 4  # the items of a sequence's start that bucket next-item records
+
+
+def sequence_digest(user, items):
+    """8-byte digest (an unsigned integer) of a user part and an item id sequence."""
+    digest = hashlib.blake2b(user + np.asarray(items, dtype="<i8").tobytes(), digest_size=8)
+    return int.from_bytes(digest.digest(), "little")
+
+
+def user_part(user, with_user):
+    return struct.pack("<I", len(user)) + user if with_user else b"-"
+
+
+def split_sequences(data_dir, split, maps=(None, None)):
+    """Yield (user id bytes, item ids: the history then the target where the split has
+    one), ids taken through `maps` (items, then targets)."""
+    import tensorflow as tf
+
+    from pipelines import schema
+    from pipelines.inputs import reading, shard_files
+
+    spec = {schema.ITEM_IDS: tf.io.RaggedFeature(tf.int64),
+            schema.USER_ID: tf.io.FixedLenFeature([], tf.string)}
+    if split != "train":
+        spec[schema.TARGET] = tf.io.FixedLenFeature([], tf.int64)
+    dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
+    with reading(data_dir, (split,)):
+        for batch in dataset.batch(BATCH):
+            parsed = tf.io.parse_example(batch, spec)
+            items = translate(parsed[schema.ITEM_IDS].values.numpy(), maps[0])
+            bounds = parsed[schema.ITEM_IDS].row_splits.numpy()
+            targets = (translate(parsed[schema.TARGET].numpy(), maps[1])
+                       if split != "train" else None)
+            for row, user in enumerate(parsed[schema.USER_ID].numpy()):
+                history = items[bounds[row]:bounds[row + 1]]
+                yield user, (history if targets is None
+                             else np.append(history, targets[row]))
+
+
+def transitions_seen(data_dir, meta, split, train_dir, train_meta):
+    """(next-item records of `split` that `train_dir`'s train split trained on, records of
+    `split`). Next-item data is split by position (each user's last items are held out),
+    so a copy of the log scores items the model never trained on, but a log cut earlier
+    (fewer events a user, an earlier `--cutoff_time`) scores items that were inside the
+    training sequences. A record (history, target) was trained on when history + [target]
+    begins a training sequence (prepare keeps each user's items from the oldest; the same
+    user too where both preparations hold the source's keys). The scored records are held
+    as sorted arrays (digest of their first PREFIX_ITEMS items, digest of all, length: 20
+    bytes a record); each training sequence is digested at those prefix lengths, and in
+    full only where a bucket matches: one pass over the training split."""
+    with_user = compared_parts(meta, train_meta)[0]
+    maps = id_maps(data_dir, meta, train_dir, train_meta)
+    buckets, wholes, lengths = [], [], []
+    for user, sequence in split_sequences(data_dir, split, maps):
+        user = user_part(user, with_user)
+        buckets.append(sequence_digest(user, sequence[:PREFIX_ITEMS]))
+        wholes.append(sequence_digest(user, sequence))
+        lengths.append(len(sequence))
+    order = np.argsort(np.array(buckets, dtype=np.uint64), kind="stable")
+    buckets = np.array(buckets, dtype=np.uint64)[order]
+    wholes = np.array(wholes, dtype=np.uint64)[order]
+    lengths = np.array(lengths, dtype=np.int64)[order]
+    widths = sorted({int(min(n, PREFIX_ITEMS)) for n in lengths})
+    seen = np.zeros(len(buckets), dtype=bool)
+    for user, sequence in split_sequences(train_dir, "train"):
+        user = user_part(user, with_user)
+        for width in widths:
+            if width > len(sequence):
+                break
+            bucket = np.uint64(sequence_digest(user, sequence[:width]))
+            first = np.searchsorted(buckets, bucket)
+            last = np.searchsorted(buckets, bucket, side="right")
+            for index in range(first, last):
+                if (not seen[index] and min(lengths[index], PREFIX_ITEMS) == width
+                        and lengths[index] <= len(sequence)
+                        and sequence_digest(user, sequence[:lengths[index]])
+                        == wholes[index]):
+                    seen[index] = True
+    return int(seen.sum()), len(buckets)
