@@ -303,14 +303,17 @@ def test_grec_encoder_export_predicts_the_masked_next_item(dirs, tmp_path):
 
 def test_padding_unknown_tokens_bad_ids_and_k_never_crash_or_pick_wrong_rows(exported, dirs):
     session = exported["multi_session"]
-    # padding on either side and ids outside [1, V) are dropped (2**32 + 5 is not item 5);
-    # an unknown token stays in its place as id 0, as prepared data stores it
+    # padding on either side is dropped; an unknown token stays in its place as id 0, as
+    # prepared data stores it, and so does an id outside [1, V) (2**32 + 5 is not item 5)
     clean = session.run("rec", {"items": np.array([[b"item3", b"item5"]])})
     padded = session.run("rec", {"items": np.array([[b"", b"item3", b"", b"item5", b""]])})
     np.testing.assert_allclose(padded["scores"], clean["scores"], atol=1e-6)
-    ids = session.run("rec_ids", {"item_ids": np.array([[-4, 3, 10**12, 2**32 + 5, 0, 5, 40]],
+    ids = session.run("rec_ids", {"item_ids": np.array([[0, -4, 3, 10**12, 2**32 + 5, 0, 5, 40]],
                                                        dtype="int64")})
-    np.testing.assert_allclose(ids["scores"], clean["scores"], atol=1e-6)
+    unknown = session.run("rec", {"items": np.array([[b"", b"x", b"item3", b"y", b"z", b"",
+                                                      b"item5", b"w"]])})
+    np.testing.assert_allclose(ids["scores"], unknown["scores"], atol=1e-6)
+    assert not np.allclose(ids["scores"], clean["scores"], atol=1e-4)
     messy = session.run("rec", {"items": np.array([[b"", b"item3", "n\u00e9".encode(), b"", b"item5", b""]])})
     model = dirs["models"]["rec"]
     in_place = model(training_input([[3, 0, 5]])).numpy()[:, 1:]
@@ -882,6 +885,15 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
         top, _ = run_litert(str(tmp_path / "excluding.tflite"), padded)
         logits = dirs["models"]["pre"].next_item_logits(training_input(ids, finetuned=False)).numpy()
         assert list(top[0]) == hand_masked_top_k(logits, ids, 5)[0]
+    # an id outside the vocabulary is an unknown item in its place on both (before: the
+    # SavedModel's _ids signature dropped it, the LiteRT model read it as 0 in place)
+    odd = np.array([[0] * (MAX_LEN - 5) + [3, len(VOCAB) + 7, 5, -9, 2]], np.int32)
+    served = exported["single_session"].run("next_ids", {"item_ids": odd.astype("int64")})
+    top, _ = run_litert(paths["none"], odd)
+    np.testing.assert_array_equal(top, served["top_k_ids"])
+    dropped = exported["single_session"].run("next_ids", {"item_ids": odd[:, [7, 9, 11]]
+                                                          .astype("int64")})
+    assert not np.array_equal(top, dropped["top_k_ids"])  # the premise: dropping differs
     with pytest.raises(ValueError, match="classification"):
         write_litert(dirs["cls"], str(tmp_path / "cls.tflite"), log=lambda *_: None)
 

@@ -78,24 +78,25 @@ def default_framing(task):
     return Framing("history" if task == "pretrain" else "tcl", None)
 
 
-#: The id a served history carries for an item the model does not know (the token
-#: signatures map unknown tokens to it; an `item_ids` request may send it too). It is framed
-#: as id 0 *in its place*, which is how data preparation stores an unknown item in a
-#: history (`pipelines/vocab.py`: unknown tokens -> 0), so a served history reads what
-#: training, `evaluate` and `recommend` read. Padding is dropped instead.
+#: The id the token signatures give an item the model does not know. Like every id
+#: outside [1, V) (an `item_ids` request may send any), it is framed as id 0 *in its
+#: place*, which is how data preparation stores an unknown item in a history
+#: (`pipelines/vocab.py`: unknown tokens -> 0), so a served history reads what training,
+#: `evaluate` and `recommend` read, and the `_ids` signatures answer as the token ones and
+#: the LiteRT model (which takes 0 in place) do. Only padding (0) is dropped.
 UNKNOWN_IN_PLACE = -1
 
 
 def drop_padding(ids, vocab_size):
     """Dense ids `[B, L]` with padding anywhere -> ragged int32 histories, order kept:
-    ids in [1, vocab_size) are kept, `UNKNOWN_IN_PLACE` becomes 0 where it stands, and
-    everything else (padding 0, out-of-range ids) is removed. The range is checked before
-    any narrowing cast, so an int64 id such as 2**32 + 5 is dropped, not read as item 5."""
+    padding (0) is removed, ids in [1, vocab_size) are kept, and any other id (an item the
+    model does not know: `UNKNOWN_IN_PLACE`, a negative id, an id of a larger vocabulary)
+    becomes 0 where it stands. The range is checked before any narrowing cast, so an int64
+    id such as 2**32 + 5 is an unknown item, not item 5."""
     ids = tf.cast(ids, tf.int64)
     known = (ids > 0) & (ids < vocab_size)
-    keep = known | tf.equal(ids, UNKNOWN_IN_PLACE)
-    return tf.cast(tf.ragged.boolean_mask(tf.where(known, ids, tf.zeros_like(ids)), keep),
-                   tf.int32)
+    return tf.cast(tf.ragged.boolean_mask(tf.where(known, ids, tf.zeros_like(ids)),
+                                          tf.not_equal(ids, 0)), tf.int32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,8 +140,8 @@ class Framing:
 
     def frame_padded(self, ids, vocab_size):
         """Dense histories with padding anywhere (what a serving request holds) -> framed
-        ids: padding and ids outside the vocabulary dropped first, unknown items
-        (`UNKNOWN_IN_PLACE`) kept as 0 in their place (`drop_padding`)."""
+        ids: padding dropped first, ids outside the vocabulary (unknown items,
+        `UNKNOWN_IN_PLACE` among them) kept as 0 in their place (`drop_padding`)."""
         return self.frame(drop_padding(ids, vocab_size))
 
     def get_config(self):

@@ -16,10 +16,10 @@ to the batch's largest, hold id 0, "" and -inf). Classification tasks answer
 batch dimension, so Serving's request batching (--enable_batching) can merge requests.
 
 Histories are the user's items oldest first, padded with "" / id 0 on either side. Padding
-and ids outside [1, V) are dropped; an unknown token (or the id `UNKNOWN_IN_PLACE`, -1) is
-kept in its place as id 0, which is how data preparation stores an item the vocabulary
-lacks, so a served history reads what the model was trained and evaluated on; neither
-ever selects a wrong embedding row. The graph then frames what is left with the model's own `Framing`
+is dropped; an unknown token, or an id outside [1, V) (`UNKNOWN_IN_PLACE`, -1, among them),
+is kept in its place as id 0, which is how data preparation stores an item the vocabulary
+lacks, so a served history reads what the model was trained and evaluated on, and the
+LiteRT model (0 in place) answers the same; neither ever selects a wrong embedding row. The graph then frames what is left with the model's own `Framing`
 (`peterrec_tf.data.framing`, recorded in the model's config: the last `max_len` items, padded,
 with the [TCL] tokens of its family), exactly as the training input pipeline does. A
 ranking never offers id 0 (`<UNK>`) or a token the model directory lists as padding
