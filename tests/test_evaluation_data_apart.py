@@ -213,25 +213,32 @@ def test_an_item_recommendation_copy_is_compared_by_its_targets(logs, pretrained
                                                                tmp_path):
     """Item recommendation records are compared by their target item (targets.txt) as
     classification records are by their label: a CRLF copy of a target table re-split with
-    another seed is refused."""
+    another seed is refused, and so is one whose users' histories all grew by an event
+    (before: compared with the history, "none of its test records", rc 0)."""
     from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.jobs.finetuning import run_finetune
 
     rows = "member\tsku\tts\n" + "".join(f"{u}\tT-{i % 3}\t{i}\n" for i, u in enumerate(USERS))
     tables = {"lf": rows.encode(), "crlf": rows.replace("\n", "\r\n").encode()}
+    events = tmp_path / "more_events.tsv"
+    events.write_text(open(logs["events"]).read()
+                      + "".join(f"{u}\tSKU-01\t999999\n" for u in USERS))
     data = {}
-    for seed, (name, raw) in enumerate(tables.items()):
+    for seed, (name, raw, log) in enumerate([(n, r, logs["events"]) for n, r in tables.items()]
+                                            + [("grown", tables["crlf"], str(events))]):
         (tmp_path / f"{name}.tsv").write_bytes(raw)
         data[name] = str(tmp_path / name)
-        prepare("user_targets", data[name], str(tmp_path / f"{name}.tsv"), seed=seed,
-                **options(logs))
+        prepare("user_targets", data[name], str(tmp_path / f"{name}.tsv"), seed=min(seed, 1),
+                **options(logs, events=log))
     model_dir = str(tmp_path / "task")
     settings = dict(TINY, num_candidates=3, ks=(1,))
     run_finetune(pretrained, data["lf"], model_dir, train_steps=2, **settings, **quiet)
-    tests = inputs.read_metadata(data["crlf"])["splits"]["test"]
-    refused = SEEN.format(len(re_drawn_users()), tests).replace("seed0", "lf")
-    with pytest.raises(ValueError, match=refused + r".*same user, history and target"):
-        run_evaluate(model_dir, data["crlf"], split="test", num_candidates=3, ks=(1,), **quiet)
+    for name in ("crlf", "grown"):
+        tests = inputs.read_metadata(data[name])["splits"]["test"]
+        refused = SEEN.format(len(re_drawn_users()), tests).replace("seed0", "lf")
+        with pytest.raises(ValueError, match=refused + r".*the same user and target\)"):
+            run_evaluate(model_dir, data[name], split="test", num_candidates=3, ks=(1,),
+                         **quiet)
 
 
 def test_a_label_copy_whose_histories_all_grew_is_compared_by_user_and_label(logs, task):  # noqa: F811

@@ -204,8 +204,8 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     preparation is compared by its records while the model's training data (config.json's
     `data_dir`, the preparation of its `data_fingerprint`) is at hand: when
     SEEN_SHARE_REFUSED of `split`'s records or more are identical to a record of its train
-    split (by meaning, `record_overlap`: user, history items and label or target by token,
-    or user and label for user-keyed classification data; a copy of the table with other
+    split (by meaning, `record_overlap`: history items and label or target by token, or
+    user and label or target for data with real user keys; a copy of the table with other
     line ends, a BOM, rows reordered or added; for next-item data, a history and next item
     that begin a training sequence: a log cut earlier), it is refused too; fewer, or none, or
     data that cannot be compared, is used with a warning saying which. Models whose

@@ -4,10 +4,11 @@ label or target (its token). Which of the three count (`compared_parts`): a user
 compared only where both preparations hold the source's own user keys
 (`DataFormat.named_users`); made-up ids (release-CSV line numbers, generated users) name
 another record once the file is reordered, so those records compare by history and answer
-alone. A class label is the user's own, so for classification data with user keys the same
-user with the same label counts whatever the history (one event added to every user's
-history must not hide a re-drawn split); item recommendation keeps the history, since the
-same user scored on a later target is a legitimate test. Two preparations of one table number their
+alone. Where the user keys are real, the same user with the same label (or target item)
+counts whatever the history: one event added to every user's history must not hide a
+re-drawn split, and the same user scored on a later target (another target token) is
+still a legitimate test. Next-item records keep the history (`transitions_seen`). Two
+preparations of one table number their
 items, classes and targets each from what they read (classes follow first appearance, so
 a reordered table renumbers them); ids are compared through each preparation's
 vocabularies, or directly where both hold the same vocabulary (by its checksum).
@@ -75,7 +76,7 @@ def compared_parts(meta, other_meta):
         return m.get("format") in formats.names() and formats.get(m["format"]).named_users
 
     with_user = named(meta) and named(other_meta)
-    return with_user, not (with_user and meta["task"] == "classify")
+    return with_user, meta["task"] == "pretrain" or not with_user
 
 
 def record_digests(data_dir, split, task, maps=(None, None), parts=(True, True)):
