@@ -11,6 +11,9 @@ Layout (written by `convert_tf1`, `pretrain`, `finetune`; read by `finetune`,
     DIR/vocab.txt          optional: line i = item token of id i (id 0 = <UNK>)
     DIR/target_vocab.txt   optional: item-rec targets, line i = token of target id i
     DIR/labels.txt         optional: classification classes, line i = class i
+    DIR/training_records.npz  fine-tuned tasks: digests of the training split's records,
+                           which `evaluate` compares other data with when that split is
+                           gone (`jobs.record_overlap`)
     DIR/versions/FP/       a pre-trained directory trained further after tasks were stored
                            over it keeps the replaced model here (`task_artifact`)
 
@@ -27,8 +30,9 @@ import json
 import os
 
 from peterrec_tf import task_artifact
-from peterrec_tf.model_files import (CONFIG_FILE, MODEL_FILE, VOCAB_FILES, config_checksum,
-                                     require_model_dir, temporary_path, verify_files)
+from peterrec_tf.model_files import (CONFIG_FILE, EXTRA_FILES, MODEL_FILE, VOCAB_FILES,
+                                     config_checksum, require_model_dir, temporary_path,
+                                     verify_files)
 from pipelines.dataset import file_checksum
 from pipelines.vocab import read_tokens as read_lines, write_tokens as write_lines
 
@@ -66,7 +70,8 @@ def padding_tokens_of(metadata):
     return {"padding_tokens": tokens} if tokens else {}
 
 
-def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
+def save_model_dir(directory, model, config=None, vocabs=None, task_over=None,
+                   extra_files=None):
     """Write model + config (+ vocabularies by key of VOCAB_FILES) into `directory`.
 
     Every file is written under a temporary name and renamed into place, config.json
@@ -75,7 +80,9 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     its size) and a checksum of its own content (`config_sha256`), which `load_model_dir`
     verifies. Weights holding NaN/Inf are refused (naming the variable) before anything
     is written. `task_over=(backbone_dir, backbone)` stores a fine-tuned model as its task
-    alone over that pre-trained backbone (`task_artifact`).
+    alone over that pre-trained backbone (`task_artifact`). `extra_files` maps a name of
+    EXTRA_FILES to a function writing that file at the path it is given (staged and
+    checksummed as the rest).
     """
     from peterrec_tf.training.finite import check_finite
 
@@ -98,15 +105,7 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
         config["items_vocab_of_backbone"] = True
     staged = {}  # final name -> temporary path, renamed into place together at the end
     try:
-        for key, tokens in vocabs.items():
-            if tokens is None:
-                continue
-            if key not in VOCAB_FILES:
-                raise ValueError(f"unknown vocabulary {key!r}; expected one of "
-                                 f"{sorted(VOCAB_FILES)}")
-            staged[VOCAB_FILES[key]] = temporary_path(directory, VOCAB_FILES[key])
-            write_lines(staged[VOCAB_FILES[key]], tokens)
-            config.setdefault("vocab_files", {})[key] = VOCAB_FILES[key]
+        _stage_files(directory, vocabs, extra_files, staged, config)
         if config.get("items_vocab_of_backbone"):
             config["backbone_items_vocab_sha256"] = file_checksum(shared_items)
         if task_over:
@@ -136,11 +135,30 @@ def save_model_dir(directory, model, config=None, vocabs=None, task_over=None):
     # now): a reader of this config.json must not find them
     stale = [MODEL_FILE] if task_over else [task_artifact.TASK_MODEL_FILE,
                                             task_artifact.TASK_WEIGHTS_FILE]
-    stale += [name for name in VOCAB_FILES.values() if name not in staged]
+    stale += [name for name in (*VOCAB_FILES.values(), *EXTRA_FILES) if name not in staged]
     for name in stale:
         with contextlib.suppress(FileNotFoundError):
             os.remove(os.path.join(directory, name))
     return config
+
+
+def _stage_files(directory, vocabs, extra_files, staged, config):
+    """Write the vocabularies (keys of VOCAB_FILES, recorded in config's `vocab_files`) and
+    `extra_files` (names of EXTRA_FILES -> writer) under temporary names in `staged`."""
+    for key, tokens in vocabs.items():
+        if tokens is None:
+            continue
+        if key not in VOCAB_FILES:
+            raise ValueError(f"unknown vocabulary {key!r}; expected one of "
+                             f"{sorted(VOCAB_FILES)}")
+        staged[VOCAB_FILES[key]] = temporary_path(directory, VOCAB_FILES[key])
+        write_lines(staged[VOCAB_FILES[key]], tokens)
+        config.setdefault("vocab_files", {})[key] = VOCAB_FILES[key]
+    for name, write in (extra_files or {}).items():
+        if name not in EXTRA_FILES:
+            raise ValueError(f"unknown model file {name!r}; expected one of {EXTRA_FILES}")
+        staged[name] = temporary_path(directory, name)
+        write(staged[name])
 
 
 @contextlib.contextmanager

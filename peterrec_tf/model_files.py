@@ -19,6 +19,10 @@ from pipelines.dataset import file_checksum
 MODEL_FILE = "model.keras"
 CONFIG_FILE = "config.json"
 VOCAB_FILES = {"items": "vocab.txt", "targets": "target_vocab.txt", "labels": "labels.txt"}
+#: Files a model is saved with beside its weights and vocabularies, written by the job that
+#: saves it (`save_model_dir(extra_files=...)`): a fine-tuned task's digests of its
+#: training records (`jobs.record_overlap`).
+EXTRA_FILES = ("training_records.npz",)
 
 
 def temporary_path(directory, name):

@@ -166,10 +166,16 @@ def test_the_models_own_preparation_is_not_compared(task):
     assert not any("warning" in line for line in said)
 
 
-def test_a_copy_whose_model_data_is_gone_is_evaluated_with_a_warning(  # noqa: F811
+def test_a_copy_whose_model_data_is_gone_is_compared_with_the_records_the_model_keeps(  # noqa: F811
         logs, pretrained, task, tmp_path):  # noqa: F811
-    """Without the model's training data (prepared again since, or deleted) its records
-    cannot be compared: the warning says so, and results.json records no count."""
+    """Without the model's training data (prepared again since, or deleted) a re-split copy
+    was scored with a warning only, rc 0: a fine-tuned task now keeps digests of its
+    training records (training_records.npz, in config.json's checksums) and is compared
+    with those. A model that keeps none (saved before) gets the warning and no count; a
+    replaced digest file is refused by its checksum."""
+    import numpy as np
+
+    from peterrec_tf import model_files
     from peterrec_tf.jobs.evaluating import run_evaluate
     from peterrec_tf.jobs.finetuning import run_finetune
 
@@ -179,17 +185,35 @@ def test_a_copy_whose_model_data_is_gone_is_evaluated_with_a_warning(  # noqa: F
     run_finetune(pretrained, data, model_dir, train_steps=2, **TINY, **quiet)
     copy = prepared(logs, task, "crlf_gone", open(task["table"], "rb").read().replace(
         b"\n", b"\r\n"))
+    seen, tests = len(re_drawn_users()), inputs.read_metadata(copy)["splits"]["test"]
     # its train split is no longer the one the model trained on
     prepare("user_labels", data, task["table"], label_col="tier", seed=3, overwrite=True,
             **options(logs))
     for gone, why in ((False, "was prepared again since"), (True, "is gone")):
         if gone:
             shutil.rmtree(data)
-        said = []
-        results = run_evaluate(model_dir, copy, split="test", log=said.append)
-        assert results["records_seen_in_training"] is None
-        assert any(line.startswith(f"warning: {copy}") and "could not be compared" in line
-                   and why in line for line in said), (why, said)
+        with pytest.raises(ValueError, match=rf"{seen} of its {tests} test records .*\(by the "
+                                             rf"digests it keeps, training_records.npz: .*{why}"):
+            run_evaluate(model_dir, copy, split="test", **quiet)
+    kept = os.path.join(model_dir, "training_records.npz")
+    original = open(kept, "rb").read()
+    with open(kept, "wb") as handle:
+        np.savez(handle, by_user=np.zeros(0, np.uint64), by_history=np.zeros(0, np.uint64),
+                 about=np.array("{}"))
+    with pytest.raises(ValueError, match="training_records.npz: SHA-256 differs"):
+        run_evaluate(model_dir, copy, split="test", **quiet)
+    # a model saved before it kept any: the warning, no count
+    open(kept, "wb").write(original)
+    config = model_files.read_config(model_dir)
+    del config["checksums"]["training_records.npz"]
+    config["config_sha256"] = model_files.config_checksum(config)
+    json.dump(config, open(os.path.join(model_dir, "config.json"), "w"))
+    os.remove(kept)
+    said = []
+    results = run_evaluate(model_dir, copy, split="test", log=said.append)
+    assert results["records_seen_in_training"] is None
+    assert any(line.startswith(f"warning: {copy}") and "could not be compared" in line
+               and "is gone" in line and "keeps no digests" in line for line in said), said
 
 
 def test_a_further_fine_tuning_on_the_users_re_drawn_is_refused(logs, task, tmp_path):  # noqa: F811

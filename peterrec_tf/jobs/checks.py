@@ -243,6 +243,23 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     return False, seen
 
 
+def kept_records_seen(model_dir, data_dir, meta, split):
+    """(seen, total, what the kept records say of the training data) from the digests a
+    fine-tuned model keeps of its training split (`record_overlap.TRAINING_RECORDS_FILE`,
+    verified against config.json), for when its training data is gone or prepared again;
+    (None, why not, None) when it keeps none or they cannot be compared."""
+    import os
+
+    from peterrec_tf import model_files
+    from peterrec_tf.jobs.record_overlap import TRAINING_RECORDS_FILE, kept_records_seen as seen
+
+    config = model_files.read_config(model_dir)
+    if TRAINING_RECORDS_FILE not in (config.get("checksums") or {}):
+        return None, f"{model_dir} keeps no digests of its training records", None
+    model_files.verify_files(model_dir, config, names=[TRAINING_RECORDS_FILE])
+    return seen(data_dir, meta, split, os.path.join(model_dir, TRAINING_RECORDS_FILE))
+
+
 def model_training_data(model_dir, flags, task):
     """(directory, metadata.json) of the preparation a model trained on, while it is there
     as it was (its fingerprint) and holds `task` data; else (None, why not). The path is
@@ -276,34 +293,42 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
     """(records of `split` identical to a record the model trained on, what the warning
     says of them), or (None, why they could not be compared); `ValueError` when they are
     SEEN_SHARE_REFUSED of the split or more."""
-    from peterrec_tf.jobs.record_overlap import compared_parts, records_seen
+    from peterrec_tf.jobs.record_overlap import (TRAINING_RECORDS_FILE, compared_parts,
+                                                 records_seen)
 
     train_dir, train_meta = model_training_data(model_dir, flags, meta["task"])
-    if train_dir is None:
-        return None, (f"its {split} records could not be compared with the model's training "
-                      f"records: {train_meta}; make sure they were not in its training data")
-    seen, total = records_seen(data_dir, meta, split, train_dir, train_meta)
+    if train_dir is not None:
+        seen, total = records_seen(data_dir, meta, split, train_dir, train_meta)
+        source = f"the train split of {train_dir}, the data {model_dir} was trained on"
+        instead = f"score the model on its own preparation ({train_dir})"
+    else:
+        gone = train_meta
+        seen, total, train_meta = kept_records_seen(model_dir, data_dir, meta, split)
+        if seen is None:
+            return None, (f"its {split} records could not be compared with the model's "
+                          f"training records: {gone}, and {total}; make sure they were "
+                          "not in its training data")
+        source = (f"the train split {model_dir} was trained on (by the digests it keeps, "
+                  f"{TRAINING_RECORDS_FILE}: {gone})")
+        instead = "score the model on the held-out splits of its own training data"
     share = seen / max(total, 1)
     with_user, with_history = compared_parts(meta, train_meta)
     same = ["user"] * with_user + ["history"] * with_history + [
         {"classify": "label", "pretrain": "next item"}.get(meta["task"], "target")]
     what = (f"{seen} of its {total} {split} records ({share:.0%}) "
-            + (f"{'is a record' if seen == 1 else 'are records'} of the train split of "
+            + (f"{'is a record' if seen == 1 else 'are records'} of "
                if meta["task"] != "pretrain" else
                f"{'is' if seen == 1 else 'are'} inside the training sequences of ")
-            + f"{train_dir}, the data {model_dir} was trained on (the same "
-            + ", ".join(same[:-1]) + " and " + same[-1] + ")")
+            + f"{source} (the same " + ", ".join(same[:-1]) + " and " + same[-1] + ")")
     if seen and share >= SEEN_SHARE_REFUSED:
         seed = (flags.get("data_split") or {}).get("split_seed")
-        instead = (f"prepare this table with the model's --seed={seed}"
-                   if meta["task"] != "pretrain" else
-                   "score it on a log whose held-out items come after its training events "
-                   "(a log cut earlier holds out items the model trained on)")
+        instead += (f", or prepare this table with the model's --seed={seed}"
+                    if meta["task"] != "pretrain" else
+                    ", or score it on a log whose held-out items come after its training "
+                    "events (a log cut earlier holds out items the model trained on)")
         raise ValueError(
             f"{data_dir}: {what}: its figures would not be held-out ones (at "
-            f"{SEEN_SHARE_REFUSED:.0%} or more this is refused); score the model on its own "
-            f"preparation ({train_dir}) or {instead}")
+            f"{SEEN_SHARE_REFUSED:.0%} or more this is refused); {instead}")
     if seen:
         return seen, f"{what}; its figures are not wholly held-out ones"
-    return seen, (f"none of its {total} {split} records is a record of the train split the "
-                  f"model was trained on ({train_dir})")
+    return seen, f"none of its {total} {split} records is a record of {source}"

@@ -223,6 +223,9 @@ class FinetuningJob(TrainingJob):
         """The task's model directory: by default only what it trained, over --pretrained
         (`task_artifact`), the whole model with --save_full_model or --from_scratch. A
         finished task this run replaces stays loadable for the tasks tuned over it."""
+        import functools
+
+        from peterrec_tf.jobs.record_overlap import TRAINING_RECORDS_FILE, write_training_records
         from peterrec_tf.model_dir import padding_tokens_of, save_model_dir
         from peterrec_tf.task_artifact import (PRETRAINED_FINGERPRINT, backbone_fingerprint,
                                                keep_replaced_backbone, stores_task_only)
@@ -240,7 +243,9 @@ class FinetuningJob(TrainingJob):
                             PRETRAINED_FINGERPRINT: backbone_fingerprint(model.backbone)},
                            **padding_tokens_of(self.meta)),
                        dict(self.data_vocabs),
-                       task_over=(c["pretrained"], self.backbone) if alone else None)
+                       task_over=(c["pretrained"], self.backbone) if alone else None,
+                       extra_files={TRAINING_RECORDS_FILE: functools.partial(
+                           write_training_records, data_dir=c["data_dir"], meta=self.meta)})
 
 
 SETTINGS = job_settings(run_finetune)

@@ -215,3 +215,63 @@ def transitions_seen(data_dir, meta, split, train_dir, train_meta):
                         == wholes[index]):
                     seen[index] = True
     return int(seen.sum()), len(buckets)
+
+
+#: What a fine-tuned model keeps of its training split (config.json records its SHA-256),
+#: so that data scored after the training preparation is gone or prepared again is still
+#: compared with it: the sorted digests of its train records by user and answer and by
+#: history and answer (`compared_parts` picks one), its data format and task, and the
+#: SHA-256 of the vocabularies whose ids the digests hold.
+TRAINING_RECORDS_FILE = "training_records.npz"  # one of model_files.EXTRA_FILES
+
+
+def write_training_records(path, data_dir, meta):
+    """Write TRAINING_RECORDS_FILE of `data_dir`'s train split to `path` (8 bytes a record,
+    twice)."""
+    import json
+
+    from pipelines import metadata_checksum
+
+    task = meta["task"]
+    sets = {}
+    for name, parts in (("by_user", (True, False)), ("by_history", (False, True))):
+        digests = [np.empty(0, dtype=np.uint64)]
+        digests.extend(record_digests(data_dir, "train", task, parts=parts))
+        sets[name] = np.unique(np.concatenate(digests))
+    vocabs = {name: (meta.get(metadata_checksum.VOCAB_KEY) or {}).get(name)
+              for name in dict.fromkeys(("items.txt", answer_vocab(task)[1]))}
+    with open(path, "wb") as handle:
+        np.savez(handle, **sets, about=np.array(json.dumps(
+            {"format": meta.get("format"), "task": task, "vocab_sha256": vocabs})))
+
+
+def kept_records_seen(data_dir, meta, split, path):
+    """(records of `split` that the model's kept training records hold, records of
+    `split`, what they say of the training data: format and task), or (None, why not,
+    None) when `data_dir` numbers its items or answers otherwise than the model's
+    training data did (its ids would mean other tokens; the evaluation refuses such data
+    on its own)."""
+    import json
+
+    from pipelines import metadata_checksum
+
+    with np.load(path, allow_pickle=False) as kept:
+        about = json.loads(str(kept["about"]))
+        if about["task"] != meta["task"]:
+            return (None, f"the model trained on {about['task']} data, not {meta['task']} "
+                          "data", None)
+        ours = meta.get(metadata_checksum.VOCAB_KEY) or {}
+        differ = [name for name, digest in about["vocab_sha256"].items()
+                  if digest is None or ours.get(name) != digest]
+        if differ:
+            return None, f"its {', '.join(differ)} differ from the model's training data's", None
+        parts = compared_parts(meta, about)
+        trained = kept["by_user" if parts[0] else "by_history"]
+    seen = total = 0
+    last = max(len(trained) - 1, 0)
+    for digests in record_digests(data_dir, split, meta["task"], parts=parts):
+        if len(trained):
+            found = trained[np.minimum(np.searchsorted(trained, digests), last)]
+            seen += int((found == digests).sum())
+        total += len(digests)
+    return seen, total, about
