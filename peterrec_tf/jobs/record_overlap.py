@@ -79,39 +79,47 @@ def compared_parts(meta, other_meta):
     return with_user, meta["task"] == "pretrain" or not with_user
 
 
-def record_digests(data_dir, split, task, maps=(None, None), parts=(True, True)):
-    """Yield a uint64 array per batch of `split`'s records: the digest of each record's user
-    id and history item ids (each where `parts`, as `compared_parts` gives them, says so)
-    and label (target) id, ids first taken through `maps`."""
+def parsed_batches(data_dir, split, answer=None, maps=(None, None)):
+    """Yield per batch of `split`'s records (user ids, item ids of all histories, their row
+    bounds, the answers: the `answer` feature, or None), ids taken through `maps` (items,
+    then answers)."""
     import tensorflow as tf
 
     from pipelines import schema
     from pipelines.inputs import reading, shard_files
 
-    feature = answer_vocab(task)[0]
     spec = {schema.ITEM_IDS: tf.io.RaggedFeature(tf.int64),
-            schema.USER_ID: tf.io.FixedLenFeature([], tf.string),
-            feature: tf.io.FixedLenFeature([], tf.int64)}
+            schema.USER_ID: tf.io.FixedLenFeature([], tf.string)}
+    if answer is not None:
+        spec[answer] = tf.io.FixedLenFeature([], tf.int64)
     dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
     with reading(data_dir, (split,)):
         for batch in dataset.batch(BATCH):
             parsed = tf.io.parse_example(batch, spec)
-            items = translate(parsed[schema.ITEM_IDS].values.numpy(), maps[0])
-            bounds = parsed[schema.ITEM_IDS].row_splits.numpy()
-            answers = translate(parsed[feature].numpy(), maps[1])
-            users = parsed[schema.USER_ID].numpy()
-            digests = np.empty(len(users), dtype=np.uint64)
-            with_user, with_history = parts
-            for row, user in enumerate(users):
-                # length-prefixed user (or none), fixed-width answer, then the history:
-                # unambiguous
-                user = struct.pack("<I", len(user)) + user if with_user else b"-"
-                digest = hashlib.blake2b(user + struct.pack("<q", int(answers[row])),
-                                         digest_size=8)
-                if with_history:
-                    digest.update(items[bounds[row]:bounds[row + 1]].astype("<i8").tobytes())
-                digests[row] = int.from_bytes(digest.digest(), "little")
-            yield digests
+            yield (parsed[schema.USER_ID].numpy(),
+                   translate(parsed[schema.ITEM_IDS].values.numpy(), maps[0]),
+                   parsed[schema.ITEM_IDS].row_splits.numpy(),
+                   None if answer is None else translate(parsed[answer].numpy(), maps[1]))
+
+
+def record_digests(data_dir, split, task, maps=(None, None), parts=(True, True)):
+    """Yield a uint64 array per batch of `split`'s records: the digest of each record's user
+    id and history item ids (each where `parts`, as `compared_parts` gives them, says so)
+    and label (target) id, ids first taken through `maps`."""
+    with_user, with_history = parts
+    for users, items, bounds, answers in parsed_batches(data_dir, split,
+                                                        answer_vocab(task)[0], maps):
+        digests = np.empty(len(users), dtype=np.uint64)
+        for row, user in enumerate(users):
+            # length-prefixed user (or none), fixed-width answer, then the history:
+            # unambiguous
+            user = struct.pack("<I", len(user)) + user if with_user else b"-"
+            digest = hashlib.blake2b(user + struct.pack("<q", int(answers[row])),
+                                     digest_size=8)
+            if with_history:
+                digest.update(items[bounds[row]:bounds[row + 1]].astype("<i8").tobytes())
+            digests[row] = int.from_bytes(digest.digest(), "little")
+        yield digests
 
 
 def records_seen(data_dir, meta, split, train_dir, train_meta):
@@ -152,27 +160,13 @@ def user_part(user, with_user):
 def split_sequences(data_dir, split, maps=(None, None)):
     """Yield (user id bytes, item ids: the history then the target where the split has
     one), ids taken through `maps` (items, then targets)."""
-    import tensorflow as tf
-
     from pipelines import schema
-    from pipelines.inputs import reading, shard_files
 
-    spec = {schema.ITEM_IDS: tf.io.RaggedFeature(tf.int64),
-            schema.USER_ID: tf.io.FixedLenFeature([], tf.string)}
-    if split != "train":
-        spec[schema.TARGET] = tf.io.FixedLenFeature([], tf.int64)
-    dataset = tf.data.TFRecordDataset(shard_files(data_dir, split), compression_type="GZIP")
-    with reading(data_dir, (split,)):
-        for batch in dataset.batch(BATCH):
-            parsed = tf.io.parse_example(batch, spec)
-            items = translate(parsed[schema.ITEM_IDS].values.numpy(), maps[0])
-            bounds = parsed[schema.ITEM_IDS].row_splits.numpy()
-            targets = (translate(parsed[schema.TARGET].numpy(), maps[1])
-                       if split != "train" else None)
-            for row, user in enumerate(parsed[schema.USER_ID].numpy()):
-                history = items[bounds[row]:bounds[row + 1]]
-                yield user, (history if targets is None
-                             else np.append(history, targets[row]))
+    answer = None if split == "train" else schema.TARGET
+    for users, items, bounds, targets in parsed_batches(data_dir, split, answer, maps):
+        for row, user in enumerate(users):
+            history = items[bounds[row]:bounds[row + 1]]
+            yield user, (history if targets is None else np.append(history, targets[row]))
 
 
 def transitions_seen(data_dir, meta, split, train_dir, train_meta):
