@@ -625,3 +625,20 @@ def test_a_checkpoint_lacking_variables_its_graph_has_is_refused(source, dropped
         convert_checkpoint(prefix, str(tmp_path / "out"), max_len=10, log=lambda _: None)
     assert not os.path.exists(tmp_path / "out")
 
+
+def test_a_checkpoint_directory_is_refused_naming_its_checkpoints(tmp_path):
+    """--checkpoint=DIR holding several checkpoints: the error named DIR.index, a file
+    nobody gave; it now says DIR is a directory, which prefix its `checkpoint` file names
+    and which checkpoints it holds, and converts none of them by guess."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    variables = release_variables()
+    for step in (100, 200):
+        write_checkpoint(str(folder / f"model.ckpt-{step}"), variables)
+    (folder / "checkpoint").write_text('model_checkpoint_path: "/elsewhere/model.ckpt-100"\n'
+                                       'all_model_checkpoint_paths: "/elsewhere/model.ckpt-200"\n')
+    with pytest.raises(ConversionError, match=(
+            rf"{folder}: is a directory; --checkpoint is the prefix of one checkpoint .*"
+            rf"{folder}/checkpoint names {folder}/model.ckpt-100; checkpoints there: "
+            rf"{folder}/model.ckpt-100, {folder}/model.ckpt-200")):
+        convert_checkpoint(str(folder), str(tmp_path / "out"), causal=True)

@@ -28,6 +28,8 @@ def read_checkpoint(prefix):
     import tensorflow as tf
 
     index = prefix + ".index"
+    if os.path.isdir(prefix) and not os.path.exists(index):
+        raise ConversionError(directory_given(prefix))
     if not os.path.exists(index):
         raise ConversionError(f"{index}: cannot read checkpoint: file not found "
                               "(--checkpoint is the prefix, without .index/.data-*)")
@@ -55,6 +57,24 @@ def read_checkpoint(prefix):
                                       "expected a float model variable")
             variables[name] = np.asarray(value, dtype=np.float32)
     return variables, sorted(state)
+
+
+def directory_given(directory):
+    """Why a checkpoint directory is no --checkpoint, naming the prefixes in it and the
+    one its `checkpoint` file names (which of several is meant is the user's to say)."""
+    found = sorted(os.path.join(directory, name[:-len(".index")])
+                   for name in os.listdir(directory) if name.endswith(".index"))
+    named = None
+    state = os.path.join(directory, "checkpoint")
+    if os.path.exists(state):
+        for line in open(state, encoding="utf-8", errors="replace"):
+            if line.startswith("model_checkpoint_path:"):
+                named = os.path.join(directory, os.path.basename(
+                    line.split(":", 1)[1].strip().strip('"')))
+    hint = (f"; {state} names {named}" if named else "") + (
+        f"; checkpoints there: {', '.join(found)}" if found else "; it holds no .index file")
+    return (f"{directory}: is a directory; --checkpoint is the prefix of one checkpoint "
+            f"(the path without .index/.data-*){hint}")
 
 
 def read_meta_graph(prefix):
