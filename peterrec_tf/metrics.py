@@ -10,6 +10,11 @@ Rank of the true item = the number of competing candidates whose score is >= its
 at k means rank < k; MRR@k adds 1/(rank+1) and NDCG@k adds 1/log2(rank+2) for hits.
 Non-finite scores never earn anything: a NaN competitor counts as beating the true item,
 and a true item scored NaN or +-inf is a miss at every k (a diverged model scores 0).
+
+Accuracy (classification) follows the same rule: right only when the true class scores
+strictly above every other class (`y_pred` `[B, classes]`, every class a competitor,
+class 0 included). An argmax accuracy breaks ties and NaN rows towards class 0, so a
+constant or diverged classifier scored the share of class 0.
 """
 
 import keras
@@ -101,5 +106,30 @@ def ranking_metrics(ks=(5, 10)):
     return [cls(k) for k in ks for cls in (HitRate, MRR, NDCG)]
 
 
+def class_ranks(y_true, y_pred):
+    """0-based rank `[B]` of the true class among all classes of `y_pred` `[B, classes]`
+    (ties and NaN competitors against it; `MISS_RANK` when its score is not finite)."""
+    scores = tf.cast(y_pred, tf.float32)
+    y_true = tf.reshape(tf.cast(y_true, tf.int32), [-1])
+    truth = tf.gather(scores, y_true[:, None], batch_dims=1)
+    beaten = beats(scores, truth) & ~tf.one_hot(y_true, tf.shape(scores)[1], on_value=True,
+                                                off_value=False)
+    ranks = tf.reduce_sum(tf.cast(beaten, tf.int32), axis=1)
+    return tf.where(tf.math.is_finite(truth[:, 0]), ranks, MISS_RANK)
+
+
+@keras.saving.register_keras_serializable(package="peterrec_tf")
+class Accuracy(keras.metrics.Mean):
+    """Share of examples whose true class scores strictly highest (see the module
+    docstring: ties and non-finite scores count against it)."""
+
+    def __init__(self, name="accuracy", **kwargs):
+        super().__init__(name=name, **kwargs)
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        hits = tf.cast(class_ranks(y_true, y_pred) == 0, tf.float32)
+        return super().update_state(hits, sample_weight=sample_weight)
+
+
 def classification_metrics():
-    return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+    return [Accuracy()]

@@ -603,3 +603,42 @@ def test_overwriting_a_conversion_keeps_the_backbone_tasks_were_tuned_over(tmp_p
     assert len(os.listdir(os.path.join(out, "versions"))) == 2  # both kept versions stay
     assert {k: v for k, v in run_evaluate(tuned, data, num_candidates=11, **quiet).items()
             if k in scores} == scores
+
+
+@pytest.mark.parametrize("source,dropped", [
+    (PRETRAINED_PREFIX, "nextitnet_residual_blockdecoder_layer_7_4/"),  # a whole block
+    (FINETUNED["cau_serial"], "/mp_")])                                  # every patch
+def test_a_checkpoint_lacking_variables_its_graph_has_is_refused(source, dropped, tmp_path):
+    """Red team: a partial save beside its .meta graph (the last block left out, or every
+    model patch) converted without error into a 7-block NextItNet, or a FineAll model,
+    answering otherwise than the graph. Only graph variables the checkpoint has were
+    checked; now the checkpoint must hold every model variable of the graph too."""
+    reader = tf.train.load_checkpoint(source)
+    variables = {n: reader.get_tensor(n) for n in reader.get_variable_to_shape_map()
+                 if dropped not in n}
+    prefix = str(tmp_path / "partial")
+    write_checkpoint(prefix, variables)
+    shutil.copy(source + ".meta", prefix + ".meta")
+    with pytest.raises(ConversionError, match=rf"{prefix}: the checkpoint lacks \d+ model "
+                                              rf"variables of its graph {prefix}.meta: .*"
+                                              + dropped.strip("/")):
+        convert_checkpoint(prefix, str(tmp_path / "out"), max_len=10, log=lambda _: None)
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_checkpoint_directory_is_refused_naming_its_checkpoints(tmp_path):
+    """--checkpoint=DIR holding several checkpoints: the error named DIR.index, a file
+    nobody gave; it now says DIR is a directory, which prefix its `checkpoint` file names
+    and which checkpoints it holds, and converts none of them by guess."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    variables = release_variables()
+    for step in (100, 200):
+        write_checkpoint(str(folder / f"model.ckpt-{step}"), variables)
+    (folder / "checkpoint").write_text('model_checkpoint_path: "/elsewhere/model.ckpt-100"\n'
+                                       'all_model_checkpoint_paths: "/elsewhere/model.ckpt-200"\n')
+    with pytest.raises(ConversionError, match=(
+            rf"{folder}: is a directory; --checkpoint is the prefix of one checkpoint .*"
+            rf"{folder}/checkpoint names {folder}/model.ckpt-100; checkpoints there: "
+            rf"{folder}/model.ckpt-100, {folder}/model.ckpt-200")):
+        convert_checkpoint(str(folder), str(tmp_path / "out"), causal=True)

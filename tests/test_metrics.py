@@ -100,3 +100,19 @@ def test_long_evaluations_report_progress_with_the_time_left():
         (tf.shape(x)[0], 20)), total=40, log=lines.append, every_seconds=0.0, label="test")
     assert results["examples"] == 40 and len(lines) == 5
     assert lines[0].startswith("  test: 8 examples of 40, ") and "s left" in lines[0]
+
+
+def test_accuracy_gives_no_credit_to_ties_or_non_finite_scores():
+    """Red team: accuracy was Keras' argmax accuracy, which breaks ties and NaN rows towards
+    class 0: a classifier with constant, NaN or inf logits scored the share of class 0
+    (0.7 here, rc 0) where ranking metrics give such a model 0. Now the true class must
+    score strictly highest, as HR@1 does."""
+    labels = np.array([0] * 7 + [1] * 3)
+    for value in (0.0, float("nan"), float("inf")):
+        [accuracy] = classification_metrics()
+        accuracy.update_state(labels, np.full((10, 2), value, "float32"))
+        assert float(accuracy.result()) == 0.0, value
+    [accuracy] = classification_metrics()  # a NaN competitor beats the true class too
+    accuracy.update_state(np.array([0, 1, 2]), np.array(
+        [[0.9, float("nan"), 0.0], [0.0, 0.5, 0.4], [0.1, 0.2, 0.2]], "float32"))
+    assert float(accuracy.result()) == pytest.approx(1 / 3)

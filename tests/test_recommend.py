@@ -295,3 +295,26 @@ def test_a_preparation_older_than_the_padding_record_still_gives_the_release_tok
                               "options": {"zero_is_padding": True}}) == {}
     assert padding_tokens_of({"format": "interactions", "options": {}}) == {}
     assert padding_tokens_of({"format": "peterrec_pretrain_csv", "padding_tokens": []}) == {}
+
+
+def test_evaluate_exclude_history_samples_negatives_outside_the_history(setup):
+    """Sampled ranking under --exclude_history: every example keeps num_candidates - 1
+    negatives, none from its history (before: history items were drawn and then dropped,
+    so fewer competitors than --num_candidates said, and HR above chance for a random
+    model); a catalogue too small for that once the history is left out is refused."""
+    from peterrec_tf.data.datasets import eval_dataset
+    from peterrec_tf.training.scoring import history_exclusion
+
+    dataset = eval_dataset(setup["data"], "test", 64, "sampled", 30, max_len=20,
+                           exclude=history_exclusion(None))
+    for x, y in dataset:
+        for history, row in zip(x.numpy(), y.numpy()):
+            assert len(set(row)) == 30 and not set(row[1:]) & set(history[history > 0])
+    results = run_evaluate(setup["model_dir"], setup["data"], "test", "sampled", ks=(5, 10),
+                           num_candidates=30, exclude_history=True, **quiet)
+    assert results["examples"] == setup["total"]
+    with pytest.raises(ValueError, match="--num_candidates: 50 candidates with "
+                                         "--exclude_history need 49 negatives outside a "
+                                         "history of up to 20 ids"):
+        run_evaluate(setup["model_dir"], setup["data"], "test", "sampled", ks=(5, 10),
+                     num_candidates=50, exclude_history=True, **quiet)

@@ -11,8 +11,8 @@ from peterrec_tf.conversion import names
 from peterrec_tf.conversion.errors import ConversionError, error_text
 from peterrec_tf.conversion.output import (check_output_dir, keep_replaced_versions,
                                            remove_stale_staging, staged_output)
-from peterrec_tf.conversion.reader import (check_meta_covers, find_non_finite, read_checkpoint,
-                                           read_meta_graph)
+from peterrec_tf.conversion.reader import (check_checkpoint_covers, check_meta_covers,
+                                           find_non_finite, read_checkpoint, read_meta_graph)
 from peterrec_tf.conversion.release_csv import (pretrain_row_length, release_source_order,
                                                 release_token_order, source_history_length)
 
@@ -325,6 +325,7 @@ def _convert(prefix, output_dir, causal, insertion, vocab_csv, target_vocab_csv,
     graph = None
     if graph_def is not None:
         check_meta_covers(graph_def, prefix + ".meta", sorted(variables))
+        check_checkpoint_covers(graph_def, prefix + ".meta", prefix, variables, plan.finetuned)
         graph = graphs.Graph(graph_def, prefix + ".meta")
     settings = settle(prefix, plan, graph, causal, insertion, pooling)
     framing, length_from = choose_framing(prefix, plan, settings, max_len, vocab_csv,

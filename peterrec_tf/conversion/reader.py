@@ -7,7 +7,7 @@ import os
 import numpy as np
 
 from peterrec_tf.conversion.errors import ConversionError
-from peterrec_tf.conversion.names import training_state
+from peterrec_tf.conversion.names import PRETRAINING_HEADS, match_name, training_state
 
 
 def _data_files(prefix):
@@ -28,6 +28,8 @@ def read_checkpoint(prefix):
     import tensorflow as tf
 
     index = prefix + ".index"
+    if os.path.isdir(prefix) and not os.path.exists(index):
+        raise ConversionError(directory_given(prefix))
     if not os.path.exists(index):
         raise ConversionError(f"{index}: cannot read checkpoint: file not found "
                               "(--checkpoint is the prefix, without .index/.data-*)")
@@ -55,6 +57,24 @@ def read_checkpoint(prefix):
                                       "expected a float model variable")
             variables[name] = np.asarray(value, dtype=np.float32)
     return variables, sorted(state)
+
+
+def directory_given(directory):
+    """Why a checkpoint directory is no --checkpoint, naming the prefixes in it and the
+    one its `checkpoint` file names (which of several is meant is the user's to say)."""
+    found = sorted(os.path.join(directory, name[:-len(".index")])
+                   for name in os.listdir(directory) if name.endswith(".index"))
+    named = None
+    state = os.path.join(directory, "checkpoint")
+    if os.path.exists(state):
+        for line in open(state, encoding="utf-8", errors="replace"):
+            if line.startswith("model_checkpoint_path:"):
+                named = os.path.join(directory, os.path.basename(
+                    line.split(":", 1)[1].strip().strip('"')))
+    hint = (f"; {state} names {named}" if named else "") + (
+        f"; checkpoints there: {', '.join(found)}" if found else "; it holds no .index file")
+    return (f"{directory}: is a directory; --checkpoint is the prefix of one checkpoint "
+            f"(the path without .index/.data-*){hint}")
 
 
 def read_meta_graph(prefix):
@@ -86,6 +106,25 @@ def check_meta_covers(graph_def, path, names):
         shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
         raise ConversionError(f"{path}: the graph has no variable {shown} of the checkpoint "
                               "(truncated, or the .meta of another model)")
+
+
+def check_checkpoint_covers(graph_def, path, prefix, names, finetuned):
+    """The checkpoint holds every model variable its `.meta` graph has (a fine-tuned one
+    may lack the graph's unused pre-training head): a block or patches missing from a
+    partial save (or beside another model's .meta) would otherwise convert into a model
+    without them, answering otherwise than the graph, with no error."""
+    skipped = PRETRAINING_HEADS if finetuned else ()
+    nodes = {node.name for node in graph_def.node
+             if node.op in ("VariableV2", "Variable", "VarHandleOp")}
+    absent = sorted(name for name in nodes - set(names)
+                    if (match_name(name)[0] is not None
+                        and match_name(name)[0].role not in skipped))
+    if absent:
+        shown = ", ".join(absent[:5]) + (f" and {len(absent) - 5} more" if len(absent) > 5 else "")
+        raise ConversionError(f"{prefix}: the checkpoint lacks {len(absent)} model variable"
+                              f"{'s' * (len(absent) > 1)} of its graph {path}: {shown} (a "
+                              "partial save, or the .meta of another model); the converted "
+                              "model would answer otherwise than that graph")
 
 
 def find_non_finite(variables):

@@ -14,8 +14,8 @@ from pipelines import schema
 from pipelines.inputs import check_count, read_metadata, reading, shard_files
 
 from peterrec_tf import objectives
-from peterrec_tf.data.candidates import (RANKINGS, check_candidates, example_seeds,
-                                         sample_candidates, sample_negatives)
+from peterrec_tf.data.candidates import (RANKINGS, check_candidates, check_excluded_candidates,
+                                         example_seeds, sample_candidates, sample_negatives)
 from peterrec_tf.data.framing import Framing, default_framing, resolve_length
 from peterrec_tf.data.records import AUTOTUNE, finish, parser, record_batches, with_batch_seeds
 from peterrec_tf.data.windows import (FRESH_TARGETS, WINDOWS, window_counts,
@@ -165,8 +165,11 @@ def finetune_dataset(data_dir, split, batch_size, num_negatives=1, max_len=None,
 
 def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=100, seed=0,
                  max_len=None, shuffle=False, deterministic=True, repeat=False,
-                 drop_remainder=False, input_context=None, shuffle_buffer=10_000, framing=None):
+                 drop_remainder=False, input_context=None, shuffle_buffer=10_000, framing=None,
+                 exclude=None):
     """(x, y) for evaluation. sampled: y = true id + (num_candidates-1) negatives; full: y = true id.
+    `exclude` (`scoring.history_exclusion`, --exclude_history): sampled negatives are drawn
+    outside those ids of x, so every example still has num_candidates-1 competitors.
 
     x is the history framed by `framing` (see `data_framing`; by default the history for
     pre-training splits, the model predicting from its last position, and `[0] + items +
@@ -194,6 +197,10 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
         if ranking == "full":
             return x, truth
         seeds = example_seeds(batch[schema.USER_ID], truth, seed)
-        return x, sample_candidates(truth, num_candidates, universe, seeds)
+        excluded = None
+        if exclude is not None:
+            excluded = exclude(x)
+            check_excluded_candidates(data_dir, universe, num_candidates, excluded.shape[1])
+        return x, sample_candidates(truth, num_candidates, universe, seeds, excluded)
     dataset = dataset.map(to_eval, num_parallel_calls=AUTOTUNE)
     return finish(dataset, deterministic)

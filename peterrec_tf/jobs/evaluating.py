@@ -53,7 +53,7 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
         exclude = scoring.history_exclusion(
             scoring.item_to_output_ids(vocabs["items"], outputs))
     dataset = eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
-                           framing=model.framing, max_len=max_len)
+                           framing=model.framing, max_len=max_len, exclude=exclude)
     started = time.monotonic()
     with inputs.reading(data_dir, (split,)):
         results = scoring.evaluate(model, dataset, task, ks, total=meta["splits"].get(split),

@@ -201,12 +201,10 @@ class FinetuningJob(TrainingJob):
 
     def fit_metrics(self):
         """Fit-time metrics: accuracy, or how often the positive outscores its negatives."""
-        import keras
-
-        from peterrec_tf.metrics import HitRate
+        from peterrec_tf.metrics import HitRate, classification_metrics
 
         if self.task == "classify":
-            return [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]
+            return classification_metrics()
         return [HitRate(1, name="pos_beats_neg")] if self.negatives else []
 
     def build_inputs(self, strategy):
