@@ -70,8 +70,12 @@ def sample_candidates(truth, count, num_items, seeds, excluded=None):
     def one_row(args):
         row_seed, true_id, row_excluded = args
         scores = tf.random.stateless_uniform([num_items], row_seed)
-        out = tf.reduce_any(ids[:, None] == tf.cast(row_excluded, tf.int32)[None, :], axis=1)
-        scores = tf.where((ids == 0) | (ids == true_id) | out, -1.0, scores)
+        scores = tf.where((ids == 0) | (ids == true_id), -1.0, scores)
+        # the row's exclusions scattered in: O(num_items + E), not a [num_items, E] compare
+        out = tf.cast(row_excluded, tf.int32)
+        out = tf.boolean_mask(out, (out >= 0) & (out < num_items))
+        scores = tf.tensor_scatter_nd_update(scores, out[:, None],
+                                             -tf.ones_like(out, dtype=scores.dtype))
         return tf.math.top_k(scores, count - 1, sorted=True).indices
 
     negatives = tf.map_fn(one_row, (seeds, truth, excluded),
