@@ -318,3 +318,33 @@ def test_evaluate_exclude_history_samples_negatives_outside_the_history(setup):
                                          "history of up to 20 ids"):
         run_evaluate(setup["model_dir"], setup["data"], "test", "sampled", ks=(5, 10),
                      num_candidates=50, exclude_history=True, **quiet)
+
+
+def test_evaluate_exclude_history_leaves_out_the_padding_tokens_served_rankings_never_offer(
+        setup, tmp_path):
+    """--exclude_history ranks as the export serves, and a served ranking never offers the
+    model's padding tokens (config.json `padding_tokens`: the release CSVs' literal "0"):
+    they were still competitors in evaluate. A model whose padding token outscores every
+    item scores as one whose token scores below every item (before: lower, the token
+    taking a place in every top k)."""
+    from peterrec_tf.model_dir import load_model_dir
+
+    targets = {int(t) for batch in records.record_batches(
+        setup["data"], "test", 10_000, False, 0, True, False, False, None).map(
+            records.parser("pretrain", "test")) for t in batch[schema.TARGET].numpy()}
+    token = next(i for i in range(1, len(setup["vocab"])) if i not in targets)
+    dirs = {}
+    for name, bias, padding in (("blocked", 100.0, [setup["vocab"][token]]),
+                                ("buried", -1e4, [])):
+        model = load_model_dir(setup["model_dir"])[0]
+        model.head.bias.assign(tf.tensor_scatter_nd_update(model.head.bias, [[token]], [bias]))
+        dirs[name] = str(tmp_path / name)
+        save_model_dir(dirs[name], model, dict({"max_len": 20}, padding_tokens=padding),
+                       {"items": setup["vocab"]})
+    results = {name: run_evaluate(path, setup["data"], "test", "full", ks=(1, 5, 10),
+                                  exclude_history=True, **quiet) for name, path in dirs.items()}
+    for metric in ("hr@1", "hr@5", "hr@10", "ndcg@10", "mrr@10"):
+        assert results["blocked"][metric] == pytest.approx(results["buried"][metric]), metric
+    assert results["blocked"]["hr@1"] > 0  # the premise: the token would have taken hr@1
+    plain = run_evaluate(dirs["blocked"], setup["data"], "test", "full", ks=(1,), **quiet)
+    assert plain["hr@1"] == 0  # without --exclude_history it competes, as in the release

@@ -50,8 +50,10 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
             raise ValueError(f"{model_dir}: --exclude_history needs vocab.txt"
                              f"{' and target_vocab.txt' if model.task == 'item_rec' else ''} "
                              "to know which outputs are the history's items")
+        padding = set(config.get("padding_tokens", []))
         exclude = scoring.history_exclusion(
-            scoring.item_to_output_ids(vocabs["items"], outputs))
+            scoring.item_to_output_ids(vocabs["items"], outputs),
+            blocked=[i for i, token in enumerate(outputs) if i > 0 and token in padding])
     dataset = eval_dataset(data_dir, split, batch_size, ranking, num_candidates, seed=seed,
                            framing=model.framing, max_len=max_len, exclude=exclude)
     started = time.monotonic()

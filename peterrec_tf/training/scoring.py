@@ -30,19 +30,24 @@ def item_to_output_ids(items, outputs):
     return np.array([-1] + [position.get(token, -1) for token in items[1:]], np.int32)
 
 
-def history_exclusion(item_to_output):
-    """`x -> [B, T]` output ids of the history items in `x` (-1 where none), for ranking
-    with `--exclude_history`: `item_to_output[i]` is the output id of item id i (-1 for an
-    item that is no output, and for id 0, padding/[TCL]). A pre-trained model's outputs
-    are its items: the identity (`item_to_output=None`)."""
+def history_exclusion(item_to_output, blocked=()):
+    """`x -> [B, T + len(blocked)]` output ids of the history items in `x` (-1 where none),
+    then the `blocked` output ids (the model's padding tokens, which no served ranking
+    offers), for ranking with `--exclude_history` as the export serves it:
+    `item_to_output[i]` is the output id of item id i (-1 for an item that is no output,
+    and for id 0, padding/[TCL]). A pre-trained model's outputs are its items: the
+    identity (`item_to_output=None`)."""
     table = None if item_to_output is None else tf.constant(item_to_output, tf.int32)
+    always = tf.constant(sorted(blocked), tf.int32)
 
     def excluded(x):
         x = tf.cast(x, tf.int32)
         if table is None:
-            return tf.where(x > 0, x, -1)
-        inside = (x > 0) & (x < tf.shape(table)[0])
-        return tf.where(inside, tf.gather(table, tf.where(inside, x, 0)), -1)
+            ids = tf.where(x > 0, x, -1)
+        else:
+            inside = (x > 0) & (x < tf.shape(table)[0])
+            ids = tf.where(inside, tf.gather(table, tf.where(inside, x, 0)), -1)
+        return tf.concat([ids, tf.tile(always[None, :], [tf.shape(ids)[0], 1])], axis=1)
     return excluded
 
 
