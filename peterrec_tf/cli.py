@@ -17,6 +17,16 @@ def training_main(run, names):
     return main
 
 
+def written_entries(model_dir):
+    """What `model_dir` holds, as its last line names it: files, then folders with a
+    trailing "/" (hidden files and the job's lock left out)."""
+    import os
+
+    entries = [e for e in os.scandir(model_dir) if not e.name.startswith(".")]
+    return ([e.name for e in sorted(entries, key=lambda e: e.name) if not e.is_dir()]
+            + [e.name + "/" for e in sorted(entries, key=lambda e: e.name) if e.is_dir()])
+
+
 def training_done(report):
     """A training job's last line: what it wrote into --model_dir and what to run next."""
     from pipelines.command import Done, command_line
@@ -25,8 +35,7 @@ def training_done(report):
     if report["training"]["interrupted"]:
         return Done(f"interrupted at step {report['training']['steps']}; checkpoint in "
                     f"{model_dir}/checkpoints", "the same command again to resume", 130)
-    wrote = (f"wrote {model_dir} (model.keras, config.json, vocabularies, checkpoints/, "
-             "tensorboard/, flags.json, flags.txt, results.json)")
+    wrote = f"wrote {model_dir} ({', '.join(written_entries(model_dir))})"
     if report["job"] == "pretrain":
         return Done(wrote, command_line("peterrec_tf.finetune", pretrained=model_dir,
                                         data_dir="PREPARED_TASK_DIR", model_dir="runs/TASK"))

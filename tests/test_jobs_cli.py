@@ -75,6 +75,11 @@ def test_flagfile_runs_pretrain_then_evaluate(tmp_path):
     last = out.strip().splitlines()[-1]
     assert last.startswith(f"wrote {model_dir} (") and (
         f"; next: python -m peterrec_tf.finetune --pretrained={model_dir} ") in last, last
+    named = last[len(f"wrote {model_dir} ("):last.index("); next:")].split(", ")
+    assert named == sorted(n for n in os.listdir(model_dir) if not n.startswith(".")
+                           and not os.path.isdir(os.path.join(model_dir, n))) + sorted(
+        n + "/" for n in os.listdir(model_dir) if os.path.isdir(os.path.join(model_dir, n)))
+    assert "model.keras" in named and "checkpoints/" in named  # what it holds, no more
     assert "Sharding callback" not in err  # absl INFO off without --verbosity
     # flags.txt replays the job: the same settings, so the finished run is resumed as is
     replay = open(os.path.join(model_dir, "flags.txt")).read()
