@@ -7,10 +7,12 @@ seed is refused too; data holding few or none of them is evaluated with a warnin
 many, and its results say which it was (`same_preparation_as_training`,
 `records_seen_in_training`)."""
 
+import hashlib
 import json
 import os
 import random
 import shutil
+import struct
 
 import pytest
 
@@ -195,7 +197,28 @@ def test_a_copy_whose_model_data_is_gone_is_compared_with_the_records_the_model_
         with pytest.raises(ValueError, match=rf"{seen} of its {tests} test records .*\(by the "
                                              rf"digests it keeps, training_records.npz: .*{why}"):
             run_evaluate(model_dir, copy, split="test", **quiet)
+    # a reordered copy numbers its classes otherwise: read through the model's labels.txt,
+    # and a further fine-tuning on it is refused too (review: rc 0 once the data was gone)
+    header, *rows = open(task["table"], "rb").read().splitlines(keepends=True)
+    reordered = prepared(logs, task, "reordered_gone", header + b"".join(reversed(rows)), seed=2)
+    assert inputs.read_data_vocab(reordered, "labels.txt") == ["b", "a"]
+    refused = rf"{len(re_drawn_users(2))} of its \d+ test records .*\(by the digests it keeps"
+    with pytest.raises(ValueError, match=refused):
+        run_evaluate(model_dir, reordered, split="test", **quiet)
+    with pytest.raises(ValueError, match=refused):
+        run_finetune(model_dir, reordered, str(tmp_path / "further"), train_steps=2, **TINY,
+                     **quiet)
     kept = os.path.join(model_dir, "training_records.npz")
+    with np.load(kept) as digests:  # no user id enters them: no label can be read off
+        assert sorted(digests.files) == ["about", "by_history"]
+        kept_digests = set(digests["by_history"].tolist())
+    assert len(kept_digests) > len(USERS) / 2
+    for user in USERS:  # every (user, class) digest record_overlap would make: none kept
+        for class_id in range(2):
+            name = user.encode()
+            digest = hashlib.blake2b(struct.pack("<I", len(name)) + name
+                                     + struct.pack("<q", class_id), digest_size=8)
+            assert int.from_bytes(digest.digest(), "little") not in kept_digests
     original = open(kept, "rb").read()
     with open(kept, "wb") as handle:
         np.savez(handle, by_user=np.zeros(0, np.uint64), by_history=np.zeros(0, np.uint64),
@@ -339,6 +362,11 @@ def test_next_item_data_cut_earlier_is_refused_and_a_later_log_is_not(logs, pret
                                          r"inside the training sequences of .*pre, .*\(the same "
                                          r"user, history and next item\).*cut earlier"):
         evaluate(cut)
+    # cut at both ends (a "last N events" export): its test items lie inside the user's
+    # training sequence, though not at its start (review: before, "none of its" test records)
+    both = log_variant(logs, "cut_at_both_ends", lambda events: events[1:-2])
+    with pytest.raises(ValueError, match=r"test records \(100%\) are inside the training"):
+        evaluate(both)
     # the rest are scored, so they number the items as the model does
     copy = log_variant(logs, "same_log_crlf", lambda events: events, vocab=logs["vocab"])
     later = log_variant(logs, "one_event_later", lambda events: events + [

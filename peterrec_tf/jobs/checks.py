@@ -195,7 +195,7 @@ def split_identity(meta):
 SEEN_SHARE_REFUSED = 0.05
 
 
-def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
+def check_evaluated_apart(model_dir, data_dir, meta, split, log=print, vocabs=None):
     """Refuse to score (or further fine-tune) a model on a split holding the records it
     trained on. The same table files (by checksum) split with another seed re-draw the
     users (fine-tuning data, whose seed draws the split; next-item data is split by
@@ -211,7 +211,8 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
     data that cannot be compared, is used with a warning saying which. Models whose
     flags.json records no data (converted, older) are not checked. Returns (whether the
     data is the preparation the model trained on, None: unknown; how many of `split`'s
-    records are training records, None: not compared)."""
+    records are training records, None: not compared). `vocabs`: the model's own
+    (`load_model_dir`), to read the digests it keeps when its training data is gone."""
     import os
 
     from peterrec_tf.training.results import read_json
@@ -236,18 +237,18 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print):
             "model's training split, so its figures would not be held-out ones; use a "
             f"preparation with --seed={recorded.get('split_seed')} (the model's data: "
             f"{flags.get('data_dir')})")
-    seen, said = check_records_apart(model_dir, flags, data_dir, meta, split)
+    seen, said = check_records_apart(model_dir, flags, data_dir, meta, split, vocabs)
     log(f"warning: {data_dir} (fingerprint {meta.get('fingerprint')}) is not the preparation "
         f"{model_dir} was trained on (fingerprint {trained}, {flags.get('data_dir')}): "
         + (said or f"make sure its {split} records were not in the model's training data"))
     return False, seen
 
 
-def kept_records_seen(model_dir, data_dir, meta, split):
-    """(seen, total, what the kept records say of the training data) from the digests a
-    fine-tuned model keeps of its training split (`record_overlap.TRAINING_RECORDS_FILE`,
-    verified against config.json), for when its training data is gone or prepared again;
-    (None, why not, None) when it keeps none or they cannot be compared."""
+def kept_records_seen(model_dir, data_dir, meta, split, vocabs):
+    """(seen, total) from the digests a fine-tuned model keeps of its training split
+    (`record_overlap.TRAINING_RECORDS_FILE`, verified against config.json), for when its
+    training data is gone or prepared again; (None, why not) when it keeps none or they
+    cannot be compared. `vocabs`: the model's own (`load_model_dir`)."""
     import os
 
     from peterrec_tf import model_files
@@ -255,9 +256,11 @@ def kept_records_seen(model_dir, data_dir, meta, split):
 
     config = model_files.read_config(model_dir)
     if TRAINING_RECORDS_FILE not in (config.get("checksums") or {}):
-        return None, f"{model_dir} keeps no digests of its training records", None
+        return None, f"{model_dir} keeps no digests of its training records"
+    if vocabs is None:
+        return None, "the model's vocabularies were not read"
     model_files.verify_files(model_dir, config, names=[TRAINING_RECORDS_FILE])
-    return seen(data_dir, meta, split, os.path.join(model_dir, TRAINING_RECORDS_FILE))
+    return seen(data_dir, meta, split, os.path.join(model_dir, TRAINING_RECORDS_FILE), vocabs)
 
 
 def model_training_data(model_dir, flags, task):
@@ -289,21 +292,24 @@ def model_training_data(model_dir, flags, task):
     return where, train_meta
 
 
-def check_records_apart(model_dir, flags, data_dir, meta, split):
+def check_records_apart(model_dir, flags, data_dir, meta, split, vocabs=None):
     """(records of `split` identical to a record the model trained on, what the warning
     says of them), or (None, why they could not be compared); `ValueError` when they are
-    SEEN_SHARE_REFUSED of the split or more."""
-    from peterrec_tf.jobs.record_overlap import (TRAINING_RECORDS_FILE, compared_parts,
-                                                 records_seen)
+    SEEN_SHARE_REFUSED of the split or more. Without the model's training data, the
+    digests a fine-tuned model keeps are read through its vocabularies `vocabs`."""
+    from peterrec_tf.jobs.record_overlap import (KEPT_PARTS, TRAINING_RECORDS_FILE,
+                                                 compared_parts, records_seen)
 
     train_dir, train_meta = model_training_data(model_dir, flags, meta["task"])
     if train_dir is not None:
         seen, total = records_seen(data_dir, meta, split, train_dir, train_meta)
+        with_user, with_history = compared_parts(meta, train_meta)
         source = f"the train split of {train_dir}, the data {model_dir} was trained on"
         instead = f"score the model on its own preparation ({train_dir})"
     else:
         gone = train_meta
-        seen, total, train_meta = kept_records_seen(model_dir, data_dir, meta, split)
+        seen, total = kept_records_seen(model_dir, data_dir, meta, split, vocabs)
+        with_user, with_history = KEPT_PARTS
         if seen is None:
             return None, (f"its {split} records could not be compared with the model's "
                           f"training records: {gone}, and {total}; make sure they were "
@@ -312,7 +318,6 @@ def check_records_apart(model_dir, flags, data_dir, meta, split):
                   f"{TRAINING_RECORDS_FILE}: {gone})")
         instead = "score the model on the held-out splits of its own training data"
     share = seen / max(total, 1)
-    with_user, with_history = compared_parts(meta, train_meta)
     same = ["user"] * with_user + ["history"] * with_history + [
         {"classify": "label", "pretrain": "next item"}.get(meta["task"], "target")]
     what = (f"{seen} of its {total} {split} records ({share:.0%}) "

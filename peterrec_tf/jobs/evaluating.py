@@ -38,8 +38,9 @@ def run_evaluate(model_dir, data_dir, split="test", ranking="sampled", ks=(5, 10
     check_split_records(data_dir, meta, (split,))
     check_ranking(data_dir, meta, ranking, num_candidates, ks)
     check_classes(data_dir, meta, (split,))
-    own_data, seen = check_evaluated_apart(model_dir, data_dir, meta, split, log=log)
     model, config, vocabs = load_model_dir(model_dir, backbone_dir=backbone_dir)
+    own_data, seen = check_evaluated_apart(model_dir, data_dir, meta, split, log=log,
+                                           vocabs=vocabs)
     task = check_model_fits_data(model, vocabs, model_dir, data_dir, meta)
     exclude = None
     if exclude_history:

@@ -85,7 +85,8 @@ class FinetuningJob(TrainingJob):
                              "is never modified)")
         self.source, _, source_vocabs = load_model_dir(pretrained)
         if self.source.task != "pretrain":  # a further fine-tuning: its source saw users too
-            check_evaluated_apart(pretrained, data_dir, meta, "test", log=self.log)
+            check_evaluated_apart(pretrained, data_dir, meta, "test", log=self.log,
+                                  vocabs=source_vocabs)
         self.backbone = backbone = self.source.backbone
         # a resume rebuilds the frozen backbone from --pretrained (the checkpoints leave it
         # out): pre-trained further meanwhile, it is another one, refused by the comparison

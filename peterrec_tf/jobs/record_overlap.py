@@ -37,10 +37,22 @@ def answer_vocab(task):
     return schema.TARGET, "items.txt" if task == "pretrain" else "targets.txt"
 
 
-def id_maps(data_dir, meta, reference_dir, reference_meta):
-    """[item map, answer map]: arrays taking `data_dir`'s ids to `reference_dir`'s ids of the
-    same token (-1: a token the reference does not have, so no record holding it matches),
-    None where both preparations hold the same vocabulary (SHA-256 in metadata.json)."""
+def token_map(tokens, reference, missing):
+    """Array taking ids of `tokens` to the ids of the same tokens in `reference` (`missing`
+    for a token `reference` lacks; one more entry, -1, for ids past the end)."""
+    index = {}
+    for i, token in enumerate(reference):
+        index.setdefault(token, i)
+    return np.array([index.get(token, missing) for token in tokens] + [-1], dtype=np.int64)
+
+
+def id_maps(data_dir, meta, reference_dir, reference_meta, reference_tokens=None):
+    """[item map, answer map]: arrays taking `data_dir`'s ids to the reference's ids of the
+    same token, None where both preparations hold the same vocabulary (SHA-256 in
+    metadata.json). An item the reference lacks maps to 0, the id its preparation stores an
+    unknown item as; an answer it lacks to -1 (no record holding it matches). The
+    reference is `reference_dir`'s vocabularies, or `reference_tokens` ({file name:
+    tokens}, a model's own)."""
     from pipelines import metadata_checksum
     from pipelines.inputs import read_data_vocab
 
@@ -51,11 +63,10 @@ def id_maps(data_dir, meta, reference_dir, reference_meta):
         if ours is not None and ours == theirs:
             maps.append(None)
             continue
-        index = {}
-        for i, token in enumerate(read_data_vocab(reference_dir, name, reference_meta)):
-            index.setdefault(token, i)
-        maps.append(np.array([index.get(token, -1) for token in
-                              read_data_vocab(data_dir, name, meta)] + [-1], dtype=np.int64))
+        reference = (reference_tokens[name] if reference_tokens is not None
+                     else read_data_vocab(reference_dir, name, reference_meta))
+        maps.append(token_map(read_data_vocab(data_dir, name, meta), reference,
+                              0 if name == "items.txt" else -1))
     return maps * 2 if len(maps) == 1 else maps
 
 
@@ -144,128 +155,69 @@ def records_seen(data_dir, meta, split, train_dir, train_meta):
     return seen, total
 
 
-PREFIX_ITEMS = 4  # the items of a sequence's start that bucket next-item records
+def transitions_seen(data_dir, meta, split, train_dir, train_meta):
+    """(next-item records of `split` inside `train_dir`'s training sequences, records of
+    `split`): `sequence_overlap`."""
+    import functools
 
-
-def sequence_digest(user, items):
-    """8-byte digest (an unsigned integer) of a user part and an item id sequence."""
-    digest = hashlib.blake2b(user + np.asarray(items, dtype="<i8").tobytes(), digest_size=8)
-    return int.from_bytes(digest.digest(), "little")
-
-
-def user_part(user, with_user):
-    return struct.pack("<I", len(user)) + user if with_user else b"-"
-
-
-def split_sequences(data_dir, split, maps=(None, None)):
-    """Yield (user id bytes, item ids: the history then the target where the split has
-    one), ids taken through `maps` (items, then targets)."""
+    from peterrec_tf.jobs import sequence_overlap
     from pipelines import schema
 
-    answer = None if split == "train" else schema.TARGET
-    for users, items, bounds, targets in parsed_batches(data_dir, split, answer, maps):
-        for row, user in enumerate(users):
-            history = items[bounds[row]:bounds[row + 1]]
-            yield user, (history if targets is None else np.append(history, targets[row]))
-
-
-def transitions_seen(data_dir, meta, split, train_dir, train_meta):
-    """(next-item records of `split` that `train_dir`'s train split trained on, records of
-    `split`). Next-item data is split by position (each user's last items are held out),
-    so a copy of the log scores items the model never trained on, but a log cut earlier
-    (fewer events a user, an earlier `--cutoff_time`) scores items that were inside the
-    training sequences. A record (history, target) was trained on when history + [target]
-    begins a training sequence (prepare keeps each user's items from the oldest; the same
-    user too where both preparations hold the source's keys). The scored records are held
-    as sorted arrays (digest of their first PREFIX_ITEMS items, digest of all, length: 20
-    bytes a record); each training sequence is digested at those prefix lengths, and in
-    full only where a bucket matches: one pass over the training split."""
-    with_user = compared_parts(meta, train_meta)[0]
     maps = id_maps(data_dir, meta, train_dir, train_meta)
-    buckets, wholes, lengths = [], [], []
-    for user, sequence in split_sequences(data_dir, split, maps):
-        user = user_part(user, with_user)
-        buckets.append(sequence_digest(user, sequence[:PREFIX_ITEMS]))
-        wholes.append(sequence_digest(user, sequence))
-        lengths.append(len(sequence))
-    order = np.argsort(np.array(buckets, dtype=np.uint64), kind="stable")
-    buckets = np.array(buckets, dtype=np.uint64)[order]
-    wholes = np.array(wholes, dtype=np.uint64)[order]
-    lengths = np.array(lengths, dtype=np.int64)[order]
-    widths = sorted({int(min(n, PREFIX_ITEMS)) for n in lengths})
-    seen = np.zeros(len(buckets), dtype=bool)
-    for user, sequence in split_sequences(train_dir, "train"):
-        user = user_part(user, with_user)
-        for width in widths:
-            if width > len(sequence):
-                break
-            bucket = np.uint64(sequence_digest(user, sequence[:width]))
-            first = np.searchsorted(buckets, bucket)
-            last = np.searchsorted(buckets, bucket, side="right")
-            for index in range(first, last):
-                if (not seen[index] and min(lengths[index], PREFIX_ITEMS) == width
-                        and lengths[index] <= len(sequence)
-                        and sequence_digest(user, sequence[:lengths[index]])
-                        == wholes[index]):
-                    seen[index] = True
-    return int(seen.sum()), len(buckets)
+    return sequence_overlap.transitions_seen(
+        functools.partial(parsed_batches, data_dir, split, schema.TARGET, maps),
+        functools.partial(parsed_batches, train_dir, "train"),
+        compared_parts(meta, train_meta)[0])
 
 
 #: What a fine-tuned model keeps of its training split (config.json records its SHA-256),
 #: so that data scored after the training preparation is gone or prepared again is still
-#: compared with it: the sorted digests of its train records by user and answer and by
-#: history and answer (`compared_parts` picks one), its data format and task, and the
-#: SHA-256 of the vocabularies whose ids the digests hold.
+#: compared with it: the sorted digests of its train records by history and answer (item
+#: and answer ids in the model's own vocabularies, its vocab.txt and labels.txt or
+#: target_vocab.txt) and its task. No user id enters them: a digest of user and label would
+#: let anyone holding the model directory and a list of user ids read off every training
+#: user's label; one of history and label tells only whether that exact history and label
+#: were trained on (the model itself predicts the label from the history).
 TRAINING_RECORDS_FILE = "training_records.npz"  # one of model_files.EXTRA_FILES
+KEPT_PARTS = (False, True)  # (with_user, with_history) of the kept digests
 
 
 def write_training_records(path, data_dir, meta):
-    """Write TRAINING_RECORDS_FILE of `data_dir`'s train split to `path` (8 bytes a record,
-    twice)."""
+    """Write TRAINING_RECORDS_FILE of `data_dir`'s train split to `path` (8 bytes a
+    record)."""
     import json
 
-    from pipelines import metadata_checksum
-
-    task = meta["task"]
-    sets = {}
-    for name, parts in (("by_user", (True, False)), ("by_history", (False, True))):
-        digests = [np.empty(0, dtype=np.uint64)]
-        digests.extend(record_digests(data_dir, "train", task, parts=parts))
-        sets[name] = np.unique(np.concatenate(digests))
-    vocabs = {name: (meta.get(metadata_checksum.VOCAB_KEY) or {}).get(name)
-              for name in dict.fromkeys(("items.txt", answer_vocab(task)[1]))}
+    digests = [np.empty(0, dtype=np.uint64)]
+    digests.extend(record_digests(data_dir, "train", meta["task"], parts=KEPT_PARTS))
     with open(path, "wb") as handle:
-        np.savez(handle, **sets, about=np.array(json.dumps(
-            {"format": meta.get("format"), "task": task, "vocab_sha256": vocabs})))
+        np.savez(handle, by_history=np.unique(np.concatenate(digests)),
+                 about=np.array(json.dumps({"task": meta["task"]})))
 
 
-def kept_records_seen(data_dir, meta, split, path):
-    """(records of `split` that the model's kept training records hold, records of
-    `split`, what they say of the training data: format and task), or (None, why not,
-    None) when `data_dir` numbers its items or answers otherwise than the model's
-    training data did (its ids would mean other tokens; the evaluation refuses such data
-    on its own)."""
+def kept_records_seen(data_dir, meta, split, path, vocabs):
+    """(records of `split` whose history and answer the model's kept training records hold,
+    records of `split`), ids taken to the model's own vocabularies `vocabs` (as
+    `load_model_dir` returns them) by token; or (None, why not) when they cannot be
+    compared."""
     import json
-
-    from pipelines import metadata_checksum
 
     with np.load(path, allow_pickle=False) as kept:
         about = json.loads(str(kept["about"]))
-        if about["task"] != meta["task"]:
-            return (None, f"the model trained on {about['task']} data, not {meta['task']} "
-                          "data", None)
-        ours = meta.get(metadata_checksum.VOCAB_KEY) or {}
-        differ = [name for name, digest in about["vocab_sha256"].items()
-                  if digest is None or ours.get(name) != digest]
-        if differ:
-            return None, f"its {', '.join(differ)} differ from the model's training data's", None
-        parts = compared_parts(meta, about)
-        trained = kept["by_user" if parts[0] else "by_history"]
+        trained = kept["by_history"]
+    if about.get("task") != meta["task"]:
+        return None, f"the model trained on {about.get('task')} data, not {meta['task']} data"
+    answer = answer_vocab(meta["task"])[1]
+    keys = {"items.txt": "items", "labels.txt": "labels", "targets.txt": "targets"}
+    lacking = [keys[name] for name in ("items.txt", answer) if keys[name] not in vocabs]
+    if lacking:
+        return None, f"the model has no {' or '.join(lacking)} vocabulary to read its ids by"
+    maps = id_maps(data_dir, meta, None, {}, reference_tokens={
+        name: vocabs[keys[name]] for name in ("items.txt", answer)})
     seen = total = 0
     last = max(len(trained) - 1, 0)
-    for digests in record_digests(data_dir, split, meta["task"], parts=parts):
+    for digests in record_digests(data_dir, split, meta["task"], maps, parts=KEPT_PARTS):
         if len(trained):
             found = trained[np.minimum(np.searchsorted(trained, digests), last)]
             seen += int((found == digests).sum())
         total += len(digests)
-    return seen, total, about
+    return seen, total
