@@ -348,3 +348,26 @@ def test_evaluate_exclude_history_leaves_out_the_padding_tokens_served_rankings_
     assert results["blocked"]["hr@1"] > 0  # the premise: the token would have taken hr@1
     plain = run_evaluate(dirs["blocked"], setup["data"], "test", "full", ks=(1,), **quiet)
     assert plain["hr@1"] == 0  # without --exclude_history it competes, as in the release
+
+
+def test_sampled_exclusion_is_bounded_by_what_a_history_can_exclude(setup):
+    """Item-rec targets that are no items: a history excludes nothing, so the sampled
+    ranking keeps every negative and is not refused (review: refused for a history "of up
+    to 22 ids", advising --num_candidates <= 1); where histories can exclude, it is."""
+    from peterrec_tf.data.datasets import eval_dataset
+    from peterrec_tf.training.scoring import history_exclusion, item_to_output_ids
+
+    coldrec = os.path.join(str(setup["root"]), "syn", "coldrec")
+    meta = inputs.read_metadata(coldrec)
+    table = item_to_output_ids(inputs.read_data_vocab(coldrec, "items.txt", meta),
+                               inputs.read_data_vocab(coldrec, "targets.txt", meta))
+    assert (table < 0).all()  # the premise: no item is a target
+    count = meta["num_targets"] - 1
+    batches = list(eval_dataset(coldrec, "test", 64, "sampled", count,
+                                exclude=history_exclusion(table)))
+    assert all(len(set(row)) == count for _, y in batches for row in y.numpy())
+    blocked = range(1, count - 1)  # ids every row excludes: they bound what is left
+    with pytest.raises(ValueError, match=f"need 2 negatives outside a history of up to "
+                                         f"{len(blocked)} ids"):
+        eval_dataset(coldrec, "test", 64, "sampled", 3,
+                     exclude=history_exclusion(table, blocked=blocked))

@@ -190,6 +190,11 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
         return finish(_framed_labels(dataset, framing), deterministic)
     universe = meta["num_items"] if task == "pretrain" else meta["num_targets"]
     check_candidates(data_dir, meta, ranking, num_candidates)
+    if exclude is not None and ranking == "sampled":  # checked here, not inside the map
+        width = int(exclude(framing.frame(tf.ragged.constant([[1]], tf.int64))).shape[1])
+        most = getattr(exclude, "most", None)  # distinct ids it can exclude, if it knows
+        check_excluded_candidates(data_dir, universe, num_candidates,
+                                  width if most is None else min(width, most))
 
     def to_eval(batch):
         x = framing.frame(batch[schema.ITEM_IDS])
@@ -197,10 +202,7 @@ def eval_dataset(data_dir, split, batch_size, ranking="sampled", num_candidates=
         if ranking == "full":
             return x, truth
         seeds = example_seeds(batch[schema.USER_ID], truth, seed)
-        excluded = None
-        if exclude is not None:
-            excluded = exclude(x)
-            check_excluded_candidates(data_dir, universe, num_candidates, excluded.shape[1])
+        excluded = None if exclude is None else exclude(x)
         return x, sample_candidates(truth, num_candidates, universe, seeds, excluded)
     dataset = dataset.map(to_eval, num_parallel_calls=AUTOTUNE)
     return finish(dataset, deterministic)

@@ -48,6 +48,11 @@ def history_exclusion(item_to_output, blocked=()):
             inside = (x > 0) & (x < tf.shape(table)[0])
             ids = tf.where(inside, tf.gather(table, tf.where(inside, x, 0)), -1)
         return tf.concat([ids, tf.tile(always[None, :], [tf.shape(ids)[0], 1])], axis=1)
+    # the most distinct ids a row can exclude, where the table bounds it (item-rec targets
+    # that are items): a sampled ranking needs that many fewer negatives, not a whole row
+    excluded.most = (None if item_to_output is None else
+                     int(np.unique(np.asarray(item_to_output)[np.asarray(item_to_output) >= 0])
+                         .size) + len(set(blocked)))
     return excluded
 
 
