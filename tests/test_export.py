@@ -310,8 +310,8 @@ def test_padding_unknown_tokens_bad_ids_and_k_never_crash_or_pick_wrong_rows(exp
     np.testing.assert_allclose(padded["scores"], clean["scores"], atol=1e-6)
     ids = session.run("rec_ids", {"item_ids": np.array([[0, -4, 3, 10**12, 2**32 + 5, 0, 5, 40]],
                                                        dtype="int64")})
-    unknown = session.run("rec", {"items": np.array([[b"", b"x", b"item3", b"y", b"z", b"",
-                                                      b"item5", b"w"]])})
+    unknown = session.run("rec", {"items": np.array([[b"", b"x", b"item3", b"y", b"z", b"v",
+                                                      b"item5", b"w"]])})  # 0 between: unknown
     np.testing.assert_allclose(ids["scores"], unknown["scores"], atol=1e-6)
     assert not np.allclose(ids["scores"], clean["scores"], atol=1e-4)
     messy = session.run("rec", {"items": np.array([[b"", b"item3", "n\u00e9".encode(), b"", b"item5", b""]])})
@@ -885,15 +885,16 @@ def test_litert_model_answers_as_the_saved_model(dirs, exported, tmp_path):
         top, _ = run_litert(str(tmp_path / "excluding.tflite"), padded)
         logits = dirs["models"]["pre"].next_item_logits(training_input(ids, finetuned=False)).numpy()
         assert list(top[0]) == hand_masked_top_k(logits, ids, 5)[0]
-    # an id outside the vocabulary is an unknown item in its place on both (before: the
-    # SavedModel's _ids signature dropped it, the LiteRT model read it as 0 in place)
-    odd = np.array([[0] * (MAX_LEN - 5) + [3, len(VOCAB) + 7, 5, -9, 2]], np.int32)
+    # an id outside the vocabulary, and a 0 between two items, is an unknown item in its
+    # place on both (before: the SavedModel's _ids signature dropped them, the LiteRT model
+    # read them as 0 in place)
+    odd = np.array([[0] * (MAX_LEN - 6) + [3, len(VOCAB) + 7, 0, 5, -9, 2]], np.int32)
     served = exported["single_session"].run("next_ids", {"item_ids": odd.astype("int64")})
-    top, _ = run_litert(paths["none"], odd)
+    top, scores = run_litert(paths["none"], odd)
     np.testing.assert_array_equal(top, served["top_k_ids"])
-    dropped = exported["single_session"].run("next_ids", {"item_ids": odd[:, [7, 9, 11]]
-                                                          .astype("int64")})
-    assert not np.array_equal(top, dropped["top_k_ids"])  # the premise: dropping differs
+    known = np.concatenate([np.zeros((1, MAX_LEN - 3), np.int32), odd[:, [6, 9, 11]]], axis=1)
+    _, dropped = run_litert(paths["none"], known)  # the premise: dropping them differs
+    assert not np.allclose(scores, dropped, atol=1e-4)
     with pytest.raises(ValueError, match="classification"):
         write_litert(dirs["cls"], str(tmp_path / "cls.tflite"), log=lambda *_: None)
 

@@ -99,6 +99,17 @@ def drop_padding(ids, vocab_size):
                                           tf.not_equal(ids, 0)), tf.int32)
 
 
+def unknown_between(ids):
+    """An `item_ids` request `[B, L]` with a 0 between two items: that 0 becomes
+    `UNKNOWN_IN_PLACE`. Prepared data stores an unknown item as 0 in its place and the
+    LiteRT model reads a 0 so, so a history sent as prepared holds its unknown items there;
+    leading and trailing 0s stay padding (dropped)."""
+    ids = tf.cast(ids, tf.int64)
+    present = tf.cast(tf.not_equal(ids, 0), tf.int32)
+    inside = (tf.cumsum(present, axis=1) > 0) & (tf.cumsum(present, axis=1, reverse=True) > 0)
+    return tf.where(inside & tf.equal(present, 0), tf.constant(UNKNOWN_IN_PLACE, tf.int64), ids)
+
+
 @dataclasses.dataclass(frozen=True)
 class Framing:
     """A framing kind and its history length (see the module docstring)."""

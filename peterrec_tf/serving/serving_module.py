@@ -16,7 +16,8 @@ to the batch's largest, hold id 0, "" and -inf). Classification tasks answer
 batch dimension, so Serving's request batching (--enable_batching) can merge requests.
 
 Histories are the user's items oldest first, padded with "" / id 0 on either side. Padding
-is dropped; an unknown token, or an id outside [1, V) (`UNKNOWN_IN_PLACE`, -1, among them),
+is dropped; an unknown token, or in `item_ids` a 0 between two items or an id outside
+[1, V) (`UNKNOWN_IN_PLACE`, -1, among them),
 is kept in its place as id 0, which is how data preparation stores an item the vocabulary
 lacks, so a served history reads what the model was trained and evaluated on, and the
 LiteRT model (0 in place) answers the same; neither ever selects a wrong embedding row. The graph then frames what is left with the model's own `Framing`
@@ -41,7 +42,7 @@ import numpy as np
 import tensorflow as tf
 
 from pipelines.vocab import write_tokens
-from peterrec_tf.data.framing import UNKNOWN_IN_PLACE
+from peterrec_tf.data.framing import UNKNOWN_IN_PLACE, unknown_between
 from peterrec_tf.serving.export_options import ExportError
 from peterrec_tf.training import chunked_ranking
 from peterrec_tf.training.scoring import item_to_output_ids
@@ -266,7 +267,7 @@ class ServingModule(tf.Module):
             return self.outputs(self.ids_from_tokens(checked(items, 2, HISTORIES)), task, None)
 
         def by_ids(item_ids):
-            return self.outputs(checked(item_ids, 2, HISTORIES), task, None)
+            return self.outputs(unknown_between(checked(item_ids, 2, HISTORIES)), task, None)
 
         def embedding(items):
             return {"user_embedding": self.user_vector(
