@@ -145,10 +145,16 @@ def records_seen(data_dir, meta, split, train_dir, train_meta):
     trained.extend(record_digests(train_dir, "train", task, parts=parts))
     trained = np.unique(np.concatenate(trained))
     maps = id_maps(data_dir, meta, train_dir, train_meta)
+    return count_seen(trained, record_digests(data_dir, split, task, maps, parts=parts))
+
+
+def count_seen(trained, batches):
+    """(digests of `batches` found in the sorted `trained`, digests of `batches`), by a
+    binary search (np.isin would sort `trained` again for every batch)."""
     seen = total = 0
     last = max(len(trained) - 1, 0)
-    for digests in record_digests(data_dir, split, task, maps, parts=parts):
-        if len(trained):  # a binary search in the sorted digests (np.isin sorts them again)
+    for digests in batches:
+        if len(trained):
             found = trained[np.minimum(np.searchsorted(trained, digests), last)]
             seen += int((found == digests).sum())
         total += len(digests)
@@ -213,11 +219,5 @@ def kept_records_seen(data_dir, meta, split, path, vocabs):
         return None, f"the model has no {' or '.join(lacking)} vocabulary to read its ids by"
     maps = id_maps(data_dir, meta, None, {}, reference_tokens={
         name: vocabs[keys[name]] for name in ("items.txt", answer)})
-    seen = total = 0
-    last = max(len(trained) - 1, 0)
-    for digests in record_digests(data_dir, split, meta["task"], maps, parts=KEPT_PARTS):
-        if len(trained):
-            found = trained[np.minimum(np.searchsorted(trained, digests), last)]
-            seen += int((found == digests).sum())
-        total += len(digests)
-    return seen, total
+    return count_seen(trained, record_digests(data_dir, split, meta["task"], maps,
+                                              parts=KEPT_PARTS))
