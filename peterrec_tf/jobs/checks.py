@@ -207,7 +207,8 @@ def check_evaluated_apart(model_dir, data_dir, meta, split, log=print, vocabs=No
     split (by meaning, `record_overlap`: history items and label or target by token, or
     user and label or target for data with real user keys; a copy of the table with other
     line ends, a BOM, rows reordered or added; for next-item data, a history and next item
-    that begin a training sequence: a log cut earlier), it is refused too; fewer, or none, or
+    inside a training sequence: a log cut earlier, `sequence_overlap`), it is refused too;
+    fewer, or none, or
     data that cannot be compared, is used with a warning saying which. Models whose
     flags.json records no data (converted, older) are not checked. Returns (whether the
     data is the preparation the model trained on, None: unknown; how many of `split`'s
